@@ -1,0 +1,47 @@
+"""Small shared fixtures: a reduced digits set, a tiny MLP, a learning-rate space."""
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+
+
+@pytest.fixture(scope="session")
+def digits() -> vt.Dataset:
+  return vt.data.digits()
+
+
+@pytest.fixture(scope="session")
+def small_arrays():
+  """600 digits examples: enough to learn from, small enough to compile and run fast."""
+  from sklearn.datasets import load_digits
+
+  raw = load_digits()
+  return (raw.images[:600, :, :, None] / 16.0).astype(np.float32), raw.target[:600]
+
+
+@pytest.fixture
+def small_data(small_arrays) -> vt.Dataset:
+  """Fresh per test, so its test-read counter starts at zero: 360/120/120 examples."""
+  x, y = small_arrays
+  return vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0, num_classes=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp() -> vt.models.MLP:
+  return vt.models.MLP(hidden=(16,))
+
+
+@pytest.fixture(scope="session")
+def lr_space() -> vt.Space:
+  return vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
+                  weight_decay=vt.LogUniform(1e-6, 1e-2))
+
+
+# Settings that make a run take about a second on a 2-core CPU.
+FAST = dict(population=8, rounds=3, epochs=2, batch_size=32, seed=0)
+
+
+@pytest.fixture
+def fast_settings() -> dict:
+  return dict(FAST)

@@ -1,0 +1,82 @@
+"""The `vmaptune` command: a shrunk default experiment end to end, and its input errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import vmaptune as vt
+from vmaptune.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
+SHRUNK = ["population=8", "rounds=2", "epochs=1"]
+
+
+def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert main(["run", DEFAULT, "--set", *SHRUNK, "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  for expected in ("round 1/2: 8 lanes", "round 2/2: 8 lanes", "trials/s",
+                   "learning_rate  [0.0001, 1] log", "best", "median", "diverged 0/8",
+                   "chosen config", "test accuracy", f"records: {out}"):
+    assert expected in printed, expected
+  assert len(vt.read_trials(out)) == 16
+  assert (out / "summary.json").exists()
+
+
+def test_the_installed_command_runs_quietly(tmp_path):
+  """The `vmaptune` console script that pip installed next to this Python reaches main()."""
+  script = os.path.join(os.path.dirname(sys.executable), "vmaptune")
+  assert os.path.exists(script), "install the package (pip install -e .) to get the command"
+  result = subprocess.run([script, "run", DEFAULT, "--quiet",
+                           "--set", "population=4", "rounds=1", "epochs=1",
+                           "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "chosen config" in result.stdout and "test accuracy" in result.stdout
+  assert "sampled ranges" not in result.stdout  # --quiet: no per-round lines.
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["populaton=8"], "--set populaton: unknown key; settable keys are population"),
+    (["population=many"], "--set population=many: expected a whole number"),
+    (["keep=high"], "--set keep=high: expected a number"),
+    (["population"], "expected key=value"),
+    (["population=0"], "population=0; expected a whole number >= 1"),
+])
+def test_bad_overrides_are_refused_with_the_key_named(sets, message, tmp_path, capsys):
+  assert main(["run", DEFAULT, "--set", *sets, "--out", str(tmp_path / "run")]) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "run" / "trials.jsonl").exists()
+
+
+def test_a_config_without_get_config_is_refused(tmp_path, capsys):
+  config = tmp_path / "broken.py"
+  config.write_text("CONFIG = {'population': 8}\n")
+  assert main(["run", str(config)]) == 2
+  assert "defines no get_config()" in capsys.readouterr().err
+  assert main(["run", str(tmp_path / "missing.py")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+def test_get_config_must_return_an_experiment(tmp_path, capsys):
+  config = tmp_path / "dict_config.py"
+  config.write_text(textwrap.dedent("""
+      def get_config():
+        return {"population": 8}
+  """))
+  assert main(["run", str(config)]) == 2
+  assert "get_config() returned dict; expected a vmaptune.Experiment" in capsys.readouterr().err
+
+
+def test_overrides_keep_types_and_the_rest_of_the_experiment():
+  experiment = vt.load_experiment(DEFAULT)
+  changed = vt.override(experiment, ["population=512", "keep=1", "optimizer=sgd",
+                                     "name=lr_sweep"])
+  assert (changed.population, changed.keep, changed.optimizer, changed.name) == \
+      (512, 1.0, "sgd", "lr_sweep")
+  assert isinstance(changed.keep, float)
+  assert changed.space == experiment.space and changed.model == experiment.model

@@ -1,0 +1,86 @@
+"""Datasets: the embedded digits, splitting, loaders, and clear errors on bad arrays."""
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+
+
+def test_digits_is_embedded_split_deterministically_and_disjoint(digits):
+  assert digits.feature_shape == (8, 8, 1) and digits.num_classes == 10
+  assert sum(digits.sizes.values()) == 1797
+  assert digits.sizes["val"] == digits.sizes["test"] == round(0.2 * 1797)
+  assert 0.0 <= digits.train.x.min() and digits.train.x.max() <= 1.0
+  again = vt.data.digits()
+  np.testing.assert_array_equal(digits.train.x, again.train.x)
+  other = vt.data.digits(seed=1)
+  assert not np.array_equal(digits.train.y, other.train.y)
+  rows = {r.tobytes() for r in digits.train.x} & {r.tobytes() for r in digits.val.x}
+  assert len(rows) < 5  # Disjoint up to the few duplicate images in the set itself.
+
+
+def test_test_split_is_sealed_and_counted(small_data):
+  assert small_data.test_reads == 0
+  assert not hasattr(small_data, "test")
+  assert len(small_data.read_test()) == 120
+  assert small_data.test_reads == 1
+
+
+def _arrays(n=40, d=3, classes=4):
+  rng = np.random.default_rng(0)
+  return rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, classes, n)
+
+
+def test_mismatched_lengths_are_refused():
+  x, y = _arrays()
+  with pytest.raises(vt.DataError, match="40 rows but y has 39"):
+    vt.data.from_arrays(x, y[:-1])
+  with pytest.raises(vt.DataError, match="train split has 40 feature rows but 39 labels"):
+    vt.Dataset(train=(x, y[:-1]), val=(x, y), test=(x, y))
+
+
+@pytest.mark.parametrize("bad_label", [4, -1])
+def test_labels_outside_the_classes_are_refused(bad_label):
+  x, y = _arrays()
+  y = y.copy()
+  y[7] = bad_label
+  with pytest.raises(vt.DataError, match=rf"labels must lie in \[0, 4\).*{bad_label}"):
+    vt.Dataset(train=(x, y), val=(x, y), test=(x, y), num_classes=4)
+
+
+def test_fractional_labels_and_non_finite_features_are_refused():
+  x, y = _arrays()
+  with pytest.raises(vt.DataError, match="whole numbers"):
+    vt.Dataset(train=(x, y + 0.5), val=(x, y), test=(x, y))
+  x_bad = x.copy()
+  x_bad[5, 1] = np.nan
+  x_bad[9, 0] = np.inf
+  with pytest.raises(vt.DataError, match="val features contain 2 NaN/inf values.*row 5"):
+    vt.Dataset(train=(x, y), val=(x_bad, y), test=(x, y))
+
+
+def test_empty_validation_split_is_refused():
+  x, y = _arrays()
+  with pytest.raises(vt.DataError, match="validation split is empty"):
+    vt.Dataset(train=(x, y), val=(x[:0], y[:0]), test=(x, y))
+  with pytest.raises(vt.DataError, match="val_fraction=0 .*empty validation split"):
+    vt.data.from_arrays(x, y, val_fraction=0.0)
+  with pytest.raises(vt.DataError, match="leaves no training data"):
+    vt.data.from_arrays(x, y, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_npz_files_load_in_both_layouts(tmp_path):
+  x, y = _arrays(n=50)
+  whole = tmp_path / "whole.npz"
+  np.savez(whole, x=x, y=y)
+  data = vt.data.load_npz(whole, val_fraction=0.2, test_fraction=0.2, seed=0)
+  assert data.sizes == {"train": 30, "val": 10, "test": 10} and data.name == "whole"
+  split = tmp_path / "split.npz"
+  np.savez(split, x_train=x[:30], y_train=y[:30], x_val=x[30:40], y_val=y[30:40])
+  data = vt.data.load_npz(split, num_classes=4)
+  assert data.sizes == {"train": 30, "val": 10, "test": 0}
+  np.testing.assert_array_equal(data.val.y, y[30:40])
+  bad = tmp_path / "bad.npz"
+  np.savez(bad, features=x)
+  with pytest.raises(vt.DataError, match="expected x, y or"):
+    vt.data.load_npz(bad)

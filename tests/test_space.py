@@ -1,0 +1,79 @@
+"""Search space: validation, deterministic log-scale sampling, narrowing."""
+
+import math
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+
+
+def test_sampling_is_deterministic_and_inside_the_range():
+  space = vt.Space(lr=vt.LogUniform(1e-4, 1e-1), p=vt.Uniform(-1.0, 2.0))
+  a = space.sample(seed=3, round_index=1, size=500)
+  b = space.sample(seed=3, round_index=1, size=500)
+  c = space.sample(seed=3, round_index=2, size=500)
+  assert list(a) == ["lr", "p"]
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name])
+    assert a[name].dtype == np.float32 and a[name].shape == (500,)
+    assert not np.array_equal(a[name], c[name])
+  assert a["lr"].min() >= 1e-4 and a["lr"].max() <= 1e-1
+  assert a["p"].min() >= -1.0 and a["p"].max() <= 2.0
+
+
+def test_log_uniform_spreads_evenly_over_decades():
+  values = vt.Space(lr=vt.LogUniform(1e-4, 1e0)).sample(0, 0, 40_000)["lr"]
+  counts, _ = np.histogram(np.log10(values), bins=4, range=(-4, 0))
+  # Uniform in log10: each of the four decades gets a quarter (±3%).
+  np.testing.assert_allclose(counts / len(values), 0.25, atol=0.03)
+
+
+@pytest.mark.parametrize("dist, message", [
+    (vt.LogUniform(1e-2, 1e-3), "low < high"),
+    (vt.Uniform(1.0, 1.0), "low < high"),
+    (vt.LogUniform(0.0, 1.0), "must be > 0"),
+    (vt.LogUniform(-1e-3, 1.0), "must be > 0"),
+    (vt.Uniform(float("nan"), 1.0), "not finite"),
+    (vt.LogUniform(1e-3, float("inf")), "not finite"),
+    (vt.Uniform("0.1", 1.0), "not a number"),
+])
+def test_bad_ranges_name_the_parameter_and_the_value(dist, message):
+  with pytest.raises(vt.SpaceError, match=message) as info:
+    vt.Space(learning_rate=dist)
+  assert "'learning_rate'" in str(info.value)
+
+
+def test_space_rejects_non_distributions_and_empty_spaces():
+  with pytest.raises(vt.SpaceError, match="'lr'.*not a distribution"):
+    vt.Space(lr=0.1)
+  with pytest.raises(vt.SpaceError, match="at least one parameter"):
+    vt.Space()
+
+
+def test_narrowing_spans_kept_values_in_log_scale_with_margin():
+  original = vt.Space(lr=vt.LogUniform(1e-6, 1e0))  # Six decades wide.
+  kept = {"lr": np.array([1e-4, 1e-3, 1e-2])}  # Two decades wide.
+  narrowed = original.narrow(kept, margin=0.1, bounds=original)
+  # 0.1 x six decades = 0.6 decades of margin on each side, in log space.
+  assert narrowed["lr"].low == pytest.approx(10 ** -4.6, rel=1e-9)
+  assert narrowed["lr"].high == pytest.approx(10 ** -1.4, rel=1e-9)
+  assert isinstance(narrowed["lr"], vt.LogUniform)
+
+
+def test_narrowing_uniform_is_linear_and_clipped_to_the_original_range():
+  original = vt.Space(p=vt.Uniform(0.0, 1.0))
+  narrowed = original.narrow({"p": np.array([0.05, 0.5])}, margin=0.1, bounds=original)
+  assert narrowed["p"].low == 0.0  # 0.05 - 0.1 clipped to the original low.
+  assert narrowed["p"].high == pytest.approx(0.6)
+
+
+def test_narrowing_to_one_value_keeps_a_positive_width_inside_bounds():
+  original = vt.Space(lr=vt.LogUniform(1e-4, 1e-2))
+  narrowed = original.narrow({"lr": np.array([1e-2])}, margin=0.05, bounds=original)
+  assert narrowed["lr"].high == 1e-2
+  assert 1e-4 < narrowed["lr"].low < 1e-2
+  assert math.log(narrowed["lr"].high / narrowed["lr"].low) == pytest.approx(0.05 * math.log(100))
+  # Narrowing again from the narrowed space never leaves the original bounds.
+  again = narrowed.narrow({"lr": np.array([1e-2])}, margin=0.5, bounds=original)
+  assert again["lr"].low >= 1e-4 and again["lr"].high <= 1e-2

@@ -1,0 +1,193 @@
+"""The rounds loop: no recompiles, narrowing, test-split discipline, divergence, records."""
+
+import json
+import os
+
+import flax.linen as nn
+import numpy as np
+import optax
+import pytest
+
+import vmaptune as vt
+from vmaptune.compile_stats import CompileCounter
+from vmaptune.results import SUMMARY_FILE
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, small_arrays):
+  """One 3-round search, shared by the tests that only inspect its outcome."""
+  x, y = small_arrays
+  data = vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0, num_classes=10)
+  out = str(tmp_path_factory.mktemp("run") / "digits")
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
+                   weight_decay=vt.LogUniform(1e-6, 1e-2))
+  result = vt.tune(vt.models.MLP(hidden=(16,)), data, space, out=out,
+                   population=8, rounds=3, epochs=2, batch_size=32, keep=0.25, seed=0)
+  return result, data, out
+
+
+def test_rounds_after_the_first_compile_nothing(search):
+  result, _, _ = search
+  first, *later = result.rounds
+  assert first.compiles >= 2  # The population's train and evaluate programs.
+  assert [r.compiles for r in later] == [0] * len(later)
+  # The ranges did change between rounds, so "no recompiles" is not vacuous.
+  assert later[0].space != first.space
+
+
+def test_each_round_samples_the_narrowed_space_of_the_one_before(search):
+  result, _, _ = search
+  for before, after in zip(result.rounds, result.rounds[1:], strict=False):
+    assert after.space == before.next_space
+  widths = [r.space["learning_rate"].width() for r in result.rounds]
+  assert widths[-1] < widths[0]
+  for r in result.rounds:
+    assert len(r.kept) == 2  # keep=0.25 of 8 lanes.
+    # The kept lanes are the best two, and the next range spans their values.
+    np.testing.assert_array_equal(np.sort(r.val_accuracy[r.kept]), np.sort(r.val_accuracy)[-2:])
+    for name, dist in r.next_space.items():
+      kept_values = r.hparams[name][r.kept]
+      assert dist.low <= kept_values.min() and kept_values.max() <= dist.high
+      assert result.space[name].low <= dist.low and dist.high <= result.space[name].high
+
+
+def test_the_search_never_reads_the_test_split_and_final_fit_reads_it_once(search, small_arrays):
+  result, data, _ = search
+  assert data.test_reads == 0
+  # Garbage test labels and features: the search result must not change at all.
+  x, y = small_arrays
+  clean = vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0,
+                              num_classes=10)
+  test = clean.read_test()
+  garbage = vt.Dataset(train=clean.train, val=clean.val,
+                       test=(np.ones_like(test.x), (test.y + 3) % 10), num_classes=10)
+  again = vt.tune(vt.models.MLP(hidden=(16,)), garbage, result.space,
+                  population=8, rounds=3, epochs=2, batch_size=32, keep=0.25, seed=0)
+  for a, b in zip(result.rounds, again.rounds, strict=True):
+    np.testing.assert_array_equal(a.val_accuracy, b.val_accuracy)
+    np.testing.assert_array_equal(a.hparams["learning_rate"], b.hparams["learning_rate"])
+  assert again.best == result.best and garbage.test_reads == 0
+
+  final = result.final_fit()
+  assert data.test_reads == 1
+  assert result.final_fit() is final and data.test_reads == 1  # Cached, not re-read.
+  # The refit alone reproduces the chosen lane's validation score.
+  assert abs(final.val_accuracy - result.best.val_accuracy) <= 1 / len(data.val)
+  assert 0.5 < final.test_accuracy <= 1.0
+
+
+def test_records_hold_every_trial_and_a_summary(search):
+  result, _, out = search
+  records = vt.read_trials(out)
+  assert len(records) == 8 * 3
+  assert {(r["round"], r["lane"]) for r in records} == {(k, i) for k in range(3) for i in range(8)}
+  first = records[0]
+  assert set(first) == {"round", "lane", "hparams", "val_accuracy", "val_loss", "status",
+                        "epochs", "kept"}
+  assert set(first["hparams"]) == {"learning_rate", "weight_decay"}
+  assert sum(r["kept"] for r in records) == 2 * 3
+  assert all(r["status"] == "finished" for r in records)
+  result.final_fit()
+  with open(os.path.join(out, SUMMARY_FILE)) as f:
+    summary = json.load(f)
+  assert summary["chosen"] == result.best.to_record()
+  assert summary["final_fit"]["test_accuracy"] == result.final_fit().test_accuracy
+  assert [r["space"] for r in summary["rounds"]] == [r.space.to_dict() for r in result.rounds]
+  assert summary["compile_s"] > 0 and summary["wall_s"] >= summary["compile_s"]
+
+
+def test_a_run_directory_is_never_overwritten(search, small_data, tiny_mlp, lr_space):
+  _, _, out = search
+  with CompileCounter() as compiled, pytest.raises(FileExistsError, match="already holds"):
+    vt.tune(tiny_mlp, small_data, lr_space, out=out, population=2, rounds=1, epochs=1)
+  assert compiled.compiles == 0
+  assert len(vt.read_trials(out)) == 8 * 3
+
+
+def test_diverged_lanes_are_scored_worst_and_left_out_of_narrowing(small_data, tiny_mlp, tmp_path):
+  space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e8))  # Adam diverges above ~1e5 here.
+  result = vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
+                   population=8, rounds=2, epochs=1, batch_size=32, keep=0.5, seed=0)
+  first = result.rounds[0]
+  assert 0 < first.num_diverged < 8
+  assert np.isnan(first.val_accuracy[first.diverged]).all()
+  assert not set(np.flatnonzero(first.diverged)) & set(first.kept.tolist())
+  assert first.next_space["learning_rate"].high < 1e8
+  records = [r for r in vt.read_trials(tmp_path / "run") if r["status"] == "diverged"]
+  assert len(records) >= first.num_diverged
+  assert all(r["val_accuracy"] is None and not r["kept"] for r in records)
+  assert result.best.status == "finished"
+
+
+def test_when_every_lane_diverges_the_error_says_so_and_suggests_a_range(
+    small_data, tiny_mlp, tmp_path):
+  space = vt.Space(learning_rate=vt.LogUniform(1e6, 1e8))
+  with pytest.raises(vt.AllDivergedError) as info:
+    vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
+            population=4, rounds=2, epochs=1, batch_size=32)
+  message = str(info.value)
+  assert "all 4 lanes diverged in round 0" in message
+  assert "learning_rate=LogUniform(1e+03, 1e+05)" in message
+  assert info.value.partial.rounds == []
+  records = vt.read_trials(tmp_path / "run")
+  assert [r["status"] for r in records] == ["diverged"] * 4
+
+
+class _BatchNormMLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.BatchNorm(use_running_average=False)(x.reshape((x.shape[0], -1)))
+    return nn.Dense(10)(x)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"population": 0}, r"population=0; expected a whole number >= 1"),
+    ({"population": 2.5}, r"population=2.5; expected a whole number"),
+    ({"keep": 0.0}, r"keep=0.0; expected a fraction in \(0, 1\]"),
+    ({"keep": 1.5}, r"keep=1.5; expected a fraction in \(0, 1\]"),
+    ({"rounds": 0}, r"rounds=0; expected a whole number >= 1"),
+    ({"epochs": 0}, r"epochs=0; expected a whole number >= 1"),
+    ({"batch_size": 361}, r"batch_size=361; expected a whole number in \[1, 360\] "
+                          r"\(the training split has 360 examples\)"),
+    ({"margin": -0.1}, r"margin=-0.1; expected a fraction in \[0, 1\]"),
+    ({"populaton": 8}, r"unknown settings \['populaton'\]"),
+    ({"optimizer": "adam"}, r"optimizer='adam' is unknown"),
+    ({"schedule": "linear"}, r"schedule='linear'; expected one of"),
+    ({"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
+                        dropout=vt.Uniform(0.0, 0.5))}, r"\['dropout'\] are not used by"),
+    ({"space": vt.Space(weight_decay=vt.LogUniform(1e-6, 1e-2))},
+     r"needs \['learning_rate'\] in the search space"),
+    ({"model": vt.models.MLP(hidden=(8,), num_classes=5)},
+     r"outputs shape \(1, 5\).*expected logits of shape \(1, 10\)"),
+    ({"model": _BatchNormMLP()}, r"variable collections \['batch_stats'\]"),
+    ({"data": (np.zeros((10, 4)), np.zeros(10))}, r"expected a vmaptune.data.Dataset"),
+])
+def test_bad_settings_fail_before_anything_compiles(change, message, small_data, tiny_mlp,
+                                                    lr_space):
+  args = dict(model=tiny_mlp, data=small_data, space=lr_space, population=4, rounds=1,
+              epochs=1, batch_size=32)
+  args.update(change)
+  with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
+    vt.tune(**args)
+  assert compiled.compiles == 0
+
+
+def test_sgd_and_custom_optimizer_factories_train(small_data, tiny_mlp):
+  def lamb(hparams):
+    return optax.inject_hyperparams(optax.lamb)(learning_rate=hparams["learning_rate"])
+
+  space = vt.Space(learning_rate=vt.LogUniform(1e-1, 1.0), momentum=vt.Uniform(0.5, 0.95))
+  sgd = vt.tune(tiny_mlp, small_data, space, optimizer="sgd", population=4, rounds=1,
+                epochs=2, batch_size=32)
+  custom = vt.tune(tiny_mlp, small_data, vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)),
+                   optimizer=lamb, schedule="constant", population=4, rounds=1, epochs=2,
+                   batch_size=32)
+  assert sgd.best.val_accuracy > 0.5 and custom.best.val_accuracy > 0.5
+  assert set(sgd.best.hparams) == {"learning_rate", "momentum"}
+
+
+def test_rank_lanes_orders_by_accuracy_then_loss_and_drops_diverged():
+  accuracy = np.array([0.9, 0.8, 0.9, np.nan, 0.95])
+  loss = np.array([0.3, 0.1, 0.2, np.nan, 0.5])
+  diverged = np.array([False, False, False, True, False])
+  assert vt.rank_lanes(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]

@@ -1,0 +1,25 @@
+"""vmaptune: tune many small JAX/Flax models at once, as one vmapped program.
+
+>>> import vmaptune as vt
+>>> space = vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0),
+...                  weight_decay=vt.LogUniform(1e-8, 1e-1))
+>>> sorted(space)
+['learning_rate', 'weight_decay']
+"""
+
+from vmaptune import data, models, optimizers, train
+from vmaptune.config import ConfigError, Experiment, load_experiment, override
+from vmaptune.data import DataError, Dataset
+from vmaptune.population import Population
+from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
+from vmaptune.space import LogUniform, Space, SpaceError, Uniform
+from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_lanes, tune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
+    "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
+    "SpaceError", "Trial", "TuneResult", "Uniform", "data", "load_experiment", "models",
+    "optimizers", "override", "rank_lanes", "read_trials", "train", "tune",
+]

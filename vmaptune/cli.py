@@ -1,0 +1,70 @@
+"""The ``vmaptune`` command: a thin shell over :mod:`vmaptune.config` and the tuner.
+
+    vmaptune run experiments/digits_mlp.py
+    vmaptune run experiments/digits_mlp.py --set population=512 rounds=5 --out runs/digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+from vmaptune import console
+from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
+from vmaptune.data import DataError
+from vmaptune.space import SpaceError
+from vmaptune.tuner import AllDivergedError, SettingsError
+
+USER_ERRORS = (ConfigError, SettingsError, SpaceError, DataError, FileExistsError)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="vmaptune", description="Tune JAX/Flax models as one vmapped population.")
+  commands = parser.add_subparsers(dest="command", required=True)
+  run = commands.add_parser("run", help="run an experiment config (a .py file with get_config())")
+  run.add_argument("config", help="path to the experiment config file")
+  run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=f"override settings; keys: {', '.join(SETTABLE)}")
+  run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>)")
+  run.add_argument("--quiet", action="store_true", help="print only the final result")
+  return parser
+
+
+def _default_out(name: str) -> str:
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", name, stamp)
+
+
+def run(args: argparse.Namespace) -> int:
+  experiment = override(load_experiment(args.config), args.set)
+  out = args.out or _default_out(experiment.name)
+  if not args.quiet:
+    print(f"vmaptune: {experiment.name}: population {experiment.population}, "
+          f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
+          f"batch {experiment.batch_size}, keep {experiment.keep:g}", flush=True)
+  result = experiment.tune(out=out, verbose=not args.quiet)
+  final = result.final_fit()
+  print(console.format_final(result, final))
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    return run(args)
+  except USER_ERRORS as e:
+    print(f"vmaptune: error: {e}", file=sys.stderr)
+    return 2
+  except AllDivergedError as e:
+    print(f"vmaptune: error: {e}", file=sys.stderr)
+    if e.partial.rounds and e.partial.out_dir:
+      print(f"vmaptune: the {len(e.partial.rounds)} rounds before it are recorded in "
+            f"{e.partial.out_dir}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,137 @@
+"""Experiment configs: a Python file whose ``get_config()`` returns an :class:`Experiment`.
+
+As in the Flax examples, a config is code, so it can build models and data
+loaders directly; the command line can then override its plain settings::
+
+    vmaptune run experiments/digits_mlp.py --set population=512 rounds=5
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.linen as nn
+
+from vmaptune.data import Dataset
+from vmaptune.space import Space
+from vmaptune.tuner import Settings, tune
+
+
+class ConfigError(ValueError):
+  """A config file or a ``--set`` override is unusable."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Experiment(Settings):
+  """Everything one tuning run needs; the settings fields are inherited.
+
+  Attributes:
+    model: the Linen module to tune.
+    data: a :class:`Dataset`, or a function of no arguments returning one
+      (called when the run starts).
+    space: the search space.
+    name: a label used for the default run directory.
+
+  >>> import vmaptune as vt
+  >>> exp = Experiment(model=vt.models.MLP(), data=vt.data.digits,
+  ...                  space=vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0)))
+  >>> override(exp, ["population=8", "keep=0.5"]).population
+  8
+  """
+
+  model: nn.Module
+  data: Dataset | Callable[[], Dataset]
+  space: Space
+  name: str = "experiment"
+
+  def load_data(self) -> Dataset:
+    data = self.data() if callable(self.data) and not isinstance(self.data, Dataset) \
+        else self.data
+    if not isinstance(data, Dataset):
+      raise ConfigError(f"experiment {self.name!r}: data gave {type(data).__name__}; "
+                        "expected a vmaptune.data.Dataset or a function returning one")
+    return data
+
+  def tune(self, out: str | None = None, verbose: bool = False, **kwargs):
+    """Runs :func:`vmaptune.tune` with this experiment's fields."""
+    settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(Settings)}
+    return tune(self.model, self.load_data(), self.space, out=out, verbose=verbose,
+                **settings, **kwargs)
+
+
+# Fields that `--set` may change: plain values, not objects built in code.
+SETTABLE = tuple(f.name for f in dataclasses.fields(Settings)) + ("name",)
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+  """Imports a config file and returns its ``get_config()``.
+
+  Raises:
+    ConfigError: the file is missing, has no ``get_config()``, or it does not
+      return an :class:`Experiment`.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist")
+  module_name = "vmaptune_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"config file {path!r} is not a Python file")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[module_name] = module  # Dataclasses defined in the file need it.
+  try:
+    spec.loader.exec_module(module)
+  finally:
+    sys.modules.pop(module_name, None)
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ConfigError(f"config file {path!r} defines no get_config(); expected a function "
+                      "returning vmaptune.Experiment(...)")
+  experiment = get_config()
+  if not isinstance(experiment, Experiment):
+    raise ConfigError(f"{path}: get_config() returned {type(experiment).__name__}; "
+                      "expected a vmaptune.Experiment")
+  return experiment
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text  # A bare word, e.g. optimizer=sgd.
+  if isinstance(current, str):
+    return value if isinstance(value, str) else text
+  if isinstance(current, bool) or not isinstance(current, (int, float)):
+    return value
+  if isinstance(current, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+    raise ConfigError(f"--set {key}={text}: expected a whole number")
+  if isinstance(current, float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"--set {key}={text}: expected a number")
+    value = float(value)
+  return value
+
+
+def override(experiment: Experiment, assignments: Iterable[str]) -> Experiment:
+  """Applies ``key=value`` overrides (values parsed as Python literals).
+
+  Raises:
+    ConfigError: a malformed assignment, an unknown key, or a value of the
+      wrong type; the message lists the keys that can be set.
+  """
+  changes: dict[str, Any] = {}
+  for assignment in assignments:
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. population=512")
+    if key not in SETTABLE:
+      raise ConfigError(f"--set {key}: unknown key; settable keys are {', '.join(SETTABLE)}")
+    changes[key] = _parse_value(key, text.strip(), getattr(experiment, key))
+  return dataclasses.replace(experiment, **changes)

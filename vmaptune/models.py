@@ -1,0 +1,89 @@
+"""Small reference Flax Linen models for the shipped experiments.
+
+Any Linen module works with vmaptune if ``module.apply({"params": p}, x)``
+maps features ``[B, ...]`` to logits ``[B, num_classes]``; these two are the
+ones the digits experiments use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+
+class MLP(nn.Module):
+  """A ReLU multilayer perceptron on flattened inputs.
+
+  Attributes:
+    hidden: widths of the hidden layers, e.g. ``(128,)`` for 64-128-10 on digits.
+    num_classes: width of the output layer.
+
+  >>> import jax, jax.numpy as jnp
+  >>> logits, _ = jax.eval_shape(MLP(hidden=(32,), num_classes=10).init_with_output,
+  ...                            jax.random.key(0), jnp.zeros((4, 8, 8, 1)))
+  >>> logits.shape
+  (4, 10)
+  """
+
+  hidden: Sequence[int] = (128,)
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps ``x [B, ...]`` to logits ``[B, num_classes]``."""
+    x = x.reshape((x.shape[0], -1))
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+class PatchConv(nn.Module):
+  """A stride-1 ``SAME`` convolution computed as image patches times a dense kernel.
+
+  Same function class and initialisation (fan-in ``kh * kw * C``) as
+  ``nn.Conv``, but lowered to a matmul: under ``vmap`` XLA turns a convolution
+  with a per-lane kernel into a grouped convolution, which is about ten times
+  slower per lane on CPU, while patches of a shared input are extracted once
+  and meet every lane's kernel in one matmul.
+
+  Attributes:
+    features: output channels.
+    kernel_size: ``(kh, kw)``.
+  """
+
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps ``x [B, H, W, C]`` to ``[B, H, W, features]``."""
+    patches = jax.lax.conv_general_dilated_patches(
+        x, self.kernel_size, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))  # [B, H, W, C * kh * kw]
+    return nn.Dense(self.features)(patches)
+
+
+class CNN(nn.Module):
+  """Two 3x3 convolutions, average pooling, and a dense head, for small images.
+
+  Attributes:
+    channels: output channels of the two convolutions.
+    dense: width of the hidden dense layer.
+    num_classes: width of the output layer.
+  """
+
+  channels: Sequence[int] = (16, 32)
+  dense: int = 64
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps images ``x [B, H, W, C]`` to logits ``[B, num_classes]``."""
+    for width in self.channels:
+      x = nn.relu(PatchConv(width, kernel_size=(3, 3))(x))
+    x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(self.dense)(x))
+    return nn.Dense(self.num_classes)(x)

@@ -1,0 +1,169 @@
+"""Training and evaluation of one lane, as pure functions for jit and vmap.
+
+:func:`make_train` does the static set-up (model, optimizer factory, epochs,
+batch size) and returns ``train_one(hparams, init_key, data_key, x, y)``, a pure
+function whose whole loop is a nested ``lax.scan`` (epochs, then steps). The
+searched hyperparameters are its traced ``hparams`` argument; everything static
+is closed over. ``population.py`` vmaps it over the lane axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vmaptune.data import Split
+from vmaptune.optimizers import OptimizerFactory
+
+Params = Any  # A pytree of arrays.
+
+
+class LaneState(NamedTuple):
+  """What one lane carries from step to step."""
+  params: Params
+  opt_state: optax.OptState
+  diverged: jax.Array  # bool []: the loss has been NaN/inf; updates stopped.
+
+
+class TrainOutput(NamedTuple):
+  """Result of training one lane (every field gains a leading ``[P]`` when vmapped).
+
+  Attributes:
+    params: the trained parameters, frozen at the last finite step if diverged.
+    epoch_loss: mean training loss of each epoch, ``[epochs]``.
+    diverged: bool ``[]``, whether the training loss ever became NaN/inf.
+  """
+  params: Params
+  epoch_loss: jax.Array
+  diverged: jax.Array
+
+
+class Evaluation(NamedTuple):
+  """Accuracy and mean cross-entropy over a split (``[P]`` each when vmapped)."""
+  accuracy: jax.Array
+  loss: jax.Array
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example cross-entropy: logits ``[B, C]``, labels ``[B]`` -> ``[B]``."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def init_params(model: nn.Module, key: jax.Array, example: jax.Array) -> Params:
+  """The model's ``params`` collection for inputs shaped like ``example [1, ...]``."""
+  return model.init(key, example)["params"]
+
+
+def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
+               batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
+  """Builds ``train_one(hparams, init_key, data_key, x_train, y_train)``.
+
+  Each epoch draws a fresh permutation of the training split from
+  ``fold_in(data_key, epoch)`` and walks it in ``num_train // batch_size``
+  minibatches (the remainder is dropped, so every step has the same shape).
+  Under ``vmap`` with ``data_key``, ``x_train`` and ``y_train`` unbatched, the
+  permutation and the gathered minibatch are computed once and shared by all
+  lanes.
+
+  A lane whose loss becomes NaN/inf stops updating from that step on: its
+  parameters stay at their last finite values and ``diverged`` is set. Lanes
+  never read each other's values, so a diverged lane cannot disturb another.
+
+  Args:
+    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    optimizer: ``factory(hparams) -> optax.GradientTransformation``.
+    epochs: passes over the training split.
+    batch_size: examples per step.
+    num_train: size of the training split.
+
+  Returns:
+    ``train_one(hparams, init_key, data_key, x_train [N, ...], y_train [N]) ->
+    TrainOutput`` where ``hparams`` maps names to scalars.
+  """
+  steps_per_epoch = num_train // batch_size
+
+  def loss_fn(params, x, y):
+    logits = model.apply({"params": params}, x)
+    return cross_entropy(logits, y).mean()
+
+  def train_one(hparams: Mapping[str, jax.Array], init_key: jax.Array,
+                data_key: jax.Array, x_train: jax.Array,
+                y_train: jax.Array) -> TrainOutput:
+    tx = optimizer(hparams)
+    params = init_params(model, init_key, x_train[:1])
+    state = LaneState(params, tx.init(params), jnp.zeros((), bool))
+
+    def step(state: LaneState, batch_index: jax.Array):
+      x, y = x_train[batch_index], y_train[batch_index]
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      diverged = state.diverged | ~jnp.isfinite(loss)
+      # Select, not branch: under vmap both sides are computed anyway.
+      keep_old = lambda new, old: jnp.where(diverged, old, new)
+      state = LaneState(jax.tree.map(keep_old, params, state.params),
+                        jax.tree.map(keep_old, opt_state, state.opt_state), diverged)
+      return state, loss
+
+    def epoch(state: LaneState, epoch_index: jax.Array):
+      order = jax.random.permutation(jax.random.fold_in(data_key, epoch_index), num_train)
+      batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+      state, losses = jax.lax.scan(step, state, batches)
+      return state, losses.mean()
+
+    state, epoch_loss = jax.lax.scan(epoch, state, jnp.arange(epochs))
+    return TrainOutput(state.params, epoch_loss, state.diverged)
+
+  return train_one
+
+
+class EvalBatches(NamedTuple):
+  """A split cut into equal batches: ``x [nb, B, ...]``, ``y [nb, B]``, ``mask [nb, B]``.
+
+  The last batch is padded; ``mask`` is 1.0 on real examples, 0.0 on padding.
+  """
+  x: np.ndarray
+  y: np.ndarray
+  mask: np.ndarray
+
+
+def eval_batches(split: Split, batch_size: int) -> EvalBatches:
+  """Pads ``split`` to a whole number of batches of ``min(batch_size, N)``."""
+  n = len(split)
+  size = max(1, min(batch_size, n))
+  num_batches = -(-n // size)
+  pad = num_batches * size - n
+  x = np.concatenate([split.x, np.zeros((pad,) + split.x.shape[1:], split.x.dtype)])
+  y = np.concatenate([split.y, np.zeros(pad, split.y.dtype)])
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  return EvalBatches(x.reshape((num_batches, size) + split.x.shape[1:]),
+                     y.reshape(num_batches, size), mask.reshape(num_batches, size))
+
+
+def make_evaluate(model: nn.Module) -> Callable[[Params, EvalBatches], Evaluation]:
+  """Builds ``evaluate_one(params, batches) -> Evaluation`` for one lane.
+
+  The batches are walked with ``lax.scan``, so under ``vmap`` the live
+  activations are ``[P, B, C]``, however large the split.
+  """
+
+  def evaluate_one(params: Params, batches: EvalBatches) -> Evaluation:
+    def body(totals, batch):
+      x, y, mask = batch
+      logits = model.apply({"params": params}, x)
+      correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+      loss = cross_entropy(logits, y)
+      return (totals[0] + (correct * mask).sum(), totals[1] + (loss * mask).sum()), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (correct, loss), _ = jax.lax.scan(body, (zero, zero), tuple(batches))
+    count = batches.mask.sum()
+    return Evaluation(correct / count, loss / count)
+
+  return evaluate_one

@@ -1,0 +1,292 @@
+"""The rounds loop: sample -> train all lanes -> evaluate -> rank -> narrow.
+
+Each round samples ``population`` configurations from the current ranges,
+trains them as one compiled population, scores them on the validation split
+in one batched call, keeps the top ``keep`` fraction of the lanes that did not
+diverge, and narrows every range to the span of the kept values (in each
+parameter's own scale) widened by ``margin``. The test split is not touched
+until :meth:`TuneResult.final_fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from vmaptune import console, optimizers
+from vmaptune.compile_stats import CompileCounter
+from vmaptune.data import Dataset
+from vmaptune.population import Population
+from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
+from vmaptune.space import LogUniform, Space
+
+
+class SettingsError(ValueError):
+  """A tuning setting is out of range or of the wrong type."""
+
+
+class AllDivergedError(RuntimeError):
+  """Every lane of a round diverged; ``partial`` holds the rounds before it."""
+
+  def __init__(self, message: str, partial: TuneResult):
+    super().__init__(message)
+    self.partial = partial
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Static settings of a run (everything but model, data and space).
+
+  Attributes:
+    population: lanes per round, P.
+    rounds: rounds of sample -> train -> narrow.
+    epochs: training epochs per lane per round.
+    batch_size: training examples per step, shared by all lanes.
+    keep: fraction of the population the next ranges are narrowed to.
+    margin: each narrowed range is widened on both sides by this fraction of
+      the current range's width (in the parameter's scale).
+    seed: seeds sampling, initialisation and data order.
+    eval_batch_size: validation examples per evaluation batch.
+    optimizer: ``"adamw"``, ``"sgd"`` or ``factory(hparams) -> optax transform``.
+    schedule: step-size schedule over each lane's run, ``"cosine"`` (decay to
+      zero) or ``"constant"``; applied on top of any optimizer.
+  """
+
+  population: int = 256
+  rounds: int = 4
+  epochs: int = 5
+  batch_size: int = 64
+  keep: float = 0.2
+  margin: float = 0.1
+  seed: int = 0
+  eval_batch_size: int = 1024
+  optimizer: Any = "adamw"
+  schedule: str = "cosine"
+
+  def check(self, num_train: int) -> None:
+    """Raises :class:`SettingsError` naming the first bad setting."""
+    def whole(name: str, minimum: int, maximum: int | None = None, why: str = ""):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SettingsError(f"{name}={value!r}; expected a whole number >= {minimum}")
+      if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise SettingsError(f"{name}={value!r}; expected a whole number {bound}{why}")
+
+    whole("population", 1)
+    whole("rounds", 1)
+    whole("epochs", 1)
+    whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
+    whole("eval_batch_size", 1)
+    whole("seed", 0)
+    for name, ok, expected in (
+        ("keep", lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
+        ("margin", lambda v: 0 <= v <= 1, "a fraction in [0, 1]")):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+          not math.isfinite(value) or not ok(value):
+        raise SettingsError(f"{name}={value!r}; expected {expected}")
+    if self.schedule not in optimizers.SCHEDULES:
+      raise SettingsError(f"schedule={self.schedule!r}; expected one of "
+                          f"{list(optimizers.SCHEDULES)}")
+
+  @property
+  def num_kept(self) -> int:
+    return max(1, math.ceil(self.keep * self.population))
+
+  def to_dict(self) -> dict[str, Any]:
+    values = dataclasses.asdict(self)
+    values["optimizer"] = optimizers.describe(self.optimizer)
+    return values
+
+
+def check_model(model: nn.Module, data: Dataset) -> None:
+  """Traces (without compiling) the model on one example to check its output.
+
+  Raises:
+    SettingsError: the model fails on the features, has state besides
+      ``params``, or does not output ``[B, num_classes]`` logits.
+  """
+  if not isinstance(model, nn.Module):
+    raise SettingsError(f"model={model!r} is not a flax.linen Module")
+  example = jax.ShapeDtypeStruct((1,) + data.feature_shape, np.float32)
+  try:
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), example)
+  except Exception as e:  # The user's model code: report what it raised.
+    raise SettingsError(f"model {type(model).__name__} failed on one example of shape "
+                        f"{(1,) + data.feature_shape}: {type(e).__name__}: {e}") from e
+  extra = sorted(set(variables) - {"params"})
+  if extra:
+    raise SettingsError(f"model {type(model).__name__} has variable collections {extra} "
+                        "besides 'params'; only stateless models (no BatchNorm) are "
+                        "supported")
+  if getattr(logits, "shape", None) != (1, data.num_classes):
+    raise SettingsError(f"model {type(model).__name__} outputs shape "
+                        f"{getattr(logits, 'shape', type(logits).__name__)} for one example; "
+                        f"expected logits of shape (1, {data.num_classes}) for the "
+                        f"dataset's {data.num_classes} classes")
+
+
+def rank_lanes(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+  """Lanes that did not diverge, best first.
+
+  Sorted by validation accuracy (descending), then validation loss
+  (ascending), then lane index, so ties break deterministically.
+
+  Args:
+    accuracy, loss: ``[P]``.
+    diverged: bool ``[P]``; these lanes are left out.
+
+  Returns:
+    int array ``[P - diverged.sum()]`` of lane indices.
+  """
+  alive = np.flatnonzero(~diverged)
+  order = np.lexsort((alive, loss[alive], -accuracy[alive]))
+  return alive[order]
+
+
+def _divergence_message(space: Space, round_index: int, population: int) -> str:
+  ranges = ", ".join(f"{k} {d.describe()}" for k, d in space.items())
+  message = (f"all {population} lanes diverged in round {round_index} (the training loss "
+             f"became NaN/inf); the ranges sampled were: {ranges}.")
+  lr = space.get("learning_rate")
+  if isinstance(lr, LogUniform):
+    message += (" The learning rate is the usual cause: try a lower range, e.g. "
+                f"learning_rate=LogUniform({lr.low / 1e3:.3g}, {lr.high / 1e3:.3g}).")
+  else:
+    message += " Try lower step sizes or narrower ranges."
+  return message
+
+
+def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = None,
+         verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
+         **settings: Any) -> TuneResult:
+  """Tunes ``model`` on ``data`` over ``space`` in rounds of ``population`` lanes.
+
+  Every input is checked before anything is compiled. Records are written to
+  ``out`` (if given) after every round, so an error in a later round loses
+  nothing already computed.
+
+  Args:
+    model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
+    data: a :class:`vmaptune.data.Dataset`; its test split is not read here.
+    space: the hyperparameters to search; names must suit ``optimizer``.
+    out: run directory for ``trials.jsonl`` and ``summary.json``.
+    verbose: print a summary of each round.
+    on_round: called with each :class:`RoundResult` as it completes.
+    **settings: any field of :class:`Settings`: ``population`` (256),
+      ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
+      ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
+      ("cosine"), ``eval_batch_size`` (1024).
+
+  Returns:
+    A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
+
+  Raises:
+    SettingsError, SpaceError, DataError: bad input, before any compilation.
+    AllDivergedError: every lane of a round diverged.
+
+  >>> import vmaptune as vt
+  >>> space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1))
+  >>> result = vt.tune(vt.models.MLP(hidden=(16,)), vt.data.digits(), space,
+  ...                  population=8, rounds=2, epochs=1)
+  >>> [r.population for r in result.rounds]
+  [8, 8]
+  """
+  known = [f.name for f in dataclasses.fields(Settings)]
+  unknown = sorted(set(settings) - set(known))
+  if unknown:
+    raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
+  settings = Settings(**settings)
+  if not isinstance(data, Dataset):
+    raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
+                        "(see vmaptune.data.from_arrays)")
+  if not isinstance(space, Space):
+    raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
+  settings.check(len(data.train))
+  try:
+    factory = optimizers.resolve(settings.optimizer, tuple(space))
+  except ValueError as e:
+    raise SettingsError(str(e)) from None
+  total_steps = settings.epochs * (len(data.train) // settings.batch_size)
+  factory = optimizers.scheduled(factory, settings.schedule, total_steps)
+  check_model(model, data)
+  run_dir = RunDirectory(out) if out is not None else None
+
+  pop = Population(model, factory, data, epochs=settings.epochs,
+                   batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size)
+  record = {**settings.to_dict(), "model": repr(model), "data": repr(data),
+            "devices": [str(d) for d in jax.devices()]}
+  callbacks = [on_round] if on_round else []
+  if verbose:
+    callbacks.insert(0, lambda r: print(console.format_round(r, settings.rounds), flush=True))
+
+  def refit(trial: Trial) -> FinalFit:
+    return _final_fit(pop, data, settings.seed, trial)
+
+  done: list[RoundResult] = []
+  start = time.perf_counter()
+  current = space
+  for index in range(settings.rounds):
+    result = _run_round(pop, settings, current, space, index)
+    if run_dir is not None:
+      run_dir.append_round(result)
+    if len(result.kept) == 0:
+      partial = TuneResult(done, space, record, time.perf_counter() - start,
+                           out, refit if done else None)
+      if run_dir is not None and done:
+        run_dir.write_summary(partial.summary())
+      raise AllDivergedError(_divergence_message(current, index, settings.population),
+                             partial)
+    done.append(result)
+    tuned = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
+    if run_dir is not None:
+      run_dir.write_summary(tuned.summary())
+    for callback in callbacks:
+      callback(result)
+    current = result.next_space
+  return tuned
+
+
+def _run_round(pop: Population, settings: Settings, current: Space, bounds: Space,
+               index: int) -> RoundResult:
+  """Samples, trains, evaluates and ranks one round; narrows the space."""
+  start = time.perf_counter()
+  hparams = current.sample(settings.seed, index, settings.population)
+  with CompileCounter() as compiled:
+    trained = pop.train(hparams, *pop.round_keys(settings.seed, index))
+    scores = pop.evaluate(trained.params)
+    accuracy = np.asarray(scores.accuracy, np.float64)
+    loss = np.asarray(scores.loss, np.float64)
+    diverged = np.asarray(trained.diverged) | ~np.isfinite(loss) | ~np.isfinite(accuracy)
+    epoch_loss = np.asarray(trained.epoch_loss)
+  accuracy[diverged] = np.nan
+  loss[diverged] = np.nan
+  kept = rank_lanes(accuracy, loss, diverged)[:settings.num_kept]
+  next_space = (current.narrow({k: v[kept] for k, v in hparams.items()}, settings.margin,
+                               bounds) if len(kept) else current)
+  return RoundResult(index=index, space=current, hparams=hparams, val_accuracy=accuracy,
+                     val_loss=loss, diverged=diverged, epoch_loss=epoch_loss, kept=kept,
+                     next_space=next_space, wall_s=time.perf_counter() - start,
+                     compile_s=compiled.seconds, compiles=compiled.compiles)
+
+
+def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial) -> FinalFit:
+  """Retrains ``trial`` alone with its round's keys; reads the test split once."""
+  trained = pop.fit_one(trial.hparams, *pop.round_keys(seed, trial.round))
+  val = pop.evaluate_one_lane(trained.params)
+  test = data.read_test()
+  if len(test):
+    scored = pop.evaluate_one_lane(trained.params, pop.put_batches(test.x, test.y))
+    test_accuracy, test_loss = float(scored.accuracy), float(scored.loss)
+  else:
+    test_accuracy = test_loss = math.nan
+  return FinalFit(trial=trial, val_accuracy=float(val.accuracy), val_loss=float(val.loss),
+                  test_accuracy=test_accuracy, test_loss=test_loss, params=trained.params)
