@@ -72,6 +72,30 @@ def test_get_config_must_return_an_experiment(tmp_path, capsys):
   assert "get_config() returned dict; expected a vmaptune.Experiment" in capsys.readouterr().err
 
 
+def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_path):
+  (tmp_path / "my_models.py").write_text(textwrap.dedent("""
+      import flax.linen as nn
+
+      class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+          return nn.Dense(10)(x.reshape((x.shape[0], -1)))
+  """))
+  (tmp_path / "mine.py").write_text(textwrap.dedent("""
+      import vmaptune as vt
+      from my_models import Tiny
+
+      def get_config():
+        return vt.Experiment(model=Tiny(), data=vt.data.digits, name="mine",
+                             space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)))
+  """))
+  out = tmp_path / "run"
+  assert main(["run", str(tmp_path / "mine.py"), "--quiet", "--set", "population=3",
+               "--set", "rounds=1", "epochs=1", "--out", str(out)]) == 0
+  records = vt.read_trials(out)
+  assert len(records) == 3 and {r["round"] for r in records} == {0}
+
+
 def test_overrides_keep_types_and_the_rest_of_the_experiment():
   experiment = vt.load_experiment(DEFAULT)
   changed = vt.override(experiment, ["population=512", "keep=1", "optimizer=sgd",

@@ -48,6 +48,16 @@ def test_labels_outside_the_classes_are_refused(bad_label):
     vt.Dataset(train=(x, y), val=(x, y), test=(x, y), num_classes=4)
 
 
+def test_num_classes_is_inferred_without_looking_at_the_test_split():
+  x, y = _arrays(classes=3)
+  data = vt.Dataset(train=(x, y), val=(x, y), test=(x, y))
+  assert data.num_classes == 3 and data.test_reads == 0
+  y_test = y.copy()
+  y_test[0] = 7
+  with pytest.raises(vt.DataError, match=r"test labels must lie in \[0, 3\)"):
+    vt.Dataset(train=(x, y), val=(x, y), test=(x, y_test))
+
+
 def test_fractional_labels_and_non_finite_features_are_refused():
   x, y = _arrays()
   with pytest.raises(vt.DataError, match="whole numbers"):

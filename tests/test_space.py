@@ -77,3 +77,13 @@ def test_narrowing_to_one_value_keeps_a_positive_width_inside_bounds():
   # Narrowing again from the narrowed space never leaves the original bounds.
   again = narrowed.narrow({"lr": np.array([1e-2])}, margin=0.5, bounds=original)
   assert again["lr"].low >= 1e-4 and again["lr"].high <= 1e-2
+
+
+def test_narrowing_without_margin_never_collapses_the_range():
+  original = vt.Space(lr=vt.LogUniform(1e-4, 1e-2), p=vt.Uniform(0.0, 1.0))
+  narrowed = original.narrow({"lr": np.array([1e-2]), "p": np.array([0.3])}, margin=0.0,
+                             bounds=original)
+  assert narrowed["lr"].low < narrowed["lr"].high == 1e-2
+  assert narrowed["p"].low < 0.3 < narrowed["p"].high
+  assert narrowed["p"].width() == pytest.approx(1e-3)
+  vt.Space(dict(narrowed))  # Still a valid space.

@@ -126,11 +126,15 @@ def test_when_every_lane_diverges_the_error_says_so_and_suggests_a_range(
     vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
             population=4, rounds=2, epochs=1, batch_size=32)
   message = str(info.value)
-  assert "all 4 lanes diverged in round 0" in message
+  assert "all 4 lanes diverged in round 1/2" in message
   assert "learning_rate=LogUniform(1e+03, 1e+05)" in message
-  assert info.value.partial.rounds == []
+  partial = info.value.partial
+  assert partial.rounds == [] and partial.best is None
   records = vt.read_trials(tmp_path / "run")
   assert [r["status"] for r in records] == ["diverged"] * 4
+  with open(tmp_path / "run" / SUMMARY_FILE) as f:
+    summary = json.load(f)
+  assert summary["error"] == message and summary["chosen"] is None
 
 
 class _BatchNormMLP(nn.Module):
@@ -138,6 +142,24 @@ class _BatchNormMLP(nn.Module):
   def __call__(self, x):
     x = nn.BatchNorm(use_running_average=False)(x.reshape((x.shape[0], -1)))
     return nn.Dense(10)(x)
+
+
+class _DropoutMLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dropout(0.5, deterministic=False)(x.reshape((x.shape[0], -1)))
+    return nn.Dense(10)(x)
+
+
+class _OneExampleOnly(nn.Module):
+  """Works for one example, breaks on a batch: a shape bug the check must catch."""
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(10)(x.reshape((1, -1)))
+
+
+def _reads_a_missing_name(hparams):
+  return optax.sgd(hparams["learning_rate"])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -158,8 +180,14 @@ class _BatchNormMLP(nn.Module):
     ({"space": vt.Space(weight_decay=vt.LogUniform(1e-6, 1e-2))},
      r"needs \['learning_rate'\] in the search space"),
     ({"model": vt.models.MLP(hidden=(8,), num_classes=5)},
-     r"outputs shape \(1, 5\).*expected logits of shape \(1, 10\)"),
+     r"outputs shape \(32, 5\).*expected logits of shape \(32, 10\)"),
     ({"model": _BatchNormMLP()}, r"variable collections \['batch_stats'\]"),
+    ({"model": _DropoutMLP()}, r"asks for random numbers.*dropout"),
+    ({"model": _OneExampleOnly()}, r"failed on a batch of shape \(32, 8, 8, 1\): ScopeParamShape"),
+    ({"space": vt.Space(lr=vt.LogUniform(1e-3, 1.0)), "optimizer": _reads_a_missing_name},
+     r"optimizer factory failed with the space's hyperparameters \['lr'\]: "
+     r"KeyError: 'learning_rate'"),
+    ({"seed": 2**40}, r"seed=1099511627776; expected a whole number in \[0, 4294967295\]"),
     ({"data": (np.zeros((10, 4)), np.zeros(10))}, r"expected a vmaptune.data.Dataset"),
 ])
 def test_bad_settings_fail_before_anything_compiles(change, message, small_data, tiny_mlp,
@@ -191,3 +219,11 @@ def test_rank_lanes_orders_by_accuracy_then_loss_and_drops_diverged():
   loss = np.array([0.3, 0.1, 0.2, np.nan, 0.5])
   diverged = np.array([False, False, False, True, False])
   assert vt.rank_lanes(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
+
+
+def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():
+  vt.Settings(keep=np.float32(0.5), margin=np.float64(0.1), population=np.int64(4)).check(100)
+  factory = lambda hparams: optax.sgd(hparams["learning_rate"])
+  assert vt.optimizers.scheduled(factory, "auto", 100) is factory
+  builtin = vt.optimizers.BUILTIN["adamw"]
+  assert vt.optimizers.scheduled(builtin, "auto", 100) is not builtin

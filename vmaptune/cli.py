@@ -11,7 +11,6 @@ import datetime
 import os
 import sys
 
-from vmaptune import console
 from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
 from vmaptune.data import DataError
 from vmaptune.space import SpaceError
@@ -26,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
   run = commands.add_parser("run", help="run an experiment config (a .py file with get_config())")
   run.add_argument("config", help="path to the experiment config file")
-  run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+  run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"override settings; keys: {', '.join(SETTABLE)}")
   run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>)")
   run.add_argument("--quiet", action="store_true", help="print only the final result")
@@ -46,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
           f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
           f"batch {experiment.batch_size}, keep {experiment.keep:g}", flush=True)
   result = experiment.tune(out=out, verbose=not args.quiet)
-  final = result.final_fit()
-  print(console.format_final(result, final))
+  result.final_fit()
+  print(result.describe())
   return 0
 
 

@@ -85,10 +85,14 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     raise ConfigError(f"config file {path!r} is not a Python file")
   module = importlib.util.module_from_spec(spec)
   sys.modules[module_name] = module  # Dataclasses defined in the file need it.
+  # A config may import modules that sit beside it (its own models, loaders).
+  config_dir = os.path.dirname(os.path.abspath(path))
+  sys.path.insert(0, config_dir)
   try:
     spec.loader.exec_module(module)
   finally:
     sys.modules.pop(module_name, None)
+    sys.path.remove(config_dir)
   get_config = getattr(module, "get_config", None)
   if not callable(get_config):
     raise ConfigError(f"config file {path!r} defines no get_config(); expected a function "

@@ -79,8 +79,9 @@ class Dataset:
     train: ``(x [N_train, ...], y [N_train])``.
     val: ``(x [N_val, ...], y [N_val])``; must not be empty.
     test: ``(x [N_test, ...], y [N_test])``; may be empty.
-    num_classes: number of classes; inferred as ``max label + 1`` over all
-      splits when omitted.
+    num_classes: number of classes; inferred as ``max label + 1`` over the
+      train and validation splits when omitted (a test label beyond that is
+      an error, not a reason to widen the model).
     name: a label for records and printing.
 
   >>> rng = np.random.default_rng(0)
@@ -103,7 +104,9 @@ class Dataset:
     if num_classes is None:
       for n, s in splits.items():
         _check_labels(n, s.y, None)
-      num_classes = max(2, max(int(s.y.max()) + 1 for s in splits.values() if len(s)))
+      # Inferred from the splits the search may read: the test split must not shape it.
+      num_classes = max(2, max(int(s.y.max()) + 1 for n, s in splits.items()
+                               if len(s) and n != "test"))
     for n, s in splits.items():
       _check_labels(n, s.y, num_classes)
     splits = {n: Split(s.x, s.y.astype(np.int32)) for n, s in splits.items()}

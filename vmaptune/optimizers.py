@@ -105,7 +105,7 @@ def resolve(optimizer: str | OptimizerFactory, searched: tuple[str, ...]) -> Opt
   return optimizer
 
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("auto", "constant", "cosine")
 
 
 def scheduled(factory: OptimizerFactory, schedule: str, total_steps: int) -> OptimizerFactory:
@@ -117,12 +117,15 @@ def scheduled(factory: OptimizerFactory, schedule: str, total_steps: int) -> Opt
 
   Args:
     factory: the per-lane optimizer factory.
-    schedule: ``"constant"`` (no change) or ``"cosine"`` (decay from 1 to 0
-      over ``total_steps``).
+    schedule: ``"cosine"`` (decay from 1 to 0 over ``total_steps``),
+      ``"constant"`` (no change), or ``"auto"``: cosine for the built-in
+      optimizers, constant for user factories (which may schedule themselves).
     total_steps: steps in one lane's training run.
   """
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule={schedule!r}; expected one of {list(SCHEDULES)}")
+  if schedule == "auto":
+    schedule = "cosine" if isinstance(factory, BuiltinOptimizer) else "constant"
   if schedule == "constant":
     return factory
   multiplier = optax.cosine_decay_schedule(1.0, max(total_steps, 1))

@@ -106,6 +106,9 @@ class RoundResult:
 
   @property
   def best_lane(self) -> int:
+    """The best lane that did not diverge (raises if every lane diverged)."""
+    if not len(self.kept):
+      raise ValueError(f"every lane of round {self.index} diverged")
     return int(self.kept[0])
 
   @property
@@ -121,26 +124,44 @@ class RoundResult:
   def config(self, lane: int) -> dict[str, float]:
     return {name: float(values[lane]) for name, values in self.hparams.items()}
 
-  def trial(self, lane: int) -> Trial:
+  def trial(self, lane: int, kept: set[int] | None = None) -> Trial:
     diverged = bool(self.diverged[lane])
+    kept = set(self.kept.tolist()) if kept is None else kept
     return Trial(
         round=self.index, lane=lane, hparams=self.config(lane),
         val_accuracy=None if diverged else _float_or_none(self.val_accuracy[lane]),
         val_loss=None if diverged else _float_or_none(self.val_loss[lane]),
         status="diverged" if diverged else "finished",
-        epochs=self.epoch_loss.shape[1], kept=lane in set(self.kept.tolist()))
+        epochs=self.epoch_loss.shape[1], kept=lane in kept)
 
   def trials(self) -> list[Trial]:
-    return [self.trial(lane) for lane in range(self.population)]
+    kept = set(self.kept.tolist())
+    return [self.trial(lane, kept) for lane in range(self.population)]
+
+  def describe(self, rounds: int) -> str:
+    """A few lines: the ranges sampled, throughput, and scores of this round."""
+    compile_note = f", {self.compile_s:.1f}s compiling" if self.compiles else ""
+    if len(self.kept):
+      scores = (f"best {self.best_accuracy:.4f} (lane {self.best_lane})  "
+                f"median {self.median_accuracy:.4f}")
+    else:
+      scores = "no lane finished"
+    return "\n".join([
+        f"round {self.index + 1}/{rounds}: {self.population} lanes in {self.wall_s:.1f}s "
+        f"({self.trials_per_s:.1f} trials/s{compile_note})",
+        "  sampled ranges:", self.space.describe(),
+        f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.population}",
+    ])
 
   def summary(self) -> dict[str, Any]:
     return {
         "round": self.index, "space": self.space.to_dict(),
         "next_space": self.next_space.to_dict(), "population": self.population,
         "kept": len(self.kept), "diverged": self.num_diverged,
-        "best_val_accuracy": self.best_accuracy,
+        "best_val_accuracy": self.best_accuracy if len(self.kept) else None,
         "median_val_accuracy": _float_or_none(self.median_accuracy),
-        "best_lane": self.best_lane, "wall_s": self.wall_s, "compile_s": self.compile_s,
+        "best_lane": self.best_lane if len(self.kept) else None,
+        "wall_s": self.wall_s, "compile_s": self.compile_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
     }
 
@@ -175,7 +196,8 @@ class TuneResult:
   """The outcome of :func:`vmaptune.tune`.
 
   Attributes:
-    rounds: one :class:`RoundResult` per round, in order.
+    rounds: one :class:`RoundResult` per completed round, in order (a round in
+      which every lane diverged is not among them).
     space: the original search space.
     settings: the run's settings (population, epochs, ...), JSON-ready.
     wall_s: wall time of the search.
@@ -194,9 +216,12 @@ class TuneResult:
     self._final: FinalFit | None = None
 
   @property
-  def best(self) -> Trial:
-    """The best trial of all rounds: highest validation accuracy, then lowest loss."""
+  def best(self) -> Trial | None:
+    """The best trial of all rounds (highest validation accuracy, then lowest
+    loss, then earliest round); ``None`` before any round completed."""
     candidates = [r.trial(r.best_lane) for r in self.rounds]
+    if not candidates:
+      return None
     return max(candidates, key=lambda t: (t.val_accuracy, -t.val_loss, -t.round))
 
   @property
@@ -213,6 +238,8 @@ class TuneResult:
     split a second time.
     """
     if self._final is None:
+      if self.best is None:
+        raise RuntimeError("no round completed, so there is no configuration to refit")
       if self._refit is None:
         raise RuntimeError("this result has no data or model attached to refit with")
       self._final = self._refit(self.best)
@@ -223,12 +250,35 @@ class TuneResult:
   def summary(self) -> dict[str, Any]:
     best = self.best
     return {
-        "chosen": best.to_record(),
+        "chosen": None if best is None else best.to_record(),
         "final_fit": None if self._final is None else self._final.summary(),
         "settings": self.settings, "space": self.space.to_dict(),
         "rounds": [r.summary() for r in self.rounds],
         "wall_s": self.wall_s, "compile_s": self.compile_s,
     }
+
+
+  def describe(self) -> str:
+    """The chosen configuration, its validation and (after the final fit) test
+    accuracy, timings, and where the records are."""
+    best = self.best
+    if best is None:
+      return "no round completed"
+    config = "  ".join(f"{name}={value:.4g}" for name, value in best.hparams.items())
+    lines = [f"chosen config (round {best.round + 1}/{len(self.rounds)}, lane {best.lane}): "
+             f"{config}",
+             f"  val accuracy  {best.val_accuracy:.4f} (search)"]
+    if self._final is not None:
+      test = self._final.test_accuracy
+      lines[-1] += f"  {self._final.val_accuracy:.4f} (refit alone)"
+      lines.append("  test accuracy " + ("n/a (empty test split)" if math.isnan(test)
+                                         else f"{test:.4f} (test split read once)"))
+    lines.append(f"  search wall time {self.wall_s:.1f}s, of which compiling "
+                 f"{self.compile_s:.1f}s")
+    if self.out_dir is not None:
+      lines.append(f"records: {os.path.join(self.out_dir, TRIALS_FILE)}, "
+                   f"{os.path.join(self.out_dir, SUMMARY_FILE)}")
+    return "\n".join(lines)
 
 
 class RunDirectory:

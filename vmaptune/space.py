@@ -23,6 +23,11 @@ class SpaceError(ValueError):
   """A search space or one of its ranges is invalid."""
 
 
+# A narrowed range is never narrower than this fraction of the original range
+# (in the parameter's scale), so narrowing cannot collapse a range to a point.
+MIN_WIDTH_FRACTION = 1e-3
+
+
 @dataclasses.dataclass(frozen=True)
 class Continuous:
   """A float range ``[low, high]`` sampled uniformly in some scale.
@@ -78,10 +83,9 @@ class Continuous:
     Args:
       kept: values of the lanes that survived ranking, shape ``[K]``, K >= 1.
       margin: each side is widened by ``margin`` times the width of this
-        (the current) range, measured in this distribution's scale. A
-        positive margin keeps the new range from collapsing to a point when
-        all kept values are equal.
-      bounds: the range of the original space; the result never leaves it.
+        (the current) range, measured in this distribution's scale.
+      bounds: the range of the original space; the result never leaves it,
+        and is never narrower than ``MIN_WIDTH_FRACTION`` of it.
 
     Returns:
       A distribution of the same type over the narrowed range.
@@ -92,6 +96,10 @@ class Continuous:
     lo_b, hi_b = bounds.to_scale(np.array([bounds.low, bounds.high]))
     new_lo = max(float(kept_scaled.min()) - pad, lo_b)
     new_hi = min(float(kept_scaled.max()) + pad, hi_b)
+    min_width = MIN_WIDTH_FRACTION * (hi_b - lo_b)
+    if new_hi - new_lo < min_width:  # Centre a minimal range on the kept span, inside bounds.
+      centre = min(max((new_lo + new_hi) / 2, lo_b + min_width / 2), hi_b - min_width / 2)
+      new_lo, new_hi = centre - min_width / 2, centre + min_width / 2
     low, high = self.from_scale(np.array([new_lo, new_hi]))
     # from_scale(to_scale(x)) can drift by an ulp past the original bounds.
     low = max(float(low), bounds.low)
@@ -217,6 +225,12 @@ class Space(Mapping[str, Continuous]):
     """
     return Space({name: dist.narrowed(np.asarray(kept[name]), margin, bounds[name])
                   for name, dist in self._params.items()})
+
+  def describe(self, indent: str = "    ") -> str:
+    """One line per parameter: name, range and scale."""
+    width = max(len(name) for name in self._params)
+    return "\n".join(f"{indent}{name:<{width}}  {dist.describe()}"
+                     for name, dist in self._params.items())
 
   def to_dict(self) -> dict[str, dict]:
     """A JSON-ready description: ``{name: {"type", "low", "high"}}``."""

@@ -35,7 +35,8 @@ class TrainOutput(NamedTuple):
   """Result of training one lane (every field gains a leading ``[P]`` when vmapped).
 
   Attributes:
-    params: the trained parameters, frozen at the last finite step if diverged.
+    params: the trained parameters; a diverged lane's stop updating at the
+      first step whose loss is NaN/inf.
     epoch_loss: mean training loss of each epoch, ``[epochs]``.
     diverged: bool ``[]``, whether the training loss ever became NaN/inf.
   """
@@ -71,9 +72,11 @@ def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
   permutation and the gathered minibatch are computed once and shared by all
   lanes.
 
-  A lane whose loss becomes NaN/inf stops updating from that step on: its
-  parameters stay at their last finite values and ``diverged`` is set. Lanes
-  never read each other's values, so a diverged lane cannot disturb another.
+  A lane whose loss becomes NaN/inf stops updating from that step on and
+  ``diverged`` is set; a lane whose final parameters are not all finite is
+  marked diverged too. (A non-finite update is seen one step later, through
+  the loss, so a diverged lane's parameters may be non-finite.) Lanes never
+  read each other's values, so a diverged lane cannot disturb another.
 
   Args:
     model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
@@ -118,7 +121,9 @@ def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
       return state, losses.mean()
 
     state, epoch_loss = jax.lax.scan(epoch, state, jnp.arange(epochs))
-    return TrainOutput(state.params, epoch_loss, state.diverged)
+    # Checked once at the end rather than every step: it reads every parameter.
+    finite = jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]))
+    return TrainOutput(state.params, epoch_loss, state.diverged | ~finite)
 
   return train_one
 

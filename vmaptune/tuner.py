@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import numpy as np
 
-from vmaptune import console, optimizers
+from vmaptune import optimizers
 from vmaptune.compile_stats import CompileCounter
 from vmaptune.data import Dataset
 from vmaptune.population import Population
@@ -55,8 +56,9 @@ class Settings:
     seed: seeds sampling, initialisation and data order.
     eval_batch_size: validation examples per evaluation batch.
     optimizer: ``"adamw"``, ``"sgd"`` or ``factory(hparams) -> optax transform``.
-    schedule: step-size schedule over each lane's run, ``"cosine"`` (decay to
-      zero) or ``"constant"``; applied on top of any optimizer.
+    schedule: step-size schedule over each lane's run: ``"cosine"`` (decay to
+      zero), ``"constant"``, or ``"auto"`` (cosine for built-in optimizers,
+      constant for user factories, which may bring their own schedule).
   """
 
   population: int = 256
@@ -68,7 +70,7 @@ class Settings:
   seed: int = 0
   eval_batch_size: int = 1024
   optimizer: Any = "adamw"
-  schedule: str = "cosine"
+  schedule: str = "auto"
 
   def check(self, num_train: int) -> None:
     """Raises :class:`SettingsError` naming the first bad setting."""
@@ -85,12 +87,12 @@ class Settings:
     whole("epochs", 1)
     whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
     whole("eval_batch_size", 1)
-    whole("seed", 0)
+    whole("seed", 0, 2**32 - 1)
     for name, ok, expected in (
         ("keep", lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
         ("margin", lambda v: 0 <= v <= 1, "a fraction in [0, 1]")):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+      if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
           not math.isfinite(value) or not ok(value):
         raise SettingsError(f"{name}={value!r}; expected {expected}")
     if self.schedule not in optimizers.SCHEDULES:
@@ -107,31 +109,63 @@ class Settings:
     return values
 
 
-def check_model(model: nn.Module, data: Dataset) -> None:
-  """Traces (without compiling) the model on one example to check its output.
+def check_model(model: nn.Module, data: Dataset, batch_size: int) -> Any:
+  """Traces (without compiling) the model as training will call it.
+
+  Initialises on one example, then applies the parameters, without random
+  number streams, to a batch of ``batch_size`` examples.
+
+  Returns:
+    The shapes of the model's ``params`` (a pytree of ``ShapeDtypeStruct``).
 
   Raises:
-    SettingsError: the model fails on the features, has state besides
-      ``params``, or does not output ``[B, num_classes]`` logits.
+    SettingsError: the model fails on the features, needs random numbers
+      (dropout), has state besides ``params``, or does not output
+      ``[batch_size, num_classes]`` logits.
   """
+  name = type(model).__name__
   if not isinstance(model, nn.Module):
     raise SettingsError(f"model={model!r} is not a flax.linen Module")
-  example = jax.ShapeDtypeStruct((1,) + data.feature_shape, np.float32)
+  one = jax.ShapeDtypeStruct((1,) + data.feature_shape, np.float32)
+  batch = jax.ShapeDtypeStruct((batch_size,) + data.feature_shape, np.float32)
   try:
-    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), example)
+    variables = jax.eval_shape(model.init, jax.random.key(0), one)
   except Exception as e:  # The user's model code: report what it raised.
-    raise SettingsError(f"model {type(model).__name__} failed on one example of shape "
-                        f"{(1,) + data.feature_shape}: {type(e).__name__}: {e}") from e
+    raise SettingsError(f"model {name} failed to initialise on one example of shape "
+                        f"{one.shape}: {type(e).__name__}: {e}") from e
   extra = sorted(set(variables) - {"params"})
   if extra:
-    raise SettingsError(f"model {type(model).__name__} has variable collections {extra} "
-                        "besides 'params'; only stateless models (no BatchNorm) are "
-                        "supported")
-  if getattr(logits, "shape", None) != (1, data.num_classes):
-    raise SettingsError(f"model {type(model).__name__} outputs shape "
-                        f"{getattr(logits, 'shape', type(logits).__name__)} for one example; "
-                        f"expected logits of shape (1, {data.num_classes}) for the "
-                        f"dataset's {data.num_classes} classes")
+    raise SettingsError(f"model {name} has variable collections {extra} besides 'params'; "
+                        "only stateless models (no BatchNorm) are supported")
+  try:
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, batch)
+  except flax.errors.InvalidRngError as e:
+    raise SettingsError(f"model {name} asks for random numbers ({e}); models that use "
+                        "dropout or other randomness in training are not supported yet: "
+                        "make them deterministic") from e
+  except Exception as e:
+    raise SettingsError(f"model {name} failed on a batch of shape {batch.shape}: "
+                        f"{type(e).__name__}: {e}") from e
+  if getattr(logits, "shape", None) != (batch_size, data.num_classes):
+    raise SettingsError(f"model {name} outputs shape "
+                        f"{getattr(logits, 'shape', type(logits).__name__)} for a batch of "
+                        f"{batch_size}; expected logits of shape ({batch_size}, "
+                        f"{data.num_classes}) for the dataset's {data.num_classes} classes")
+  return variables["params"]
+
+
+def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: Any) -> None:
+  """Traces ``factory(hparams).init(params)`` (no compilation) with the space's names.
+
+  Raises:
+    SettingsError: the factory fails, e.g. it reads a name the space lacks.
+  """
+  hparams = {name: jax.ShapeDtypeStruct((), np.float32) for name in space}
+  try:
+    jax.eval_shape(lambda h, p: factory(h).init(p), hparams, params)
+  except Exception as e:  # The user's factory: report what it raised.
+    raise SettingsError(f"optimizer factory failed with the space's hyperparameters "
+                        f"{list(space)}: {type(e).__name__}: {e}") from e
 
 
 def rank_lanes(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
@@ -152,12 +186,17 @@ def rank_lanes(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> 
   return alive[order]
 
 
-def _divergence_message(space: Space, round_index: int, population: int) -> str:
-  ranges = ", ".join(f"{k} {d.describe()}" for k, d in space.items())
-  message = (f"all {population} lanes diverged in round {round_index} (the training loss "
-             f"became NaN/inf); the ranges sampled were: {ranges}.")
-  lr = space.get("learning_rate")
-  if isinstance(lr, LogUniform):
+def _divergence_message(current: Space, original: Space, done: list[RoundResult],
+                        index: int, settings: Settings) -> str:
+  ranges = ", ".join(f"{k} {d.describe()}" for k, d in current.items())
+  message = (f"all {settings.population} lanes diverged in round {index + 1}/{settings.rounds} "
+             f"(training or validation loss became NaN/inf); the ranges sampled were: {ranges}.")
+  lr = original.get("learning_rate")
+  if done:
+    best = max((r.trial(r.best_lane) for r in done), key=lambda t: t.val_accuracy)
+    message += (f" Earlier rounds trained (best so far: {best.hparams}), so the narrowed "
+                "ranges are unstable: try a larger keep or margin, or a lower upper bound.")
+  elif isinstance(lr, LogUniform):
     message += (" The learning rate is the usual cause: try a lower range, e.g. "
                 f"learning_rate=LogUniform({lr.low / 1e3:.3g}, {lr.high / 1e3:.3g}).")
   else:
@@ -184,7 +223,7 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
       ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
-      ("cosine"), ``eval_batch_size`` (1024).
+      ("auto"), ``eval_batch_size`` (1024).
 
   Returns:
     A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
@@ -217,7 +256,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     raise SettingsError(str(e)) from None
   total_steps = settings.epochs * (len(data.train) // settings.batch_size)
   factory = optimizers.scheduled(factory, settings.schedule, total_steps)
-  check_model(model, data)
+  params = check_model(model, data, settings.batch_size)
+  check_optimizer(factory, space, params)
   run_dir = RunDirectory(out) if out is not None else None
 
   pop = Population(model, factory, data, epochs=settings.epochs,
@@ -226,7 +266,7 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
             "devices": [str(d) for d in jax.devices()]}
   callbacks = [on_round] if on_round else []
   if verbose:
-    callbacks.insert(0, lambda r: print(console.format_round(r, settings.rounds), flush=True))
+    callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
 
   def refit(trial: Trial) -> FinalFit:
     return _final_fit(pop, data, settings.seed, trial)
@@ -239,12 +279,13 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     if run_dir is not None:
       run_dir.append_round(result)
     if len(result.kept) == 0:
-      partial = TuneResult(done, space, record, time.perf_counter() - start,
-                           out, refit if done else None)
-      if run_dir is not None and done:
-        run_dir.write_summary(partial.summary())
-      raise AllDivergedError(_divergence_message(current, index, settings.population),
-                             partial)
+      for callback in callbacks:
+        callback(result)
+      message = _divergence_message(current, space, done, index, settings)
+      partial = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
+      if run_dir is not None:
+        run_dir.write_summary({**partial.summary(), "error": message})
+      raise AllDivergedError(message, partial)
     done.append(result)
     tuned = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
     if run_dir is not None:
