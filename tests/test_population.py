@@ -55,11 +55,11 @@ def test_each_lane_equals_its_config_trained_alone(population):
   assert float(scores.accuracy.max()) > 0.7
 
 
-def test_a_diverged_lane_is_marked_frozen_and_disturbs_no_other_lane(population):
+def test_a_diverged_lane_is_marked_and_disturbs_no_other_lane(population):
   keys = population.round_keys(seed=0, round_index=0)
   sane = population.train(_hparams([1e-2, 3e-2, 1e-1]), *keys)
   mixed = population.train(_hparams([1e-2, 3e-2, 1e6]), *keys)
-  assert mixed.diverged.tolist() == [False, False, True]
+  assert mixed.diverged[:3].tolist() == [False, False, True]
   assert not sane.diverged.any()
   # Lanes 0 and 1 are bit-for-bit the same whatever lane 2 does.
   for a, b in zip(jax.tree.leaves(sane.params), jax.tree.leaves(mixed.params), strict=True):
@@ -68,11 +68,12 @@ def test_a_diverged_lane_is_marked_frozen_and_disturbs_no_other_lane(population)
 
 
 def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
-  """The gather from the training set must produce [B, ...], not [P, B, ...]."""
-  lanes = 5
+  """The gather from the training set must produce [B, ...], not [lanes, B, ...]."""
+  padded = population.padded_size(5)
+  train, _ = population._compiled(padded)
   keys = population.round_keys(0, 0)
-  jaxpr = jax.make_jaxpr(population._train)(
-      _hparams([1e-2] * lanes), *keys, population._x_train, population._y_train)
+  jaxpr = jax.make_jaxpr(train)(
+      _hparams([1e-2] * padded), *keys, population._x_train, population._y_train)
   feature_gathers = []
 
   def visit(jx):

@@ -7,7 +7,7 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import data, models, optimizers, train
+from vmaptune import data, devices, models, optimizers, train
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import Population
@@ -17,9 +17,13 @@ from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_lanes
 
 __version__ = "0.1.0"
 
+# Importing the package starts no JAX backend, so this still takes effect: one
+# CPU device per core, for the lanes to be sharded over (see devices.py).
+devices.configure_cpu_devices()
+
 __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
     "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
-    "SpaceError", "Trial", "TuneResult", "Uniform", "data", "load_experiment", "models",
+    "SpaceError", "Trial", "TuneResult", "Uniform", "data", "devices", "load_experiment", "models",
     "optimizers", "override", "rank_lanes", "read_trials", "train", "tune",
 ]

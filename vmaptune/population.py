@@ -3,22 +3,37 @@
 The lane axis is the leading axis of every per-lane array: hyperparameters
 ``[P]``, parameters ``[P, ...]``, losses ``[P, epochs]``. The training data and
 the keys are broadcast (``in_axes=None``), so each minibatch is gathered once
-and meets every lane's weights; for a Dense first layer that is a single
-``[B, D] x [D, P*H]`` matmul after XLA's batching.
+and meets every lane's weights.
 
+Lanes are laid out in two levels:
+
+* across devices: the lane axis is sharded over a 1-D mesh of every local
+  device (``shard_map``; data and keys replicated, no communication);
+* within a device: lanes run in groups of ``lanes_per_group``, vmapped inside
+  a group and looped over groups (``lax.map``). On a GPU or TPU one group holds
+  every lane (the widest matmuls); on a CPU a group is sized to stay in cache,
+  which the measurements in ``experiments/bench_throughput.py`` show is ~2x
+  faster than one vmap over hundreds of lanes whose state spills to memory.
+
+The population is padded to a whole number of groups on every device with
+copies of its last lane; padding lanes are computed and then ignored.
 Programs are compiled once per population size and reused by every round:
 hyperparameters are traced arguments, never static ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset, Split
+from vmaptune.devices import LANES, lane_mesh, lane_sharding, replicated
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
@@ -29,6 +44,38 @@ from vmaptune.train import (
   make_evaluate,
   make_train,
 )
+
+# Per-device working set a CPU lane group aims for: with ~1 MiB of L2 per core
+# and a shared L3, groups of 4 to 32 digits-MLP lanes (~0.4 MiB each) ran at the
+# same speed and 64+ ran slower (see the README's Performance section).
+CPU_GROUP_BYTES = 4 << 20
+
+
+def lane_footprint_bytes(model: nn.Module, params: Any, batch: jax.ShapeDtypeStruct) -> int:
+  """A rough working set of one training lane, in bytes.
+
+  Six copies of the parameters (parameters, gradients, two optimizer moments,
+  updates, the previous step's values) and, twice over for the backward pass,
+  every intermediate the forward pass produces on one batch.
+  """
+  num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+  jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, batch)
+  activations = sum(math.prod(v.aval.shape) for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars
+                    if hasattr(v.aval, "shape"))
+  return 4 * (6 * num_params + 2 * activations)
+
+
+def _grouped(fn: Callable, group: int) -> Callable:
+  """``fn`` over a leading lane axis: vmapped within groups of ``group`` lanes,
+  looped over groups. The first argument is per-lane; the rest are shared."""
+
+  def run(per_lane, *shared):
+    lanes = jax.tree.leaves(per_lane)[0].shape[0]
+    if group >= lanes:
+      return jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))(per_lane, *shared)
+    return jax.lax.map(lambda lane: fn(lane, *shared), per_lane, batch_size=group)
+
+  return run
 
 
 class Population:
@@ -41,6 +88,12 @@ class Population:
     epochs: passes over the training split per round.
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
+    devices: devices to shard lanes over (default: every local device).
+    lanes_per_group: lanes vmapped together on a device (default: all of
+      them on accelerators; a cache-sized group on CPU).
+
+  Outputs of :meth:`train` and :meth:`evaluate` have :meth:`padded_size` lanes;
+  lanes from ``P`` on are padding and must be ignored.
 
   >>> import vmaptune as vt, numpy as np
   >>> data = vt.data.digits()
@@ -48,32 +101,68 @@ class Population:
   ...                  data, epochs=1, batch_size=64, eval_batch_size=256)
   >>> hp = {"learning_rate": np.full(3, 1e-2, np.float32)}
   >>> out = pop.train(hp, *pop.round_keys(seed=0, round_index=0))
-  >>> pop.evaluate(out.params).accuracy.shape
+  >>> pop.evaluate(out.params).accuracy[:3].shape
   (3,)
   """
 
   def __init__(self, model: nn.Module, optimizer: OptimizerFactory, data: Dataset, *,
-               epochs: int, batch_size: int, eval_batch_size: int):
+               epochs: int, batch_size: int, eval_batch_size: int,
+               devices: list | None = None, lanes_per_group: int | None = None):
     self.model = model
     self.epochs = epochs
     self.batch_size = batch_size
+    self.eval_batch_size = eval_batch_size
+    self.mesh = lane_mesh(devices)
+    self.num_devices = self.mesh.size
+    self.platform = self.mesh.devices.flat[0].platform
+    if lanes_per_group is None and self.platform == "cpu":
+      batch = jax.ShapeDtypeStruct((batch_size,) + data.feature_shape, np.float32)
+      params = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
+      lanes_per_group = max(1, CPU_GROUP_BYTES // lane_footprint_bytes(model, params, batch))
+    self.lanes_per_group = lanes_per_group  # None: every lane of a device at once.
+
     self.train_one = make_train(model, optimizer, epochs=epochs, batch_size=batch_size,
                                 num_train=len(data.train))
     self.evaluate_one = make_evaluate(model)
-    self.eval_batch_size = eval_batch_size
-    self._x_train = jax.device_put(data.train.x)
-    self._y_train = jax.device_put(data.train.y)
+    self._replicated = replicated(self.mesh)
+    self._lanes = lane_sharding(self.mesh)
+    self._x_train = jax.device_put(data.train.x, self._replicated)
+    self._y_train = jax.device_put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
-    # Unbatched arguments (keys, data) are broadcast to every lane, not copied.
-    self._train = jax.jit(jax.vmap(self.train_one, in_axes=(0, None, None, None, None)))
-    self._evaluate = jax.jit(jax.vmap(self.evaluate_one, in_axes=(0, None)))
+    self._programs: dict[int, tuple[Callable, Callable]] = {}
     # Single-lane programs for the final fit; compiled only if used.
     self._fit_one = jax.jit(self.train_one)
     self._evaluate_one = jax.jit(self.evaluate_one)
 
+  def _group(self, lanes: int) -> int:
+    per_device = -(-lanes // self.num_devices)
+    return per_device if self.lanes_per_group is None else min(self.lanes_per_group, per_device)
+
+  def padded_size(self, lanes: int) -> int:
+    """Lanes actually computed for a population of ``lanes``: a whole number of
+    groups on every device."""
+    group = self._group(lanes)
+    per_device = -(-lanes // self.num_devices)
+    return self.num_devices * group * -(-per_device // group)
+
+  def _compiled(self, padded: int) -> tuple[Callable, Callable]:
+    """The (train, evaluate) programs for ``padded`` lanes, built once per size."""
+    if padded not in self._programs:
+      group = self._group(padded)
+      lane, whole = PartitionSpec(LANES), PartitionSpec()
+
+      def sharded(fn, shared: int):
+        return jax.jit(jax.shard_map(
+            _grouped(fn, group), mesh=self.mesh, in_specs=(lane,) + (whole,) * shared,
+            out_specs=lane, check_vma=False))
+
+      self._programs[padded] = (sharded(self.train_one, 4), sharded(self.evaluate_one, 1))
+    return self._programs[padded]
+
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
-    """Pads and batches a split for evaluation and puts it on device."""
-    return EvalBatches(*jax.device_put(tuple(eval_batches(Split(x, y), self.eval_batch_size))))
+    """Pads and batches a split for evaluation and puts a copy on every device."""
+    batches = eval_batches(Split(x, y), self.eval_batch_size)
+    return EvalBatches(*jax.device_put(tuple(batches), self._replicated))
 
   @staticmethod
   def round_keys(seed: int, round_index: int) -> tuple[jax.Array, jax.Array]:
@@ -95,14 +184,26 @@ class Population:
       init_key, data_key: shared keys (see :meth:`round_keys`).
 
     Returns:
-      :class:`TrainOutput` with ``params [P, ...]``, ``epoch_loss [P, epochs]``,
-      ``diverged [P]``; arrays stay on device.
+      :class:`TrainOutput` with ``params [L, ...]``, ``epoch_loss [L, epochs]``,
+      ``diverged [L]`` for ``L = padded_size(P)``; arrays stay on device,
+      sharded over the lanes.
     """
-    return self._train(dict(hparams), init_key, data_key, self._x_train, self._y_train)
+    lanes = len(next(iter(hparams.values())))
+    padded = self.padded_size(lanes)
+    # Padding lanes repeat the last configuration: valid values, results ignored.
+    per_lane = {k: np.concatenate([np.asarray(v, np.float32),
+                                   np.repeat(np.asarray(v, np.float32)[-1:], padded - lanes)])
+                for k, v in hparams.items()}
+    train, _ = self._compiled(padded)
+    keys = jax.device_put((init_key, data_key), self._replicated)
+    return train(jax.device_put(per_lane, self._lanes), *keys, self._x_train, self._y_train)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss ``[P]`` of every lane on the validation split (or ``batches``)."""
-    return self._evaluate(params, self._val if batches is None else batches)
+    """Accuracy and loss ``[L]`` of every (padded) lane on the validation split
+    (or ``batches``), in one call."""
+    padded = jax.tree.leaves(params)[0].shape[0]
+    _, evaluate = self._compiled(padded)
+    return evaluate(params, self._val if batches is None else batches)
 
   def fit_one(self, hparams: Mapping[str, float], init_key: jax.Array,
               data_key: jax.Array) -> TrainOutput:

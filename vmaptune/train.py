@@ -28,15 +28,14 @@ class LaneState(NamedTuple):
   """What one lane carries from step to step."""
   params: Params
   opt_state: optax.OptState
-  diverged: jax.Array  # bool []: the loss has been NaN/inf; updates stopped.
+  diverged: jax.Array  # bool []: the loss has been NaN/inf at some step.
 
 
 class TrainOutput(NamedTuple):
   """Result of training one lane (every field gains a leading ``[P]`` when vmapped).
 
   Attributes:
-    params: the trained parameters; a diverged lane's stop updating at the
-      first step whose loss is NaN/inf.
+    params: the trained parameters (meaningless for a diverged lane).
     epoch_loss: mean training loss of each epoch, ``[epochs]``.
     diverged: bool ``[]``, whether the training loss ever became NaN/inf.
   """
@@ -61,6 +60,48 @@ def init_params(model: nn.Module, key: jax.Array, example: jax.Array) -> Params:
   return model.init(key, example)["params"]
 
 
+def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tuple]:
+  """Builds ``step(hparams, state, x, y) -> (state, loss)``: one optimizer step of one lane.
+
+  The optimizer is rebuilt from the traced ``hparams`` at every call, which
+  costs only tracing: the same compiled step serves any hyperparameter values.
+  ``state.diverged`` becomes (and stays) true once the loss is NaN/inf.
+
+  Args:
+    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    optimizer: ``factory(hparams) -> optax.GradientTransformation``.
+
+  Returns:
+    ``step(hparams, state: LaneState, x [B, ...], y [B]) -> (LaneState, loss [])``.
+  """
+
+  def loss_fn(params, x, y):
+    logits = model.apply({"params": params}, x)
+    return cross_entropy(logits, y).mean()
+
+  def step(hparams: Mapping[str, jax.Array], state: LaneState, x: jax.Array,
+           y: jax.Array) -> tuple[LaneState, jax.Array]:
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+    updates, opt_state = optimizer(hparams).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # A diverged lane is only flagged, not frozen: freezing would select over
+    # every parameter at every step (~10% of a digits-MLP step), and its NaNs
+    # cannot reach other lanes, which never read its values.
+    return LaneState(params, opt_state, state.diverged | ~jnp.isfinite(loss)), loss
+
+  return step
+
+
+def make_init(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., LaneState]:
+  """Builds ``init(hparams, key, example [1, ...]) -> LaneState`` for one lane."""
+
+  def init(hparams: Mapping[str, jax.Array], key: jax.Array, example: jax.Array) -> LaneState:
+    params = init_params(model, key, example)
+    return LaneState(params, optimizer(hparams).init(params), jnp.zeros((), bool))
+
+  return init
+
+
 def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
                batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
   """Builds ``train_one(hparams, init_key, data_key, x_train, y_train)``.
@@ -72,11 +113,10 @@ def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
   permutation and the gathered minibatch are computed once and shared by all
   lanes.
 
-  A lane whose loss becomes NaN/inf stops updating from that step on and
-  ``diverged`` is set; a lane whose final parameters are not all finite is
-  marked diverged too. (A non-finite update is seen one step later, through
-  the loss, so a diverged lane's parameters may be non-finite.) Lanes never
-  read each other's values, so a diverged lane cannot disturb another.
+  A lane whose loss becomes NaN/inf, or whose final parameters are not all
+  finite, is marked ``diverged``; its values are garbage and are ignored.
+  Lanes never read each other's values, so a diverged lane cannot disturb
+  another.
 
   Args:
     model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
@@ -90,36 +130,20 @@ def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
     TrainOutput`` where ``hparams`` maps names to scalars.
   """
   steps_per_epoch = num_train // batch_size
-
-  def loss_fn(params, x, y):
-    logits = model.apply({"params": params}, x)
-    return cross_entropy(logits, y).mean()
+  init = make_init(model, optimizer)
+  step = make_step(model, optimizer)
 
   def train_one(hparams: Mapping[str, jax.Array], init_key: jax.Array,
                 data_key: jax.Array, x_train: jax.Array,
                 y_train: jax.Array) -> TrainOutput:
-    tx = optimizer(hparams)
-    params = init_params(model, init_key, x_train[:1])
-    state = LaneState(params, tx.init(params), jnp.zeros((), bool))
-
-    def step(state: LaneState, batch_index: jax.Array):
-      x, y = x_train[batch_index], y_train[batch_index]
-      loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      diverged = state.diverged | ~jnp.isfinite(loss)
-      # Select, not branch: under vmap both sides are computed anyway.
-      keep_old = lambda new, old: jnp.where(diverged, old, new)
-      state = LaneState(jax.tree.map(keep_old, params, state.params),
-                        jax.tree.map(keep_old, opt_state, state.opt_state), diverged)
-      return state, loss
-
     def epoch(state: LaneState, epoch_index: jax.Array):
       order = jax.random.permutation(jax.random.fold_in(data_key, epoch_index), num_train)
       batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-      state, losses = jax.lax.scan(step, state, batches)
+      state, losses = jax.lax.scan(
+          lambda state, i: step(hparams, state, x_train[i], y_train[i]), state, batches)
       return state, losses.mean()
 
+    state = init(hparams, init_key, x_train[:1])
     state, epoch_loss = jax.lax.scan(epoch, state, jnp.arange(epochs))
     # Checked once at the end rather than every step: it reads every parameter.
     finite = jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]))

@@ -304,10 +304,12 @@ def _run_round(pop: Population, settings: Settings, current: Space, bounds: Spac
   with CompileCounter() as compiled:
     trained = pop.train(hparams, *pop.round_keys(settings.seed, index))
     scores = pop.evaluate(trained.params)
-    accuracy = np.asarray(scores.accuracy, np.float64)
-    loss = np.asarray(scores.loss, np.float64)
-    diverged = np.asarray(trained.diverged) | ~np.isfinite(loss) | ~np.isfinite(accuracy)
-    epoch_loss = np.asarray(trained.epoch_loss)
+    lanes = settings.population  # Lanes beyond it are padding.
+    accuracy = np.asarray(scores.accuracy, np.float64)[:lanes]
+    loss = np.asarray(scores.loss, np.float64)[:lanes]
+    diverged = (np.asarray(trained.diverged)[:lanes] | ~np.isfinite(loss)
+                | ~np.isfinite(accuracy))
+    epoch_loss = np.asarray(trained.epoch_loss)[:lanes]
   accuracy[diverged] = np.nan
   loss[diverged] = np.nan
   kept = rank_lanes(accuracy, loss, diverged)[:settings.num_kept]

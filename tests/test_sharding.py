@@ -1,0 +1,62 @@
+"""Lanes sharded over several devices, and grouped within a device, give the results of
+one device running every lane at once; padding lanes never reach the results."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import json, jax, numpy as np
+    import vmaptune as vt
+    from vmaptune.optimizers import BUILTIN
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = (raw.images[:400, :, :, None] / 16.0).astype(np.float32)
+    data = vt.data.from_arrays(x, raw.target[:400], num_classes=10)
+    hp = {"learning_rate": np.array([3e-3, 1e-2, 3e-2, 1e-1, 1e6], np.float32)}
+    results = {}
+    for name, devices, group in [("one device, one group", jax.devices()[:1], None),
+                                 ("4 devices, groups of 1", jax.devices(), 1),
+                                 ("4 devices, one group", jax.devices(), None)]:
+      pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=2,
+                          batch_size=32, eval_batch_size=64, devices=devices,
+                          lanes_per_group=group)
+      out = pop.train(hp, *pop.round_keys(0, 0))
+      scores = pop.evaluate(out.params)
+      results[name] = {
+          "padded": pop.padded_size(5), "devices": pop.num_devices,
+          "accuracy": np.asarray(scores.accuracy)[:5].tolist(),
+          "diverged": np.asarray(out.diverged)[:5].tolist(),
+          "kernel": np.asarray(out.params["Dense_0"]["kernel"][:4]).ravel()[::97].tolist()}
+    space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0))
+    tuned = vt.tune(vt.models.MLP(hidden=(16,)), data, space, population=5, rounds=2, epochs=1,
+                    batch_size=32)
+    results["tune"] = {"lanes": [r.population for r in tuned.rounds],
+                       "records": len(tuned.trials()), "devices": len(jax.devices())}
+    print(json.dumps(results))
+""")
+
+
+def test_sharded_and_grouped_lanes_equal_one_device_and_padding_is_dropped():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads(done.stdout.strip().splitlines()[-1])
+  base = results.pop("one device, one group")
+  tune = results.pop("tune")
+  assert base["devices"] == 1 and base["padded"] == 5
+  for name, got in results.items():
+    assert got["devices"] == 4 and got["padded"] == 8, name  # 5 lanes padded to 2 per device.
+    assert got["diverged"] == base["diverged"] == [False] * 4 + [True], name
+    # Same lanes, regrouped: equal up to float32 summation order.
+    assert all(abs(a - b) <= 1 / 80 for a, b in zip(got["accuracy"][:4], base["accuracy"][:4],
+                                                   strict=True)), name
+    assert all(abs(a - b) < 1e-4 for a, b in zip(got["kernel"], base["kernel"], strict=True)), name
+  # The tuner sees exactly the population it asked for, on all 4 devices.
+  assert tune == {"lanes": [5, 5], "records": 10, "devices": 4}
