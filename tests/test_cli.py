@@ -17,9 +17,13 @@ SHRUNK = ["population=8", "rounds=2", "epochs=1"]
 
 def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, capsys):
   out = tmp_path / "run"
-  assert main(["run", DEFAULT, "--set", *SHRUNK, "--out", str(out)]) == 0
+  cache = tmp_path / "cache"
+  assert main(["run", DEFAULT, "--set", *SHRUNK, "--out", str(out),
+               "--cache-dir", str(cache)]) == 0
   printed = capsys.readouterr().out
-  for expected in ("round 1/2: 8 lanes", "round 2/2: 8 lanes", "trials/s",
+  assert any(cache.iterdir()), "the compilation cache was not written"
+  for expected in (f"compilation cache: {cache}", "round 1/2: 8 lanes", "round 2/2: 8 lanes",
+                   "trials/s",
                    "learning_rate  [0.0001, 1] log", "best", "median", "diverged 0/8",
                    "chosen config", "test accuracy", f"records: {out}"):
     assert expected in printed, expected
@@ -31,7 +35,7 @@ def test_the_installed_command_runs_quietly(tmp_path):
   """The `vmaptune` console script that pip installed next to this Python reaches main()."""
   script = os.path.join(os.path.dirname(sys.executable), "vmaptune")
   assert os.path.exists(script), "install the package (pip install -e .) to get the command"
-  result = subprocess.run([script, "run", DEFAULT, "--quiet",
+  result = subprocess.run([script, "run", DEFAULT, "--quiet", "--no-cache",
                            "--set", "population=4", "rounds=1", "epochs=1",
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)
@@ -90,7 +94,7 @@ def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_pa
                              space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)))
   """))
   out = tmp_path / "run"
-  assert main(["run", str(tmp_path / "mine.py"), "--quiet", "--set", "population=3",
+  assert main(["run", str(tmp_path / "mine.py"), "--quiet", "--no-cache", "--set", "population=3",
                "--set", "rounds=1", "epochs=1", "--out", str(out)]) == 0
   records = vt.read_trials(out)
   assert len(records) == 3 and {r["round"] for r in records} == {0}

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import vmaptune as vt
-from vmaptune.compile_stats import CompileCounter
+from vmaptune.compilation import CompileCounter, persistent_cache
 from vmaptune.results import SUMMARY_FILE
 
 
@@ -227,3 +227,16 @@ def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():
   assert vt.optimizers.scheduled(factory, "auto", 100) is factory
   builtin = vt.optimizers.BUILTIN["adamw"]
   assert vt.optimizers.scheduled(builtin, "auto", 100) is not builtin
+
+
+def test_a_second_run_loads_its_programs_from_the_persistent_cache(small_data, tiny_mlp,
+                                                                   lr_space, tmp_path):
+  settings = dict(population=4, rounds=2, epochs=1, batch_size=32)
+  with persistent_cache(str(tmp_path / "cache")):
+    with CompileCounter() as first:
+      vt.tune(tiny_mlp, small_data, lr_space, **settings)
+    with CompileCounter() as second:  # A new tuner: JAX's in-memory caches cannot help.
+      again = vt.tune(tiny_mlp, small_data, lr_space, **settings)
+  assert first.compiles >= 2 and first.cache_hits == 0
+  assert second.cache_hits == second.compiles == first.compiles
+  assert [r.compiles for r in again.rounds[1:]] == [0]

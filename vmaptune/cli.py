@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
 
+from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
 from vmaptune.data import DataError
 from vmaptune.space import SpaceError
@@ -29,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"override settings; keys: {', '.join(SETTABLE)}")
   run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>)")
   run.add_argument("--quiet", action="store_true", help="print only the final result")
+  run.add_argument("--cache-dir", help="persistent compilation cache (default: "
+                   "$VMAPTUNE_CACHE_DIR or ~/.cache/vmaptune/jax)")
+  run.add_argument("--no-cache", action="store_true",
+                   help="compile everything afresh; write no compilation cache")
   return parser
 
 
@@ -44,8 +50,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
           f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
           f"batch {experiment.batch_size}, keep {experiment.keep:g}", flush=True)
-  result = experiment.tune(out=out, verbose=not args.quiet)
-  result.final_fit()
+  with contextlib.ExitStack() as stack:
+    if not args.no_cache:
+      cache = stack.enter_context(persistent_cache(args.cache_dir))
+      if not args.quiet:
+        print(f"compilation cache: {cache}", flush=True)
+    result = experiment.tune(out=out, verbose=not args.quiet)
+    result.final_fit()
   print(result.describe())
   return 0
 

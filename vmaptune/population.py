@@ -78,6 +78,13 @@ def _grouped(fn: Callable, group: int) -> Callable:
   return run
 
 
+@jax.jit
+def _round_keys(seed: jax.Array, round_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+  # One small program for all rounds, rather than one per eager random op.
+  init_key, data_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), round_index))
+  return init_key, data_key
+
+
 class Population:
   """Trains and evaluates ``P`` lanes of one model, each with its own hyperparameters.
 
@@ -172,8 +179,7 @@ class Population:
     start from the same weights and see the same minibatches, so they differ
     only by their hyperparameters.
     """
-    init_key, data_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), round_index))
-    return init_key, data_key
+    return _round_keys(np.uint32(seed), np.uint32(round_index))
 
   def train(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array,
             data_key: jax.Array) -> TrainOutput:

@@ -74,8 +74,10 @@ class RoundResult:
     kept: lane indices ``[K]``, best first, that the next range spans.
     next_space: the narrowed ranges for the following round.
     wall_s: wall time of the round, compilation included.
-    compile_s: time spent tracing and compiling during the round.
-    compiles: number of XLA programs compiled during the round.
+    compile_s: time XLA spent compiling (or loading cached programs) in the round.
+    trace_s: time JAX spent tracing and lowering new programs in the round.
+    compiles: XLA programs the round needed: compiled, or loaded from the
+      persistent compilation cache.
   """
 
   index: int
@@ -89,6 +91,7 @@ class RoundResult:
   next_space: Space
   wall_s: float
   compile_s: float
+  trace_s: float
   compiles: int
 
   @property
@@ -140,7 +143,8 @@ class RoundResult:
 
   def describe(self, rounds: int) -> str:
     """A few lines: the ranges sampled, throughput, and scores of this round."""
-    compile_note = f", {self.compile_s:.1f}s compiling" if self.compiles else ""
+    compile_note = (f", {self.compile_s:.1f}s compiling + {self.trace_s:.1f}s tracing"
+                    if self.compiles else "")
     if len(self.kept):
       scores = (f"best {self.best_accuracy:.4f} (lane {self.best_lane})  "
                 f"median {self.median_accuracy:.4f}")
@@ -161,7 +165,7 @@ class RoundResult:
         "best_val_accuracy": self.best_accuracy if len(self.kept) else None,
         "median_val_accuracy": _float_or_none(self.median_accuracy),
         "best_lane": self.best_lane if len(self.kept) else None,
-        "wall_s": self.wall_s, "compile_s": self.compile_s,
+        "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
     }
 
@@ -226,7 +230,13 @@ class TuneResult:
 
   @property
   def compile_s(self) -> float:
+    """XLA compile (or cache-load) seconds over all rounds."""
     return sum(r.compile_s for r in self.rounds)
+
+  @property
+  def trace_s(self) -> float:
+    """JAX tracing and lowering seconds over all rounds."""
+    return sum(r.trace_s for r in self.rounds)
 
   def trials(self) -> list[Trial]:
     return [t for r in self.rounds for t in r.trials()]
@@ -254,7 +264,7 @@ class TuneResult:
         "final_fit": None if self._final is None else self._final.summary(),
         "settings": self.settings, "space": self.space.to_dict(),
         "rounds": [r.summary() for r in self.rounds],
-        "wall_s": self.wall_s, "compile_s": self.compile_s,
+        "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
     }
 
 
@@ -274,7 +284,7 @@ class TuneResult:
       lines.append("  test accuracy " + ("n/a (empty test split)" if math.isnan(test)
                                          else f"{test:.4f} (test split read once)"))
     lines.append(f"  search wall time {self.wall_s:.1f}s, of which compiling "
-                 f"{self.compile_s:.1f}s")
+                 f"{self.compile_s:.1f}s and tracing {self.trace_s:.1f}s")
     if self.out_dir is not None:
       lines.append(f"records: {os.path.join(self.out_dir, TRIALS_FILE)}, "
                    f"{os.path.join(self.out_dir, SUMMARY_FILE)}")

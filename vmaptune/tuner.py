@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from vmaptune import optimizers
-from vmaptune.compile_stats import CompileCounter
+from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
 from vmaptune.population import Population
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
@@ -318,7 +318,8 @@ def _run_round(pop: Population, settings: Settings, current: Space, bounds: Spac
   return RoundResult(index=index, space=current, hparams=hparams, val_accuracy=accuracy,
                      val_loss=loss, diverged=diverged, epoch_loss=epoch_loss, kept=kept,
                      next_space=next_space, wall_s=time.perf_counter() - start,
-                     compile_s=compiled.seconds, compiles=compiled.compiles)
+                     compile_s=compiled.compile_seconds,
+                     trace_s=compiled.trace_seconds, compiles=compiled.compiles)
 
 
 def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial) -> FinalFit:
