@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import sys
 
 import pytest
 
@@ -22,7 +23,11 @@ def test_the_readme_python_example_runs(capsys):
   assert "round 3/3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))),
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
+                 if not os.path.basename(p).startswith("bench_"))
+
+
+@pytest.mark.parametrize("path", CONFIGS,
                          ids=os.path.basename)
 def test_every_experiment_config_runs_shrunk(path, tmp_path):
   experiment = vt.load_experiment(path)
@@ -30,3 +35,23 @@ def test_every_experiment_config_runs_shrunk(path, tmp_path):
   result = shrunk.tune(out=str(tmp_path / "run"))
   assert result.best.status == "finished"
   assert len(vt.read_trials(tmp_path / "run")) == 2
+
+
+def test_the_throughput_benchmark_runs_and_writes_its_results(tmp_path):
+  """A smoke run (tiny sizes, no Optuna): the script must not rot between full runs."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "bench_throughput", os.path.join(ROOT, "experiments", "bench_throughput.py"))
+  bench = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = bench  # Its dataclasses look themselves up there.
+  spec.loader.exec_module(bench)
+  out = tmp_path / "bench.json"
+  assert bench.main(["--sizes", "1", "3", "--workloads", "digits_mlp", "--methods", "vmaptune",
+                     "sequential", "--no-cache-check", "--out", str(out)]) == 0
+  import json
+  report = json.loads(out.read_text())
+  sizes = report["workloads"]["digits_mlp"]["sizes"]
+  assert set(sizes) == {"1", "3"}
+  ratios = sizes["3"]["ratios"]
+  assert ratios["vs_sequential"] > 0 and 0 < ratios["fraction_of_matmul_peak"]
+  assert report["matmul_peak_gflops"] > 0 and report["machine"]["devices"] >= 1

@@ -72,7 +72,7 @@ def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
   padded = population.padded_size(5)
   train, _ = population._compiled(padded)
   keys = population.round_keys(0, 0)
-  jaxpr = jax.make_jaxpr(train)(
+  jaxpr = jax.make_jaxpr(train.__wrapped__)(  # The function inside jit.
       _hparams([1e-2] * padded), *keys, population._x_train, population._y_train)
   feature_gathers = []
 

@@ -137,9 +137,13 @@ class Population:
     self._y_train = jax.device_put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
     self._programs: dict[int, tuple[Callable, Callable]] = {}
+    # On CPU, LLVM's level-1 optimisation compiles ~30% faster than the default
+    # with the same run time (digits MLP and CNN; see the README's Performance).
+    self._compiler_options = ({"xla_backend_optimization_level": 1}
+                              if self.platform == "cpu" else None)
     # Single-lane programs for the final fit; compiled only if used.
-    self._fit_one = jax.jit(self.train_one)
-    self._evaluate_one = jax.jit(self.evaluate_one)
+    self._fit_one = jax.jit(self.train_one, compiler_options=self._compiler_options)
+    self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self._compiler_options)
 
   def _group(self, lanes: int) -> int:
     per_device = -(-lanes // self.num_devices)
@@ -161,7 +165,7 @@ class Population:
       def sharded(fn, shared: int):
         return jax.jit(jax.shard_map(
             _grouped(fn, group), mesh=self.mesh, in_specs=(lane,) + (whole,) * shared,
-            out_specs=lane, check_vma=False))
+            out_specs=lane, check_vma=False), compiler_options=self._compiler_options)
 
       self._programs[padded] = (sharded(self.train_one, 4), sharded(self.evaluate_one, 1))
     return self._programs[padded]

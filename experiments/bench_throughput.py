@@ -1,0 +1,394 @@
+"""Throughput: vmaptune against the two ways people tune a small JAX model today.
+
+In one process, on the same data, model, epochs, batch size and search space:
+
+* vmaptune: the population trainer as the tuner runs it (P lanes, one program,
+  sharded over every local device, lanes grouped to fit the cache on CPU);
+* sequential: the same single-configuration training program (``lax.scan``
+  inside ``jit``), compiled once and called P times from a Python loop;
+* optuna: Optuna's RandomSampler over the same ranges for P trials, each trained
+  the way the Flax examples train: a jitted ``train_step`` per minibatch, fed
+  NumPy batches from a Python loop (``pip install -e '.[bench]'``).
+
+For each: compile and run seconds, trials per second, and peak host memory
+(resident set size sampled every 5 ms, above the level before the method ran).
+Also: the population trainer's achieved FLOP/s (XLA's cost analysis of one
+training step, times steps and lanes, over the training time) against a
+measured fp32 matmul peak (a 2048 x 2048 ``jnp.dot`` timed in the same run),
+and the persistent compilation cache (two ``vmaptune run`` processes).
+
+    python experiments/bench_throughput.py --quick      # under 3 minutes on 2 CPU cores
+    python experiments/bench_throughput.py              # the README's table
+
+Results go to ``experiments/results/throughput-<platform>.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Importing vmaptune (before any JAX computation) gives one CPU device per core.
+import vmaptune as vt
+from vmaptune.compilation import CompileCounter
+from vmaptune.optimizers import BUILTIN, scheduled
+from vmaptune.train import eval_batches, make_evaluate, make_init, make_step
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPACE = vt.Space(learning_rate=vt.LogUniform(1e-4, 1e0), weight_decay=vt.LogUniform(1e-8, 1e-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  name: str
+  model: Any
+  data: Callable[[], vt.Dataset]
+  epochs: int
+  batch_size: int
+
+
+def synthetic(n: int = 50_000, features: int = 256, classes: int = 10, seed: int = 0):
+  """Gaussian features labelled by a random two-layer teacher network."""
+  rng = np.random.default_rng(seed)
+  total = int(n / 0.8)
+  x = rng.normal(size=(total, features)).astype(np.float32)
+  hidden = np.tanh(x @ rng.normal(size=(features, 64)) / np.sqrt(features))
+  y = np.argmax(hidden @ rng.normal(size=(64, classes)), axis=1)
+  return vt.data.from_arrays(x, y, val_fraction=0.1, test_fraction=0.1, seed=seed,
+                             num_classes=classes, name="synthetic")
+
+
+WORKLOADS = {
+    "digits_mlp": Workload("digits_mlp", vt.models.MLP(hidden=(128,)), vt.data.digits, 10, 64),
+    "digits_cnn": Workload("digits_cnn", vt.models.CNN(), vt.data.digits, 2, 64),
+    "synthetic_mlp": Workload("synthetic_mlp", vt.models.MLP(hidden=(128,)), synthetic, 1, 256),
+}
+
+
+class PeakMemory:
+  """Samples this process's resident set size while a block runs."""
+
+  def __init__(self, interval: float = 0.005):
+    self.interval = interval
+    self.peak = self.start = self._rss()
+    self._stop = threading.Event()
+
+  @staticmethod
+  def _rss() -> int:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+  def _sample(self):
+    while not self._stop.wait(self.interval):
+      self.peak = max(self.peak, self._rss())
+
+  def __enter__(self):
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, self._rss())
+
+  @property
+  def growth_mb(self) -> float:
+    return (self.peak - self.start) / 2**20
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+  a = jnp.ones((n, n), jnp.float32)
+  dot = jax.jit(lambda a: a @ a)
+  dot(a).block_until_ready()
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      out = dot(a)
+    out.block_until_ready()
+    best = min(best, (time.perf_counter() - start) / repeats)
+  return 2 * n**3 / best / 1e9
+
+
+def sample_configs(lanes: int, seed: int = 0) -> dict[str, np.ndarray]:
+  return SPACE.sample(seed, 0, lanes)
+
+
+def _factory(workload: Workload, num_train: int):
+  steps = workload.epochs * (num_train // workload.batch_size)
+  return scheduled(BUILTIN["adamw"], "cosine", steps)
+
+
+def step_flops(workload: Workload, data: vt.Dataset) -> float:
+  """FLOPs of one training step of one lane, from XLA's cost analysis."""
+  factory = _factory(workload, len(data.train))
+  hp = {k: v[0] for k, v in sample_configs(1).items()}
+  state = jax.jit(make_init(workload.model, factory))(hp, jax.random.key(0), data.train.x[:1])
+  x, y = data.train.x[:workload.batch_size], data.train.y[:workload.batch_size]
+  compiled = jax.jit(make_step(workload.model, factory)).lower(hp, state, x, y).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost["flops"])
+
+
+def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
+  pop = vt.Population(workload.model, _factory(workload, len(data.train)), data,
+                      epochs=workload.epochs, batch_size=workload.batch_size,
+                      eval_batch_size=1024)
+  hparams = sample_configs(lanes)
+  keys = pop.round_keys(0, 0)
+  with PeakMemory() as memory:
+    with CompileCounter() as compiled:
+      start = time.perf_counter()
+      out = pop.train(hparams, *keys)
+      scores = pop.evaluate(out.params)
+      np.asarray(scores.accuracy)
+      first = time.perf_counter() - start
+    start = time.perf_counter()
+    out = pop.train(hparams, *keys)
+    jax.block_until_ready(out)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    accuracy = np.asarray(pop.evaluate(out.params).accuracy)[:lanes]
+    eval_s = time.perf_counter() - start
+  compile_s = max(first - train_s - eval_s, compiled.compile_seconds + compiled.trace_seconds)
+  return {"compile_s": compile_s, "run_s": train_s + eval_s, "train_s": train_s,
+          "eval_s": eval_s, "peak_rss_growth_mb": memory.growth_mb,
+          "lanes_per_group": pop.lanes_per_group, "devices": pop.num_devices,
+          "padded_lanes": pop.padded_size(lanes), "best_val_accuracy": float(accuracy.max())}
+
+
+def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
+  device = jax.devices()[0]
+  train_one = jax.jit(vt.train.make_train(
+      workload.model, _factory(workload, len(data.train)), epochs=workload.epochs,
+      batch_size=workload.batch_size, num_train=len(data.train)))
+  evaluate = jax.jit(make_evaluate(workload.model))
+  x, y = jax.device_put((data.train.x, data.train.y), device)
+  val = jax.device_put(tuple(eval_batches(data.val, 1024)), device)
+  val = vt.train.EvalBatches(*val)
+  keys = vt.Population.round_keys(0, 0)
+  hparams = sample_configs(lanes)
+  configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
+  with PeakMemory() as memory:
+    with CompileCounter() as compiled:
+      start = time.perf_counter()
+      float(evaluate(train_one(configs[0], *keys, x, y).params, val).accuracy)
+      first = time.perf_counter() - start
+    start = time.perf_counter()
+    accuracy = [float(evaluate(train_one(c, *keys, x, y).params, val).accuracy)
+                for c in configs]
+    run_s = time.perf_counter() - start
+  compile_s = max(first - run_s / lanes, compiled.compile_seconds + compiled.trace_seconds)
+  return {"compile_s": compile_s, "run_s": run_s, "peak_rss_growth_mb": memory.growth_mb,
+          "best_val_accuracy": max(accuracy)}
+
+
+def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
+  import optuna
+
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  factory = _factory(workload, len(data.train))
+  init = jax.jit(make_init(workload.model, factory))
+  train_step = jax.jit(make_step(workload.model, factory))
+  evaluate = jax.jit(make_evaluate(workload.model))
+  val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
+  x, y = data.train.x, data.train.y
+  steps = len(y) // workload.batch_size
+  init_key = vt.Population.round_keys(0, 0)[0]
+
+  def objective(trial) -> float:
+    hp = {name: np.float32(trial.suggest_float(name, d.low, d.high,
+                                               log=isinstance(d, vt.LogUniform)))
+          for name, d in SPACE.items()}
+    state = init(hp, init_key, x[:1])
+    order = np.random.default_rng(trial.number)
+    for _ in range(workload.epochs):
+      perm = order.permutation(len(y))
+      for s in range(steps):
+        batch = perm[s * workload.batch_size:(s + 1) * workload.batch_size]
+        state, _ = train_step(hp, state, x[batch], y[batch])
+    return float(evaluate(state.params, val).accuracy)
+
+  study = optuna.create_study(direction="maximize",
+                              sampler=optuna.samplers.RandomSampler(seed=0))
+  with PeakMemory() as memory, CompileCounter() as compiled:
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=lanes)
+    wall = time.perf_counter() - start
+  compile_s = compiled.compile_seconds + compiled.trace_seconds
+  return {"compile_s": compile_s, "run_s": wall - compile_s,
+          "peak_rss_growth_mb": memory.growth_mb, "best_val_accuracy": study.best_value}
+
+
+METHODS = {"vmaptune": run_vmaptune, "sequential": run_sequential, "optuna": run_optuna}
+
+
+def compile_cache_check(timeout: int = 600) -> dict:
+  """Two `vmaptune run` processes on the default experiment, one cache directory."""
+  runs = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for attempt in range(2):
+      out = os.path.join(tmp, f"run{attempt}")
+      command = [sys.executable, "-m", "vmaptune.cli", "run",
+                 os.path.join(HERE, "digits_mlp.py"), "--quiet", "--set", "rounds=1",
+                 "--cache-dir", os.path.join(tmp, "cache"), "--out", out]
+      subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+      with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+      runs.append({"compile_s": summary["compile_s"], "trace_s": summary["trace_s"]})
+  first, second = runs
+  return {"command": "vmaptune run experiments/digits_mlp.py --set rounds=1 --cache-dir DIR "
+                     "(twice)", "first": first, "second": second,
+          "compile_ratio": second["compile_s"] / first["compile_s"],
+          "compile_and_trace_ratio": (second["compile_s"] + second["trace_s"])
+          / (first["compile_s"] + first["trace_s"])}
+
+
+def machine() -> dict:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  device = jax.devices()[0]
+  return {"platform": device.platform, "device_kind": device.device_kind,
+          "devices": len(jax.devices()), "cpu": cpu, "cores": os.cpu_count(),
+          "jax": jax.__version__, "python": platform.python_version()}
+
+
+def estimate_s(results: dict, method: str, lanes: int) -> float | None:
+  """Seconds a method would take for ``lanes``, from its largest finished size."""
+  done = [(p, r[method]) for p, r in results.items() if method in r and "run_s" in r[method]]
+  if not done:
+    return None
+  p, r = max(done)
+  return r["compile_s"] + r["run_s"] * lanes / p
+
+
+def fmt(value, spec=".2f") -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="digits MLP and CNN at small sizes; under 3 minutes on 2 CPU cores")
+  parser.add_argument("--sizes", type=int, nargs="+", help="population sizes P")
+  parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS))
+  parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+  parser.add_argument("--budget-s", type=float,
+                      help="skip a (method, P) whose estimated time exceeds this (default 120, "
+                           "quick 15)")
+  parser.add_argument("--no-cache-check", action="store_true",
+                      help="skip the two-process compilation cache measurement")
+  parser.add_argument("--out", help="results JSON (default experiments/results/"
+                                    "throughput-<platform>[-quick].json)")
+  args = parser.parse_args(argv)
+  quick = args.quick
+  sizes = args.sizes or ([1, 16, 64, 256] if quick else [1, 16, 64, 256, 1024])
+  if not quick and not args.sizes and jax.devices()[0].platform != "cpu":
+    sizes.append(4096)
+  workloads = args.workloads or (["digits_mlp", "digits_cnn"] if quick else list(WORKLOADS))
+  budget = args.budget_s or (15.0 if quick else 120.0)
+  methods = list(args.methods)
+  try:
+    import optuna  # noqa: F401
+  except ImportError:
+    if "optuna" in methods:
+      print("optuna is not installed: pip install -e '.[bench]' to include the Optuna baseline")
+      methods.remove("optuna")
+
+  peak = matmul_peak_gflops()
+  info = machine()
+  print(f"{info['cpu']} | {info['platform']} x{info['devices']} | jax {info['jax']} | "
+        f"fp32 matmul peak {peak:.0f} GFLOP/s", flush=True)
+  report: dict[str, Any] = {
+      "command": " ".join(["python", "experiments/bench_throughput.py"] + sys.argv[1:]
+                          if argv is None else argv),
+      "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
+      "matmul_peak_gflops": peak, "budget_s": budget, "workloads": {}, "skipped": []}
+
+  header = (f"{'workload':14s} {'P':>5s} {'method':10s} {'compile s':>9s} {'run s':>8s} "
+            f"{'trials/s':>9s} {'run tr/s':>9s} {'mem MB':>7s} {'best acc':>8s}")
+  for name in workloads:
+    workload = WORKLOADS[name]
+    data = workload.data()
+    flops = step_flops(workload, data)
+    steps = workload.epochs * (len(data.train) // workload.batch_size)
+    entry = {"data": repr(data), "model": repr(workload.model), "epochs": workload.epochs,
+             "batch_size": workload.batch_size, "flops_per_lane_step": flops, "sizes": {}}
+    report["workloads"][name] = entry
+    print(f"\n{name}: {data!r}, {workload.epochs} epochs, batch {workload.batch_size}, "
+          f"{flops / 1e6:.2f} MFLOP per lane-step\n{header}", flush=True)
+    for lanes in sizes:
+      results: dict[str, Any] = {}
+      entry["sizes"][lanes] = results
+      for method in methods:
+        estimate = estimate_s(entry["sizes"], method, lanes)
+        if estimate is not None and estimate > budget:
+          note = f"{name} P={lanes} {method}: skipped, estimated {estimate:.0f}s > {budget:.0f}s"
+          report["skipped"].append(note)
+          results[method] = {"skipped": note}
+          print(f"  {note}", flush=True)
+          continue
+        r = METHODS[method](workload, data, lanes)
+        r["trials_per_s"] = lanes / (r["compile_s"] + r["run_s"])
+        r["run_trials_per_s"] = lanes / r["run_s"]
+        results[method] = r
+        print(f"{name:14s} {lanes:5d} {method:10s} {r['compile_s']:9.2f} {r['run_s']:8.2f} "
+              f"{r['trials_per_s']:9.1f} {r['run_trials_per_s']:9.1f} "
+              f"{r['peak_rss_growth_mb']:7.0f} {r['best_val_accuracy']:8.4f}", flush=True)
+      v = results.get("vmaptune", {})
+      if "train_s" in v:
+        v["achieved_gflops"] = flops * steps * lanes / v["train_s"] / 1e9
+        v["fraction_of_matmul_peak"] = v["achieved_gflops"] / peak
+        ratios = {"achieved_gflops": v["achieved_gflops"],
+                  "fraction_of_matmul_peak": v["fraction_of_matmul_peak"]}
+        for other, key in (("sequential", "run_s"), ("optuna", "trials_per_s")):
+          o = results.get(other, {})
+          if key in o:
+            ratios[f"vs_{other}"] = (o["run_s"] / v["run_s"] if key == "run_s"
+                                     else v["trials_per_s"] / o["trials_per_s"])
+        results["ratios"] = ratios
+        print(f"{'':14s} {'':5s} ratios: " + ", ".join(
+            f"{k} {fmt(val)}" for k, val in ratios.items()), flush=True)
+
+  if not args.no_cache_check:
+    cache = compile_cache_check()
+    report["compile_cache"] = cache
+    print(f"\ncompilation cache, second run / first run: XLA compile "
+          f"{cache['compile_ratio']:.1%} ({cache['second']['compile_s']:.2f}s / "
+          f"{cache['first']['compile_s']:.2f}s), compile + tracing "
+          f"{cache['compile_and_trace_ratio']:.1%}", flush=True)
+
+  out = args.out or os.path.join(HERE, "results", f"throughput-{info['platform']}"
+                                 f"{'-quick' if quick else ''}.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(report, f, indent=2)
+    f.write("\n")
+  print(f"\nresults written to {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
