@@ -112,3 +112,20 @@ def test_same_keys_same_result_new_data_key_new_order(population):
   c = population.train(hparams, init_key, jax.random.fold_in(data_key, 1))
   np.testing.assert_array_equal(a.epoch_loss, b.epoch_loss)
   assert not np.array_equal(a.epoch_loss, c.epoch_loss)
+
+
+def test_bfloat16_matmul_precision_reaches_every_dot_of_the_compiled_program():
+  x, y = _digits_subset()
+  data = vt.data.from_arrays(x, y, num_classes=10)
+  texts = {}
+  for precision in ("default", "bfloat16"):
+    pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=1,
+                        batch_size=32, eval_batch_size=50, matmul_precision=precision)
+    train, _ = pop._compiled(pop.padded_size(2))
+    with jax.default_matmul_precision(pop._precision):
+      texts[precision] = train.lower(_hparams([1e-2] * pop.padded_size(2)),
+                                     *pop.round_keys(0, 0), pop._x_train,
+                                     pop._y_train).as_text()
+  dots = [line for line in texts["bfloat16"].splitlines() if "dot_general" in line]
+  assert dots and all("lhs_precision_type = bf16" in line for line in dots)
+  assert "bf16" not in texts["default"]

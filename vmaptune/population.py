@@ -50,6 +50,11 @@ from vmaptune.train import (
 # same speed and 64+ ran slower (see the README's Performance section).
 CPU_GROUP_BYTES = 4 << 20
 
+# Settings -> jax.default_matmul_precision values. "bfloat16" names the dot
+# algorithm (bf16 inputs, fp32 accumulation), which plain "bfloat16" precision
+# does not force on GPUs.
+MATMUL_PRECISIONS = {"default": None, "bfloat16": "BF16_BF16_F32", "float32": "float32"}
+
 
 def lane_footprint_bytes(model: nn.Module, params: Any, batch: jax.ShapeDtypeStruct) -> int:
   """A rough working set of one training lane, in bytes.
@@ -98,6 +103,8 @@ class Population:
     devices: devices to shard lanes over (default: every local device).
     lanes_per_group: lanes vmapped together on a device (default: all of
       them on accelerators; a cache-sized group on CPU).
+    matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"`` runs
+      matmuls on bf16 inputs with fp32 accumulation (GPU/TPU).
 
   Outputs of :meth:`train` and :meth:`evaluate` have :meth:`padded_size` lanes;
   lanes from ``P`` on are padding and must be ignored.
@@ -114,7 +121,8 @@ class Population:
 
   def __init__(self, model: nn.Module, optimizer: OptimizerFactory, data: Dataset, *,
                epochs: int, batch_size: int, eval_batch_size: int,
-               devices: list | None = None, lanes_per_group: int | None = None):
+               devices: list | None = None, lanes_per_group: int | None = None,
+               matmul_precision: str = "default"):
     self.model = model
     self.epochs = epochs
     self.batch_size = batch_size
@@ -127,6 +135,11 @@ class Population:
       params = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
       lanes_per_group = max(1, CPU_GROUP_BYTES // lane_footprint_bytes(model, params, batch))
     self.lanes_per_group = lanes_per_group  # None: every lane of a device at once.
+    if matmul_precision not in MATMUL_PRECISIONS:
+      raise ValueError(f"matmul_precision={matmul_precision!r}; expected one of "
+                       f"{list(MATMUL_PRECISIONS)}")
+    # Read when the programs are traced, so it is part of their cache key.
+    self._precision = MATMUL_PRECISIONS[matmul_precision]
 
     self.train_one = make_train(model, optimizer, epochs=epochs, batch_size=batch_size,
                                 num_train=len(data.train))
@@ -206,21 +219,25 @@ class Population:
                 for k, v in hparams.items()}
     train, _ = self._compiled(padded)
     keys = jax.device_put((init_key, data_key), self._replicated)
-    return train(jax.device_put(per_lane, self._lanes), *keys, self._x_train, self._y_train)
+    with jax.default_matmul_precision(self._precision):
+      return train(jax.device_put(per_lane, self._lanes), *keys, self._x_train, self._y_train)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
     """Accuracy and loss ``[L]`` of every (padded) lane on the validation split
     (or ``batches``), in one call."""
     padded = jax.tree.leaves(params)[0].shape[0]
     _, evaluate = self._compiled(padded)
-    return evaluate(params, self._val if batches is None else batches)
+    with jax.default_matmul_precision(self._precision):
+      return evaluate(params, self._val if batches is None else batches)
 
   def fit_one(self, hparams: Mapping[str, float], init_key: jax.Array,
               data_key: jax.Array) -> TrainOutput:
     """Trains a single configuration alone (no lane axis), as the final fit does."""
     scalars = {k: np.float32(v) for k, v in hparams.items()}
-    return self._fit_one(scalars, init_key, data_key, self._x_train, self._y_train)
+    with jax.default_matmul_precision(self._precision):
+      return self._fit_one(scalars, init_key, data_key, self._x_train, self._y_train)
 
   def evaluate_one_lane(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
     """Accuracy and loss (scalars) of one unbatched parameter set."""
-    return self._evaluate_one(params, self._val if batches is None else batches)
+    with jax.default_matmul_precision(self._precision):
+      return self._evaluate_one(params, self._val if batches is None else batches)

@@ -24,7 +24,7 @@ import numpy as np
 from vmaptune import optimizers
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
-from vmaptune.population import Population
+from vmaptune.population import MATMUL_PRECISIONS, Population
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
 
@@ -59,6 +59,9 @@ class Settings:
     schedule: step-size schedule over each lane's run: ``"cosine"`` (decay to
       zero), ``"constant"``, or ``"auto"`` (cosine for built-in optimizers,
       constant for user factories, which may bring their own schedule).
+    matmul_precision: ``"default"``, ``"bfloat16"`` (bf16 matmul inputs with
+      fp32 accumulation: faster on GPU/TPU, no effect on CPU) or
+      ``"float32"`` (full fp32 passes, e.g. no TF32 on NVIDIA GPUs).
   """
 
   population: int = 256
@@ -71,6 +74,7 @@ class Settings:
   eval_batch_size: int = 1024
   optimizer: Any = "adamw"
   schedule: str = "auto"
+  matmul_precision: str = "default"
 
   def check(self, num_train: int) -> None:
     """Raises :class:`SettingsError` naming the first bad setting."""
@@ -95,6 +99,9 @@ class Settings:
       if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
           not math.isfinite(value) or not ok(value):
         raise SettingsError(f"{name}={value!r}; expected {expected}")
+    if self.matmul_precision not in MATMUL_PRECISIONS:
+      raise SettingsError(f"matmul_precision={self.matmul_precision!r}; expected one of "
+                          f"{list(MATMUL_PRECISIONS)}")
     if self.schedule not in optimizers.SCHEDULES:
       raise SettingsError(f"schedule={self.schedule!r}; expected one of "
                           f"{list(optimizers.SCHEDULES)}")
@@ -223,7 +230,7 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
       ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
-      ("auto"), ``eval_batch_size`` (1024).
+      ("auto"), ``eval_batch_size`` (1024), ``matmul_precision`` ("default").
 
   Returns:
     A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
@@ -261,7 +268,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
   run_dir = RunDirectory(out) if out is not None else None
 
   pop = Population(model, factory, data, epochs=settings.epochs,
-                   batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size)
+                   batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size,
+                   matmul_precision=settings.matmul_precision)
   record = {**settings.to_dict(), "model": repr(model), "data": repr(data),
             "devices": [str(d) for d in jax.devices()]}
   callbacks = [on_round] if on_round else []
