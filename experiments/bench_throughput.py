@@ -293,12 +293,35 @@ def estimate_s(results: dict, method: str, lanes: int) -> float | None:
   return r["compile_s"] + r["run_s"] * lanes / p
 
 
-def fmt(value, spec=".2f") -> str:
-  return "-" if value is None else format(value, spec)
+def fmt(value, spec=".2f", suffix="") -> str:
+  return "-" if value is None else format(value, spec) + suffix
+
+
+def markdown_table(report: dict) -> str:
+  """The README's table: per workload and P, trials/s of each method and the ratios."""
+  lines = ["| workload | P | vmaptune trials/s (compile s) | sequential | Optuna + step loop | "
+           "vs sequential (run) | vs Optuna (with compile) | % of matmul peak |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for name, entry in report["workloads"].items():
+    for lanes, results in entry["sizes"].items():
+      def cell(method, results=results):
+        r = results.get(method, {})
+        if "trials_per_s" not in r:
+          return "skipped" if "skipped" in r else "-"
+        return f"{r['trials_per_s']:.1f} ({r['compile_s']:.1f})"
+      ratios = results.get("ratios", {})
+      lines.append(
+          f"| {name} | {lanes} | {cell('vmaptune')} | {cell('sequential')} | {cell('optuna')} | "
+          f"{fmt(ratios.get('vs_sequential'), suffix='x')} | "
+          f"{fmt(ratios.get('vs_optuna'), suffix='x')} | "
+          f"{fmt(100 * ratios['fraction_of_matmul_peak'] if ratios else None, '.0f', '%')} |")
+  return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--table", metavar="RESULTS_JSON",
+                      help="print the markdown table of an earlier run's results and exit")
   parser.add_argument("--quick", action="store_true",
                       help="digits MLP and CNN at small sizes; under 3 minutes on 2 CPU cores")
   parser.add_argument("--sizes", type=int, nargs="+", help="population sizes P")
@@ -312,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", help="results JSON (default experiments/results/"
                                     "throughput-<platform>[-quick].json)")
   args = parser.parse_args(argv)
+  if args.table:
+    with open(args.table) as f:
+      print(markdown_table(json.load(f)))
+    return 0
   quick = args.quick
   sizes = args.sizes or ([1, 16, 64, 256] if quick else [1, 16, 64, 256, 1024])
   if not quick and not args.sizes and jax.devices()[0].platform != "cpu":

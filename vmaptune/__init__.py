@@ -7,7 +7,7 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import data, devices, models, optimizers, train
+from vmaptune import compilation, data, devices, models, optimizers, train
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import Population
@@ -24,6 +24,7 @@ devices.configure_cpu_devices()
 __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
     "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
-    "SpaceError", "Trial", "TuneResult", "Uniform", "data", "devices", "load_experiment", "models",
-    "optimizers", "override", "rank_lanes", "read_trials", "train", "tune",
+    "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
+    "load_experiment", "models", "optimizers", "override", "rank_lanes", "read_trials", "train",
+    "tune",
 ]
