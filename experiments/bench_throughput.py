@@ -49,6 +49,7 @@ import numpy as np
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
 from vmaptune.optimizers import BUILTIN, scheduled
+from vmaptune.population import compiler_options
 from vmaptune.train import eval_batches, make_evaluate, make_init, make_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,9 +118,17 @@ class PeakMemory:
     return (self.peak - self.start) / 2**20
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+def matmul_peak_gflops(repeats: int = 10) -> float:
+  """Measured fp32 matmul peak of everything vmaptune runs on.
+
+  On CPU one matmul already uses every core (the CPU "devices" share them);
+  on accelerators it is one device's peak times the device count. Full fp32
+  passes (``HIGHEST``: no TF32), a size that fills the hardware.
+  """
+  platform = jax.devices()[0].platform
+  n = 2048 if platform == "cpu" else 8192
   a = jnp.ones((n, n), jnp.float32)
-  dot = jax.jit(lambda a: a @ a)
+  dot = jax.jit(lambda a: jnp.dot(a, a, precision=jax.lax.Precision.HIGHEST))
   dot(a).block_until_ready()
   best = float("inf")
   for _ in range(3):
@@ -128,7 +137,8 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
       out = dot(a)
     out.block_until_ready()
     best = min(best, (time.perf_counter() - start) / repeats)
-  return 2 * n**3 / best / 1e9
+  devices = 1 if platform == "cpu" else len(jax.devices())
+  return devices * 2 * n**3 / best / 1e9
 
 
 def sample_configs(lanes: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -140,30 +150,56 @@ def _factory(workload: Workload, num_train: int):
   return scheduled(BUILTIN["adamw"], "cosine", steps)
 
 
-def step_flops(workload: Workload, data: vt.Dataset) -> float:
-  """FLOPs of one training step of one lane, from XLA's cost analysis."""
+def _dot_flops(jaxpr) -> float:
+  """FLOPs of the dot_general operations in a jaxpr, nested jaxprs included."""
+  import jax.extend
+
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in lhs_contract])
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      total += _dot_flops(sub)
+  return total
+
+
+def step_flops(workload: Workload, data: vt.Dataset) -> dict[str, float]:
+  """FLOPs of one training step of one lane: its matmuls (dot_general, counted
+  from the jaxpr) and everything XLA's cost analysis counts."""
   factory = _factory(workload, len(data.train))
   hp = {k: v[0] for k, v in sample_configs(1).items()}
   state = jax.jit(make_init(workload.model, factory))(hp, jax.random.key(0), data.train.x[:1])
   x, y = data.train.x[:workload.batch_size], data.train.y[:workload.batch_size]
-  compiled = jax.jit(make_step(workload.model, factory)).lower(hp, state, x, y).compile()
-  cost = compiled.cost_analysis()
+  step = make_step(workload.model, factory)
+  cost = jax.jit(step).lower(hp, state, x, y).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost["flops"])
+  return {"matmul": _dot_flops(jax.make_jaxpr(step)(hp, state, x, y).jaxpr),
+          "xla_total": float(cost["flops"])}
 
 
-def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
-  pop = vt.Population(workload.model, _factory(workload, len(data.train)), data,
-                      epochs=workload.epochs, batch_size=workload.batch_size,
-                      eval_batch_size=1024)
-  hparams = sample_configs(lanes)
-  keys = pop.round_keys(0, 0)
+def _program_bytes(compiled) -> int | None:
+  """Device memory a compiled program needs: arguments, outputs and temporaries."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes)
+
+
+def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
+                 lanes_per_group=None) -> dict:
   with PeakMemory() as memory:
+    pop = vt.Population(workload.model, _factory(workload, len(data.train)), data,
+                        epochs=workload.epochs, batch_size=workload.batch_size,
+                        eval_batch_size=1024, devices=devices, lanes_per_group=lanes_per_group)
+    hparams = sample_configs(lanes)
+    keys = pop.round_keys(0, 0)
     with CompileCounter() as compiled:
       start = time.perf_counter()
       out = pop.train(hparams, *keys)
-      scores = pop.evaluate(out.params)
-      np.asarray(scores.accuracy)
+      np.asarray(pop.evaluate(out.params).accuracy)
       first = time.perf_counter() - start
     train_s = eval_s = float("inf")
     for _ in range(REPEATS):
@@ -174,26 +210,37 @@ def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
       start = time.perf_counter()
       accuracy = np.asarray(pop.evaluate(out.params).accuracy)[:lanes]
       eval_s = min(eval_s, time.perf_counter() - start)
-  compile_s = max(first - train_s - eval_s, compiled.compile_seconds + compiled.trace_seconds)
-  return {"compile_s": compile_s, "run_s": train_s + eval_s, "train_s": train_s,
-          "eval_s": eval_s, "peak_rss_growth_mb": memory.growth_mb,
-          "lanes_per_group": pop.lanes_per_group, "devices": pop.num_devices,
-          "padded_lanes": pop.padded_size(lanes), "best_val_accuracy": float(accuracy.max())}
+  layout = pop.layout(lanes)
+  train, _ = pop._compiled(layout)
+  padded = {k: np.resize(v, layout.padded) for k, v in hparams.items()}
+  program = train.lower(padded, *keys, pop._x_train, pop._y_train).compile()
+  return {"compile_s": compiled.compile_seconds + compiled.trace_seconds,
+          "first_pass_extra_s": first - train_s - eval_s,
+          "run_s": train_s + eval_s, "train_s": train_s, "eval_s": eval_s,
+          "peak_rss_growth_mb": memory.growth_mb, "program_bytes": _program_bytes(program),
+          "lanes_per_group": layout.group, "devices": pop.num_devices,
+          "padded_lanes": layout.padded, "best_val_accuracy": float(accuracy.max())}
+
+
+def run_vmaptune_one_device(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
+  """vmaptune restricted to the first device: what batching alone buys, without
+  the extra cores that sharding over CPU devices brings."""
+  return run_vmaptune(workload, data, lanes, devices=jax.devices()[:1])
 
 
 def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   device = jax.devices()[0]
-  train_one = jax.jit(vt.train.make_train(
-      workload.model, _factory(workload, len(data.train)), epochs=workload.epochs,
-      batch_size=workload.batch_size, num_train=len(data.train)))
-  evaluate = jax.jit(make_evaluate(workload.model))
-  x, y = jax.device_put((data.train.x, data.train.y), device)
-  val = jax.device_put(tuple(eval_batches(data.val, 1024)), device)
-  val = vt.train.EvalBatches(*val)
-  keys = vt.Population.round_keys(0, 0)
-  hparams = sample_configs(lanes)
-  configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
+  options = compiler_options(device.platform)  # The same XLA options as vmaptune's.
   with PeakMemory() as memory:
+    train_one = jax.jit(vt.train.make_train(
+        workload.model, _factory(workload, len(data.train)), epochs=workload.epochs,
+        batch_size=workload.batch_size, num_train=len(data.train)), compiler_options=options)
+    evaluate = jax.jit(make_evaluate(workload.model), compiler_options=options)
+    x, y = jax.device_put((data.train.x, data.train.y), device)
+    val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024)), device))
+    keys = jax.device_put(vt.Population.round_keys(0, 0), device)
+    hparams = sample_configs(lanes)
+    configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
     with CompileCounter() as compiled:
       start = time.perf_counter()
       float(evaluate(train_one(configs[0], *keys, x, y).params, val).accuracy)
@@ -204,8 +251,10 @@ def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
       accuracy = [float(evaluate(train_one(c, *keys, x, y).params, val).accuracy)
                   for c in configs]
       run_s = min(run_s, time.perf_counter() - start)
-  compile_s = max(first - run_s / lanes, compiled.compile_seconds + compiled.trace_seconds)
-  return {"compile_s": compile_s, "run_s": run_s, "peak_rss_growth_mb": memory.growth_mb,
+  program = train_one.lower(configs[0], *keys, x, y).compile()
+  return {"compile_s": compiled.compile_seconds + compiled.trace_seconds,
+          "first_pass_extra_s": first - run_s / lanes, "run_s": run_s,
+          "peak_rss_growth_mb": memory.growth_mb, "program_bytes": _program_bytes(program),
           "best_val_accuracy": max(accuracy)}
 
 
@@ -214,9 +263,10 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
 
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   factory = _factory(workload, len(data.train))
-  init = jax.jit(make_init(workload.model, factory))
-  train_step = jax.jit(make_step(workload.model, factory))
-  evaluate = jax.jit(make_evaluate(workload.model))
+  options = compiler_options(jax.devices()[0].platform)  # The same as vmaptune's.
+  init = jax.jit(make_init(workload.model, factory), compiler_options=options)
+  train_step = jax.jit(make_step(workload.model, factory), compiler_options=options)
+  evaluate = jax.jit(make_evaluate(workload.model), compiler_options=options)
   val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
   x, y = data.train.x, data.train.y
   steps = len(y) // workload.batch_size
@@ -246,7 +296,28 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
           "peak_rss_growth_mb": memory.growth_mb, "best_val_accuracy": study.best_value}
 
 
-METHODS = {"vmaptune": run_vmaptune, "sequential": run_sequential, "optuna": run_optuna}
+METHODS = {"vmaptune": run_vmaptune, "vmaptune_1dev": run_vmaptune_one_device,
+           "sequential": run_sequential, "optuna": run_optuna}
+# Timed passes each method makes after its compiling one (Optuna: one study).
+PASSES = {"vmaptune": REPEATS, "vmaptune_1dev": REPEATS, "sequential": REPEATS, "optuna": 0}
+
+
+def layout_ablation(lanes: int = 256) -> dict:
+  """The digits MLP population at P lanes under different layouts, side by side:
+  one device or all of them, one vmap over a device's lanes or groups of G."""
+  workload, data = WORKLOADS["digits_mlp"], WORKLOADS["digits_mlp"].data()
+  first = jax.devices()[:1]
+  cases = [("1 device, one vmap", first, lanes), ("all devices, one vmap", None, lanes)]
+  cases += [(f"all devices, groups of {g}", None, g) for g in (2, 4, 8, 16, 32, 64)]
+  cases.append(("all devices, automatic groups", None, None))
+  rows = {}
+  print(f"\nlayout ablation, digits_mlp, P={lanes} (train seconds, best of {REPEATS})")
+  for label, devices, group in cases:
+    r = run_vmaptune(workload, data, lanes, devices=devices, lanes_per_group=group)
+    rows[label] = {"train_s": r["train_s"], "devices": r["devices"],
+                   "lanes_per_group": r["lanes_per_group"]}
+    print(f"  {label:32s} {r['train_s']:7.3f}s  (groups of {r['lanes_per_group']})", flush=True)
+  return {"lanes": lanes, "rows": rows}
 
 
 def compile_cache_check(timeout: int = 600) -> dict:
@@ -285,12 +356,13 @@ def machine() -> dict:
 
 
 def estimate_s(results: dict, method: str, lanes: int) -> float | None:
-  """Seconds a method would take for ``lanes``, from its largest finished size."""
+  """Seconds a method would take for ``lanes`` (compiling pass and timed passes),
+  from its largest finished size."""
   done = [(p, r[method]) for p, r in results.items() if method in r and "run_s" in r[method]]
   if not done:
     return None
   p, r = max(done)
-  return r["compile_s"] + r["run_s"] * lanes / p
+  return r["compile_s"] + r["run_s"] * lanes / p * (1 + PASSES[method])
 
 
 def fmt(value, spec=".2f", suffix="") -> str:
@@ -299,9 +371,10 @@ def fmt(value, spec=".2f", suffix="") -> str:
 
 def markdown_table(report: dict) -> str:
   """The README's table: per workload and P, trials/s of each method and the ratios."""
-  lines = ["| workload | P | vmaptune trials/s (compile s) | sequential | Optuna + step loop | "
-           "vs sequential (run) | vs Optuna (with compile) | % of matmul peak |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = ["| workload | P | vmaptune | vmaptune, 1 device | sequential | Optuna + step loop | "
+           "vs sequential (run) | 1 device vs sequential | vs Optuna (with compile) | "
+           "% of matmul peak |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for name, entry in report["workloads"].items():
     for lanes, results in entry["sizes"].items():
       def cell(method, results=results):
@@ -311,8 +384,10 @@ def markdown_table(report: dict) -> str:
         return f"{r['trials_per_s']:.1f} ({r['compile_s']:.1f})"
       ratios = results.get("ratios", {})
       lines.append(
-          f"| {name} | {lanes} | {cell('vmaptune')} | {cell('sequential')} | {cell('optuna')} | "
+          f"| {name} | {lanes} | {cell('vmaptune')} | {cell('vmaptune_1dev')} | "
+          f"{cell('sequential')} | {cell('optuna')} | "
           f"{fmt(ratios.get('vs_sequential'), suffix='x')} | "
+          f"{fmt(ratios.get('one_device_vs_sequential'), suffix='x')} | "
           f"{fmt(ratios.get('vs_optuna'), suffix='x')} | "
           f"{fmt(100 * ratios['fraction_of_matmul_peak'] if ratios else None, '.0f', '%')} |")
   return "\n".join(lines)
@@ -330,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--budget-s", type=float,
                       help="skip a (method, P) whose estimated time exceeds this (default 120, "
                            "quick 15)")
+  parser.add_argument("--no-ablation", action="store_true",
+                      help="skip the devices x lane-group comparison on the digits MLP")
   parser.add_argument("--no-cache-check", action="store_true",
                       help="skip the two-process compilation cache measurement")
   parser.add_argument("--out", help="results JSON (default experiments/results/"
@@ -344,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
   if not quick and not args.sizes and jax.devices()[0].platform != "cpu":
     sizes.append(4096)
   workloads = args.workloads or (["digits_mlp", "digits_cnn"] if quick else list(WORKLOADS))
+  args.no_ablation = args.no_ablation or quick or bool(args.sizes or args.workloads)
   budget = args.budget_s or (15.0 if quick else 120.0)
   methods = list(args.methods)
   try:
@@ -363,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
       "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
       "matmul_peak_gflops": peak, "budget_s": budget, "workloads": {}, "skipped": []}
 
-  header = (f"{'workload':14s} {'P':>5s} {'method':10s} {'compile s':>9s} {'run s':>8s} "
+  header = (f"{'workload':14s} {'P':>5s} {'method':13s} {'compile s':>9s} {'run s':>8s} "
             f"{'trials/s':>9s} {'run tr/s':>9s} {'mem MB':>7s} {'best acc':>8s}")
   for name in workloads:
     workload = WORKLOADS[name]
@@ -374,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
              "batch_size": workload.batch_size, "flops_per_lane_step": flops, "sizes": {}}
     report["workloads"][name] = entry
     print(f"\n{name}: {data!r}, {workload.epochs} epochs, batch {workload.batch_size}, "
-          f"{flops / 1e6:.2f} MFLOP per lane-step\n{header}", flush=True)
+          f"{flops['matmul'] / 1e6:.2f} matmul MFLOP per lane-step "
+          f"({flops['xla_total'] / 1e6:.2f} in XLA's count)\n{header}", flush=True)
     for lanes in sizes:
       results: dict[str, Any] = {}
       entry["sizes"][lanes] = results
@@ -390,23 +469,31 @@ def main(argv: list[str] | None = None) -> int:
         r["trials_per_s"] = lanes / (r["compile_s"] + r["run_s"])
         r["run_trials_per_s"] = lanes / r["run_s"]
         results[method] = r
-        print(f"{name:14s} {lanes:5d} {method:10s} {r['compile_s']:9.2f} {r['run_s']:8.2f} "
+        print(f"{name:14s} {lanes:5d} {method:13s} {r['compile_s']:9.2f} {r['run_s']:8.2f} "
               f"{r['trials_per_s']:9.1f} {r['run_trials_per_s']:9.1f} "
               f"{r['peak_rss_growth_mb']:7.0f} {r['best_val_accuracy']:8.4f}", flush=True)
       v = results.get("vmaptune", {})
       if "train_s" in v:
-        v["achieved_gflops"] = flops * steps * lanes / v["train_s"] / 1e9
+        # Lanes actually computed: padding lanes do real work too.
+        computed = v["padded_lanes"]
+        v["achieved_gflops"] = flops["matmul"] * steps * computed / v["train_s"] / 1e9
         v["fraction_of_matmul_peak"] = v["achieved_gflops"] / peak
+        v["xla_counted_gflops"] = flops["xla_total"] * steps * computed / v["train_s"] / 1e9
         ratios = {"achieved_gflops": v["achieved_gflops"],
                   "fraction_of_matmul_peak": v["fraction_of_matmul_peak"]}
-        for other, key in (("sequential", "run_s"), ("optuna", "trials_per_s")):
-          o = results.get(other, {})
-          if key in o:
-            ratios[f"vs_{other}"] = (o["run_s"] / v["run_s"] if key == "run_s"
-                                     else v["trials_per_s"] / o["trials_per_s"])
+        seq, one, opt = (results.get(m, {}) for m in ("sequential", "vmaptune_1dev", "optuna"))
+        if "run_s" in seq:
+          ratios["vs_sequential"] = seq["run_s"] / v["run_s"]
+          if "run_s" in one:
+            ratios["one_device_vs_sequential"] = seq["run_s"] / one["run_s"]
+        if "trials_per_s" in opt:
+          ratios["vs_optuna"] = v["trials_per_s"] / opt["trials_per_s"]
         results["ratios"] = ratios
         print(f"{'':14s} {'':5s} ratios: " + ", ".join(
             f"{k} {fmt(val)}" for k, val in ratios.items()), flush=True)
+
+  if not args.no_ablation:
+    report["ablation"] = layout_ablation()
 
   if not args.no_cache_check:
     cache = compile_cache_check()

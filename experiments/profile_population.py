@@ -3,8 +3,9 @@
 Runs the digits MLP population (as ``bench_throughput.py`` does) under JAX's
 profiler, then sums the time of every XLA operation of the training program,
 classified by what it is (matmul, layout copy, elementwise) and by where it
-comes from (forward pass, backward pass, optimizer update), using the op
-metadata in the compiled HLO.
+comes from (forward pass, backward pass, or outside the model: the optimizer
+update, the shuffle and minibatch gather, the loss mean), using the op metadata
+in the compiled HLO.
 
     python experiments/profile_population.py [--lanes 256] [--epochs 2]
 
@@ -57,7 +58,7 @@ def classify(name: str, origin: str) -> tuple[str, str]:
   elif "jvp(" in origin:
     phase = "forward"
   elif origin:
-    phase = "optimizer/other"
+    phase = "outside the model"  # Optimizer update, shuffle, minibatch gather, loss mean.
   else:
     phase = "unattributed"
   return kind, phase
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                      weight_decay=vt.LogUniform(1e-8, 1e-1)).sample(0, 0, args.lanes)
   keys = pop.round_keys(0, 0)
   jax.block_until_ready(pop.train(hparams, *keys))  # Compile outside the profile.
-  train, _ = pop._compiled(pop.padded_size(args.lanes))
+  train, _ = pop._compiled(pop.layout(args.lanes))
   padded = {k: np.resize(v, pop.padded_size(args.lanes)) for k, v in hparams.items()}
   hlo = train.lower(padded, *keys, pop._x_train, pop._y_train).compile().as_text()
   origins = op_origins(hlo)

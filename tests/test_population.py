@@ -70,7 +70,7 @@ def test_a_diverged_lane_is_marked_and_disturbs_no_other_lane(population):
 def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
   """The gather from the training set must produce [B, ...], not [lanes, B, ...]."""
   padded = population.padded_size(5)
-  train, _ = population._compiled(padded)
+  train, _ = population._compiled(population.layout(padded))
   keys = population.round_keys(0, 0)
   jaxpr = jax.make_jaxpr(train.__wrapped__)(  # The function inside jit.
       _hparams([1e-2] * padded), *keys, population._x_train, population._y_train)
@@ -121,7 +121,7 @@ def test_bfloat16_matmul_precision_reaches_every_dot_of_the_compiled_program():
   for precision in ("default", "bfloat16"):
     pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=1,
                         batch_size=32, eval_batch_size=50, matmul_precision=precision)
-    train, _ = pop._compiled(pop.padded_size(2))
+    train, _ = pop._compiled(pop.layout(2))
     with jax.default_matmul_precision(pop._precision):
       texts[precision] = train.lower(_hparams([1e-2] * pop.padded_size(2)),
                                      *pop.round_keys(0, 0), pop._x_train,

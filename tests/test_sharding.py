@@ -60,3 +60,27 @@ def test_sharded_and_grouped_lanes_equal_one_device_and_padding_is_dropped():
     assert all(abs(a - b) < 1e-4 for a, b in zip(got["kernel"], base["kernel"], strict=True)), name
   # The tuner sees exactly the population it asked for, on all 4 devices.
   assert tune == {"lanes": [5, 5], "records": 10, "devices": 4}
+
+
+def _devices_after_import(env: dict, code: str = "") -> subprocess.CompletedProcess:
+  script = code + "import warnings; warnings.simplefilter('always')\n" \
+      "import vmaptune, jax; print(len(jax.devices('cpu')))"
+  clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VMAPTUNE_CPU_DEVICES")}
+  return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        env={**clean, **env}, cwd=ROOT, timeout=120)
+
+
+def test_importing_vmaptune_sets_the_cpu_device_count_unless_told_otherwise():
+  assert _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3"}).stdout.split() == ["3"]
+  assert _devices_after_import({"VMAPTUNE_CPU_DEVICES": "1"}).stdout.split() == ["1"]
+  # An explicit XLA flag wins.
+  flagged = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3",
+                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert flagged.stdout.split() == ["2"]
+  # A bad value warns and falls back to the usable cores; it never breaks the import.
+  bad = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "many"})
+  assert bad.returncode == 0 and "VMAPTUNE_CPU_DEVICES='many'" in bad.stderr
+  # Too late (JAX already running): a warning that says what to do.
+  late = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3"},
+                               code="import jax; jax.numpy.ones(2).block_until_ready()\n")
+  assert late.stdout.split() == ["1"] and "Import vmaptune before running any JAX" in late.stderr

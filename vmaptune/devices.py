@@ -2,17 +2,20 @@
 
 XLA gives a CPU process one device by default, and one program on it keeps
 both cores of a 2-core machine only partly busy. Exposing one CPU device per
-core and sharding the lane axis across them runs the shards truly in parallel
-(measured: ~2x on 2 cores for the digits MLP; see experiments/bench_throughput.py).
-The flag must be set before JAX starts its CPU backend, so
+usable core and sharding the lane axis across them runs the shards truly in
+parallel (see the README's Performance section for the measured effect).
+The count must be set before JAX starts its CPU backend, so
 :func:`configure_cpu_devices` runs when ``vmaptune`` is imported. It changes
-nothing when ``XLA_FLAGS`` already sets a device count, when the backend has
-already started, or when ``VMAPTUNE_CPU_DEVICES`` says otherwise.
+nothing when ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already set a count, and
+``VMAPTUNE_CPU_DEVICES=N`` chooses the number (1 turns it off). Each CPU
+device holds its own copy of the training data.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 
 import jax
 import numpy as np
@@ -30,26 +33,65 @@ def _backend_started() -> bool:
     return True
 
 
+def _cgroup_cpu_limit() -> float | None:
+  """CPUs granted by a container's cgroup quota (v2 ``cpu.max`` or v1), if any."""
+  candidates = (("/sys/fs/cgroup/cpu.max", None),
+                ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+  for quota_path, period_path in candidates:
+    try:
+      with open(quota_path) as f:
+        fields = f.read().split()
+      if period_path:
+        with open(period_path) as f:
+          fields = fields[:1] + f.read().split()[:1]
+    except OSError:
+      continue
+    if len(fields) >= 2 and fields[0] not in ("max", "-1"):
+      return int(fields[0]) / int(fields[1])
+  return None
+
+
+def usable_cores() -> int:
+  """Cores this process may use: its CPU affinity, capped by any cgroup quota."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+      else (os.cpu_count() or 1)
+  limit = _cgroup_cpu_limit()
+  if limit is not None:
+    cores = min(cores, max(1, math.floor(limit)))
+  return cores
+
+
+def _requested_count() -> int:
+  setting = os.environ.get("VMAPTUNE_CPU_DEVICES", "").strip()
+  if setting:
+    if setting.isdigit() and int(setting) >= 1:
+      return int(setting)
+    warnings.warn(f"VMAPTUNE_CPU_DEVICES={setting!r} is not a whole number >= 1; "
+                  "using one CPU device per usable core", stacklevel=3)
+  return usable_cores()
+
+
 def configure_cpu_devices(count: int | None = None) -> int | None:
-  """Asks XLA for ``count`` CPU devices (default: ``VMAPTUNE_CPU_DEVICES`` or the
-  number of usable cores) if that is still possible.
+  """Asks JAX for ``count`` CPU devices (default: ``VMAPTUNE_CPU_DEVICES``, else
+  one per usable core) while that is still possible.
 
   Returns:
-    The count requested, or ``None`` when nothing was changed.
+    The count set, or ``None`` when nothing was changed. Warns if JAX's
+    backend already started with fewer CPU devices than asked for.
   """
-  if count is None:
-    setting = os.environ.get("VMAPTUNE_CPU_DEVICES", "").strip()
-    if setting:
-      if not setting.isdigit() or int(setting) < 1:
-        raise ValueError(f"VMAPTUNE_CPU_DEVICES={setting!r}; expected a whole number >= 1")
-      count = int(setting)
-    else:
-      count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-          else (os.cpu_count() or 1)
-  flags = os.environ.get("XLA_FLAGS", "")
-  if _FLAG in flags or _backend_started() or count <= 1:
+  count = _requested_count() if count is None else count
+  already_set = (_FLAG in os.environ.get("XLA_FLAGS", "")
+                 or jax.config.jax_num_cpu_devices not in (-1, None))
+  if already_set or count <= 1:
     return None
-  os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
+  if _backend_started():
+    have = len(jax.devices("cpu"))
+    if have < count and jax.default_backend() == "cpu":
+      warnings.warn(f"JAX started before vmaptune could ask for {count} CPU devices; lanes "
+                    f"will run on {have}. Import vmaptune before running any JAX code (or set "
+                    "VMAPTUNE_CPU_DEVICES=1 to silence this).", stacklevel=3)
+    return None
+  jax.config.update("jax_num_cpu_devices", count)
   return count
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset, Split
-from vmaptune.devices import LANES, lane_mesh, lane_sharding, replicated
+from vmaptune.devices import LANES, lane_mesh, replicated
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
@@ -54,6 +54,24 @@ CPU_GROUP_BYTES = 4 << 20
 # algorithm (bf16 inputs, fp32 accumulation), which plain "bfloat16" precision
 # does not force on GPUs.
 MATMUL_PRECISIONS = {"default": None, "bfloat16": "BF16_BF16_F32", "float32": "float32"}
+
+
+def compiler_options(platform: str) -> dict[str, Any] | None:
+  """XLA options for programs on ``platform``.
+
+  On CPU, LLVM's level-1 optimisation compiled the digits MLP and CNN
+  population programs ~30% faster than the default with the same run time.
+  """
+  return {"xla_backend_optimization_level": 1} if platform == "cpu" else None
+
+
+class Layout(NamedTuple):
+  """How a population of ``lanes`` is laid out: ``devices`` used, ``groups`` of
+  ``group`` lanes on each, ``padded`` lanes in all (``>= lanes``)."""
+  devices: int
+  groups: int
+  group: int
+  padded: int
 
 
 def lane_footprint_bytes(model: nn.Module, params: Any, batch: jax.ShapeDtypeStruct) -> int:
@@ -101,13 +119,14 @@ class Population:
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
     devices: devices to shard lanes over (default: every local device).
-    lanes_per_group: lanes vmapped together on a device (default: all of
-      them on accelerators; a cache-sized group on CPU).
+    lanes_per_group: at most this many lanes vmapped together on a device
+      (default: all of them on accelerators; a cache-sized group on CPU).
     matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"`` runs
-      matmuls on bf16 inputs with fp32 accumulation (GPU/TPU).
+      matmuls on bf16 inputs with fp32 accumulation (GPUs with bf16 support,
+      TPUs; XLA:CPU ignores it).
 
-  Outputs of :meth:`train` and :meth:`evaluate` have :meth:`padded_size` lanes;
-  lanes from ``P`` on are padding and must be ignored.
+  Outputs of :meth:`train` and :meth:`evaluate` have ``layout(P).padded``
+  lanes; lanes from ``P`` on are padding and must be ignored.
 
   >>> import vmaptune as vt, numpy as np
   >>> data = vt.data.digits()
@@ -140,48 +159,57 @@ class Population:
                        f"{list(MATMUL_PRECISIONS)}")
     # Read when the programs are traced, so it is part of their cache key.
     self._precision = MATMUL_PRECISIONS[matmul_precision]
+    self.compiler_options = compiler_options(self.platform)
 
     self.train_one = make_train(model, optimizer, epochs=epochs, batch_size=batch_size,
                                 num_train=len(data.train))
     self.evaluate_one = make_evaluate(model)
     self._replicated = replicated(self.mesh)
-    self._lanes = lane_sharding(self.mesh)
     self._x_train = jax.device_put(data.train.x, self._replicated)
     self._y_train = jax.device_put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
-    self._programs: dict[int, tuple[Callable, Callable]] = {}
-    # On CPU, LLVM's level-1 optimisation compiles ~30% faster than the default
-    # with the same run time (digits MLP and CNN; see the README's Performance).
-    self._compiler_options = ({"xla_backend_optimization_level": 1}
-                              if self.platform == "cpu" else None)
-    # Single-lane programs for the final fit; compiled only if used.
-    self._fit_one = jax.jit(self.train_one, compiler_options=self._compiler_options)
-    self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self._compiler_options)
+    self._programs: dict[Layout, tuple[Callable, Callable]] = {}
+    # Single-lane programs for the final fit, on the first device only (its
+    # inputs are moved there, or the replicated data would run it on every
+    # device); compiled only if used.
+    self._first = self.mesh.devices.flat[0]
+    self._fit_one = jax.jit(self.train_one, compiler_options=self.compiler_options)
+    self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self.compiler_options)
 
-  def _group(self, lanes: int) -> int:
-    per_device = -(-lanes // self.num_devices)
-    return per_device if self.lanes_per_group is None else min(self.lanes_per_group, per_device)
+  def layout(self, lanes: int) -> Layout:
+    """Devices, groups and padding for a population of ``lanes``.
+
+    Each device gets ``ceil(lanes / devices)`` lanes, split into as few groups
+    of at most ``lanes_per_group`` as possible, of equal size; the total is
+    padded up to ``devices * groups * group``. (A population smaller than the
+    mesh is padded to one lane per device: the extra lanes run on devices that
+    would otherwise idle, at no cost in wall time.)
+    ``layout(layout(P).padded) == layout(P)``.
+    """
+    devices = self.num_devices
+    per_device = -(-lanes // devices)
+    limit = per_device if self.lanes_per_group is None else self.lanes_per_group
+    groups = -(-per_device // limit)
+    group = -(-per_device // groups)
+    return Layout(devices, groups, group, devices * groups * group)
 
   def padded_size(self, lanes: int) -> int:
-    """Lanes actually computed for a population of ``lanes``: a whole number of
-    groups on every device."""
-    group = self._group(lanes)
-    per_device = -(-lanes // self.num_devices)
-    return self.num_devices * group * -(-per_device // group)
+    """Lanes actually computed for a population of ``lanes``."""
+    return self.layout(lanes).padded
 
-  def _compiled(self, padded: int) -> tuple[Callable, Callable]:
-    """The (train, evaluate) programs for ``padded`` lanes, built once per size."""
-    if padded not in self._programs:
-      group = self._group(padded)
+  def _compiled(self, layout: Layout) -> tuple[Callable, Callable]:
+    """The (train, evaluate) programs for ``layout``, built once per layout."""
+    if layout not in self._programs:
+      mesh = self.mesh
       lane, whole = PartitionSpec(LANES), PartitionSpec()
 
       def sharded(fn, shared: int):
         return jax.jit(jax.shard_map(
-            _grouped(fn, group), mesh=self.mesh, in_specs=(lane,) + (whole,) * shared,
-            out_specs=lane, check_vma=False), compiler_options=self._compiler_options)
+            _grouped(fn, layout.group), mesh=mesh, in_specs=(lane,) + (whole,) * shared,
+            out_specs=lane, check_vma=False), compiler_options=self.compiler_options)
 
-      self._programs[padded] = (sharded(self.train_one, 4), sharded(self.evaluate_one, 1))
-    return self._programs[padded]
+      self._programs[layout] = (sharded(self.train_one, 4), sharded(self.evaluate_one, 1))
+    return self._programs[layout]
 
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
     """Pads and batches a split for evaluation and puts a copy on every device."""
@@ -208,36 +236,45 @@ class Population:
 
     Returns:
       :class:`TrainOutput` with ``params [L, ...]``, ``epoch_loss [L, epochs]``,
-      ``diverged [L]`` for ``L = padded_size(P)``; arrays stay on device,
+      ``diverged [L]`` for ``L = layout(P).padded``; arrays stay on device,
       sharded over the lanes.
     """
     lanes = len(next(iter(hparams.values())))
-    padded = self.padded_size(lanes)
+    layout = self.layout(lanes)
     # Padding lanes repeat the last configuration: valid values, results ignored.
-    per_lane = {k: np.concatenate([np.asarray(v, np.float32),
-                                   np.repeat(np.asarray(v, np.float32)[-1:], padded - lanes)])
-                for k, v in hparams.items()}
-    train, _ = self._compiled(padded)
+    per_lane = {k: np.asarray(v, np.float32) for k, v in hparams.items()}
+    per_lane = {k: np.concatenate([v, np.repeat(v[-1:], layout.padded - lanes)])
+                for k, v in per_lane.items()}
+    train, _ = self._compiled(layout)
     keys = jax.device_put((init_key, data_key), self._replicated)
     with jax.default_matmul_precision(self._precision):
-      return train(jax.device_put(per_lane, self._lanes), *keys, self._x_train, self._y_train)
+      return train(per_lane, *keys, self._x_train, self._y_train)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss ``[L]`` of every (padded) lane on the validation split
-    (or ``batches``), in one call."""
-    padded = jax.tree.leaves(params)[0].shape[0]
-    _, evaluate = self._compiled(padded)
+    """Accuracy and loss of every lane on the validation split (or ``batches``),
+    in one call: ``[L]`` each, for the ``L`` lanes of ``params`` padded as
+    :meth:`layout` asks (pass :meth:`train`'s output to get ``[L]`` back as is)."""
+    lanes = jax.tree.leaves(params)[0].shape[0]
+    layout = self.layout(lanes)
+    if layout.padded > lanes:
+      params = jax.tree.map(
+          lambda p: jax.numpy.concatenate([p, jax.numpy.repeat(p[-1:], layout.padded - lanes,
+                                                               axis=0)]), params)
+    _, evaluate = self._compiled(layout)
     with jax.default_matmul_precision(self._precision):
       return evaluate(params, self._val if batches is None else batches)
 
   def fit_one(self, hparams: Mapping[str, float], init_key: jax.Array,
               data_key: jax.Array) -> TrainOutput:
-    """Trains a single configuration alone (no lane axis), as the final fit does."""
+    """Trains a single configuration alone (no lane axis) on the first device,
+    as the final fit does."""
     scalars = {k: np.float32(v) for k, v in hparams.items()}
+    inputs = jax.device_put((init_key, data_key, self._x_train, self._y_train), self._first)
     with jax.default_matmul_precision(self._precision):
-      return self._fit_one(scalars, init_key, data_key, self._x_train, self._y_train)
+      return self._fit_one(scalars, *inputs)
 
   def evaluate_one_lane(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss (scalars) of one unbatched parameter set."""
+    """Accuracy and loss (scalars) of one unbatched parameter set, on the first device."""
+    batches = jax.device_put(self._val if batches is None else batches, self._first)
     with jax.default_matmul_precision(self._precision):
-      return self._evaluate_one(params, self._val if batches is None else batches)
+      return self._evaluate_one(jax.device_put(params, self._first), batches)
