@@ -12,8 +12,8 @@ Lanes are laid out in two levels:
 * within a device: lanes run in groups of ``lanes_per_group``, vmapped inside
   a group and looped over groups (``lax.map``). On a GPU or TPU one group holds
   every lane (the widest matmuls); on a CPU a group is sized to stay in cache,
-  which the measurements in ``experiments/bench_throughput.py`` show is ~2x
-  faster than one vmap over hundreds of lanes whose state spills to memory.
+  which the layout ablation in ``experiments/bench_throughput.py`` measured
+  ~1.5x faster than one vmap over all of a device's lanes (digits MLP, P=256).
 
 The population is padded to a whole number of groups on every device with
 copies of its last lane; padding lanes are computed and then ignored.
@@ -47,7 +47,7 @@ from vmaptune.train import (
 
 # Per-device working set a CPU lane group aims for: with ~1 MiB of L2 per core
 # and a shared L3, groups of 4 to 32 digits-MLP lanes (~0.4 MiB each) ran at the
-# same speed and 64+ ran slower (see the README's Performance section).
+# same speed and 64 ran slower (the layout ablation of bench_throughput.py).
 CPU_GROUP_BYTES = 4 << 20
 
 # Settings -> jax.default_matmul_precision values. "bfloat16" names the dot
