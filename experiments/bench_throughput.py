@@ -50,6 +50,7 @@ import vmaptune as vt
 from vmaptune.compilation import CompileCounter
 from vmaptune.optimizers import BUILTIN, scheduled
 from vmaptune.population import compiler_options
+from vmaptune.results import write_json
 from vmaptune.train import eval_batches, make_evaluate, make_init, make_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -505,11 +506,7 @@ def main(argv: list[str] | None = None) -> int:
 
   out = args.out or os.path.join(HERE, "results", f"throughput-{info['platform']}"
                                  f"{'-quick' if quick else ''}.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(report, f, indent=2)
-    f.write("\n")
-  print(f"\nresults written to {out}")
+  print(f"\nresults written to {write_json(out, report)}")
   return 0
 
 

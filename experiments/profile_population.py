@@ -30,6 +30,7 @@ import numpy as np
 
 import vmaptune as vt
 from vmaptune.optimizers import BUILTIN, scheduled
+from vmaptune.results import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTAINERS = ("while", "call", "conditional")
@@ -116,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
   for row in rows:
     print(f"  {row['kind']:18s} {row['phase']:16s} {row['seconds']:7.3f}s {row['share']:6.1%}")
   out = args.out or os.path.join(HERE, "results", f"profile-{device.platform}.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(report, f, indent=2)
-    f.write("\n")
-  print(f"results written to {out}")
+  print(f"results written to {write_json(out, report)}")
   return 0
 
 

@@ -326,11 +326,23 @@ class RunDirectory:
 
   def write_summary(self, summary: dict[str, Any]) -> None:
     """Writes ``summary.json`` atomically (a crash leaves the old one intact)."""
-    tmp = self.summary_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2)
-      f.write("\n")
-    os.replace(tmp, self.summary_path)
+    write_json(self.summary_path, summary)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> str:
+  """Writes ``value`` as indented JSON, atomically, creating parent directories.
+
+  Returns:
+    The path written.
+  """
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+  return path
 
 
 def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
