@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -69,21 +70,11 @@ class Workload:
   batch_size: int
 
 
-def synthetic(n: int = 50_000, features: int = 256, classes: int = 10, seed: int = 0):
-  """Gaussian features labelled by a random two-layer teacher network."""
-  rng = np.random.default_rng(seed)
-  total = int(n / 0.8)
-  x = rng.normal(size=(total, features)).astype(np.float32)
-  hidden = np.tanh(x @ rng.normal(size=(features, 64)) / np.sqrt(features))
-  y = np.argmax(hidden @ rng.normal(size=(64, classes)), axis=1)
-  return vt.data.from_arrays(x, y, val_fraction=0.1, test_fraction=0.1, seed=seed,
-                             num_classes=classes, name="synthetic")
-
-
 WORKLOADS = {
     "digits_mlp": Workload("digits_mlp", vt.models.MLP(hidden=(128,)), vt.data.digits, 10, 64),
     "digits_cnn": Workload("digits_cnn", vt.models.CNN(), vt.data.digits, 2, 64),
-    "synthetic_mlp": Workload("synthetic_mlp", vt.models.MLP(hidden=(128,)), synthetic, 1, 256),
+    "synthetic_mlp": Workload("synthetic_mlp", vt.models.MLP(hidden=(128,)), functools.partial(
+        vt.data.teacher, n=50_000, features=256, val_fraction=0.1, test_fraction=0.1), 1, 256),
 }
 
 
@@ -212,9 +203,8 @@ def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
       accuracy = np.asarray(pop.evaluate(out.params).accuracy)[:lanes]
       eval_s = min(eval_s, time.perf_counter() - start)
   layout = pop.layout(lanes)
-  train, _ = pop._compiled(layout)
-  padded = {k: np.resize(v, layout.padded) for k, v in hparams.items()}
-  program = train.lower(padded, *keys, pop._x_train, pop._y_train).compile()
+  advance, args = pop.advance_program(hparams)
+  program = advance.lower(*args).compile()
   return {"compile_s": compiled.compile_seconds + compiled.trace_seconds,
           "first_pass_extra_s": first - train_s - eval_s,
           "run_s": train_s + eval_s, "train_s": train_s, "eval_s": eval_s,

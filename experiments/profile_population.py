@@ -26,7 +26,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 import vmaptune as vt
 from vmaptune.optimizers import BUILTIN, scheduled
@@ -80,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                      weight_decay=vt.LogUniform(1e-8, 1e-1)).sample(0, 0, args.lanes)
   keys = pop.round_keys(0, 0)
   jax.block_until_ready(pop.train(hparams, *keys))  # Compile outside the profile.
-  train, _ = pop._compiled(pop.layout(args.lanes))
-  padded = {k: np.resize(v, pop.padded_size(args.lanes)) for k, v in hparams.items()}
-  hlo = train.lower(padded, *keys, pop._x_train, pop._y_train).compile().as_text()
+  advance, example = pop.advance_program(hparams)
+  hlo = advance.lower(*example).compile().as_text()
   origins = op_origins(hlo)
 
   with tempfile.TemporaryDirectory() as trace_dir:

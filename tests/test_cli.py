@@ -22,8 +22,8 @@ def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, cap
                "--cache-dir", str(cache)]) == 0
   printed = capsys.readouterr().out
   assert any(cache.iterdir()), "the compilation cache was not written"
-  for expected in (f"compilation cache: {cache}", "round 1/2: 8 lanes", "round 2/2: 8 lanes",
-                   "trials/s",
+  for expected in (f"compilation cache: {cache}", "round 1/2: 8 configurations",
+                   "round 2/2: 8 configurations", "trials/s",
                    "learning_rate  [0.0001, 1] log", "best", "median", "diverged 0/8",
                    "chosen config", "test accuracy", f"records: {out}"):
     assert expected in printed, expected
@@ -98,6 +98,17 @@ def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_pa
                "--set", "rounds=1", "epochs=1", "--out", str(out)]) == 0
   records = vt.read_trials(out)
   assert len(records) == 3 and {r["round"] for r in records} == {0}
+
+
+def test_a_strategy_is_chosen_with_set(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert main(["run", DEFAULT, "--no-cache", "--set", "population=6", "rounds=1", "epochs=4",
+               "strategy=pbt(interval=2)", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "exploited" in printed and "chosen config" in printed
+  assert {r["status"] for r in vt.read_trials(out)} >= {"finished", "exploited"}
+  summary = (out / "summary.json").read_text()
+  assert "pbt(interval=2, fraction=0.25, perturb=1.25, resample=0.25)" in summary
 
 
 def test_overrides_keep_types_and_the_rest_of_the_experiment():

@@ -94,3 +94,13 @@ def test_npz_files_load_in_both_layouts(tmp_path):
   np.savez(bad, features=x)
   with pytest.raises(vt.DataError, match="expected x, y or"):
     vt.data.load_npz(bad)
+
+
+def test_teacher_makes_a_learnable_synthetic_task_of_the_asked_size():
+  data = vt.data.teacher(n=400, features=8, classes=3, label_noise=0.2, seed=1)
+  assert data.sizes == {"train": 400, "val": 50, "test": 50} and data.num_classes == 3
+  again = vt.data.teacher(n=400, features=8, classes=3, label_noise=0.2, seed=1)
+  np.testing.assert_array_equal(data.train.y, again.train.y)
+  assert len(np.unique(data.train.y)) == 3
+  with pytest.raises(vt.DataError, match="label_noise=1.5"):
+    vt.data.teacher(label_noise=1.5)

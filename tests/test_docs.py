@@ -1,6 +1,8 @@
 """The README's Python example and every shipped experiment config actually run."""
 
 import glob
+import importlib.util
+import json
 import os
 import re
 import sys
@@ -42,21 +44,37 @@ def test_every_experiment_config_runs_shrunk(path, tmp_path):
   assert len(vt.read_trials(tmp_path / "run")) == 2
 
 
+def _load_script(name: str):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # Its dataclasses look themselves up there.
+  spec.loader.exec_module(module)
+  return module
+
+
 def test_the_throughput_benchmark_runs_and_writes_its_results(tmp_path):
   """A smoke run (tiny sizes, no Optuna): the script must not rot between full runs."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "bench_throughput", os.path.join(ROOT, "experiments", "bench_throughput.py"))
-  bench = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = bench  # Its dataclasses look themselves up there.
-  spec.loader.exec_module(bench)
+  bench = _load_script("bench_throughput")
   out = tmp_path / "bench.json"
   assert bench.main(["--sizes", "1", "3", "--workloads", "digits_mlp", "--methods", "vmaptune",
                      "sequential", "--no-cache-check", "--out", str(out)]) == 0
-  import json
   report = json.loads(out.read_text())
   sizes = report["workloads"]["digits_mlp"]["sizes"]
   assert set(sizes) == {"1", "3"}
   ratios = sizes["3"]["ratios"]
   assert ratios["vs_sequential"] > 0 and 0 < ratios["fraction_of_matmul_peak"]
   assert report["matmul_peak_gflops"] > 0 and report["machine"]["devices"] >= 1
+
+
+def test_the_strategies_benchmark_runs_and_writes_its_results(tmp_path):
+  """A smoke run (one seed, a tiny population): the script must not rot."""
+  bench = _load_script("bench_strategies")
+  out = tmp_path / "strategies.json"
+  assert bench.main(["--problems", "digits_mlp", "--seeds", "1", "--set", "population=6",
+                     "rounds=1", "epochs=3", "--out", str(out)]) == 0
+  report = json.loads(out.read_text())
+  summary = report["problems"]["digits_mlp"]["summary"]
+  assert set(summary) == {"random", "halving", "hyperband", "pbt"}
+  assert summary["halving"]["lane_epochs"]["mean"] < summary["random"]["lane_epochs"]["mean"]
+  assert set(report["problems"]["digits_mlp"]["targets"]) == {"halving", "pbt"}

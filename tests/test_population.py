@@ -69,11 +69,8 @@ def test_a_diverged_lane_is_marked_and_disturbs_no_other_lane(population):
 
 def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
   """The gather from the training set must produce [B, ...], not [lanes, B, ...]."""
-  padded = population.padded_size(5)
-  train, _ = population._compiled(population.layout(padded))
-  keys = population.round_keys(0, 0)
-  jaxpr = jax.make_jaxpr(train.__wrapped__)(  # The function inside jit.
-      _hparams([1e-2] * padded), *keys, population._x_train, population._y_train)
+  advance, args = population.advance_program(_hparams([1e-2] * 5))
+  jaxpr = jax.make_jaxpr(advance.__wrapped__)(*args)  # The function inside jit.
   feature_gathers = []
 
   def visit(jx):
@@ -121,11 +118,9 @@ def test_bfloat16_matmul_precision_reaches_every_dot_of_the_compiled_program():
   for precision in ("default", "bfloat16"):
     pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=1,
                         batch_size=32, eval_batch_size=50, matmul_precision=precision)
-    train, _ = pop._compiled(pop.layout(2))
+    advance, args = pop.advance_program(_hparams([1e-2, 1e-1]))
     with jax.default_matmul_precision(pop._precision):
-      texts[precision] = train.lower(_hparams([1e-2] * pop.padded_size(2)),
-                                     *pop.round_keys(0, 0), pop._x_train,
-                                     pop._y_train).as_text()
+      texts[precision] = advance.lower(*args).as_text()
   dots = [line for line in texts["bfloat16"].splitlines() if "dot_general" in line]
   assert dots and all("lhs_precision_type = bf16" in line for line in dots)
   assert "bf16" not in texts["default"]

@@ -82,8 +82,9 @@ def test_records_hold_every_trial_and_a_summary(search):
   assert len(records) == 8 * 3
   assert {(r["round"], r["lane"]) for r in records} == {(k, i) for k in range(3) for i in range(8)}
   first = records[0]
-  assert set(first) == {"round", "lane", "hparams", "val_accuracy", "val_loss", "status",
-                        "epochs", "kept"}
+  assert set(first) == {"round", "trial", "lane", "bracket", "hparams", "start_epoch", "epochs",
+                        "val_accuracy", "val_loss", "status", "parent", "kept"}
+  assert all(r["epochs"] == 2 and r["start_epoch"] == 0 and r["parent"] == -1 for r in records)
   assert set(first["hparams"]) == {"learning_rate", "weight_decay"}
   assert sum(r["kept"] for r in records) == 2 * 3
   assert all(r["status"] == "finished" for r in records)
@@ -126,7 +127,7 @@ def test_when_every_lane_diverges_the_error_says_so_and_suggests_a_range(
     vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
             population=4, rounds=2, epochs=1, batch_size=32)
   message = str(info.value)
-  assert "all 4 lanes diverged in round 1/2" in message
+  assert "every trial diverged in round 1/2" in message
   assert "learning_rate=LogUniform(1e+03, 1e+05)" in message
   partial = info.value.partial
   assert partial.rounds == [] and partial.best is None
@@ -214,11 +215,14 @@ def test_sgd_and_custom_optimizer_factories_train(small_data, tiny_mlp):
   assert set(sgd.best.hparams) == {"learning_rate", "momentum"}
 
 
-def test_rank_lanes_orders_by_accuracy_then_loss_and_drops_diverged():
+def test_rank_trials_orders_by_epochs_reached_then_accuracy_then_loss_and_drops_diverged():
   accuracy = np.array([0.9, 0.8, 0.9, np.nan, 0.95])
   loss = np.array([0.3, 0.1, 0.2, np.nan, 0.5])
   diverged = np.array([False, False, False, True, False])
-  assert vt.rank_lanes(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
+  assert vt.rank_trials(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
+  # A trial stopped at an early rung ranks below every trial that trained longer.
+  reached = np.array([10, 10, 10, 10, 3])
+  assert vt.rank_trials(accuracy, loss, diverged, reached).tolist() == [2, 0, 1, 4]
 
 
 def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():

@@ -7,13 +7,13 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import compilation, data, devices, models, optimizers, train
+from vmaptune import compilation, data, devices, models, optimizers, strategies, train
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import Population
 from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
 from vmaptune.space import LogUniform, Space, SpaceError, Uniform
-from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_lanes, tune
+from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_trials, tune
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,6 @@ __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
     "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
     "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
-    "load_experiment", "models", "optimizers", "override", "rank_lanes", "read_trials", "train",
-    "tune",
+    "load_experiment", "models", "optimizers", "override", "rank_trials", "read_trials",
+    "strategies", "train", "tune",
 ]

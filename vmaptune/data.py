@@ -205,6 +205,35 @@ def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
                      name="digits")
 
 
+def teacher(*, n: int = 10_000, features: int = 64, classes: int = 10, hidden: int = 64,
+            label_noise: float = 0.0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+            seed: int = 0) -> Dataset:
+  """A synthetic classification task: Gaussian features labelled by a random
+  two-layer teacher network (``argmax(tanh(x W1) W2)``), with a fraction of
+  labels replaced at random. Generated here; nothing is downloaded.
+
+  Args:
+    n: training examples (the validation and test splits come on top, so
+      that ``n`` is the training split's size).
+    features, classes, hidden: input width, number of labels, teacher width.
+    label_noise: fraction of labels (in every split) replaced uniformly.
+
+  Returns:
+    A :class:`Dataset` with features ``[N, features]`` float32.
+  """
+  if not 0 <= label_noise < 1:
+    raise DataError(f"label_noise={label_noise!r}; expected a fraction in [0, 1)")
+  rng = np.random.default_rng(seed)
+  total = int(round(n / (1 - val_fraction - test_fraction)))
+  x = rng.normal(size=(total, features)).astype(np.float32)
+  h = np.tanh(x @ rng.normal(size=(features, hidden)) / np.sqrt(features))
+  y = np.argmax(h @ rng.normal(size=(hidden, classes)), axis=1)
+  noisy = rng.random(total) < label_noise
+  y[noisy] = rng.integers(0, classes, noisy.sum())
+  return from_arrays(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                     num_classes=classes, name="teacher")
+
+
 def load_npz(path: str | os.PathLike, *, val_fraction: float = 0.2,
              test_fraction: float = 0.2, seed: int = 0,
              num_classes: int | None = None) -> Dataset:

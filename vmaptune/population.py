@@ -33,16 +33,18 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset, Split
-from vmaptune.devices import LANES, lane_mesh, replicated
+from vmaptune.devices import LANES, lane_mesh, lane_sharding, replicated
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
   Evaluation,
+  LaneState,
   Params,
   TrainOutput,
   eval_batches,
   make_evaluate,
-  make_train,
+  make_init,
+  make_segment,
 )
 
 # Per-device working set a CPU lane group aims for: with ~1 MiB of L2 per core
@@ -90,7 +92,8 @@ def lane_footprint_bytes(model: nn.Module, params: Any, batch: jax.ShapeDtypeStr
 
 def _grouped(fn: Callable, group: int) -> Callable:
   """``fn`` over a leading lane axis: vmapped within groups of ``group`` lanes,
-  looped over groups. The first argument is per-lane; the rest are shared."""
+  looped over groups. The first argument is per-lane (any pytree); the rest
+  are shared."""
 
   def run(per_lane, *shared):
     lanes = jax.tree.leaves(per_lane)[0].shape[0]
@@ -99,6 +102,24 @@ def _grouped(fn: Callable, group: int) -> Callable:
     return jax.lax.map(lambda lane: fn(lane, *shared), per_lane, batch_size=group)
 
   return run
+
+
+class Lanes(NamedTuple):
+  """A population between training segments, padded to its layout.
+
+  Attributes:
+    state: :class:`LaneState` with a leading ``[L]`` lane axis, on device.
+    hparams: ``{name: float32 [L]}`` on the host.
+    count: the real lanes, the first ``count`` of ``L``; the rest is padding.
+  """
+  state: LaneState
+  hparams: dict[str, np.ndarray]
+  count: int
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+  """``values`` with its last entry repeated up to ``size`` entries."""
+  return np.concatenate([values, np.repeat(values[-1:], size - len(values))])
 
 
 @jax.jit
@@ -161,19 +182,24 @@ class Population:
     self._precision = MATMUL_PRECISIONS[matmul_precision]
     self.compiler_options = compiler_options(self.platform)
 
-    self.train_one = make_train(model, optimizer, epochs=epochs, batch_size=batch_size,
-                                num_train=len(data.train))
+    self.init_one = make_init(model, optimizer)
+    self.segment_one = make_segment(model, optimizer, batch_size=batch_size,
+                                    num_train=len(data.train), max_epochs=epochs)
     self.evaluate_one = make_evaluate(model)
     self._replicated = replicated(self.mesh)
+    # Gathers lanes (selection, copying) into a lane-sharded result.
+    self._gather = jax.jit(lambda tree, index: jax.tree.map(lambda a: a[index], tree),
+                           out_shardings=lane_sharding(self.mesh))
     self._x_train = jax.device_put(data.train.x, self._replicated)
     self._y_train = jax.device_put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
-    self._programs: dict[Layout, tuple[Callable, Callable]] = {}
+    self._programs: dict[Layout, dict[str, Callable]] = {}
     # Single-lane programs for the final fit, on the first device only (its
     # inputs are moved there, or the replicated data would run it on every
     # device); compiled only if used.
     self._first = self.mesh.devices.flat[0]
-    self._fit_one = jax.jit(self.train_one, compiler_options=self.compiler_options)
+    self._init_one = jax.jit(self.init_one, compiler_options=self.compiler_options)
+    self._segment_one = jax.jit(self.segment_one, compiler_options=self.compiler_options)
     self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self.compiler_options)
 
   def layout(self, lanes: int) -> Layout:
@@ -197,18 +223,26 @@ class Population:
     """Lanes actually computed for a population of ``lanes``."""
     return self.layout(lanes).padded
 
-  def _compiled(self, layout: Layout) -> tuple[Callable, Callable]:
-    """The (train, evaluate) programs for ``layout``, built once per layout."""
+  def _compiled(self, layout: Layout) -> dict[str, Callable]:
+    """The ``init``, ``advance`` and ``evaluate`` programs for ``layout``, built
+    once per layout and reused by every round."""
     if layout not in self._programs:
-      mesh = self.mesh
       lane, whole = PartitionSpec(LANES), PartitionSpec()
 
       def sharded(fn, shared: int):
         return jax.jit(jax.shard_map(
-            _grouped(fn, layout.group), mesh=mesh, in_specs=(lane,) + (whole,) * shared,
+            _grouped(fn, layout.group), mesh=self.mesh, in_specs=(lane,) + (whole,) * shared,
             out_specs=lane, check_vma=False), compiler_options=self.compiler_options)
 
-      self._programs[layout] = (sharded(self.train_one, 4), sharded(self.evaluate_one, 1))
+      def init(hparams, key, x_train):
+        return self.init_one(hparams, key, x_train[:1])
+
+      def advance(lane, *shared):
+        hparams, state = lane
+        return self.segment_one(hparams, state, *shared)
+
+      self._programs[layout] = {"init": sharded(init, 2), "advance": sharded(advance, 5),
+                                "evaluate": sharded(self.evaluate_one, 1)}
     return self._programs[layout]
 
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
@@ -226,9 +260,76 @@ class Population:
     """
     return _round_keys(np.uint32(seed), np.uint32(round_index))
 
+  def init(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array) -> Lanes:
+    """Initialises one lane per configuration (all from ``init_key``).
+
+    Args:
+      hparams: ``{name: float32 [P]}``, one value per lane.
+      init_key: the shared initialisation key (see :meth:`round_keys`).
+    """
+    count = len(next(iter(hparams.values())))
+    layout = self.layout(count)
+    # Padding lanes repeat the last configuration: valid values, results ignored.
+    padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
+    key = jax.device_put(init_key, self._replicated)
+    with jax.default_matmul_precision(self._precision):
+      state = self._compiled(layout)["init"](padded, key, self._x_train)
+    return Lanes(state, padded, count)
+
+  def advance(self, lanes: Lanes, data_key: jax.Array, first_epoch: int,
+              num_epochs: int) -> tuple[Lanes, jax.Array]:
+    """Trains every lane for epochs ``[first_epoch, first_epoch + num_epochs)``.
+
+    Returns:
+      The lanes after training, and ``epoch_loss [L, epochs]`` (NaN outside
+      the epochs trained), on device.
+    """
+    if not 0 <= first_epoch and first_epoch + num_epochs <= self.epochs:
+      raise ValueError(f"epochs [{first_epoch}, {first_epoch + num_epochs}) are outside the "
+                       f"budget of {self.epochs}")
+    layout = self.layout(lanes.count)
+    shared = jax.device_put((data_key, np.int32(first_epoch), np.int32(num_epochs)),
+                            self._replicated)
+    with jax.default_matmul_precision(self._precision):
+      state, losses = self._compiled(layout)["advance"](
+          (lanes.hparams, lanes.state), shared[0], self._x_train, self._y_train, *shared[1:])
+    return lanes._replace(state=state), losses
+
+  def advance_program(self, hparams: Mapping[str, np.ndarray]) -> tuple[Callable, tuple]:
+    """The training program for a population of ``hparams`` (``{name: [P]}``)
+    and the arguments it would get for epochs 0 to the budget, e.g. to
+    ``.lower(*args)`` it or trace its jaxpr."""
+    key = self.round_keys(0, 0)[0]
+    lanes = self.init(hparams, key)
+    args = ((lanes.hparams, lanes.state), jax.device_put(key, self._replicated),
+            self._x_train, self._y_train, np.int32(0), np.int32(self.epochs))
+    return self._compiled(self.layout(lanes.count))["advance"], args
+
+  def select(self, lanes: Lanes, index: np.ndarray,
+             hparams: Mapping[str, np.ndarray] | None = None) -> Lanes:
+    """A new population made of lanes ``index`` of ``lanes`` (copies allowed).
+
+    Parameters and optimizer state are gathered on device; the result is
+    padded to its own layout. Used to keep the survivors of a rung (successive
+    halving) or to copy good lanes over bad ones (population-based training).
+
+    Args:
+      lanes: the current population.
+      index: int ``[K]`` lanes to take, in the new order.
+      hparams: ``{name: [K]}`` hyperparameters of the new lanes (default: the
+        selected lanes' own).
+    """
+    index = np.asarray(index, np.int32)
+    layout = self.layout(len(index))
+    if hparams is None:
+      hparams = {k: v[index] for k, v in lanes.hparams.items()}
+    padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
+    state = self._gather(lanes.state, jax.device_put(_pad(index, layout.padded)))
+    return Lanes(state, padded, len(index))
+
   def train(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array,
             data_key: jax.Array) -> TrainOutput:
-    """Trains all lanes in one call.
+    """Trains all lanes for the full budget: :meth:`init` then :meth:`advance`.
 
     Args:
       hparams: ``{name: float32 [P]}``, one value per lane.
@@ -239,16 +340,8 @@ class Population:
       ``diverged [L]`` for ``L = layout(P).padded``; arrays stay on device,
       sharded over the lanes.
     """
-    lanes = len(next(iter(hparams.values())))
-    layout = self.layout(lanes)
-    # Padding lanes repeat the last configuration: valid values, results ignored.
-    per_lane = {k: np.asarray(v, np.float32) for k, v in hparams.items()}
-    per_lane = {k: np.concatenate([v, np.repeat(v[-1:], layout.padded - lanes)])
-                for k, v in per_lane.items()}
-    train, _ = self._compiled(layout)
-    keys = jax.device_put((init_key, data_key), self._replicated)
-    with jax.default_matmul_precision(self._precision):
-      return train(per_lane, *keys, self._x_train, self._y_train)
+    lanes, losses = self.advance(self.init(hparams, init_key), data_key, 0, self.epochs)
+    return TrainOutput(lanes.state.params, losses, lanes.state.diverged)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
     """Accuracy and loss of every lane on the validation split (or ``batches``),
@@ -260,18 +353,40 @@ class Population:
       params = jax.tree.map(
           lambda p: jax.numpy.concatenate([p, jax.numpy.repeat(p[-1:], layout.padded - lanes,
                                                                axis=0)]), params)
-    _, evaluate = self._compiled(layout)
+    evaluate = self._compiled(layout)["evaluate"]
     with jax.default_matmul_precision(self._precision):
       return evaluate(params, self._val if batches is None else batches)
 
+  def fit_schedule(self, schedule: list[tuple[int, int, Mapping[str, float]]],
+                   init_key: jax.Array, data_key: jax.Array) -> TrainOutput:
+    """Trains one configuration alone (no lane axis) on the first device,
+    following a hyperparameter schedule, as the final fit does.
+
+    Args:
+      schedule: ``[(first_epoch, end_epoch, hparams), ...]`` covering
+        ``[0, end)`` without gaps: the lineage of a population-based-training
+        lane, or a single ``(0, epochs, hparams)`` entry.
+      init_key, data_key: the round's shared keys.
+    """
+    inputs = jax.device_put((init_key, data_key, self._x_train, self._y_train), self._first)
+    init_key, data_key, x, y = inputs
+    losses = []
+    with jax.default_matmul_precision(self._precision):
+      first = {k: np.float32(v) for k, v in schedule[0][2].items()}
+      state = self._init_one(first, init_key, x[:1])
+      for start, end, hparams in schedule:
+        scalars = {k: np.float32(v) for k, v in hparams.items()}
+        state, loss = self._segment_one(scalars, state, data_key, x, y, np.int32(start),
+                                        np.int32(end - start))
+        losses.append(loss)
+    # Each segment reports its own epochs and NaN elsewhere: merge them.
+    epoch_loss = np.fmax.reduce(np.stack([np.asarray(loss) for loss in losses]), axis=0)
+    return TrainOutput(state.params, epoch_loss, state.diverged)
+
   def fit_one(self, hparams: Mapping[str, float], init_key: jax.Array,
               data_key: jax.Array) -> TrainOutput:
-    """Trains a single configuration alone (no lane axis) on the first device,
-    as the final fit does."""
-    scalars = {k: np.float32(v) for k, v in hparams.items()}
-    inputs = jax.device_put((init_key, data_key, self._x_train, self._y_train), self._first)
-    with jax.default_matmul_precision(self._precision):
-      return self._fit_one(scalars, *inputs)
+    """Trains a single configuration alone for the full budget (see :meth:`fit_schedule`)."""
+    return self.fit_schedule([(0, self.epochs, hparams)], init_key, data_key)
 
   def evaluate_one_lane(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
     """Accuracy and loss (scalars) of one unbatched parameter set, on the first device."""

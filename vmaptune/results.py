@@ -33,26 +33,37 @@ def _float_or_none(value: float) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-  """One lane of one round: a configuration and how it scored.
+  """One configuration trained over a range of epochs, and how it scored.
 
   Attributes:
     round: 0-based round index.
-    lane: 0-based lane index within the round.
+    trial: 0-based index of the trial within its round.
+    lane: the population lane it trained on.
+    bracket: Hyperband bracket, -1 for other strategies.
     hparams: ``{name: value}``.
-    val_accuracy: validation accuracy, ``None`` if the lane diverged.
-    val_loss: mean validation cross-entropy, ``None`` if the lane diverged.
-    status: ``"finished"`` or ``"diverged"``.
-    epochs: epochs trained.
-    kept: whether the lane was among those the next range was narrowed to.
+    start_epoch: first epoch it trained (0 unless it continued a parent).
+    epochs: epochs it trained.
+    val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
+    val_loss: mean validation cross-entropy when it stopped, ``None`` if diverged.
+    status: why it stopped: ``"finished"`` (the full budget), ``"halved"`` (left
+      behind at a rung), ``"exploited"`` (overwritten by a better lane) or
+      ``"diverged"``.
+    parent: the trial whose weights it started from (population-based
+      training), -1 if it started from initialisation.
+    kept: whether the next round's ranges were narrowed to include it.
   """
 
   round: int
+  trial: int
   lane: int
+  bracket: int
   hparams: dict[str, float]
+  start_epoch: int
+  epochs: int
   val_accuracy: float | None
   val_loss: float | None
   status: str
-  epochs: int
+  parent: int
   kept: bool
 
   def to_record(self) -> dict[str, Any]:
@@ -61,17 +72,22 @@ class Trial:
 
 @dataclasses.dataclass(frozen=True)
 class RoundResult:
-  """Everything one round sampled and measured; arrays are host NumPy.
+  """Every trial one round trained, and what it measured; arrays are host NumPy,
+  indexed by trial (``[T]``).
 
   Attributes:
     index: 0-based round index.
     space: the ranges this round sampled from.
-    hparams: ``{name: float32 [P]}``, the sampled values.
-    val_accuracy: ``[P]``, NaN where a lane diverged.
-    val_loss: ``[P]``, NaN where a lane diverged.
-    diverged: bool ``[P]``.
-    epoch_loss: ``[P, epochs]`` mean training loss per epoch.
-    kept: lane indices ``[K]``, best first, that the next range spans.
+    strategy: the strategy that ran the round, e.g. ``"halving(eta=3, min_epochs=1)"``.
+    budget: epochs of a full run.
+    lanes: configurations sampled (lanes started from initialisation).
+    hparams: ``{name: float32 [T]}``.
+    lane, bracket, start_epoch, epochs, parent: ``[T]`` ints (see :class:`Trial`).
+    status: ``[T]`` strings (see :class:`Trial`).
+    val_accuracy, val_loss: ``[T]`` when each trial stopped, NaN if diverged.
+    epoch_loss: ``[T, budget]`` mean training loss per epoch, NaN outside the
+      epochs a trial trained.
+    kept: trial indices ``[K]``, best first, that the next ranges span.
     next_space: the narrowed ranges for the following round.
     wall_s: wall time of the round, compilation included.
     compile_s: time XLA spent compiling (or loading cached programs) in the round.
@@ -82,10 +98,18 @@ class RoundResult:
 
   index: int
   space: Space
+  strategy: str
+  budget: int
+  lanes: int
   hparams: dict[str, np.ndarray]
+  lane: np.ndarray
+  bracket: np.ndarray
+  start_epoch: np.ndarray
+  epochs: np.ndarray
+  parent: np.ndarray
+  status: np.ndarray
   val_accuracy: np.ndarray
   val_loss: np.ndarray
-  diverged: np.ndarray
   epoch_loss: np.ndarray
   kept: np.ndarray
   next_space: Space
@@ -95,76 +119,118 @@ class RoundResult:
   compiles: int
 
   @property
+  def num_trials(self) -> int:
+    return len(self.status)
+
+  @property
   def population(self) -> int:
-    return len(self.diverged)
+    """Configurations sampled this round (lanes started from initialisation)."""
+    return self.lanes
+
+  @property
+  def diverged(self) -> np.ndarray:
+    """bool ``[T]``."""
+    return self.status == "diverged"
+
+  @property
+  def completed(self) -> np.ndarray:
+    """bool ``[T]``: trained to the end of the budget without diverging."""
+    return (self.start_epoch + self.epochs == self.budget) & ~self.diverged
 
   @property
   def num_diverged(self) -> int:
     return int(self.diverged.sum())
 
   @property
-  def trials_per_s(self) -> float:
-    """Lanes trained and evaluated per second of wall time (compilation included)."""
-    return self.population / self.wall_s if self.wall_s > 0 else math.inf
+  def lane_epochs(self) -> int:
+    """Epochs trained, summed over trials: the round's training cost."""
+    return int(self.epochs.sum())
 
   @property
-  def best_lane(self) -> int:
-    """The best lane that did not diverge (raises if every lane diverged)."""
-    if not len(self.kept):
-      raise ValueError(f"every lane of round {self.index} diverged")
+  def trials_per_s(self) -> float:
+    """Configurations per second of wall time (compilation included)."""
+    return self.lanes / self.wall_s if self.wall_s > 0 else math.inf
+
+  @property
+  def best_trial(self) -> int:
+    """The best trial that trained the full budget (raises if there is none)."""
+    if not len(self.kept) or not self.completed[self.kept[0]]:
+      raise ValueError(f"no trial of round {self.index} trained the full budget")
     return int(self.kept[0])
 
   @property
   def best_accuracy(self) -> float:
-    return float(self.val_accuracy[self.best_lane])
+    return float(self.val_accuracy[self.best_trial])
 
   @property
   def median_accuracy(self) -> float:
-    """Median over lanes that did not diverge (NaN if all did)."""
-    alive = self.val_accuracy[~self.diverged]
-    return float(np.median(alive)) if len(alive) else math.nan
+    """Median over the trials that completed the budget (NaN if none did)."""
+    done = self.val_accuracy[self.completed]
+    return float(np.median(done)) if len(done) else math.nan
 
-  def config(self, lane: int) -> dict[str, float]:
-    return {name: float(values[lane]) for name, values in self.hparams.items()}
+  def config(self, trial: int) -> dict[str, float]:
+    return {name: float(values[trial]) for name, values in self.hparams.items()}
 
-  def trial(self, lane: int, kept: set[int] | None = None) -> Trial:
-    diverged = bool(self.diverged[lane])
+  def schedule(self, trial: int) -> list[tuple[int, int, dict[str, float]]]:
+    """The configurations ``trial`` and its ancestors trained with, oldest
+    first: ``[(first_epoch, end_epoch, hparams), ...]`` covering ``[0, end)``.
+    Replaying it from the round's initialisation reproduces the trial."""
+    chain = [trial]
+    while self.parent[chain[-1]] >= 0:
+      chain.append(int(self.parent[chain[-1]]))
+    chain.reverse()
+    starts = [int(self.start_epoch[t]) for t in chain]
+    ends = starts[1:] + [int(self.start_epoch[trial] + self.epochs[trial])]
+    return [(start, end, self.config(t)) for start, end, t in zip(starts, ends, chain,
+                                                                   strict=True)]
+
+  def trial(self, index: int, kept: set[int] | None = None) -> Trial:
+    diverged = bool(self.diverged[index])
     kept = set(self.kept.tolist()) if kept is None else kept
     return Trial(
-        round=self.index, lane=lane, hparams=self.config(lane),
-        val_accuracy=None if diverged else _float_or_none(self.val_accuracy[lane]),
-        val_loss=None if diverged else _float_or_none(self.val_loss[lane]),
-        status="diverged" if diverged else "finished",
-        epochs=self.epoch_loss.shape[1], kept=lane in kept)
+        round=self.index, trial=index, lane=int(self.lane[index]),
+        bracket=int(self.bracket[index]), hparams=self.config(index),
+        start_epoch=int(self.start_epoch[index]), epochs=int(self.epochs[index]),
+        val_accuracy=None if diverged else _float_or_none(self.val_accuracy[index]),
+        val_loss=None if diverged else _float_or_none(self.val_loss[index]),
+        status=str(self.status[index]), parent=int(self.parent[index]), kept=index in kept)
 
   def trials(self) -> list[Trial]:
     kept = set(self.kept.tolist())
-    return [self.trial(lane, kept) for lane in range(self.population)]
+    return [self.trial(index, kept) for index in range(self.num_trials)]
 
   def describe(self, rounds: int) -> str:
     """A few lines: the ranges sampled, throughput, and scores of this round."""
     compile_note = (f", {self.compile_s:.1f}s compiling + {self.trace_s:.1f}s tracing"
                     if self.compiles else "")
-    if len(self.kept):
-      scores = (f"best {self.best_accuracy:.4f} (lane {self.best_lane})  "
+    if self.completed.any():
+      scores = (f"best {self.best_accuracy:.4f} (trial {self.best_trial})  "
                 f"median {self.median_accuracy:.4f}")
     else:
-      scores = "no lane finished"
+      scores = "no trial finished"
+    counts = ", ".join(f"{status} {int((self.status == status).sum())}"
+                       for status in ("finished", "halved", "exploited")
+                       if (self.status == status).any())
     return "\n".join([
-        f"round {self.index + 1}/{rounds}: {self.population} lanes in {self.wall_s:.1f}s "
-        f"({self.trials_per_s:.1f} trials/s{compile_note})",
+        f"round {self.index + 1}/{rounds}: {self.lanes} configurations, {self.lane_epochs} "
+        f"lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} trials/s{compile_note})",
         "  sampled ranges:", self.space.describe(),
-        f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.population}",
+        f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.num_trials}"
+        + (f"  ({counts})" if self.strategy.split("(")[0] != "random" else ""),
     ])
 
   def summary(self) -> dict[str, Any]:
+    best = self.best_trial if self.completed.any() else None
     return {
-        "round": self.index, "space": self.space.to_dict(),
-        "next_space": self.next_space.to_dict(), "population": self.population,
+        "round": self.index, "strategy": self.strategy, "space": self.space.to_dict(),
+        "next_space": self.next_space.to_dict(), "configurations": self.lanes,
+        "trials": self.num_trials, "lane_epochs": self.lane_epochs,
         "kept": len(self.kept), "diverged": self.num_diverged,
-        "best_val_accuracy": self.best_accuracy if len(self.kept) else None,
+        "statuses": {str(k): int(v) for k, v in zip(*np.unique(self.status, return_counts=True),
+                                                     strict=True)},
+        "best_val_accuracy": None if best is None else self.best_accuracy,
         "median_val_accuracy": _float_or_none(self.median_accuracy),
-        "best_lane": self.best_lane if len(self.kept) else None,
+        "best_trial": best,
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
     }
@@ -176,6 +242,8 @@ class FinalFit:
 
   Attributes:
     trial: the chosen trial from the search.
+    schedule: ``[(first_epoch, end_epoch, hparams), ...]`` it was retrained
+      with: one entry, or a population-based-training lineage.
     val_accuracy, val_loss: of the retrained model (equal to the search's
       figures within float tolerance: same keys, same data order).
     test_accuracy, test_loss: the only read of the test split.
@@ -183,6 +251,7 @@ class FinalFit:
   """
 
   trial: Trial
+  schedule: list
   val_accuracy: float
   val_loss: float
   test_accuracy: float
@@ -191,7 +260,10 @@ class FinalFit:
 
   def summary(self) -> dict[str, Any]:
     return {"config": self.trial.hparams, "round": self.trial.round,
-            "lane": self.trial.lane, "search_val_accuracy": self.trial.val_accuracy,
+            "trial": self.trial.trial, "lane": self.trial.lane,
+            "schedule": [{"first_epoch": a, "end_epoch": b, "hparams": h}
+                         for a, b, h in self.schedule],
+            "search_val_accuracy": self.trial.val_accuracy,
             "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
             "test_accuracy": self.test_accuracy, "test_loss": self.test_loss}
 
@@ -210,7 +282,7 @@ class TuneResult:
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
                wall_s: float, out_dir: str | None,
-               refit: Callable[[Trial], FinalFit] | None):
+               refit: Callable[[Trial, list], FinalFit] | None):
     self.rounds = rounds
     self.space = space
     self.settings = settings
@@ -223,7 +295,7 @@ class TuneResult:
   def best(self) -> Trial | None:
     """The best trial of all rounds (highest validation accuracy, then lowest
     loss, then earliest round); ``None`` before any round completed."""
-    candidates = [r.trial(r.best_lane) for r in self.rounds]
+    candidates = [r.trial(r.best_trial) for r in self.rounds if r.completed.any()]
     if not candidates:
       return None
     return max(candidates, key=lambda t: (t.val_accuracy, -t.val_loss, -t.round))
@@ -252,7 +324,9 @@ class TuneResult:
         raise RuntimeError("no round completed, so there is no configuration to refit")
       if self._refit is None:
         raise RuntimeError("this result has no data or model attached to refit with")
-      self._final = self._refit(self.best)
+      best = self.best
+      round_result = next(r for r in self.rounds if r.index == best.round)
+      self._final = self._refit(best, round_result.schedule(best.trial))
       if self.out_dir is not None:
         RunDirectory(self.out_dir, create=False).write_summary(self.summary())
     return self._final
@@ -274,10 +348,13 @@ class TuneResult:
     best = self.best
     if best is None:
       return "no round completed"
-    config = "  ".join(f"{name}={value:.4g}" for name, value in best.hparams.items())
-    lines = [f"chosen config (round {best.round + 1}/{len(self.rounds)}, lane {best.lane}): "
-             f"{config}",
-             f"  val accuracy  {best.val_accuracy:.4f} (search)"]
+    config = lambda hparams: "  ".join(f"{k}={v:.4g}" for k, v in hparams.items())
+    lines = [f"chosen config (round {best.round + 1}/{len(self.rounds)}, trial {best.trial}): "
+             f"{config(best.hparams)}"]
+    schedule = next(r for r in self.rounds if r.index == best.round).schedule(best.trial)
+    if len(schedule) > 1:
+      lines += [f"  lineage: epochs {a}-{b}: {config(h)}" for a, b, h in schedule]
+    lines.append(f"  val accuracy  {best.val_accuracy:.4f} (search)")
     if self._final is not None:
       test = self._final.test_accuracy
       lines[-1] += f"  {self._final.val_accuracy:.4f} (refit alone)"

@@ -106,6 +106,16 @@ class Continuous:
     high = min(float(high), bounds.high)
     return dataclasses.replace(self, low=low, high=high)
 
+  def perturbed(self, value: float, rng: np.random.Generator, factor: float) -> float:
+    """``value`` moved one step up or down (at random) in this distribution's
+    scale, clipped to the range: a step is ``log(factor)`` on a log scale
+    (i.e. multiply or divide by ``factor``) and ``(factor - 1)`` times the
+    width on a linear one. Population-based training's explore move."""
+    lo, hi, x = self.to_scale(np.array([self.low, self.high, value]))
+    step = math.log(factor) if self.scale_name == "log" else (factor - 1) * (hi - lo)
+    moved = float(self.from_scale(np.array([x + step * rng.choice((-1.0, 1.0))]))[0])
+    return min(max(moved, self.low), self.high)
+
   def width(self) -> float:
     """Width of the range in this distribution's own scale."""
     lo, hi = self.to_scale(np.array([self.low, self.high]))
@@ -202,16 +212,18 @@ class Space(Mapping[str, Continuous]):
     inner = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
     return f"Space({inner})"
 
-  def sample(self, seed: int, round_index: int, size: int) -> dict[str, np.ndarray]:
-    """Draws ``size`` configurations, deterministically from the two integers.
+  def sample(self, seed: int, round_index: int, size: int,
+             stream: int = 0) -> dict[str, np.ndarray]:
+    """Draws ``size`` configurations, deterministically from the integers.
 
     Sampling runs on the host with NumPy: it costs microseconds, compiles
-    nothing, and gives the same values on every platform.
+    nothing, and gives the same values on every platform. ``stream`` tells
+    apart independent draws of one round (e.g. Hyperband's brackets).
 
     Returns:
       ``{name: float32 array [size]}`` in the space's parameter order.
     """
-    rng = np.random.default_rng([seed, round_index])
+    rng = np.random.default_rng([seed, round_index] + ([stream] if stream else []))
     return {name: dist.sample(rng, size) for name, dist in self._params.items()}
 
   def narrow(self, kept: Mapping[str, np.ndarray], margin: float,

@@ -60,6 +60,30 @@ def init_params(model: nn.Module, key: jax.Array, example: jax.Array) -> Params:
   return model.init(key, example)["params"]
 
 
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def sync_hyperparams(opt_state: optax.OptState,
+                     hparams: Mapping[str, jax.Array]) -> optax.OptState:
+  """Writes ``hparams`` into every ``optax.inject_hyperparams`` state of ``opt_state``.
+
+  Such optimizers read their numeric hyperparameters from their state, not
+  from the values they were built with; syncing before every update makes the
+  traced ``hparams`` the single source of truth, so a strategy that changes a
+  lane's hyperparameters mid-run (population-based training) needs nothing
+  else. Names the state does not hold are ignored.
+  """
+
+  def sync(node):
+    if isinstance(node, _INJECTED):
+      return node._replace(hyperparams={
+          k: jnp.asarray(hparams[k], jnp.asarray(v).dtype) if k in hparams else v
+          for k, v in node.hyperparams.items()})
+    return node
+
+  return jax.tree.map(sync, opt_state, is_leaf=lambda node: isinstance(node, _INJECTED))
+
+
 def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tuple]:
   """Builds ``step(hparams, state, x, y) -> (state, loss)``: one optimizer step of one lane.
 
@@ -82,7 +106,8 @@ def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tu
   def step(hparams: Mapping[str, jax.Array], state: LaneState, x: jax.Array,
            y: jax.Array) -> tuple[LaneState, jax.Array]:
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
-    updates, opt_state = optimizer(hparams).update(grads, state.opt_state, state.params)
+    opt_state = sync_hyperparams(state.opt_state, hparams)
+    updates, opt_state = optimizer(hparams).update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A diverged lane is only flagged, not frozen: freezing would select over
     # every parameter at every step (~10% of a digits-MLP step), and its NaNs
@@ -102,52 +127,81 @@ def make_init(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., La
   return init
 
 
-def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
-               batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
-  """Builds ``train_one(hparams, init_key, data_key, x_train, y_train)``.
+def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: int,
+                 num_train: int, max_epochs: int) -> Callable[..., tuple]:
+  """Builds ``segment(hparams, state, data_key, x_train, y_train, first_epoch,
+  num_epochs) -> (state, epoch_loss [max_epochs])``: train one lane for
+  ``num_epochs`` epochs starting at epoch ``first_epoch``.
 
-  Each epoch draws a fresh permutation of the training split from
-  ``fold_in(data_key, epoch)`` and walks it in ``num_train // batch_size``
-  minibatches (the remainder is dropped, so every step has the same shape).
+  Epoch ``e`` walks a permutation of the training split drawn from
+  ``fold_in(data_key, e)`` in ``num_train // batch_size`` minibatches (the
+  remainder is dropped, so every step has the same shape). So training epochs
+  ``[0, a)`` then ``[a, b)`` is the same computation as ``[0, b)`` at once,
+  which is what lets strategies stop, compact and copy lanes between segments.
+  The epoch range is traced: one compiled program serves every segment length.
   Under ``vmap`` with ``data_key``, ``x_train`` and ``y_train`` unbatched, the
   permutation and the gathered minibatch are computed once and shared by all
   lanes.
 
-  A lane whose loss becomes NaN/inf, or whose final parameters are not all
-  finite, is marked ``diverged``; its values are garbage and are ignored.
-  Lanes never read each other's values, so a diverged lane cannot disturb
-  another.
+  A lane whose loss becomes NaN/inf, or whose parameters are not all finite at
+  the end of a segment, is marked ``diverged``; its values are garbage and are
+  ignored. Lanes never read each other's values, so a diverged lane cannot
+  disturb another.
 
   Args:
     model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
     optimizer: ``factory(hparams) -> optax.GradientTransformation``.
-    epochs: passes over the training split.
     batch_size: examples per step.
     num_train: size of the training split.
+    max_epochs: length of the returned loss record (the round's epoch budget).
+
+  Returns:
+    The segment function; ``epoch_loss[e]`` is the mean training loss of epoch
+    ``e`` for the epochs trained here, NaN elsewhere.
+  """
+  steps_per_epoch = num_train // batch_size
+  step = make_step(model, optimizer)
+
+  def segment(hparams: Mapping[str, jax.Array], state: LaneState, data_key: jax.Array,
+              x_train: jax.Array, y_train: jax.Array, first_epoch: jax.Array,
+              num_epochs: jax.Array) -> tuple[LaneState, jax.Array]:
+    def epoch(index, carry):
+      state, losses = carry
+      order = jax.random.permutation(jax.random.fold_in(data_key, index), num_train)
+      batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+      state, step_losses = jax.lax.scan(
+          lambda state, i: step(hparams, state, x_train[i], y_train[i]), state, batches)
+      return state, losses.at[index].set(step_losses.mean())
+
+    losses = jnp.full((max_epochs,), jnp.nan, jnp.float32)
+    state, losses = jax.lax.fori_loop(first_epoch, first_epoch + num_epochs, epoch,
+                                      (state, losses))
+    # Checked once per segment rather than every step: it reads every parameter.
+    finite = jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]))
+    return state._replace(diverged=state.diverged | ~finite), losses
+
+  return segment
+
+
+def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
+               batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
+  """Builds ``train_one(hparams, init_key, data_key, x_train, y_train)``: a whole
+  run of ``epochs`` epochs from initialisation (see :func:`make_segment`).
 
   Returns:
     ``train_one(hparams, init_key, data_key, x_train [N, ...], y_train [N]) ->
     TrainOutput`` where ``hparams`` maps names to scalars.
   """
-  steps_per_epoch = num_train // batch_size
   init = make_init(model, optimizer)
-  step = make_step(model, optimizer)
+  segment = make_segment(model, optimizer, batch_size=batch_size, num_train=num_train,
+                         max_epochs=epochs)
 
   def train_one(hparams: Mapping[str, jax.Array], init_key: jax.Array,
                 data_key: jax.Array, x_train: jax.Array,
                 y_train: jax.Array) -> TrainOutput:
-    def epoch(state: LaneState, epoch_index: jax.Array):
-      order = jax.random.permutation(jax.random.fold_in(data_key, epoch_index), num_train)
-      batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-      state, losses = jax.lax.scan(
-          lambda state, i: step(hparams, state, x_train[i], y_train[i]), state, batches)
-      return state, losses.mean()
-
     state = init(hparams, init_key, x_train[:1])
-    state, epoch_loss = jax.lax.scan(epoch, state, jnp.arange(epochs))
-    # Checked once at the end rather than every step: it reads every parameter.
-    finite = jnp.all(jnp.array([jnp.isfinite(p).all() for p in jax.tree.leaves(state.params)]))
-    return TrainOutput(state.params, epoch_loss, state.diverged | ~finite)
+    state, epoch_loss = segment(hparams, state, data_key, x_train, y_train, 0, epochs)
+    return TrainOutput(state.params, epoch_loss, state.diverged)
 
   return train_one
 

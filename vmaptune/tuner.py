@@ -27,6 +27,7 @@ from vmaptune.data import Dataset
 from vmaptune.population import MATMUL_PRECISIONS, Population
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
+from vmaptune.strategies import RoundContext, TrialLog, parse_strategy
 
 
 class SettingsError(ValueError):
@@ -62,6 +63,10 @@ class Settings:
     matmul_precision: ``"default"``, ``"bfloat16"`` (bf16 matmul inputs with
       fp32 accumulation: faster on GPU/TPU, no effect on CPU) or
       ``"float32"`` (full fp32 passes, e.g. no TF32 on NVIDIA GPUs).
+    strategy: what a round does: ``"random"`` (every lane trains all
+      ``epochs``), ``"halving"``, ``"hyperband"``, ``"pbt"``, a name with
+      settings such as ``"halving(eta=4, min_epochs=2)"``, or a
+      :class:`vmaptune.strategies.Strategy`.
   """
 
   population: int = 256
@@ -75,6 +80,7 @@ class Settings:
   optimizer: Any = "adamw"
   schedule: str = "auto"
   matmul_precision: str = "default"
+  strategy: Any = "random"
 
   def check(self, num_train: int) -> None:
     """Raises :class:`SettingsError` naming the first bad setting."""
@@ -105,14 +111,15 @@ class Settings:
     if self.schedule not in optimizers.SCHEDULES:
       raise SettingsError(f"schedule={self.schedule!r}; expected one of "
                           f"{list(optimizers.SCHEDULES)}")
-
-  @property
-  def num_kept(self) -> int:
-    return max(1, math.ceil(self.keep * self.population))
+    try:
+      parse_strategy(self.strategy).check(self.epochs, self.population)
+    except ValueError as e:
+      raise SettingsError(str(e)) from None
 
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
     values["optimizer"] = optimizers.describe(self.optimizer)
+    values["strategy"] = parse_strategy(self.strategy).describe()
     return values
 
 
@@ -175,32 +182,37 @@ def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: 
                         f"{list(space)}: {type(e).__name__}: {e}") from e
 
 
-def rank_lanes(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
-  """Lanes that did not diverge, best first.
+def rank_trials(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
+                reached: np.ndarray | None = None) -> np.ndarray:
+  """Trials that did not diverge, best first.
 
-  Sorted by validation accuracy (descending), then validation loss
-  (ascending), then lane index, so ties break deterministically.
+  Sorted by the epoch each trial reached (descending: a trial that trained
+  the full budget outranks one stopped at an early rung), then validation
+  accuracy (descending), validation loss (ascending) and index, so ties
+  break deterministically.
 
   Args:
-    accuracy, loss: ``[P]``.
-    diverged: bool ``[P]``; these lanes are left out.
+    accuracy, loss: ``[T]``.
+    diverged: bool ``[T]``; these trials are left out.
+    reached: ``[T]`` epoch each trial stopped at (default: all equal).
 
   Returns:
-    int array ``[P - diverged.sum()]`` of lane indices.
+    int array ``[T - diverged.sum()]`` of trial indices.
   """
   alive = np.flatnonzero(~diverged)
-  order = np.lexsort((alive, loss[alive], -accuracy[alive]))
+  reached = np.zeros(len(accuracy)) if reached is None else np.asarray(reached)
+  order = np.lexsort((alive, loss[alive], -accuracy[alive], -reached[alive]))
   return alive[order]
 
 
 def _divergence_message(current: Space, original: Space, done: list[RoundResult],
                         index: int, settings: Settings) -> str:
   ranges = ", ".join(f"{k} {d.describe()}" for k, d in current.items())
-  message = (f"all {settings.population} lanes diverged in round {index + 1}/{settings.rounds} "
+  message = (f"every trial diverged in round {index + 1}/{settings.rounds} "
              f"(training or validation loss became NaN/inf); the ranges sampled were: {ranges}.")
   lr = original.get("learning_rate")
   if done:
-    best = max((r.trial(r.best_lane) for r in done), key=lambda t: t.val_accuracy)
+    best = max((r.trial(r.best_trial) for r in done), key=lambda t: t.val_accuracy)
     message += (f" Earlier rounds trained (best so far: {best.hparams}), so the narrowed "
                 "ranges are unstable: try a larger keep or margin, or a lower upper bound.")
   elif isinstance(lr, LogUniform):
@@ -230,7 +242,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
       ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
-      ("auto"), ``eval_batch_size`` (1024), ``matmul_precision`` ("default").
+      ("auto"), ``eval_batch_size`` (1024), ``matmul_precision`` ("default"),
+      ``strategy`` ("random").
 
   Returns:
     A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
@@ -276,8 +289,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
   if verbose:
     callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
 
-  def refit(trial: Trial) -> FinalFit:
-    return _final_fit(pop, data, settings.seed, trial)
+  def refit(trial: Trial, schedule: list) -> FinalFit:
+    return _final_fit(pop, data, settings.seed, trial, schedule)
 
   done: list[RoundResult] = []
   start = time.perf_counter()
@@ -286,7 +299,7 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     result = _run_round(pop, settings, current, space, index)
     if run_dir is not None:
       run_dir.append_round(result)
-    if len(result.kept) == 0:
+    if not result.completed.any():
       for callback in callbacks:
         callback(result)
       message = _divergence_message(current, space, done, index, settings)
@@ -306,33 +319,35 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
 
 def _run_round(pop: Population, settings: Settings, current: Space, bounds: Space,
                index: int) -> RoundResult:
-  """Samples, trains, evaluates and ranks one round; narrows the space."""
+  """Runs the strategy for one round, ranks its trials and narrows the space."""
+  strategy = parse_strategy(settings.strategy)
   start = time.perf_counter()
-  hparams = current.sample(settings.seed, index, settings.population)
+  init_key, data_key = pop.round_keys(settings.seed, index)
+  ctx = RoundContext(pop=pop, space=current, seed=settings.seed, index=index,
+                     lanes=settings.population, init_key=init_key, data_key=data_key,
+                     rng=np.random.default_rng([settings.seed, index, 1 << 20]))
+  log = TrialLog(list(current), pop.epochs)
   with CompileCounter() as compiled:
-    trained = pop.train(hparams, *pop.round_keys(settings.seed, index))
-    scores = pop.evaluate(trained.params)
-    lanes = settings.population  # Lanes beyond it are padding.
-    accuracy = np.asarray(scores.accuracy, np.float64)[:lanes]
-    loss = np.asarray(scores.loss, np.float64)[:lanes]
-    diverged = (np.asarray(trained.diverged)[:lanes] | ~np.isfinite(loss)
-                | ~np.isfinite(accuracy))
-    epoch_loss = np.asarray(trained.epoch_loss)[:lanes]
-  accuracy[diverged] = np.nan
-  loss[diverged] = np.nan
-  kept = rank_lanes(accuracy, loss, diverged)[:settings.num_kept]
-  next_space = (current.narrow({k: v[kept] for k, v in hparams.items()}, settings.margin,
-                               bounds) if len(kept) else current)
-  return RoundResult(index=index, space=current, hparams=hparams, val_accuracy=accuracy,
-                     val_loss=loss, diverged=diverged, epoch_loss=epoch_loss, kept=kept,
-                     next_space=next_space, wall_s=time.perf_counter() - start,
-                     compile_s=compiled.compile_seconds,
-                     trace_s=compiled.trace_seconds, compiles=compiled.compiles)
+    strategy.run(ctx, log)
+  trials = log.arrays()
+  lanes = int(((trials["parent"] < 0) & (trials["start_epoch"] == 0)).sum())
+  diverged = trials["status"] == "diverged"
+  reached = trials["start_epoch"] + trials["epochs"]
+  num_kept = max(1, math.ceil(settings.keep * lanes))
+  kept = rank_trials(trials["val_accuracy"], trials["val_loss"], diverged, reached)[:num_kept]
+  next_space = (current.narrow({k: v[kept] for k, v in trials["hparams"].items()},
+                               settings.margin, bounds) if len(kept) else current)
+  return RoundResult(index=index, space=current, strategy=strategy.describe(),
+                     budget=pop.epochs, lanes=lanes, kept=kept, next_space=next_space,
+                     wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
+                     trace_s=compiled.trace_seconds, compiles=compiled.compiles, **trials)
 
 
-def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial) -> FinalFit:
-  """Retrains ``trial`` alone with its round's keys; reads the test split once."""
-  trained = pop.fit_one(trial.hparams, *pop.round_keys(seed, trial.round))
+def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial,
+               schedule: list) -> FinalFit:
+  """Retrains ``trial`` alone (its whole lineage) with its round's keys; reads
+  the test split once."""
+  trained = pop.fit_schedule(schedule, *pop.round_keys(seed, trial.round))
   val = pop.evaluate_one_lane(trained.params)
   test = data.read_test()
   if len(test):
@@ -340,5 +355,6 @@ def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial) -> Final
     test_accuracy, test_loss = float(scored.accuracy), float(scored.loss)
   else:
     test_accuracy = test_loss = math.nan
-  return FinalFit(trial=trial, val_accuracy=float(val.accuracy), val_loss=float(val.loss),
-                  test_accuracy=test_accuracy, test_loss=test_loss, params=trained.params)
+  return FinalFit(trial=trial, schedule=schedule, val_accuracy=float(val.accuracy),
+                  val_loss=float(val.loss), test_accuracy=test_accuracy, test_loss=test_loss,
+                  params=trained.params)

@@ -1,0 +1,174 @@
+"""Strategies: segments and compaction are exact, successive halving and Hyperband stop
+bad lanes early, population-based training copies lanes and replays its lineage."""
+
+import jax
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune.optimizers import BUILTIN
+from vmaptune.strategies import halving_budgets, ladder_size, parse_strategy
+
+PARAM_ATOL = 1e-4  # As in test_population: regrouped lanes agree to float32 rounding.
+
+
+@pytest.fixture(scope="module")
+def population(small_arrays):
+  x, y = small_arrays
+  data = vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0, num_classes=10)
+  return vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=4,
+                       batch_size=32, eval_batch_size=60)
+
+
+def _hparams(learning_rates):
+  lr = np.asarray(learning_rates, np.float32)
+  return {"learning_rate": lr, "weight_decay": np.full_like(lr, 1e-4)}
+
+
+def _lane(tree, index):
+  return jax.tree.map(lambda a: np.asarray(a[index]), tree)
+
+
+def test_training_in_segments_equals_training_at_once(population):
+  init_key, data_key = population.round_keys(0, 0)
+  lanes = population.init(_hparams([1e-2, 3e-2, 1e-1]), init_key)
+  whole, whole_losses = population.advance(lanes, data_key, 0, 4)
+  half, first_losses = population.advance(lanes, data_key, 0, 2)
+  half, second_losses = population.advance(half, data_key, 2, 2)
+  for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(half.state), strict=True):
+    np.testing.assert_array_equal(np.asarray(a)[:3], np.asarray(b)[:3])
+  np.testing.assert_array_equal(np.asarray(whole_losses)[:3, 2:], np.asarray(second_losses)[:3, 2:])
+  assert np.isnan(np.asarray(second_losses)[:3, :2]).all()  # Only the epochs trained here.
+  assert np.isfinite(np.asarray(first_losses)[:3, :2]).all()
+
+
+def test_a_surviving_lane_continues_exactly_as_without_compaction(population):
+  init_key, data_key = population.round_keys(0, 1)
+  hparams = _hparams([3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
+  full, _ = population.advance(population.init(hparams, init_key), data_key, 0, 4)
+  rung, _ = population.advance(population.init(hparams, init_key), data_key, 0, 1)
+  survivors = population.select(rung, np.array([3, 0]))
+  assert survivors.count == 2 and survivors.hparams["learning_rate"][:2].tolist() == \
+      pytest.approx([1e-1, 3e-3])
+  survivors, _ = population.advance(survivors, data_key, 1, 3)
+  for new, old in ((0, 3), (1, 0)):
+    for a, b in zip(jax.tree.leaves(_lane(survivors.state.params, new)),
+                    jax.tree.leaves(_lane(full.state.params, old)), strict=True):
+      np.testing.assert_allclose(a, b, atol=PARAM_ATOL, rtol=0)
+
+
+def test_changing_a_lanes_hyperparameters_mid_run_takes_effect(population):
+  """What population-based training relies on: inject_hyperparams state follows hparams."""
+  init_key, data_key = population.round_keys(0, 2)
+  lanes, _ = population.advance(population.init(_hparams([1e-2, 1e-2]), init_key), data_key, 0, 1)
+  frozen = population.select(lanes, np.array([0, 1]),
+                             {"learning_rate": np.array([1e-2, 0.0], np.float32),
+                              "weight_decay": np.full(2, 1e-4, np.float32)})
+  after, _ = population.advance(frozen, data_key, 1, 1)
+  before = jax.tree.leaves(lanes.state.params)
+  moved = jax.tree.leaves(after.state.params)
+  assert all(np.array_equal(np.asarray(b)[1], np.asarray(m)[1]) for b, m in zip(before, moved,
+                                                                                strict=True))
+  assert not all(np.array_equal(np.asarray(b)[0], np.asarray(m)[0])
+                 for b, m in zip(before, moved, strict=True))
+
+
+def test_halving_budgets_and_the_ladder():
+  assert halving_budgets(20, 3, 256, 1) == [2, 7, 20]
+  assert halving_budgets(20, 3, 4, 1) == [7, 20]  # Only one halving fits 4 lanes.
+  assert halving_budgets(5, 2, 64, 2) == [2, 5]
+  assert halving_budgets(1, 3, 256, 1) == [1]
+  assert [ladder_size(n) for n in (1, 2.5, 5, 85.3, 28, 10)] == [1, 3, 6, 96, 32, 12]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("bogus", "strategy='bogus' is unknown"),
+    ("halving(eta=1)", "eta=1; expected a whole number >= 2"),
+    ("halving(foo=1)", r"has no setting \['foo'\]"),
+    ("pbt(interval=0)", r"interval=0; expected a whole number of epochs in \[1, 2\]"),
+    ("halving(min_epochs=9)", r"min_epochs=9; expected a whole number in \[1, 2\]"),
+    ("pbt(3)", "expected name"),
+])
+def test_bad_strategies_are_refused_before_anything_compiles(spec, message, small_data,
+                                                              tiny_mlp, lr_space):
+  from vmaptune.compilation import CompileCounter
+  with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
+    vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=2, batch_size=32,
+            strategy=spec)
+  assert compiled.compiles == 0
+
+
+def test_parse_strategy_reads_names_and_settings():
+  assert parse_strategy("pbt(interval=3, fraction=0.5)") == \
+      vt.strategies.PopulationBasedTraining(interval=3, fraction=0.5)
+  assert parse_strategy("hyperband").describe() == "hyperband(eta=3, min_epochs=1)"
+
+
+RUN = dict(population=12, rounds=2, epochs=6, batch_size=32, keep=0.25, seed=0)
+
+
+def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tiny_mlp, lr_space,
+                                                                 tmp_path):
+  result = vt.tune(tiny_mlp, small_data, lr_space, strategy="halving(eta=3)",
+                   out=str(tmp_path / "run"), **RUN)
+  budgets = halving_budgets(6, 3, 12, 1)  # [2, 6]: 12 lanes to 2 epochs, 12 / 3 = 4 to 6.
+  assert budgets == [2, 6]
+  for r in result.rounds:
+    statuses = dict(zip(*np.unique(r.status, return_counts=True), strict=True))
+    assert statuses == {"finished": 4, "halved": 8}
+    assert sorted(set(r.epochs.tolist())) == [2, 6]
+    assert r.lane_epochs == 12 * 2 + 4 * 4 == 40  # vs 12 * 6 = 72 for random search.
+    # Finished trials outrank halved ones and beat them at their last common rung.
+    assert all(r.status[t] == "finished" for t in r.kept[:3])
+  assert [r.compiles for r in result.rounds[1:]] == [0]
+  records = vt.read_trials(tmp_path / "run")
+  assert {r["status"] for r in records} == {"finished", "halved"}
+  assert all(r["epochs"] == (6 if r["status"] == "finished" else 2) for r in records)
+  final = result.final_fit()
+  assert result.best.status == "finished"
+  assert abs(final.val_accuracy - result.best.val_accuracy) <= 1 / len(small_data.val)
+
+
+def test_hyperband_runs_brackets_that_start_later_with_fewer_lanes(small_data, tiny_mlp,
+                                                                   lr_space):
+  strategy = vt.strategies.Hyperband(eta=3)
+  plan = strategy.brackets(6, 12)
+  # s_max = 1; bracket 0: 12 lanes halved at 2 epochs; bracket 1: ceil(12 * 2 / 1 / 3) = 8.
+  assert plan == [(12, [2, 6]), (8, [6])]
+  result = vt.tune(tiny_mlp, small_data, lr_space, strategy=strategy, **RUN)
+  first = result.rounds[0]
+  assert first.population == 20 and first.num_trials == 20
+  assert (first.bracket == 0).sum() == 12 and (first.bracket == 1).sum() == 8
+  assert (first.epochs[first.bracket == 1] == 6).all()  # The last bracket trains fully.
+  # Each bracket samples its own configurations.
+  assert not set(first.hparams["learning_rate"][first.bracket == 0].tolist()) & \
+      set(first.hparams["learning_rate"][first.bracket == 1].tolist())
+
+
+def test_population_based_training_copies_lanes_and_replays_the_best_lineage(
+    small_data, tiny_mlp, lr_space, tmp_path):
+  result = vt.tune(tiny_mlp, small_data, lr_space, out=str(tmp_path / "run"),
+                   strategy="pbt(interval=2, fraction=0.25)", **RUN)
+  first = result.rounds[0]
+  # Every 2 epochs the worst 3 of 12 lanes are overwritten: 2 exploits x 3 lanes.
+  assert (first.status == "exploited").sum() + (first.status == "diverged").sum() >= 6
+  children = np.flatnonzero(first.parent >= 0)
+  assert len(children) >= 6
+  for child in children:
+    parent = first.parent[child]
+    assert first.start_epoch[parent] < first.start_epoch[child]
+    assert first.start_epoch[parent] + first.epochs[parent] >= first.start_epoch[child]
+  # Every lane finishes the budget on exactly one trial; lineages cover [0, 6) without gaps.
+  finished = np.flatnonzero(first.completed)
+  assert sorted(first.lane[finished].tolist()) == list(range(12))
+  for trial in finished:
+    schedule = first.schedule(int(trial))
+    assert schedule[0][0] == 0 and schedule[-1][1] == 6
+    assert all(a[1] == b[0] for a, b in zip(schedule, schedule[1:], strict=False))
+  # Replaying the chosen lineage as one run reproduces the search's result.
+  final = result.final_fit()
+  assert final.schedule == result.rounds[result.best.round].schedule(result.best.trial)
+  assert abs(final.val_accuracy - result.best.val_accuracy) <= 1 / len(small_data.val)
+  assert any(len(first.schedule(int(t))) > 1 for t in finished)
+  records = vt.read_trials(tmp_path / "run")
+  assert {"exploited", "finished"} <= {r["status"] for r in records}
