@@ -121,6 +121,9 @@ def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tin
     # Finished trials outrank halved ones and beat them at their last common rung.
     assert all(r.status[t] == "finished" for t in r.kept[:3])
   assert [r.compiles for r in result.rounds[1:]] == [0]
+  summary = result.summary()
+  assert summary["programs_compiled"] == result.rounds[0].compiles > 0
+  assert summary["lane_epochs"] == 2 * 40
   records = vt.read_trials(tmp_path / "run")
   assert {r["status"] for r in records} == {"finished", "halved"}
   assert all(r["epochs"] == (6 if r["status"] == "finished" else 2) for r in records)

@@ -339,6 +339,10 @@ class TuneResult:
         "settings": self.settings, "space": self.space.to_dict(),
         "rounds": [r.summary() for r in self.rounds],
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
+        # XLA programs compiled (or loaded from the cache) over the whole search:
+        # one set per population size a strategy used, reused by later rounds.
+        "programs_compiled": sum(r.compiles for r in self.rounds),
+        "lane_epochs": sum(r.lane_epochs for r in self.rounds),
     }
 
 
