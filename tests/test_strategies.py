@@ -31,9 +31,9 @@ def _lane(tree, index):
 
 def test_training_in_segments_equals_training_at_once(population):
   init_key, data_key = population.round_keys(0, 0)
-  lanes = population.init(_hparams([1e-2, 3e-2, 1e-1]), init_key)
-  whole, whole_losses = population.advance(lanes, data_key, 0, 4)
-  half, first_losses = population.advance(lanes, data_key, 0, 2)
+  hparams = _hparams([1e-2, 3e-2, 1e-1])
+  whole, whole_losses = population.advance(population.init(hparams, init_key), data_key, 0, 4)
+  half, first_losses = population.advance(population.init(hparams, init_key), data_key, 0, 2)
   half, second_losses = population.advance(half, data_key, 2, 2)
   for a, b in zip(jax.tree.leaves(whole.state), jax.tree.leaves(half.state), strict=True):
     np.testing.assert_array_equal(np.asarray(a)[:3], np.asarray(b)[:3])

@@ -10,7 +10,7 @@
 from vmaptune import compilation, data, devices, models, optimizers, strategies, train
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
-from vmaptune.population import Population
+from vmaptune.population import OutOfMemoryError, Population
 from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
 from vmaptune.space import LogUniform, Space, SpaceError, Uniform
 from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_trials, tune
@@ -23,8 +23,8 @@ devices.configure_cpu_devices()
 
 __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
-    "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
-    "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
+    "LogUniform", "OutOfMemoryError", "Population", "RoundResult", "Settings", "SettingsError",
+    "Space", "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
     "load_experiment", "models", "optimizers", "override", "rank_trials", "read_trials",
     "strategies", "train", "tune",
 ]

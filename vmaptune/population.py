@@ -9,11 +9,16 @@ Lanes are laid out in two levels:
 
 * across devices: the lane axis is sharded over a 1-D mesh of every local
   device (``shard_map``; data and keys replicated, no communication);
-* within a device: lanes run in groups of ``lanes_per_group``, vmapped inside
-  a group and looped over groups (``lax.map``). On a GPU or TPU one group holds
-  every lane (the widest matmuls); on a CPU a group is sized to stay in cache,
-  which the layout ablation in ``experiments/bench_throughput.py`` measured
-  ~1.5x faster than one vmap over all of a device's lanes (digits MLP, P=256).
+* within a device: lanes run in groups (chunks) of ``lanes_per_group``,
+  vmapped inside a group and looped over groups (``lax.map``) in the same
+  program, so a device's training working set (activations, gradients,
+  optimizer temporaries) is one group's. On a GPU or TPU one group holds every
+  lane (the widest matmuls) unless the compiled program's memory analysis says
+  it would not fit in the device's free memory, in which case the lanes are
+  split into as few equal groups as fit; on a CPU a group is sized to stay in
+  cache, which the layout ablation in ``experiments/bench_throughput.py``
+  measured ~1.5x faster than one vmap over all of a device's lanes (digits
+  MLP, P=256).
 
 The population is padded to a whole number of groups on every device with
 copies of its last lane; padding lanes are computed and then ignored.
@@ -57,6 +62,33 @@ CPU_GROUP_BYTES = 4 << 20
 # does not force on GPUs.
 MATMUL_PRECISIONS = {"default": None, "bfloat16": "BF16_BF16_F32", "float32": "float32"}
 
+# Share of a device's free memory a training program may plan to use: the rest
+# is headroom for evaluation, gathers and the allocator's fragmentation.
+MEMORY_HEADROOM = 0.9
+
+
+class OutOfMemoryError(RuntimeError):
+  """A population does not fit in device memory, even one lane per group.
+
+  :func:`vmaptune.tune` sets ``partial`` to the rounds finished before it.
+  """
+
+  partial: Any = None
+
+
+def free_device_memory(device: jax.Device) -> int | None:
+  """Bytes ``device`` can still allocate (its limit minus what is in use), or
+  ``None`` where the runtime does not say (XLA:CPU)."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if not stats or "bytes_limit" not in stats:
+    return None
+  return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  """Whether ``error`` is XLA failing to allocate device memory."""
+  return isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
 
 def compiler_options(platform: str) -> dict[str, Any] | None:
   """XLA options for programs on ``platform``.
@@ -65,6 +97,23 @@ def compiler_options(platform: str) -> dict[str, Any] | None:
   population programs ~30% faster than the default with the same run time.
   """
   return {"xla_backend_optimization_level": 1} if platform == "cpu" else None
+
+
+class TrainingMemory(NamedTuple):
+  """Bytes one device needs to train a layout, from the compiled program.
+
+  Attributes:
+    resident: the lanes' state and hyperparameters in and out, and the
+      replicated training data: independent of the group size.
+    working: the program's temporaries (one group's activations, gradients and
+      optimizer intermediates): proportional to the group size.
+  """
+  resident: int
+  working: int
+
+  @property
+  def total(self) -> int:
+    return self.resident + self.working
 
 
 class Layout(NamedTuple):
@@ -99,7 +148,45 @@ def _grouped(fn: Callable, group: int) -> Callable:
     lanes = jax.tree.leaves(per_lane)[0].shape[0]
     if group >= lanes:
       return jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))(per_lane, *shared)
-    return jax.lax.map(lambda lane: fn(lane, *shared), per_lane, batch_size=group)
+    # batch_size=1 would take lax.map's batched path, whose temporaries held a
+    # whole stacked copy of the outputs (digits MLP: 90x the plain loop's).
+    return jax.lax.map(lambda lane: fn(lane, *shared), per_lane,
+                       batch_size=group if group > 1 else None)
+
+  return run
+
+
+def _grouped_in_place(fn: Callable, group: int) -> Callable:
+  """Like :func:`_grouped` for ``fn(state, per_lane, *shared) -> (state, out)``
+  whose first argument is updated: each group's slice of ``state`` is
+  overwritten in place by its result (``dynamic_update_slice`` on the loop
+  carry), so with ``state`` donated the program holds one copy of the
+  population's state plus one group's temporaries."""
+  vmapped = lambda state, per_lane, *shared: jax.vmap(
+      fn, in_axes=(0, 0) + (None,) * len(shared))(state, per_lane, *shared)
+
+  def run(state, per_lane, *shared):
+    lanes = jax.tree.leaves(state)[0].shape[0]
+    if group >= lanes:
+      return vmapped(state, per_lane, *shared)
+
+    def take(tree, start):
+      return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, group), tree)
+
+    def put(tree, part, start):
+      return jax.tree.map(lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, start, 0),
+                          tree, part)
+
+    first = jax.eval_shape(vmapped, take(state, 0), take(per_lane, 0), *shared)[1]
+    out = jax.tree.map(lambda s: jax.numpy.zeros((lanes,) + s.shape[1:], s.dtype), first)
+
+    def body(index, carry):
+      state, out = carry
+      start = index * group
+      new_state, new_out = vmapped(take(state, start), take(per_lane, start), *shared)
+      return put(state, new_state, start), put(out, new_out, start)
+
+    return jax.lax.fori_loop(0, lanes // group, body, (state, out))
 
   return run
 
@@ -115,6 +202,14 @@ class Lanes(NamedTuple):
   state: LaneState
   hparams: dict[str, np.ndarray]
   count: int
+
+
+def _check_not_consumed(tree: Any, what: str) -> None:
+  """Raises if ``tree`` holds arrays an earlier :meth:`Population.advance`
+  consumed (donated): passing them to XLA again would crash the process."""
+  if any(leaf.is_deleted() for leaf in jax.tree.leaves(tree) if isinstance(leaf, jax.Array)):
+    raise ValueError(f"{what} were consumed by an earlier Population.advance (its state is "
+                     "donated to the program); use the lanes that advance returned")
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:
@@ -140,8 +235,15 @@ class Population:
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
     devices: devices to shard lanes over (default: every local device).
-    lanes_per_group: at most this many lanes vmapped together on a device
-      (default: all of them on accelerators; a cache-sized group on CPU).
+    lanes_per_group: at most this many lanes vmapped together on a device,
+      the groups (chunks) running one after another in the same program
+      (default: a cache-sized group on CPU; elsewhere every lane of a device,
+      or as few equal groups as fit ``memory_budget_bytes``).
+    memory_budget_bytes: bytes per device a training program may use
+      (default: ``MEMORY_HEADROOM`` of the device's free memory where the
+      runtime reports it, as GPUs and TPUs do; no limit on CPU). When a new,
+      larger population is initialised, its compiled training program's
+      memory analysis is read and ``lanes_per_group`` lowered until it fits.
     matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"`` runs
       matmuls on bf16 inputs with fp32 accumulation (GPUs with bf16 support,
       TPUs; XLA:CPU ignores it).
@@ -162,7 +264,7 @@ class Population:
   def __init__(self, model: nn.Module, optimizer: OptimizerFactory, data: Dataset, *,
                epochs: int, batch_size: int, eval_batch_size: int,
                devices: list | None = None, lanes_per_group: int | None = None,
-               matmul_precision: str = "default"):
+               memory_budget_bytes: int | None = None, matmul_precision: str = "default"):
     self.model = model
     self.epochs = epochs
     self.batch_size = batch_size
@@ -174,7 +276,17 @@ class Population:
       batch = jax.ShapeDtypeStruct((batch_size,) + data.feature_shape, np.float32)
       params = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
       lanes_per_group = max(1, CPU_GROUP_BYTES // lane_footprint_bytes(model, params, batch))
+    for name, value in (("lanes_per_group", lanes_per_group),
+                        ("memory_budget_bytes", memory_budget_bytes)):
+      if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                or value < 1):
+        raise ValueError(f"{name}={value!r}; expected a whole number >= 1 or None")
     self.lanes_per_group = lanes_per_group  # None: every lane of a device at once.
+    if memory_budget_bytes is None:
+      free = free_device_memory(self.mesh.devices.flat[0])
+      memory_budget_bytes = None if free is None else int(MEMORY_HEADROOM * free)
+    self.memory_budget_bytes = memory_budget_bytes
+    self._largest = 0  # The largest population initialised so far (fitted to the budget).
     if matmul_precision not in MATMUL_PRECISIONS:
       raise ValueError(f"matmul_precision={matmul_precision!r}; expected one of "
                        f"{list(MATMUL_PRECISIONS)}")
@@ -229,21 +341,104 @@ class Population:
     if layout not in self._programs:
       lane, whole = PartitionSpec(LANES), PartitionSpec()
 
-      def sharded(fn, shared: int):
-        return jax.jit(jax.shard_map(
-            _grouped(fn, layout.group), mesh=self.mesh, in_specs=(lane,) + (whole,) * shared,
-            out_specs=lane, check_vma=False), compiler_options=self.compiler_options)
+      def sharded(fn, shared: int, lanes: int = 1, grouped: Callable = _grouped):
+        return jax.shard_map(
+            grouped(fn, layout.group), mesh=self.mesh,
+            in_specs=(lane,) * lanes + (whole,) * shared, out_specs=lane, check_vma=False)
+
+      def compiled(fn, **kwargs):
+        return jax.jit(fn, compiler_options=self.compiler_options, **kwargs)
 
       def init(hparams, key, x_train):
         return self.init_one(hparams, key, x_train[:1])
 
-      def advance(lane, *shared):
-        hparams, state = lane
+      def advance(state, hparams, *shared):
         return self.segment_one(hparams, state, *shared)
 
-      self._programs[layout] = {"init": sharded(init, 2), "advance": sharded(advance, 5),
-                                "evaluate": sharded(self.evaluate_one, 1)}
+      self._programs[layout] = {
+          "init": compiled(sharded(init, 2)),
+          # The lanes' state is donated and updated group by group in place, so
+          # training holds one copy of the population's state, not two.
+          "advance": compiled(sharded(advance, 5, lanes=2, grouped=_grouped_in_place),
+                              donate_argnums=0),
+          "evaluate": compiled(sharded(self.evaluate_one, 1))}
     return self._programs[layout]
+
+  def training_memory(self, names: list[str], layout: Layout) -> TrainingMemory | None:
+    """Per-device bytes the training program of ``layout`` needs, from its
+    compiled memory analysis (``None`` where the backend gives none).
+
+    The program is compiled, not run: the executable lands in the jit cache,
+    so the first real call of that layout does not compile again.
+
+    Args:
+      names: the searched hyperparameters' names.
+      layout: the layout to measure.
+    """
+    programs = self._compiled(layout)
+    hparams = {name: np.zeros(layout.padded, np.float32) for name in names}
+    shared = jax.device_put((self.round_keys(0, 0)[0], np.int32(0), np.int32(self.epochs)),
+                            self._replicated)
+    state = jax.eval_shape(programs["init"], hparams, shared[0], self._x_train)
+    sharding = lane_sharding(self.mesh)
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                         state)
+    with jax.default_matmul_precision(self._precision):
+      compiled = programs["advance"].lower(state, hparams, shared[0], self._x_train,
+                                           self._y_train, *shared[1:]).compile()
+    stats = compiled.memory_analysis()
+    if stats is None:
+      return None
+    resident = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                - stats.alias_size_in_bytes)
+    return TrainingMemory(int(resident), int(stats.temp_size_in_bytes))
+
+  def _fit_memory(self, hparams: Mapping[str, np.ndarray]) -> None:
+    """Lowers ``lanes_per_group`` until a population of ``hparams``' size
+    trains within ``memory_budget_bytes`` (checked once per new largest size:
+    smaller populations then fit too).
+
+    Raises:
+      OutOfMemoryError: even one lane per group does not fit, or the lanes'
+        state alone does not.
+    """
+    count = len(next(iter(hparams.values())))
+    if count <= self._largest:
+      return
+    self._largest = count
+    budget = self.memory_budget_bytes
+    if budget is None:
+      return
+    layout = self.layout(count)
+    memory = self.training_memory(list(hparams), layout)
+    largest = layout.group - 1
+    while memory is not None and memory.total > budget and layout.group > 1:
+      # Temporaries grow about linearly with the chunk: aim at the budget
+      # directly; where that was optimistic, at least halve the next try.
+      aim = max(budget - memory.resident, 0) * layout.group // max(memory.working, 1)
+      self.lanes_per_group = max(1, min(int(aim), largest))
+      layout = self.layout(count)
+      memory = self.training_memory(list(hparams), layout)
+      largest = layout.group // 2
+    if memory is not None and memory.total > budget:
+      raise OutOfMemoryError(
+          f"a population of {count} lanes needs {memory.total / 2**20:.1f} MiB per device to "
+          f"train ({memory.resident / 2**20:.1f} MiB of lane state and data, "
+          f"{memory.working / 2**20:.1f} MiB of temporaries for one lane at a time), more than "
+          f"the budget of {budget / 2**20:.1f} MiB: use fewer lanes, more devices, or a smaller "
+          "model or batch")
+
+  def shrink_groups(self) -> bool:
+    """Halves the lanes per group, after a device ran out of memory.
+
+    Returns:
+      ``False`` if groups already hold one lane (nothing left to shrink).
+    """
+    group = self.layout(max(self._largest, 1)).group
+    if group <= 1:
+      return False
+    self.lanes_per_group = group // 2
+    return True
 
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
     """Pads and batches a split for evaluation and puts a copy on every device."""
@@ -267,6 +462,7 @@ class Population:
       hparams: ``{name: float32 [P]}``, one value per lane.
       init_key: the shared initialisation key (see :meth:`round_keys`).
     """
+    self._fit_memory(hparams)
     count = len(next(iter(hparams.values())))
     layout = self.layout(count)
     # Padding lanes repeat the last configuration: valid values, results ignored.
@@ -280,19 +476,25 @@ class Population:
               num_epochs: int) -> tuple[Lanes, jax.Array]:
     """Trains every lane for epochs ``[first_epoch, first_epoch + num_epochs)``.
 
+    ``lanes.state`` is donated to the program: its arrays are consumed, and
+    only the returned lanes may be used afterwards.
+
     Returns:
       The lanes after training, and ``epoch_loss [L, epochs]`` (NaN outside
       the epochs trained), on device.
     """
-    if not 0 <= first_epoch and first_epoch + num_epochs <= self.epochs:
+    if not (0 <= first_epoch and 0 < num_epochs and first_epoch + num_epochs <= self.epochs):
       raise ValueError(f"epochs [{first_epoch}, {first_epoch + num_epochs}) are outside the "
                        f"budget of {self.epochs}")
+    _check_not_consumed(lanes.state, "these lanes")
     layout = self.layout(lanes.count)
+    if len(lanes.state.diverged) != layout.padded:  # Laid out before the groups shrank.
+      lanes = self.select(lanes, np.arange(lanes.count))
     shared = jax.device_put((data_key, np.int32(first_epoch), np.int32(num_epochs)),
                             self._replicated)
     with jax.default_matmul_precision(self._precision):
       state, losses = self._compiled(layout)["advance"](
-          (lanes.hparams, lanes.state), shared[0], self._x_train, self._y_train, *shared[1:])
+          lanes.state, lanes.hparams, shared[0], self._x_train, self._y_train, *shared[1:])
     return lanes._replace(state=state), losses
 
   def advance_program(self, hparams: Mapping[str, np.ndarray]) -> tuple[Callable, tuple]:
@@ -301,7 +503,7 @@ class Population:
     ``.lower(*args)`` it or trace its jaxpr."""
     key = self.round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
-    args = ((lanes.hparams, lanes.state), jax.device_put(key, self._replicated),
+    args = (lanes.state, lanes.hparams, jax.device_put(key, self._replicated),
             self._x_train, self._y_train, np.int32(0), np.int32(self.epochs))
     return self._compiled(self.layout(lanes.count))["advance"], args
 
@@ -319,10 +521,12 @@ class Population:
       hparams: ``{name: [K]}`` hyperparameters of the new lanes (default: the
         selected lanes' own).
     """
+    _check_not_consumed(lanes.state, "these lanes")
     index = np.asarray(index, np.int32)
-    layout = self.layout(len(index))
     if hparams is None:
       hparams = {k: v[index] for k, v in lanes.hparams.items()}
+    self._fit_memory(hparams)
+    layout = self.layout(len(index))
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
     state = self._gather(lanes.state, jax.device_put(_pad(index, layout.padded)))
     return Lanes(state, padded, len(index))
@@ -347,6 +551,7 @@ class Population:
     """Accuracy and loss of every lane on the validation split (or ``batches``),
     in one call: ``[L]`` each, for the ``L`` lanes of ``params`` padded as
     :meth:`layout` asks (pass :meth:`train`'s output to get ``[L]`` back as is)."""
+    _check_not_consumed(params, "these parameters")
     lanes = jax.tree.leaves(params)[0].shape[0]
     layout = self.layout(lanes)
     if layout.padded > lanes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,12 @@ import numpy as np
 from vmaptune import optimizers
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
-from vmaptune.population import MATMUL_PRECISIONS, Population
+from vmaptune.population import (
+  MATMUL_PRECISIONS,
+  OutOfMemoryError,
+  Population,
+  is_out_of_memory,
+)
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
 from vmaptune.strategies import RoundContext, TrialLog, parse_strategy
@@ -67,6 +73,13 @@ class Settings:
       ``epochs``), ``"halving"``, ``"hyperband"``, ``"pbt"``, a name with
       settings such as ``"halving(eta=4, min_epochs=2)"``, or a
       :class:`vmaptune.strategies.Strategy`.
+    max_lanes_per_chunk: at most this many lanes trained together per device;
+      a device's lanes run as equal chunks of at most this size, one after
+      another inside the same program (default: automatic: cache-sized
+      chunks on CPU, and on GPUs/TPUs as few chunks as fit the device's free
+      memory by the compiled program's memory analysis).
+    memory_budget_bytes: per-device memory a training program may plan to
+      use (default: 90% of the free memory the device reports; none on CPU).
   """
 
   population: int = 256
@@ -81,13 +94,15 @@ class Settings:
   schedule: str = "auto"
   matmul_precision: str = "default"
   strategy: Any = "random"
+  max_lanes_per_chunk: int | None = None
+  memory_budget_bytes: int | None = None
 
   def check(self, num_train: int) -> None:
     """Raises :class:`SettingsError` naming the first bad setting."""
     def whole(name: str, minimum: int, maximum: int | None = None, why: str = ""):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SettingsError(f"{name}={value!r}; expected a whole number >= {minimum}")
+        raise SettingsError(f"{name}={value!r}; expected a whole number >= {minimum}{why}")
       if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise SettingsError(f"{name}={value!r}; expected a whole number {bound}{why}")
@@ -98,6 +113,9 @@ class Settings:
     whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
     whole("eval_batch_size", 1)
     whole("seed", 0, 2**32 - 1)
+    for name in ("max_lanes_per_chunk", "memory_budget_bytes"):
+      if getattr(self, name) is not None:
+        whole(name, 1, why=" or None (automatic)")
     for name, ok, expected in (
         ("keep", lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
         ("margin", lambda v: 0 <= v <= 1, "a fraction in [0, 1]")):
@@ -243,7 +261,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
       ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
       ("auto"), ``eval_batch_size`` (1024), ``matmul_precision`` ("default"),
-      ``strategy`` ("random").
+      ``strategy`` ("random"), ``max_lanes_per_chunk`` and ``memory_budget_bytes``
+      (None: automatic).
 
   Returns:
     A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
@@ -282,7 +301,9 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
 
   pop = Population(model, factory, data, epochs=settings.epochs,
                    batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size,
-                   matmul_precision=settings.matmul_precision)
+                   matmul_precision=settings.matmul_precision,
+                   lanes_per_group=settings.max_lanes_per_chunk,
+                   memory_budget_bytes=settings.memory_budget_bytes)
   record = {**settings.to_dict(), "model": repr(model), "data": repr(data),
             "devices": [str(d) for d in jax.devices()]}
   callbacks = [on_round] if on_round else []
@@ -296,7 +317,13 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
   start = time.perf_counter()
   current = space
   for index in range(settings.rounds):
-    result = _run_round(pop, settings, current, space, index)
+    try:
+      result = _run_round_in_memory(pop, settings, current, space, index)
+    except OutOfMemoryError as e:
+      e.partial = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
+      if run_dir is not None:
+        run_dir.write_summary({**e.partial.summary(), "error": str(e)})
+      raise
     if run_dir is not None:
       run_dir.append_round(result)
     if not result.completed.any():
@@ -315,6 +342,29 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
       callback(result)
     current = result.next_space
   return tuned
+
+
+def _run_round_in_memory(pop: Population, settings: Settings, current: Space, bounds: Space,
+                         index: int) -> RoundResult:
+  """Runs a round; if a device runs out of memory, runs it again with lane
+  chunks half as large (same keys, so the same results) down to one lane.
+
+  Raises:
+    OutOfMemoryError: one lane per chunk does not fit either.
+  """
+  while True:
+    try:
+      return _run_round(pop, settings, current, bounds, index)
+    except jax.errors.JaxRuntimeError as e:
+      if not is_out_of_memory(e):
+        raise
+      if not pop.shrink_groups():
+        raise OutOfMemoryError(f"round {index + 1}/{settings.rounds} ran out of device memory "
+                               f"with one lane per chunk: {e}") from e
+      lanes = pop.lanes_per_group
+      warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
+                    f"most {lanes} lane{'s' if lanes > 1 else ''} per chunk", RuntimeWarning,
+                    stacklevel=3)
 
 
 def _run_round(pop: Population, settings: Settings, current: Space, bounds: Space,
