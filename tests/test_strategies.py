@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.optimizers import BUILTIN
-from vmaptune.strategies import halving_budgets, ladder_size, parse_strategy
+from vmaptune.optimizers import BUILTIN, scheduled
+from vmaptune.strategies import halving_budgets, ladder_size, parse_strategy, rank
 
 PARAM_ATOL = 1e-4  # As in test_population: regrouped lanes agree to float32 rounding.
 
@@ -42,19 +42,31 @@ def test_training_in_segments_equals_training_at_once(population):
   assert np.isfinite(np.asarray(first_losses)[:3, :2]).all()
 
 
-def test_a_surviving_lane_continues_exactly_as_without_compaction(population):
+@pytest.mark.parametrize("lanes_per_group", [None, 1, 2])
+def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, lanes_per_group):
+  # 5 lanes compacted to 3: padded over the devices, and looped over groups.
+  population = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data,
+                             epochs=4, batch_size=32, eval_batch_size=60,
+                             lanes_per_group=lanes_per_group)
   init_key, data_key = population.round_keys(0, 1)
   hparams = _hparams([3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
-  full, _ = population.advance(population.init(hparams, init_key), data_key, 0, 4)
+  full, full_losses = population.advance(population.init(hparams, init_key), data_key, 0, 4)
+  full_scores = population.evaluate(full.state.params)
   rung, _ = population.advance(population.init(hparams, init_key), data_key, 0, 1)
-  survivors = population.select(rung, np.array([3, 0]))
-  assert survivors.count == 2 and survivors.hparams["learning_rate"][:2].tolist() == \
-      pytest.approx([1e-1, 3e-3])
-  survivors, _ = population.advance(survivors, data_key, 1, 3)
-  for new, old in ((0, 3), (1, 0)):
-    for a, b in zip(jax.tree.leaves(_lane(survivors.state.params, new)),
-                    jax.tree.leaves(_lane(full.state.params, old)), strict=True):
+  survivors = population.select(rung, np.array([3, 0, 4]))
+  assert survivors.count == 3 and survivors.hparams["learning_rate"][:3].tolist() == \
+      pytest.approx([1e-1, 3e-3, 3e-1])
+  survivors, losses = population.advance(survivors, data_key, 1, 3)
+  scores = population.evaluate(survivors.state.params)
+  for new, old in ((0, 3), (1, 0), (2, 4)):
+    # Parameters and optimizer state (moments, step count, injected hyperparameters).
+    for a, b in zip(jax.tree.leaves(_lane(survivors.state, new)),
+                    jax.tree.leaves(_lane(full.state, old)), strict=True):
       np.testing.assert_allclose(a, b, atol=PARAM_ATOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(losses)[new, 1:], np.asarray(full_losses)[old, 1:],
+                               rtol=1e-4)
+    assert abs(float(scores.accuracy[new]) - float(full_scores.accuracy[old])) <= 1 / 120
+    assert float(scores.loss[new]) == pytest.approx(float(full_scores.loss[old]), rel=1e-3)
 
 
 def test_changing_a_lanes_hyperparameters_mid_run_takes_effect(population):
@@ -88,6 +100,8 @@ def test_halving_budgets_and_the_ladder():
     ("pbt(interval=0)", r"interval=0; expected a whole number of epochs in \[1, 2\]"),
     ("halving(min_epochs=9)", r"min_epochs=9; expected a whole number in \[1, 2\]"),
     ("pbt(3)", "expected name"),
+    ("halving(eta=3)", "cannot halve 4 lanes over 2 epochs .* it would be random search"),
+    ("pbt(interval=2)", "interval=2 with epochs=2: no lane would ever be exploited"),
 ])
 def test_bad_strategies_are_refused_before_anything_compiles(spec, message, small_data,
                                                               tiny_mlp, lr_space):
@@ -107,6 +121,25 @@ def test_parse_strategy_reads_names_and_settings():
 RUN = dict(population=12, rounds=2, epochs=6, batch_size=32, keep=0.25, seed=0)
 
 
+def _trainer(data, model) -> vt.Population:
+  """A population trainer set up as ``tune(**RUN)`` sets up its own."""
+  steps = RUN["epochs"] * (len(data.train) // RUN["batch_size"])
+  return vt.Population(model, scheduled(BUILTIN["adamw"], "cosine", steps), data,
+                       epochs=RUN["epochs"], batch_size=RUN["batch_size"], eval_batch_size=1024)
+
+
+def _ranking_after(data, model, hparams, epochs):
+  """Lanes best first (diverged last) after ``epochs`` of round 0 of a ``RUN``
+  search: the same configs trained the way tune trains them, without a strategy."""
+  pop = _trainer(data, model)
+  init_key, data_key = pop.round_keys(RUN["seed"], 0)
+  lanes, _ = pop.advance(pop.init(hparams, init_key), data_key, 0, epochs)
+  scores = pop.evaluate(lanes.state.params)
+  count = len(next(iter(hparams.values())))
+  diverged = np.asarray(lanes.state.diverged)[:count]
+  return rank(np.asarray(scores.accuracy)[:count], np.asarray(scores.loss)[:count], diverged)
+
+
 def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tiny_mlp, lr_space,
                                                                  tmp_path):
   result = vt.tune(tiny_mlp, small_data, lr_space, strategy="halving(eta=3)",
@@ -121,6 +154,10 @@ def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tin
     # Finished trials outrank halved ones and beat them at their last common rung.
     assert all(r.status[t] == "finished" for t in r.kept[:3])
   assert [r.compiles for r in result.rounds[1:]] == [0]
+  # The 4 that went on are the best 4 after the first rung (trial i is lane i).
+  first = result.rounds[0]
+  order = _ranking_after(small_data, tiny_mlp, first.hparams, 2)
+  assert set(np.flatnonzero(first.status == "finished").tolist()) == set(order[:4].tolist())
   summary = result.summary()
   assert summary["programs_compiled"] == result.rounds[0].compiles > 0
   assert summary["lane_epochs"] == 2 * 40
@@ -172,6 +209,50 @@ def test_population_based_training_copies_lanes_and_replays_the_best_lineage(
   final = result.final_fit()
   assert final.schedule == result.rounds[result.best.round].schedule(result.best.trial)
   assert abs(final.val_accuracy - result.best.val_accuracy) <= 1 / len(small_data.val)
-  assert any(len(first.schedule(int(t))) > 1 for t in finished)
+  assert len(final.schedule) > 1 or any(len(first.schedule(int(t))) > 1 for t in finished)
+  # A lineage with copies in it, replayed alone, ends where the search's lane ended.
+  copied = int(max(finished, key=lambda t: (len(first.schedule(int(t))), -t)))
+  assert len(first.schedule(copied)) > 1
+  pop = _trainer(small_data, tiny_mlp)
+  replayed = pop.fit_schedule(first.schedule(copied), *pop.round_keys(RUN["seed"], 0))
+  scores = pop.evaluate_one_lane(replayed.params)
+  assert float(scores.loss) == pytest.approx(first.val_loss[copied], rel=1e-4)
+  # The lanes replaced after the first interval were the bottom 3; their parents in the top 3.
+  order = _ranking_after(small_data, tiny_mlp, {k: v[:12] for k, v in first.hparams.items()}, 2)
+  replaced = first.lane[(first.start_epoch == 0) & (first.epochs == 2)]
+  assert set(replaced.tolist()) == set(order[-3:].tolist())
+  parents = first.parent[first.start_epoch == 2]
+  assert len(parents) == 3 and set(first.lane[parents].tolist()) <= set(order[:3].tolist())
   records = vt.read_trials(tmp_path / "run")
   assert {"exploited", "finished"} <= {r["status"] for r in records}
+
+
+@pytest.mark.parametrize("strategy", ["halving(eta=3)", "hyperband(eta=3)", "pbt(interval=2)"])
+def test_diverged_lanes_are_never_kept_copied_or_used_for_narrowing(strategy, small_data,
+                                                                     tiny_mlp):
+  # AdamW steps of up to 1e30 overflow the logits: about half the lanes diverge.
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e30))
+  result = vt.tune(tiny_mlp, small_data, space, strategy=strategy, **dict(RUN, rounds=1))
+  r = result.rounds[0]
+  diverged = np.flatnonzero(r.status == "diverged")
+  assert len(diverged) >= 2
+  assert not np.isin(diverged, r.parent).any()  # PBT never copies from a diverged lane.
+  assert not np.isin(diverged, r.kept).any()
+  kept_high = float(r.hparams["learning_rate"][r.kept].max())
+  margin = (30 - -3) * RUN["margin"] if "margin" in RUN else 33 * 0.1  # decades
+  assert r.next_space["learning_rate"].high <= kept_high * 10 ** margin * (1 + 1e-6)
+  if strategy.startswith("halving"):  # A lane that diverged stops at the rung it diverged by.
+    assert (r.epochs[diverged] == 2).sum() >= 1 and (r.status[r.epochs == 6] != "diverged").any()
+
+
+def test_pbt_explore_moves_each_value_one_step_or_resamples_it(lr_space):
+  rng = np.random.default_rng(0)
+  ctx = vt.strategies.RoundContext(pop=None, space=lr_space, seed=0, index=0, lanes=4,
+                                   init_key=None, data_key=None, rng=rng)
+  start = {"learning_rate": 0.01, "weight_decay": 1e-4}
+  stepped = vt.strategies.PopulationBasedTraining(perturb=2.0, resample=0.0)
+  moves = {round(stepped.explore(ctx, start)["learning_rate"], 6) for _ in range(20)}
+  assert moves == {0.02, 0.005}
+  resampled = vt.strategies.PopulationBasedTraining(resample=1.0)
+  values = [resampled.explore(ctx, start)["learning_rate"] for _ in range(20)]
+  assert len(set(values)) == 20 and all(1e-3 <= v <= 1.0 for v in values)

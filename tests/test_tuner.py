@@ -127,7 +127,7 @@ def test_when_every_lane_diverges_the_error_says_so_and_suggests_a_range(
     vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
             population=4, rounds=2, epochs=1, batch_size=32)
   message = str(info.value)
-  assert "every trial diverged in round 1/2" in message
+  assert "no trial trained round 1/2's full budget without diverging (4 of 4" in message
   assert "learning_rate=LogUniform(1e+03, 1e+05)" in message
   partial = info.value.partial
   assert partial.rounds == [] and partial.best is None

@@ -48,6 +48,11 @@ def ladder_size(n: float) -> int:
   return min(LADDER, key=lambda size: (abs(size - n), -size))
 
 
+def ladder_floor(n: int) -> int:
+  """The largest ladder size ``<= n`` (0 for ``n < 1``)."""
+  return max((size for size in LADDER if size <= n), default=0)
+
+
 @dataclasses.dataclass
 class RoundContext:
   """What a strategy may use during one round.
@@ -90,11 +95,32 @@ class RoundContext:
     return accuracy, loss, diverged
 
 
+def rank_trials(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
+                reached: np.ndarray | None = None) -> np.ndarray:
+  """Trials that did not diverge, best first.
+
+  Sorted by the epoch each trial reached (descending: a trial that trained
+  the full budget outranks one stopped at an early rung), then validation
+  accuracy (descending), validation loss (ascending) and index, so ties
+  break deterministically.
+
+  Args:
+    accuracy, loss: ``[T]``.
+    diverged: bool ``[T]``; these trials are left out.
+    reached: ``[T]`` epoch each trial stopped at (default: all equal).
+
+  Returns:
+    int array ``[T - diverged.sum()]`` of trial indices.
+  """
+  alive = np.flatnonzero(~diverged)
+  reached = np.zeros(len(accuracy)) if reached is None else np.asarray(reached)
+  order = np.lexsort((alive, loss[alive], -accuracy[alive], -reached[alive]))
+  return alive[order]
+
+
 def rank(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
-  """Lane indices best first: accuracy down, then loss up, then index; diverged last."""
-  acc = np.where(diverged, -np.inf, accuracy)
-  los = np.where(diverged, np.inf, loss)
-  return np.lexsort((np.arange(len(acc)), los, -acc))
+  """Every lane, best first (see :func:`rank_trials`), diverged lanes last."""
+  return np.concatenate([rank_trials(accuracy, loss, diverged), np.flatnonzero(diverged)])
 
 
 class TrialLog:
@@ -196,6 +222,12 @@ def halving_budgets(epochs: int, eta: int, lanes: int, min_epochs: int) -> list[
   halvings = 0
   while lanes / eta ** (halvings + 1) >= 1 and epochs / eta ** (halvings + 1) >= min_epochs:
     halvings += 1
+  return rung_budgets(epochs, eta, halvings, min_epochs)
+
+
+def rung_budgets(epochs: int, eta: int, halvings: int, min_epochs: int) -> list[int]:
+  """Budget ``i`` of ``halvings + 1`` rungs: ``epochs / eta**(halvings - i)``,
+  rounded, at least ``min_epochs``, strictly increasing, the last ``epochs``."""
   budgets = sorted({max(min_epochs, round(epochs / eta ** (halvings - i)))
                     for i in range(halvings + 1)} | {epochs})
   return [b for b in budgets if b <= epochs]
@@ -219,7 +251,9 @@ def _halve(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
       return
     order = rank(accuracy, loss, diverged)
     alive = int((~diverged).sum())
-    keep = min(alive, max(1, ladder_size(lanes.count / eta)))
+    # A ladder size, even when divergence leaves fewer lanes than planned, so
+    # the survivors reuse a compiled program.
+    keep = ladder_floor(min(alive, ladder_size(lanes.count / eta)))
     survivors = order[:keep]
     for position in order[keep:]:
       log.close(trials[position], budget, accuracy[position], loss[position],
@@ -251,6 +285,11 @@ class SuccessiveHalving(Strategy):
         or not 1 <= self.min_epochs <= epochs:
       raise ValueError(f"min_epochs={self.min_epochs!r}; expected a whole number in "
                        f"[1, {epochs}] (the epoch budget)")
+    if len(halving_budgets(epochs, self.eta, population, self.min_epochs)) < 2:
+      raise ValueError(
+          f"{self.name} with eta={self.eta} and min_epochs={self.min_epochs} cannot halve "
+          f"{population} lanes over {epochs} epochs (it needs population >= eta and epochs "
+          f">= eta * min_epochs = {self.eta * self.min_epochs}); it would be random search")
 
   def run(self, ctx: RoundContext, log: TrialLog) -> None:
     budgets = halving_budgets(ctx.budget, self.eta, ctx.lanes, self.min_epochs)
@@ -263,9 +302,11 @@ class Hyperband(SuccessiveHalving):
   fully trained ones, so a setting that starts slowly still gets a chance.
 
   Bracket ``s`` (``s = s_max .. 0``) starts
-  ``ceil(population * (s_max + 1) / (s + 1) / eta**(s_max - s))`` lanes at
+  ``population * (s_max + 1) / (s + 1) / eta**(s_max - s)`` lanes (rounded to
+  the nearest ``LADDER`` size, so brackets share compiled programs) at
   ``epochs / eta**s`` epochs and halves ``s`` times; ``s_max`` is the most
-  halvings the budget allows above ``min_epochs``. Each bracket samples its
+  halvings both the budget (rungs of at least ``min_epochs``) and the
+  population (``eta**s_max <= population``) allow. Each bracket samples its
   own configurations.
   """
 
@@ -273,15 +314,12 @@ class Hyperband(SuccessiveHalving):
 
   def brackets(self, epochs: int, population: int) -> list[tuple[int, list[int]]]:
     """``[(lanes, rung budgets), ...]`` from the most exploratory bracket down."""
-    s_max = 0
-    while epochs / self.eta ** (s_max + 1) >= self.min_epochs:
-      s_max += 1
+    s_max = len(halving_budgets(epochs, self.eta, population, self.min_epochs)) - 1
     plan = []
     for s in range(s_max, -1, -1):
-      lanes = math.ceil(population * (s_max + 1) / (s + 1) / self.eta ** (s_max - s))
-      budgets = sorted({max(self.min_epochs, round(epochs / self.eta ** (s - i)))
-                        for i in range(s + 1)} | {epochs})
-      plan.append((lanes, budgets))
+      lanes = population if s == s_max else ladder_size(
+          population * (s_max + 1) / (s + 1) / self.eta ** (s_max - s))
+      plan.append((lanes, rung_budgets(epochs, self.eta, s, self.min_epochs)))
     return plan
 
   def run(self, ctx: RoundContext, log: TrialLog) -> None:
@@ -325,6 +363,9 @@ class PopulationBasedTraining(Strategy):
       raise ValueError(f"resample={self.resample!r}; expected a probability in [0, 1]")
     if population < 2:
       raise ValueError(f"population={population}; population-based training needs >= 2 lanes")
+    if self.interval >= epochs:
+      raise ValueError(f"interval={self.interval} with epochs={epochs}: no lane would ever be "
+                       "exploited; use an interval shorter than the epoch budget")
 
   def explore(self, ctx: RoundContext, hparams: dict[str, float]) -> dict[str, float]:
     moved = {}

@@ -33,7 +33,7 @@ from vmaptune.population import (
 )
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
-from vmaptune.strategies import RoundContext, TrialLog, parse_strategy
+from vmaptune.strategies import RoundContext, TrialLog, parse_strategy, rank_trials
 
 
 class SettingsError(ValueError):
@@ -200,34 +200,12 @@ def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: 
                         f"{list(space)}: {type(e).__name__}: {e}") from e
 
 
-def rank_trials(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
-                reached: np.ndarray | None = None) -> np.ndarray:
-  """Trials that did not diverge, best first.
-
-  Sorted by the epoch each trial reached (descending: a trial that trained
-  the full budget outranks one stopped at an early rung), then validation
-  accuracy (descending), validation loss (ascending) and index, so ties
-  break deterministically.
-
-  Args:
-    accuracy, loss: ``[T]``.
-    diverged: bool ``[T]``; these trials are left out.
-    reached: ``[T]`` epoch each trial stopped at (default: all equal).
-
-  Returns:
-    int array ``[T - diverged.sum()]`` of trial indices.
-  """
-  alive = np.flatnonzero(~diverged)
-  reached = np.zeros(len(accuracy)) if reached is None else np.asarray(reached)
-  order = np.lexsort((alive, loss[alive], -accuracy[alive], -reached[alive]))
-  return alive[order]
-
-
-def _divergence_message(current: Space, original: Space, done: list[RoundResult],
-                        index: int, settings: Settings) -> str:
+def _divergence_message(result: RoundResult, current: Space, original: Space,
+                        done: list[RoundResult], index: int, settings: Settings) -> str:
   ranges = ", ".join(f"{k} {d.describe()}" for k, d in current.items())
-  message = (f"every trial diverged in round {index + 1}/{settings.rounds} "
-             f"(training or validation loss became NaN/inf); the ranges sampled were: {ranges}.")
+  message = (f"no trial trained round {index + 1}/{settings.rounds}'s full budget without "
+             f"diverging ({result.num_diverged} of {result.num_trials} trials' training or "
+             f"validation loss became NaN/inf); the ranges sampled were: {ranges}.")
   lr = original.get("learning_rate")
   if done:
     best = max((r.trial(r.best_trial) for r in done), key=lambda t: t.val_accuracy)
@@ -329,7 +307,7 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     if not result.completed.any():
       for callback in callbacks:
         callback(result)
-      message = _divergence_message(current, space, done, index, settings)
+      message = _divergence_message(result, current, space, done, index, settings)
       partial = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
       if run_dir is not None:
         run_dir.write_summary({**partial.summary(), "error": message})
