@@ -7,7 +7,16 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import compilation, data, devices, models, optimizers, strategies, train
+from vmaptune import (
+  compilation,
+  data,
+  devices,
+  distributed,
+  models,
+  optimizers,
+  strategies,
+  train,
+)
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import Population
@@ -24,7 +33,7 @@ devices.configure_cpu_devices()
 __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
     "LogUniform", "Population", "RoundResult", "Settings", "SettingsError", "Space",
-    "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
+    "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices", "distributed",
     "load_experiment", "models", "optimizers", "override", "rank_trials", "read_trials",
     "strategies", "train", "tune",
 ]

@@ -7,8 +7,10 @@ and meets every lane's weights.
 
 Lanes are laid out in two levels:
 
-* across devices: the lane axis is sharded over a 1-D mesh of every local
-  device (``shard_map``; data and keys replicated, no communication);
+* across devices: the lane axis is sharded over a 1-D mesh of every device
+  (``shard_map``; data and keys replicated, no communication), in every
+  process when a run spans several (each process feeds and computes its own
+  devices' shards; see :mod:`vmaptune.distributed`);
 * within a device: lanes run in groups of ``lanes_per_group``, vmapped inside
   a group and looped over groups (``lax.map``). On a GPU or TPU one group holds
   every lane (the widest matmuls); on a CPU a group is sized to stay in cache,
@@ -33,7 +35,15 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset, Split
-from vmaptune.devices import LANES, lane_mesh, lane_sharding, replicated
+from vmaptune.devices import (
+  LANES,
+  first_local_device,
+  lane_mesh,
+  lane_sharding,
+  local,
+  put,
+  replicated,
+)
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
@@ -139,7 +149,8 @@ class Population:
     epochs: passes over the training split per round.
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
-    devices: devices to shard lanes over (default: every local device).
+    devices: devices to shard lanes over (default: every device, of every
+      process of a multi-process run).
     lanes_per_group: at most this many lanes vmapped together on a device
       (default: all of them on accelerators; a cache-sized group on CPU).
     matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"`` runs
@@ -190,14 +201,14 @@ class Population:
     # Gathers lanes (selection, copying) into a lane-sharded result.
     self._gather = jax.jit(lambda tree, index: jax.tree.map(lambda a: a[index], tree),
                            out_shardings=lane_sharding(self.mesh))
-    self._x_train = jax.device_put(data.train.x, self._replicated)
-    self._y_train = jax.device_put(data.train.y, self._replicated)
+    self._x_train = put(data.train.x, self._replicated)
+    self._y_train = put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
     self._programs: dict[Layout, dict[str, Callable]] = {}
-    # Single-lane programs for the final fit, on the first device only (its
-    # inputs are moved there, or the replicated data would run it on every
-    # device); compiled only if used.
-    self._first = self.mesh.devices.flat[0]
+    # Single-lane programs for the final fit, on this process's first device
+    # only (its inputs are moved there, or the replicated data would run it on
+    # every device); compiled only if used.
+    self._first = first_local_device(self.mesh)
     self._init_one = jax.jit(self.init_one, compiler_options=self.compiler_options)
     self._segment_one = jax.jit(self.segment_one, compiler_options=self.compiler_options)
     self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self.compiler_options)
@@ -248,7 +259,7 @@ class Population:
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
     """Pads and batches a split for evaluation and puts a copy on every device."""
     batches = eval_batches(Split(x, y), self.eval_batch_size)
-    return EvalBatches(*jax.device_put(tuple(batches), self._replicated))
+    return EvalBatches(*put(tuple(batches), self._replicated))
 
   @staticmethod
   def round_keys(seed: int, round_index: int) -> tuple[jax.Array, jax.Array]:
@@ -271,7 +282,7 @@ class Population:
     layout = self.layout(count)
     # Padding lanes repeat the last configuration: valid values, results ignored.
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
-    key = jax.device_put(init_key, self._replicated)
+    key = put(init_key, self._replicated)
     with jax.default_matmul_precision(self._precision):
       state = self._compiled(layout)["init"](padded, key, self._x_train)
     return Lanes(state, padded, count)
@@ -288,8 +299,7 @@ class Population:
       raise ValueError(f"epochs [{first_epoch}, {first_epoch + num_epochs}) are outside the "
                        f"budget of {self.epochs}")
     layout = self.layout(lanes.count)
-    shared = jax.device_put((data_key, np.int32(first_epoch), np.int32(num_epochs)),
-                            self._replicated)
+    shared = put((data_key, np.int32(first_epoch), np.int32(num_epochs)), self._replicated)
     with jax.default_matmul_precision(self._precision):
       state, losses = self._compiled(layout)["advance"](
           (lanes.hparams, lanes.state), shared[0], self._x_train, self._y_train, *shared[1:])
@@ -301,7 +311,7 @@ class Population:
     ``.lower(*args)`` it or trace its jaxpr."""
     key = self.round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
-    args = ((lanes.hparams, lanes.state), jax.device_put(key, self._replicated),
+    args = ((lanes.hparams, lanes.state), put(key, self._replicated),
             self._x_train, self._y_train, np.int32(0), np.int32(self.epochs))
     return self._compiled(self.layout(lanes.count))["advance"], args
 
@@ -324,7 +334,7 @@ class Population:
     if hparams is None:
       hparams = {k: v[index] for k, v in lanes.hparams.items()}
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
-    state = self._gather(lanes.state, jax.device_put(_pad(index, layout.padded)))
+    state = self._gather(lanes.state, put(_pad(index, layout.padded), self._replicated))
     return Lanes(state, padded, len(index))
 
   def train(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array,
@@ -359,8 +369,9 @@ class Population:
 
   def fit_schedule(self, schedule: list[tuple[int, int, Mapping[str, float]]],
                    init_key: jax.Array, data_key: jax.Array) -> TrainOutput:
-    """Trains one configuration alone (no lane axis) on the first device,
-    following a hyperparameter schedule, as the final fit does.
+    """Trains one configuration alone (no lane axis) on this process's first
+    device, following a hyperparameter schedule, as the final fit does (every
+    process of a multi-process run trains the same copy).
 
     Args:
       schedule: ``[(first_epoch, end_epoch, hparams), ...]`` covering
@@ -368,7 +379,7 @@ class Population:
         lane, or a single ``(0, epochs, hparams)`` entry.
       init_key, data_key: the round's shared keys.
     """
-    inputs = jax.device_put((init_key, data_key, self._x_train, self._y_train), self._first)
+    inputs = local((init_key, data_key, self._x_train, self._y_train), self._first)
     init_key, data_key, x, y = inputs
     losses = []
     with jax.default_matmul_precision(self._precision):
@@ -389,7 +400,8 @@ class Population:
     return self.fit_schedule([(0, self.epochs, hparams)], init_key, data_key)
 
   def evaluate_one_lane(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss (scalars) of one unbatched parameter set, on the first device."""
-    batches = jax.device_put(self._val if batches is None else batches, self._first)
+    """Accuracy and loss (scalars) of one unbatched parameter set, on this
+    process's first device."""
+    batches = local(self._val if batches is None else batches, self._first)
     with jax.default_matmul_precision(self._precision):
-      return self._evaluate_one(jax.device_put(params, self._first), batches)
+      return self._evaluate_one(local(params, self._first), batches)
