@@ -7,7 +7,16 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import compilation, data, devices, models, optimizers, strategies, train
+from vmaptune import (
+  compilation,
+  data,
+  devices,
+  distributed,
+  models,
+  optimizers,
+  strategies,
+  train,
+)
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import OutOfMemoryError, Population
@@ -25,6 +34,7 @@ __all__ = [
     "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
     "LogUniform", "OutOfMemoryError", "Population", "RoundResult", "Settings", "SettingsError",
     "Space", "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
+    "distributed",
     "load_experiment", "models", "optimizers", "override", "rank_trials", "read_trials",
     "strategies", "train", "tune",
 ]

@@ -2,23 +2,39 @@
 
     vmaptune run experiments/digits_mlp.py
     vmaptune run experiments/digits_mlp.py --set population=512 rounds=5 --out runs/digits
+
+Over several processes (hosts), the same command on each, with its own id::
+
+    vmaptune run exp.py --out runs/x --coordinator HOST0:12345 --num-processes 2 --process-id 0
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
 import sys
+import time
+
+import numpy as np
+from jax.experimental.multihost_utils import broadcast_one_to_all
 
 from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
 from vmaptune.data import DataError
+from vmaptune.distributed import (
+  ENV_COORDINATOR,
+  ENV_NUM_PROCESSES,
+  ENV_PROCESS_ID,
+  DistributedError,
+)
 from vmaptune.space import SpaceError
 from vmaptune.tuner import AllDivergedError, SettingsError
 
-USER_ERRORS = (ConfigError, SettingsError, SpaceError, DataError, FileExistsError)
+USER_ERRORS = (ConfigError, SettingsError, SpaceError, DataError, DistributedError,
+               FileExistsError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,17 +51,43 @@ def _parser() -> argparse.ArgumentParser:
                    "$VMAPTUNE_CACHE_DIR or ~/.cache/vmaptune/jax)")
   run.add_argument("--no-cache", action="store_true",
                    help="compile everything afresh; write no compilation cache")
+  several = run.add_argument_group(
+      "several processes", "one run over several processes or hosts: run the same command in "
+      "each, with its own --process-id; only process 0 prints and writes records. Default: "
+      f"${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, ${ENV_PROCESS_ID}, else a SLURM / Open MPI "
+      "/ TPU cluster JAX detects, else one process")
+  several.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0 and a free port on it")
+  several.add_argument("--num-processes", metavar="N", help="processes in the run")
+  several.add_argument("--process-id", metavar="I", help="this process's index, 0 to N-1")
   return parser
 
 
-def _default_out(name: str) -> str:
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+def _default_out(name: str, shared: bool = False) -> str:
+  if shared:
+    # Processes start at slightly different times: take process 0's stamp.
+    stamp = int(broadcast_one_to_all(np.int64(time.time())))
+    stamp = datetime.datetime.fromtimestamp(stamp).strftime("%Y%m%d-%H%M%S")
+  else:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   return os.path.join("runs", name, stamp)
 
 
 def run(args: argparse.Namespace) -> int:
   experiment = override(load_experiment(args.config), args.set)
-  out = args.out or _default_out(experiment.name)
+  flags = {"coordinator": args.coordinator, "num_processes": args.num_processes,
+           "process_id": args.process_id}
+  experiment = dataclasses.replace(
+      experiment, **{k: v for k, v in flags.items() if v is not None})
+  # Before anything runs on JAX. Only process 0 prints and writes records.
+  processes = experiment.initialize_processes()
+  if not processes.writes:
+    args.quiet = True
+  # Every process must name the same run directory: a timestamp could differ.
+  out = args.out or _default_out(experiment.name, processes.num_processes > 1)
+  if processes.num_processes > 1 and not args.quiet:
+    print(f"vmaptune: process 0 of {processes.num_processes} (coordinator "
+          f"{processes.coordinator}); it alone writes {out}", flush=True)
   if not args.quiet:
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
           f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
@@ -57,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"compilation cache: {cache}", flush=True)
     result = experiment.tune(out=out, verbose=not args.quiet)
     result.final_fit()
-  print(result.describe())
+  if processes.writes:
+    print(result.describe())
   return 0
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import flax.linen as nn
 
+from vmaptune import distributed
 from vmaptune.data import Dataset
+from vmaptune.distributed import Processes
 from vmaptune.space import Space
 from vmaptune.tuner import Settings, tune
 
@@ -37,6 +39,11 @@ class Experiment(Settings):
       (called when the run starts).
     space: the search space.
     name: a label used for the default run directory.
+    coordinator, num_processes, process_id: a run over several processes
+      (see :mod:`vmaptune.distributed`): process 0's ``HOST:PORT``, the
+      number of processes, this process's index. ``None`` (the default)
+      leaves each to ``vmaptune run``'s flags, then the ``VMAPTUNE_*``
+      environment variables, then JAX's cluster detection.
 
   >>> import vmaptune as vt
   >>> exp = Experiment(model=vt.models.MLP(), data=vt.data.digits,
@@ -49,6 +56,14 @@ class Experiment(Settings):
   data: Dataset | Callable[[], Dataset]
   space: Space
   name: str = "experiment"
+  coordinator: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+
+  def initialize_processes(self) -> Processes:
+    """Joins the run's processes (:func:`vmaptune.distributed.initialize`); a
+    no-op for a single process or when already joined."""
+    return distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 
   def load_data(self) -> Dataset:
     data = self.data() if callable(self.data) and not isinstance(self.data, Dataset) \
@@ -59,7 +74,9 @@ class Experiment(Settings):
     return data
 
   def tune(self, out: str | None = None, verbose: bool = False, **kwargs):
-    """Runs :func:`vmaptune.tune` with this experiment's fields."""
+    """Runs :func:`vmaptune.tune` with this experiment's fields, over several
+    processes if they are asked for (see :meth:`initialize_processes`)."""
+    self.initialize_processes()
     settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(Settings)}
     return tune(self.model, self.load_data(), self.space, out=out, verbose=verbose,
                 **settings, **kwargs)

@@ -1,4 +1,5 @@
-"""Which devices the lanes run on: one CPU device per core, a 1-D mesh of lanes.
+"""Which devices the lanes run on: one CPU device per core, a 1-D mesh of lanes,
+and moving values between the host and that mesh when it spans several processes.
 
 XLA gives a CPU process one device by default, and one program on it keeps
 both cores of a 2-core machine only partly busy. Exposing one CPU device per
@@ -9,6 +10,12 @@ The count must be set before JAX starts its CPU backend, so
 nothing when ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already set a count, and
 ``VMAPTUNE_CPU_DEVICES=N`` chooses the number (1 turns it off). Each CPU
 device holds its own copy of the training data.
+
+When a run spans several processes (see :mod:`vmaptune.distributed`), the
+mesh holds every device of every process and each process can read and write
+only its own devices' shards. :func:`put`, :func:`to_host` and :func:`local`
+move values across that boundary; in a single process they are plain
+``jax.device_put`` and ``np.asarray`` calls.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 _FLAG = "--xla_force_host_platform_device_count"
@@ -96,9 +105,9 @@ def configure_cpu_devices(count: int | None = None) -> int | None:
 
 
 def lane_mesh(devices: list | None = None) -> Mesh:
-  """A 1-D mesh named ``"lanes"`` over ``devices`` (default: every local device
-  of the default platform)."""
-  devices = list(devices) if devices is not None else jax.local_devices()
+  """A 1-D mesh named ``"lanes"`` over ``devices`` (default: every device of
+  the default platform, in every process of the run)."""
+  devices = list(devices) if devices is not None else jax.devices()
   return Mesh(np.array(devices), (LANES,))
 
 
@@ -110,3 +119,67 @@ def lane_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
   """A full copy on every device of the mesh (data, keys)."""
   return NamedSharding(mesh, PartitionSpec())
+
+
+def put(tree: Any, sharding: NamedSharding) -> Any:
+  """``jax.device_put(tree, sharding)``, also when ``sharding`` spans devices of
+  other processes.
+
+  Every process must call it with the same values (the run computes them from
+  the same seed); each then transfers only its own devices' shards. JAX's
+  ``device_put`` accepts a NumPy array for such a sharding but refuses a
+  ``jax.Array`` held by one process (a round's keys), which is first brought to
+  the host. In a single process this is exactly ``jax.device_put``.
+  """
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: _put_global(x, sharding), tree)
+
+
+def _put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x if x.sharding == sharding else jax.device_put(x, sharding)
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = _put_global(jax.random.key_data(x), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return jax.device_put(np.asarray(x), sharding)
+
+
+def to_host(tree: Any) -> Any:
+  """NumPy copies of the arrays of ``tree``, gathered from every process.
+
+  An array sharded over devices of several processes is gathered with
+  ``multihost_utils.process_allgather`` (a collective: every process must
+  call this with the same tree); anything else, including every array of a
+  single-process run, is simply ``np.asarray``.
+  """
+  def one(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)
+
+
+def local(tree: Any, device: jax.Device) -> Any:
+  """``tree`` on one of this process's devices.
+
+  Arrays replicated over a mesh that spans other processes are taken from
+  this process's own copy (``jax.device_put`` refuses them); in a single
+  process this is exactly ``jax.device_put(tree, device)``.
+  """
+  def one(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if not x.is_fully_replicated:
+        raise ValueError(f"an array sharded as {x.sharding} has no whole copy on {device}")
+      shards = {shard.device: shard.data for shard in x.addressable_shards}
+      x = shards.get(device, next(iter(shards.values())))
+    return jax.device_put(x, device)
+
+  return jax.tree.map(one, tree)
+
+
+def first_local_device(mesh: Mesh) -> jax.Device:
+  """The first device of ``mesh`` that this process can use."""
+  here = jax.process_index()
+  return next(d for d in mesh.devices.flat if d.process_index == here)

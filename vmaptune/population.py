@@ -7,18 +7,19 @@ and meets every lane's weights.
 
 Lanes are laid out in two levels:
 
-* across devices: the lane axis is sharded over a 1-D mesh of every local
-  device (``shard_map``; data and keys replicated, no communication);
+* across devices: the lane axis is sharded over a 1-D mesh of every device
+  (``shard_map``; data and keys replicated, no communication), in every
+  process when a run spans several (each process feeds and computes its own
+  devices' shards; see :mod:`vmaptune.distributed`);
 * within a device: lanes run in groups (chunks) of ``lanes_per_group``,
-  vmapped inside a group and looped over groups (``lax.map``) in the same
-  program, so a device's training working set (activations, gradients,
-  optimizer temporaries) is one group's. On a GPU or TPU one group holds every
-  lane (the widest matmuls) unless the compiled program's memory analysis says
-  it would not fit in the device's free memory, in which case the lanes are
-  split into as few equal groups as fit; on a CPU a group is sized to stay in
-  cache, which the layout ablation in ``experiments/bench_throughput.py``
-  measured ~1.5x faster than one vmap over all of a device's lanes (digits
-  MLP, P=256).
+  vmapped inside a group and looped over groups in the same program, so a
+  device's training working set (activations, gradients, optimizer
+  temporaries) is one group's. On a GPU or TPU one group holds every lane (the
+  widest matmuls) unless the compiled program's memory analysis says it would
+  not fit in the device's free memory, in which case the lanes are split into
+  as few equal groups as fit; on a CPU a group is sized to stay in cache,
+  which the layout ablation in ``experiments/bench_throughput.py`` measured
+  ~1.5x faster than one vmap over all of a device's lanes (digits MLP, P=256).
 
 The population is padded to a whole number of groups on every device with
 copies of its last lane; padding lanes are computed and then ignored.
@@ -38,7 +39,15 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset, Split
-from vmaptune.devices import LANES, lane_mesh, lane_sharding, replicated
+from vmaptune.devices import (
+  LANES,
+  first_local_device,
+  lane_mesh,
+  lane_sharding,
+  local,
+  put,
+  replicated,
+)
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
@@ -234,7 +243,8 @@ class Population:
     epochs: passes over the training split per round.
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
-    devices: devices to shard lanes over (default: every local device).
+    devices: devices to shard lanes over (default: every device, of every
+      process of a multi-process run).
     lanes_per_group: at most this many lanes vmapped together on a device,
       the groups (chunks) running one after another in the same program
       (default: a cache-sized group on CPU; elsewhere every lane of a device,
@@ -283,7 +293,7 @@ class Population:
         raise ValueError(f"{name}={value!r}; expected a whole number >= 1 or None")
     self.lanes_per_group = lanes_per_group  # None: every lane of a device at once.
     if memory_budget_bytes is None:
-      free = free_device_memory(self.mesh.devices.flat[0])
+      free = free_device_memory(first_local_device(self.mesh))
       memory_budget_bytes = None if free is None else int(MEMORY_HEADROOM * free)
     self.memory_budget_bytes = memory_budget_bytes
     self._largest = 0  # The largest population initialised so far (fitted to the budget).
@@ -302,14 +312,14 @@ class Population:
     # Gathers lanes (selection, copying) into a lane-sharded result.
     self._gather = jax.jit(lambda tree, index: jax.tree.map(lambda a: a[index], tree),
                            out_shardings=lane_sharding(self.mesh))
-    self._x_train = jax.device_put(data.train.x, self._replicated)
-    self._y_train = jax.device_put(data.train.y, self._replicated)
+    self._x_train = put(data.train.x, self._replicated)
+    self._y_train = put(data.train.y, self._replicated)
     self._val = self.put_batches(data.val.x, data.val.y)
     self._programs: dict[Layout, dict[str, Callable]] = {}
-    # Single-lane programs for the final fit, on the first device only (its
-    # inputs are moved there, or the replicated data would run it on every
-    # device); compiled only if used.
-    self._first = self.mesh.devices.flat[0]
+    # Single-lane programs for the final fit, on this process's first device
+    # only (its inputs are moved there, or the replicated data would run it on
+    # every device); compiled only if used.
+    self._first = first_local_device(self.mesh)
     self._init_one = jax.jit(self.init_one, compiler_options=self.compiler_options)
     self._segment_one = jax.jit(self.segment_one, compiler_options=self.compiler_options)
     self._evaluate_one = jax.jit(self.evaluate_one, compiler_options=self.compiler_options)
@@ -377,8 +387,8 @@ class Population:
     """
     programs = self._compiled(layout)
     hparams = {name: np.zeros(layout.padded, np.float32) for name in names}
-    shared = jax.device_put((self.round_keys(0, 0)[0], np.int32(0), np.int32(self.epochs)),
-                            self._replicated)
+    shared = put((self.round_keys(0, 0)[0], np.int32(0), np.int32(self.epochs)),
+                 self._replicated)
     state = jax.eval_shape(programs["init"], hparams, shared[0], self._x_train)
     sharding = lane_sharding(self.mesh)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
@@ -443,7 +453,7 @@ class Population:
   def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
     """Pads and batches a split for evaluation and puts a copy on every device."""
     batches = eval_batches(Split(x, y), self.eval_batch_size)
-    return EvalBatches(*jax.device_put(tuple(batches), self._replicated))
+    return EvalBatches(*put(tuple(batches), self._replicated))
 
   @staticmethod
   def round_keys(seed: int, round_index: int) -> tuple[jax.Array, jax.Array]:
@@ -467,7 +477,7 @@ class Population:
     layout = self.layout(count)
     # Padding lanes repeat the last configuration: valid values, results ignored.
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
-    key = jax.device_put(init_key, self._replicated)
+    key = put(init_key, self._replicated)
     with jax.default_matmul_precision(self._precision):
       state = self._compiled(layout)["init"](padded, key, self._x_train)
     return Lanes(state, padded, count)
@@ -490,8 +500,7 @@ class Population:
     layout = self.layout(lanes.count)
     if len(lanes.state.diverged) != layout.padded:  # Laid out before the groups shrank.
       lanes = self.select(lanes, np.arange(lanes.count))
-    shared = jax.device_put((data_key, np.int32(first_epoch), np.int32(num_epochs)),
-                            self._replicated)
+    shared = put((data_key, np.int32(first_epoch), np.int32(num_epochs)), self._replicated)
     with jax.default_matmul_precision(self._precision):
       state, losses = self._compiled(layout)["advance"](
           lanes.state, lanes.hparams, shared[0], self._x_train, self._y_train, *shared[1:])
@@ -503,7 +512,7 @@ class Population:
     ``.lower(*args)`` it or trace its jaxpr."""
     key = self.round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
-    args = (lanes.state, lanes.hparams, jax.device_put(key, self._replicated),
+    args = (lanes.state, lanes.hparams, put(key, self._replicated),
             self._x_train, self._y_train, np.int32(0), np.int32(self.epochs))
     return self._compiled(self.layout(lanes.count))["advance"], args
 
@@ -528,7 +537,7 @@ class Population:
     self._fit_memory(hparams)
     layout = self.layout(len(index))
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
-    state = self._gather(lanes.state, jax.device_put(_pad(index, layout.padded)))
+    state = self._gather(lanes.state, put(_pad(index, layout.padded), self._replicated))
     return Lanes(state, padded, len(index))
 
   def train(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array,
@@ -564,8 +573,9 @@ class Population:
 
   def fit_schedule(self, schedule: list[tuple[int, int, Mapping[str, float]]],
                    init_key: jax.Array, data_key: jax.Array) -> TrainOutput:
-    """Trains one configuration alone (no lane axis) on the first device,
-    following a hyperparameter schedule, as the final fit does.
+    """Trains one configuration alone (no lane axis) on this process's first
+    device, following a hyperparameter schedule, as the final fit does (every
+    process of a multi-process run trains the same copy).
 
     Args:
       schedule: ``[(first_epoch, end_epoch, hparams), ...]`` covering
@@ -573,7 +583,7 @@ class Population:
         lane, or a single ``(0, epochs, hparams)`` entry.
       init_key, data_key: the round's shared keys.
     """
-    inputs = jax.device_put((init_key, data_key, self._x_train, self._y_train), self._first)
+    inputs = local((init_key, data_key, self._x_train, self._y_train), self._first)
     init_key, data_key, x, y = inputs
     losses = []
     with jax.default_matmul_precision(self._precision):
@@ -594,7 +604,8 @@ class Population:
     return self.fit_schedule([(0, self.epochs, hparams)], init_key, data_key)
 
   def evaluate_one_lane(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss (scalars) of one unbatched parameter set, on the first device."""
-    batches = jax.device_put(self._val if batches is None else batches, self._first)
+    """Accuracy and loss (scalars) of one unbatched parameter set, on this
+    process's first device."""
+    batches = local(self._val if batches is None else batches, self._first)
     with jax.default_matmul_precision(self._precision):
-      return self._evaluate_one(jax.device_put(params, self._first), batches)
+      return self._evaluate_one(local(params, self._first), batches)

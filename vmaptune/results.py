@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vmaptune.distributed import is_first_process, on_first_process
 from vmaptune.space import Space
 
 TRIALS_FILE = "trials.jsonl"
@@ -375,6 +376,11 @@ class TuneResult:
 class RunDirectory:
   """Writes a run's records; refuses to overwrite an earlier run's trials.
 
+  In a run over several processes only process 0 touches the directory; on
+  the others a ``RunDirectory`` keeps the path and writes nothing (creating
+  one is then a collective: if process 0 refuses the directory, every
+  process raises).
+
   Args:
     path: the directory; created if missing.
     create: check and create (``True``) or reopen an existing one (``False``).
@@ -382,12 +388,16 @@ class RunDirectory:
 
   def __init__(self, path: str | os.PathLike, create: bool = True):
     self.path = os.fspath(path)
+    self.writes = is_first_process()
     if create:
-      if os.path.exists(os.path.join(self.path, TRIALS_FILE)):
-        raise FileExistsError(
-            f"{self.path} already holds a run ({TRIALS_FILE}); choose another --out / out "
-            "directory so its records are not overwritten")
-      os.makedirs(self.path, exist_ok=True)
+      on_first_process(self._create)
+
+  def _create(self) -> None:
+    if os.path.exists(os.path.join(self.path, TRIALS_FILE)):
+      raise FileExistsError(
+          f"{self.path} already holds a run ({TRIALS_FILE}); choose another --out / out "
+          "directory so its records are not overwritten")
+    os.makedirs(self.path, exist_ok=True)
 
   @property
   def trials_path(self) -> str:
@@ -398,7 +408,9 @@ class RunDirectory:
     return os.path.join(self.path, SUMMARY_FILE)
 
   def append_round(self, result: RoundResult) -> None:
-    """Appends one line per trial and forces it to disk."""
+    """Appends one line per trial and forces it to disk (process 0 only)."""
+    if not self.writes:
+      return
     with open(self.trials_path, "a") as f:
       for trial in result.trials():
         f.write(json.dumps(trial.to_record()) + "\n")
@@ -406,7 +418,10 @@ class RunDirectory:
       os.fsync(f.fileno())
 
   def write_summary(self, summary: dict[str, Any]) -> None:
-    """Writes ``summary.json`` atomically (a crash leaves the old one intact)."""
+    """Writes ``summary.json`` atomically (a crash leaves the old one intact;
+    process 0 only)."""
+    if not self.writes:
+      return
     write_json(self.summary_path, summary)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vmaptune.devices import to_host
 from vmaptune.population import Lanes, Population
 from vmaptune.space import Space
 
@@ -86,10 +87,10 @@ class RoundContext:
     """Validation accuracy, loss and divergence ``[count]`` of the real lanes
     (NaN scores where a lane diverged)."""
     scores = self.pop.evaluate(lanes.state.params)
-    accuracy = np.asarray(scores.accuracy, np.float64)[:lanes.count]
-    loss = np.asarray(scores.loss, np.float64)[:lanes.count]
-    diverged = (np.asarray(lanes.state.diverged)[:lanes.count] | ~np.isfinite(loss)
-                | ~np.isfinite(accuracy))
+    accuracy, loss, diverged = to_host((scores.accuracy, scores.loss, lanes.state.diverged))
+    accuracy = accuracy.astype(np.float64)[:lanes.count]
+    loss = loss.astype(np.float64)[:lanes.count]
+    diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
     accuracy[diverged] = np.nan
     loss[diverged] = np.nan
     return accuracy, loss, diverged
@@ -192,7 +193,7 @@ def _close_all(log: TrialLog, trials: list[int], end: int, accuracy, loss, diver
 
 
 def _record(log: TrialLog, trials: list[int], losses: jax.Array) -> None:
-  host = np.asarray(losses)
+  host = to_host(losses)
   for position, trial in enumerate(trials):
     log.record_losses(trial, host[position])
 

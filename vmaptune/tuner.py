@@ -25,6 +25,7 @@ import numpy as np
 from vmaptune import optimizers
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
+from vmaptune.distributed import is_first_process
 from vmaptune.population import (
   MATMUL_PRECISIONS,
   OutOfMemoryError,
@@ -232,8 +233,9 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
     model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
     data: a :class:`vmaptune.data.Dataset`; its test split is not read here.
     space: the hyperparameters to search; names must suit ``optimizer``.
-    out: run directory for ``trials.jsonl`` and ``summary.json``.
-    verbose: print a summary of each round.
+    out: run directory for ``trials.jsonl`` and ``summary.json`` (written by
+      process 0 only when the run spans several processes).
+    verbose: print a summary of each round (on process 0 of a multi-process run).
     on_round: called with each :class:`RoundResult` as it completes.
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
@@ -283,9 +285,9 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
                    lanes_per_group=settings.max_lanes_per_chunk,
                    memory_budget_bytes=settings.memory_budget_bytes)
   record = {**settings.to_dict(), "model": repr(model), "data": repr(data),
-            "devices": [str(d) for d in jax.devices()]}
+            "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
   callbacks = [on_round] if on_round else []
-  if verbose:
+  if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
 
   def refit(trial: Trial, schedule: list) -> FinalFit:

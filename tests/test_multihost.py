@@ -1,0 +1,281 @@
+"""One run over two processes (2 CPU devices each, on localhost) records what one
+process with 4 devices records; only process 0 writes. Plus the settings checks
+and the single-process behaviour of the multi-process helpers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune import cli, devices, distributed
+from vmaptune.results import RunDirectory, read_trials
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 240
+
+CONFIG = textwrap.dedent("""
+    import numpy as np
+    import vmaptune as vt
+
+    def data():
+      from sklearn.datasets import load_digits
+      raw = load_digits()
+      x = (raw.images[:500, :, :, None] / 16.0).astype(np.float32)
+      return vt.data.from_arrays(x, raw.target[:500], val_fraction=0.2, test_fraction=0.2,
+                                 seed=0, num_classes=10)
+
+    def get_config():
+      return vt.Experiment(name="multihost", model=vt.models.MLP(hidden=(16,)), data=data,
+                           space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
+                                          weight_decay=vt.LogUniform(1e-6, 1e-2)),
+                           population=8, rounds=2, epochs=2, batch_size=32, seed=0)
+""")
+
+# The Python API, settings from the environment: every process prints its result.
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import vmaptune as vt
+
+    processes = vt.distributed.initialize()  # VMAPTUNE_* variables, when set.
+    experiment = vt.override(vt.load_experiment(sys.argv[1]), [sys.argv[3]])
+    result = experiment.tune(out=sys.argv[2])
+    final = result.final_fit()
+    print(json.dumps({"process": [processes.process_id, processes.num_processes],
+                      "best": result.best.to_record(), "schedule": final.schedule,
+                      "val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy,
+                      "trials": [t.to_record() for t in result.trials()]}))
+""")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _env(cpu_devices: int, **extra: str) -> dict:
+  """This worktree's vmaptune, ``cpu_devices`` CPU devices, no inherited run settings."""
+  drop = ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", distributed.ENV_COORDINATOR,
+          distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID)
+  env = {k: v for k, v in os.environ.items() if k not in drop}
+  env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+  return {**env, "VMAPTUNE_CPU_DEVICES": str(cpu_devices), "JAX_PLATFORMS": "cpu", **extra}
+
+
+def _run_together(commands: list[tuple[list[str], dict]], cwd) -> list[tuple[int, str, str]]:
+  """Starts every command at once and waits for all (killing all on a timeout)."""
+  procs = [subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for cmd, env in commands]
+  try:
+    outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
+  except subprocess.TimeoutExpired:
+    for proc in procs:
+      proc.kill()
+    for proc in procs:
+      proc.communicate()
+    pytest.fail(f"the processes did not finish within {TIMEOUT_S}s")
+  return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
+
+
+def _assert_same_trials(got: list[dict], want: list[dict]) -> None:
+  assert len(got) == len(want) > 0
+  for a, b in zip(got, want, strict=True):
+    for key in ("val_accuracy", "val_loss"):
+      assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
+    assert a["hparams"] == pytest.approx(b["hparams"], rel=1e-6), (a, b)
+    strip = lambda t: {k: v for k, v in t.items() if k not in ("val_accuracy", "val_loss",
+                                                                "hparams")}
+    assert strip(a) == strip(b)
+
+
+@pytest.fixture
+def experiment_file(tmp_path) -> str:
+  path = tmp_path / "multihost_exp.py"
+  path.write_text(CONFIG)
+  return str(path)
+
+
+def test_two_processes_record_what_one_process_records_and_only_process_0_writes(
+    tmp_path, experiment_file):
+  """Population-based training (init, advance, evaluate and lane copies between
+  processes' devices), then the final fit. Process 0 is the command line with
+  flags; process 1 the Python API with environment variables: both entry points
+  must run the same programs."""
+  strategy = "strategy=pbt(interval=1, fraction=0.25)"
+  script = tmp_path / "tune_script.py"
+  script.write_text(SCRIPT)
+  [(code, out, err)] = _run_together(
+      [([sys.executable, str(script), experiment_file, "single", strategy], _env(4))], tmp_path)
+  assert code == 0, err[-3000:]
+  single = json.loads(out.strip().splitlines()[-1])
+  assert single.pop("process") == [0, 1]
+  assert any(t["status"] == "exploited" for t in single["trials"])  # PBT did copy lanes.
+
+  port = _free_port()
+  cli_flags = [sys.executable, "-m", "vmaptune.cli", "run", experiment_file, "--no-cache",
+               "--quiet", "--set", strategy, "--out", "p0", "--coordinator",
+               f"localhost:{port}", "--num-processes", "2", "--process-id", "0"]
+  api_env = [sys.executable, str(script), experiment_file, "p1", strategy]
+  (code0, out0, err0), (code1, out1, err1) = _run_together(
+      [(cli_flags, _env(2)),
+       (api_env, _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
+                      VMAPTUNE_PROCESS_ID="1"))], tmp_path)
+  assert code0 == 0, err0[-3000:]
+  assert code1 == 0, err1[-3000:]
+
+  # Process 0 wrote the records, equal to the single process's.
+  _assert_same_trials(read_trials(tmp_path / "p0"), single["trials"])
+  summary = json.loads((tmp_path / "p0" / "summary.json").read_text())
+  assert summary["settings"]["processes"] == 2 and len(summary["settings"]["devices"]) == 4
+  assert summary["chosen"]["trial"] == single["best"]["trial"]
+  assert summary["chosen"]["hparams"] == pytest.approx(single["best"]["hparams"], rel=1e-6)
+  for key in ("val_accuracy", "test_accuracy"):
+    assert summary["final_fit"][key] == pytest.approx(single[key], abs=1e-6)
+  assert "chosen config" in out0
+  # Process 1 wrote nothing but returned the same result.
+  assert not (tmp_path / "p1").exists()
+  multi = json.loads(out1.strip().splitlines()[-1])
+  assert multi.pop("process") == [1, 2]
+  _assert_same_trials(multi["trials"], single["trials"])
+  assert multi["best"]["trial"] == single["best"]["trial"]
+  assert len(multi["schedule"]) == len(single["schedule"]) > 1  # A replayed PBT lineage.
+  for key in ("val_accuracy", "test_accuracy"):
+    assert multi[key] == pytest.approx(single[key], abs=1e-6)
+
+  # Again into the same directory: process 0 refuses it, and so does every process.
+  port = _free_port()
+  cli_flags[cli_flags.index("--coordinator") + 1] = f"localhost:{port}"
+  (code0, _, err0), (code1, _, err1) = _run_together(
+      [(cli_flags, _env(2)),
+       (api_env, _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
+                      VMAPTUNE_PROCESS_ID="1"))], tmp_path)
+  assert code0 == 2 and "p0 already holds a run" in err0, err0[-3000:]
+  assert code1 != 0 and "FileExistsError" in err1 and "(raised on process 0)" in err1, \
+      err1[-3000:]
+  assert not (tmp_path / "p1").exists()
+
+
+# Settings: where they come from and what is refused. None of these joins a run.
+
+def test_settings_come_from_arguments_then_environment_variables():
+  environ = {distributed.ENV_COORDINATOR: "10.0.0.1:1234", distributed.ENV_NUM_PROCESSES: " 4 ",
+             distributed.ENV_PROCESS_ID: "3"}
+  assert distributed.settings(environ=environ) == {
+      "coordinator": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+  assert distributed.settings("host:99", "2", 1, environ=environ) == {
+      "coordinator": "host:99", "num_processes": 2, "process_id": 1}
+  assert distributed.settings(environ={}) == {
+      "coordinator": None, "num_processes": None, "process_id": None}
+  assert distributed.settings("[::1]:8476", environ={})["coordinator"] == "[::1]:8476"
+
+
+@pytest.mark.parametrize("kwargs, environ, message", [
+    ({"coordinator": "localhost"}, {}, "coordinator='localhost'; expected HOST:PORT"),
+    ({"coordinator": "localhost:99999"}, {}, "coordinator='localhost:99999'"),
+    ({}, {"VMAPTUNE_COORDINATOR": ":80"}, "VMAPTUNE_COORDINATOR=':80'"),
+    ({"num_processes": "two"}, {}, "num_processes='two'; expected a whole number >= 1"),
+    ({"num_processes": 0}, {}, "num_processes=0"),
+    ({}, {"VMAPTUNE_NUM_PROCESSES": "2.5"}, "VMAPTUNE_NUM_PROCESSES='2.5'"),
+    ({"process_id": -1}, {}, "process_id=-1; expected a whole number >= 0"),
+    ({"process_id": True}, {}, "process_id=True"),
+    ({"num_processes": 2, "process_id": 2}, {}, "process_id=2 with num_processes=2"),
+])
+def test_bad_settings_are_refused_naming_the_value(kwargs, environ, message):
+  with pytest.raises(distributed.DistributedError, match=message.replace("[", r"\[")):
+    distributed.settings(**kwargs, environ=environ)
+
+
+def test_initialize_without_settings_or_for_one_process_changes_nothing(monkeypatch):
+  monkeypatch.setattr(distributed, "_detected_cluster", lambda: None)
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  single = distributed.Processes(num_processes=1, process_id=0, coordinator=None)
+  assert distributed.initialize() == single
+  assert distributed.initialize(num_processes=1, process_id=0) == single
+  assert not jax.distributed.is_initialized() and single.writes
+
+
+def test_initialize_refuses_incomplete_settings_and_a_late_call(monkeypatch):
+  monkeypatch.setattr(distributed, "_detected_cluster", lambda: None)
+  monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  with pytest.raises(distributed.DistributedError, match="no --num-processes / "
+                     "VMAPTUNE_NUM_PROCESSES, --process-id / VMAPTUNE_PROCESS_ID"):
+    distributed.initialize(coordinator="localhost:1234")
+  monkeypatch.setenv(distributed.ENV_PROCESS_ID, "1")
+  with pytest.raises(distributed.DistributedError, match="no --coordinator"):
+    distributed.initialize(num_processes=2)
+  jax.numpy.ones(1).block_until_ready()  # JAX has run: too late to join a run.
+  with pytest.raises(distributed.DistributedError, match="JAX has already run something"):
+    distributed.initialize("localhost:1234", 2, 1)
+  assert not jax.distributed.is_initialized()
+
+
+def test_cli_refuses_a_bad_process_setting_before_running(tmp_path, capsys):
+  code = cli.main(["run", os.path.join(ROOT, "experiments", "digits_mlp.py"), "--out",
+                   str(tmp_path / "run"), "--no-cache", "--num-processes", "2",
+                   "--process-id", "5"])
+  assert code == 2
+  assert "process_id=5 with num_processes=2" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+# The multi-process helpers, in one process: plain transfers, process 0 writes.
+
+def test_host_transfers_in_one_process_are_plain_device_put_and_asarray():
+  mesh = devices.lane_mesh()
+  lanes = devices.lane_sharding(mesh)
+  values = np.arange(4 * mesh.size, dtype=np.float32)
+  put = devices.put({"x": values}, lanes)["x"]
+  assert put.sharding == lanes and put.is_fully_addressable
+  np.testing.assert_array_equal(devices.to_host(put), values)
+  host = devices.to_host({"a": put, "b": np.ones(2)})
+  assert isinstance(host["a"], np.ndarray) and host["b"].tolist() == [1.0, 1.0]
+  key = devices.put(jax.random.key(3), devices.replicated(mesh))
+  assert jax.random.key_data(key).tolist() == jax.random.key_data(jax.random.key(3)).tolist()
+  first = devices.first_local_device(mesh)
+  assert first == mesh.devices.flat[0]
+  assert devices.local(put, first).devices() == {first}
+
+
+def test_only_the_first_process_writes_and_its_errors_reach_every_process(tmp_path):
+  assert distributed.is_first_process()
+  run_dir = RunDirectory(tmp_path / "run")
+  assert run_dir.writes
+  run_dir.write_summary({"ok": True})
+  assert (tmp_path / "run" / "summary.json").exists()
+  (tmp_path / "run" / "trials.jsonl").write_text("")
+  with pytest.raises(FileExistsError, match="already holds a run"):
+    RunDirectory(tmp_path / "run")
+  assert distributed.on_first_process(lambda: 7) == 7
+  # A directory another process holds is never written (as on processes 1, 2, ...).
+  other = RunDirectory(tmp_path / "other")
+  other.writes = False
+  other.write_summary({"ok": True})
+  other.append_round(None)
+  assert not (tmp_path / "other" / "summary.json").exists()
+
+
+def test_experiment_fields_reach_initialize(monkeypatch):
+  seen = {}
+
+  def initialize(*args):
+    seen["args"] = args
+    return distributed.Processes()
+
+  monkeypatch.setattr(distributed, "initialize", initialize)
+  experiment = vt.Experiment(model=vt.models.MLP(), data=vt.data.digits,
+                             space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)),
+                             coordinator="h:1", num_processes=2, process_id=1)
+  experiment.initialize_processes()
+  assert seen["args"] == ("h:1", 2, 1)

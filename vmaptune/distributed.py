@@ -1,0 +1,258 @@
+"""One run over several processes (hosts): ``jax.distributed`` set-up and who writes.
+
+Every process runs the same program on the same settings and seed, so every
+one computes the same host values (sampled hyperparameters, keys, rankings).
+The lane mesh then holds the devices of all processes; each process feeds and
+computes its own devices' shards, device results are gathered on every process
+(:func:`vmaptune.devices.to_host`), and only process 0 writes the run
+directory. Each process returns the same :class:`~vmaptune.results.TuneResult`.
+
+:func:`initialize` must run before JAX computes anything. It takes the
+coordinator address, the number of processes and this process's id from its
+arguments (the ``vmaptune run`` flags ``--coordinator``, ``--num-processes``,
+``--process-id``, or an experiment's fields of the same names), else from the
+environment variables ``VMAPTUNE_COORDINATOR``, ``VMAPTUNE_NUM_PROCESSES``,
+``VMAPTUNE_PROCESS_ID`` (JAX reads none for the last two; for the address it
+also honours its own ``JAX_COORDINATOR_ADDRESS``). Given none of them, it
+leaves the detection to JAX (SLURM, Open MPI, Cloud TPU pods, ...) when such a
+cluster with more than one process is found (only before JAX has run
+anything), and otherwise does nothing: one process, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from vmaptune.devices import _backend_started
+
+ENV_COORDINATOR = "VMAPTUNE_COORDINATOR"
+ENV_NUM_PROCESSES = "VMAPTUNE_NUM_PROCESSES"
+ENV_PROCESS_ID = "VMAPTUNE_PROCESS_ID"
+
+T = TypeVar("T")
+
+
+class DistributedError(ValueError):
+  """A multi-process setting is malformed, incomplete, or comes too late."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Processes:
+  """The processes of a run.
+
+  Attributes:
+    num_processes: processes taking part (1: a single-process run).
+    process_id: this process's index, ``0 <= process_id < num_processes``.
+    coordinator: ``HOST:PORT`` of process 0's coordinator, ``None`` when
+      JAX's distributed system was not started.
+  """
+
+  num_processes: int = 1
+  process_id: int = 0
+  coordinator: str | None = None
+
+  @property
+  def writes(self) -> bool:
+    """Whether this process writes records (only process 0 does)."""
+    return self.process_id == 0
+
+
+def _check_coordinator(value: Any, source: str) -> str:
+  text = str(value).strip() if value is not None else ""
+  host, sep, port = text.rpartition(":")
+  if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    raise DistributedError(f"{source}={value!r}; expected HOST:PORT, the address of process "
+                           "0 and a free port on it, e.g. 10.0.0.1:12345 or localhost:12345")
+  return text
+
+
+def _check_whole(value: Any, source: str, minimum: int) -> int:
+  if isinstance(value, str):
+    text = value.strip()
+    if text.isdigit():
+      value = int(text)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise DistributedError(f"{source}={value!r}; expected a whole number >= {minimum}")
+  return int(value)
+
+
+def settings(coordinator: str | None = None, num_processes: int | None = None,
+             process_id: int | None = None,
+             environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+  """The requested multi-process settings: arguments first, then environment variables.
+
+  Args:
+    coordinator: ``HOST:PORT`` of process 0 (``None``: ``$VMAPTUNE_COORDINATOR``).
+    num_processes: processes in the run (``None``: ``$VMAPTUNE_NUM_PROCESSES``).
+    process_id: this process's index (``None``: ``$VMAPTUNE_PROCESS_ID``).
+    environ: the environment to read (default ``os.environ``).
+
+  Returns:
+    ``{"coordinator", "num_processes", "process_id"}``, each checked, or
+    ``None`` where neither an argument nor a variable gave it.
+
+  Raises:
+    DistributedError: a malformed value (the message names it and where it
+      came from) or a process id outside ``[0, num_processes)``.
+
+  >>> settings("localhost:1234", 2, 1, environ={})
+  {'coordinator': 'localhost:1234', 'num_processes': 2, 'process_id': 1}
+  """
+  environ = os.environ if environ is None else environ
+  found: dict[str, Any] = {}
+  for name, value, variable, check in (
+      ("coordinator", coordinator, ENV_COORDINATOR, _check_coordinator),
+      ("num_processes", num_processes, ENV_NUM_PROCESSES,
+       lambda v, source: _check_whole(v, source, 1)),
+      ("process_id", process_id, ENV_PROCESS_ID, lambda v, source: _check_whole(v, source, 0))):
+    source = name
+    if value is None and environ.get(variable, "").strip():
+      value, source = environ[variable], variable
+    found[name] = None if value is None else check(value, source)
+  count, index = found["num_processes"], found["process_id"]
+  if count is not None and index is not None and index >= count:
+    raise DistributedError(f"process_id={index} with num_processes={count}; expected a "
+                           f"process id in [0, {count - 1}]")
+  return found
+
+
+def _detected_cluster() -> tuple[str, int] | None:
+  """A cluster JAX can configure itself from (SLURM, Open MPI, TPU pods, ...):
+  its name and process count, or ``None``. Uses JAX's own detectors."""
+  try:
+    from jax._src.clusters import ClusterEnv
+    with warnings.catch_warnings():  # E.g. "Kubernetes detected, package missing".
+      warnings.simplefilter("ignore")
+      for env in ClusterEnv._cluster_types:
+        if not env.opt_in_only_method and env.is_env_present():
+          return env.__name__, int(env.get_process_count())
+  except Exception:  # A JAX without these internals, or a detector that failed.
+    return None
+  return None
+
+
+def current() -> Processes:
+  """The processes of this run, as JAX sees them (one when not distributed)."""
+  if not jax.distributed.is_initialized():
+    return Processes()
+  from jax._src import distributed as jax_distributed
+  return Processes(jax.process_count(), jax.process_index(),
+                   getattr(jax_distributed.global_state, "coordinator_address", None))
+
+
+def is_first_process() -> bool:
+  """Whether this is process 0 (always, in a single-process run); only it writes.
+
+  Starts no JAX backend when the run is not distributed."""
+  return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, timeout_s: int = 300) -> Processes:
+  """Joins this process to a multi-process run, if one is asked for.
+
+  Call it before anything runs on JAX (``vmaptune run`` does). The values come
+  from the arguments, else from ``VMAPTUNE_COORDINATOR``,
+  ``VMAPTUNE_NUM_PROCESSES`` and ``VMAPTUNE_PROCESS_ID``; given none, from a
+  cluster JAX detects (SLURM, Open MPI, Cloud TPU pods) if it has more than one
+  process; otherwise nothing happens. Calling it again once joined checks the
+  values and changes nothing.
+
+  Args:
+    coordinator: ``HOST:PORT`` where process 0 serves the coordinator; the
+      same on every process.
+    num_processes: processes in the run; the same on every process.
+    process_id: this process's index, ``0`` to ``num_processes - 1``.
+    timeout_s: how long to wait for the other processes to join.
+
+  Returns:
+    The run's :class:`Processes`.
+
+  Raises:
+    DistributedError: a malformed or incomplete setting, or JAX already ran
+      something in this process (too late to join).
+  """
+  requested = settings(coordinator, num_processes, process_id)
+  given = {k: v for k, v in requested.items() if v is not None}
+  if jax.distributed.is_initialized():
+    have = current()
+    clash = {k: v for k, v in given.items() if k != "coordinator" and getattr(have, k) != v}
+    if clash:
+      raise DistributedError(f"this process already joined a run as process "
+                             f"{have.process_id} of {have.num_processes}; asked for {clash}")
+    return have
+  if given.get("num_processes") == 1:
+    return Processes()  # One process needs no coordinator.
+  if not given:
+    # Nothing asked for: a cluster JAX recognises, if JAX has not started yet.
+    cluster = None if _backend_started() else _detected_cluster()
+    if cluster is None or cluster[1] <= 1:
+      return Processes()
+    where = f"the {cluster[0]} environment"
+  else:
+    missing = [k for k, v in requested.items() if v is None]
+    if "coordinator" in missing and os.environ.get("JAX_COORDINATOR_ADDRESS"):
+      missing.remove("coordinator")  # JAX reads its own variable.
+    if missing and _detected_cluster() is None:  # Else JAX fills them in from the cluster.
+      flags = {"coordinator": "--coordinator / " + ENV_COORDINATOR,
+               "num_processes": "--num-processes / " + ENV_NUM_PROCESSES,
+               "process_id": "--process-id / " + ENV_PROCESS_ID}
+      raise DistributedError(
+          f"a multi-process run needs the coordinator address, the number of processes and "
+          f"this process's id; got {given} but no {', '.join(flags[m] for m in missing)}")
+    where = ", ".join(f"{k}={v!r}" for k, v in given.items())
+  if _backend_started():
+    raise DistributedError(f"cannot join a multi-process run ({where}): JAX has already "
+                           "run something in this process. Initialise first: "
+                           "vmaptune.distributed.initialize(...) at the top of the script, "
+                           "before any JAX computation")
+  if jax.config.jax_cpu_collectives_implementation is None:
+    # Cross-process collectives on CPU (gathering results) need an implementation.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=requested["coordinator"],
+                             num_processes=requested["num_processes"],
+                             process_id=requested["process_id"],
+                             initialization_timeout=timeout_s)
+  return current()
+
+
+def on_first_process(fn: Callable[[], T]) -> T | None:
+  """Runs ``fn`` on process 0 only; if it raised there, every process raises.
+
+  A collective when the run has several processes: all must call it at the
+  same point. Used to create the run directory, so that a refused directory
+  stops every process instead of leaving the others waiting for process 0.
+
+  Returns:
+    ``fn()`` on process 0, ``None`` elsewhere.
+  """
+  if not jax.distributed.is_initialized() or jax.process_count() == 1:
+    return fn()
+  value, error = None, None
+  if jax.process_index() == 0:
+    try:
+      value = fn()
+    except Exception as e:  # Shared with the other processes, then raised.
+      error = e
+  message = np.zeros(1024, np.uint8)
+  if error is not None:
+    text = f"{type(error).__name__}: {error}".encode()[:1023] or b"error"
+    message[:len(text)] = np.frombuffer(text, np.uint8)
+  message = multihost_utils.broadcast_one_to_all(message)
+  if error is not None:
+    raise error
+  text = bytes(message[message > 0]).decode(errors="replace")
+  if not text:
+    return value
+  kind, _, detail = text.partition(": ")
+  if kind == "FileExistsError":  # A refused run directory: a user error, as on process 0.
+    raise FileExistsError(f"{detail} (raised on process 0)")
+  raise RuntimeError(f"process 0 failed: {text}")
