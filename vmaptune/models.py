@@ -3,6 +3,11 @@
 Any Linen module works with vmaptune if ``module.apply({"params": p}, x)``
 maps features ``[B, ...]`` to logits ``[B, num_classes]``; these two are the
 ones the digits experiments use.
+
+To search a dropout rate per lane, a model takes it as a call argument,
+``module.apply({"params": p}, x, dropout_rate=rate, rngs={"dropout": key})``,
+and is deterministic when called without it (evaluation): :class:`Dropout`
+is a dropout layer for that, and :class:`MLP` and :class:`CNN` use it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,37 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+
+class Dropout(nn.Module):
+  """Dropout whose rate is a call argument, so it can be a traced per-lane value.
+
+  ``flax.linen.Dropout`` holds its rate as a static attribute and branches on
+  it in Python, so one compiled program cannot serve lanes with different
+  rates. Here the rate is an array: each unit is kept where a uniform draw
+  from the ``"dropout"`` stream is below ``1 - rate``, and kept units are
+  scaled by ``1 / (1 - rate)``. A traced rate of 0 keeps every unit
+  unchanged; a rate of ``None`` (or a Python 0) is the identity and asks for
+  no random numbers, as in evaluation.
+
+  >>> import jax, jax.numpy as jnp
+  >>> x = jnp.ones((2, 4))
+  >>> Dropout().apply({}, x, None) is x  # No rate: the identity, no random numbers.
+  True
+  >>> y = Dropout().apply({}, x, jnp.float32(0.5), rngs={"dropout": jax.random.key(0)})
+  >>> bool(jnp.all((y == 0) | (y == 2)))  # Dropped, or kept and scaled by 1 / (1 - 0.5).
+  True
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rate: jax.Array | float | None) -> jax.Array:
+    """Drops entries of ``x [...]`` with probability ``rate`` (a scalar)."""
+    if rate is None or (isinstance(rate, (int, float)) and rate == 0):
+      return x
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    kept = jax.random.uniform(self.make_rng("dropout"), x.shape) < keep
+    return jnp.where(kept, (x / keep).astype(x.dtype), jnp.zeros_like(x))
 
 
 class MLP(nn.Module):
@@ -19,6 +55,9 @@ class MLP(nn.Module):
   Attributes:
     hidden: widths of the hidden layers, e.g. ``(128,)`` for 64-128-10 on digits.
     num_classes: width of the output layer.
+
+  Called with ``dropout_rate`` (and a ``"dropout"`` rng), every hidden
+  activation goes through :class:`Dropout`.
 
   >>> import jax, jax.numpy as jnp
   >>> logits, _ = jax.eval_shape(MLP(hidden=(32,), num_classes=10).init_with_output,
@@ -31,11 +70,12 @@ class MLP(nn.Module):
   num_classes: int = 10
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps ``x [B, ...]`` to logits ``[B, num_classes]``."""
+  def __call__(self, x: jax.Array, dropout_rate: jax.Array | float | None = None) -> jax.Array:
+    """Maps ``x [B, ...]`` to logits ``[B, num_classes]``; ``dropout_rate`` is a
+    scalar (``None``: deterministic)."""
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = nn.relu(nn.Dense(width)(x))
+      x = Dropout()(nn.relu(nn.Dense(width)(x)), dropout_rate)
     return nn.Dense(self.num_classes)(x)
 
 
@@ -72,6 +112,9 @@ class CNN(nn.Module):
     channels: output channels of the two convolutions.
     dense: width of the hidden dense layer.
     num_classes: width of the output layer.
+
+  Called with ``dropout_rate`` (and a ``"dropout"`` rng), the pooled features
+  and the hidden dense activations go through :class:`Dropout`.
   """
 
   channels: Sequence[int] = (16, 32)
@@ -79,11 +122,12 @@ class CNN(nn.Module):
   num_classes: int = 10
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps images ``x [B, H, W, C]`` to logits ``[B, num_classes]``."""
+  def __call__(self, x: jax.Array, dropout_rate: jax.Array | float | None = None) -> jax.Array:
+    """Maps images ``x [B, H, W, C]`` to logits ``[B, num_classes]``;
+    ``dropout_rate`` is a scalar (``None``: deterministic)."""
     for width in self.channels:
       x = nn.relu(PatchConv(width, kernel_size=(3, 3))(x))
     x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.dense)(x))
+    x = Dropout()(x.reshape((x.shape[0], -1)), dropout_rate)
+    x = Dropout()(nn.relu(nn.Dense(self.dense)(x)), dropout_rate)
     return nn.Dense(self.num_classes)(x)

@@ -5,6 +5,13 @@ batch size) and returns ``train_one(hparams, init_key, data_key, x, y)``, a pure
 function whose whole loop is a nested ``lax.scan`` (epochs, then steps). The
 searched hyperparameters are its traced ``hparams`` argument; everything static
 is closed over. ``population.py`` vmaps it over the lane axis.
+
+Besides the optimizer's hyperparameters, the training step reads two of its
+own when ``hparams`` has them (the names are in
+:data:`vmaptune.optimizers.TRAINER_HPARAMS`): ``label_smoothing`` (the training
+loss is the smoothed cross-entropy) and ``dropout_rate`` (passed to the model
+as a call argument, with a ``"dropout"`` random stream). Both are traced
+values: which names are present is static, their values are not.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 import optax
 
 from vmaptune.data import Split
-from vmaptune.optimizers import OptimizerFactory
+from vmaptune.optimizers import DROPOUT_RATE, LABEL_SMOOTHING, OptimizerFactory
 
 Params = Any  # A pytree of arrays.
 
@@ -36,7 +43,8 @@ class TrainOutput(NamedTuple):
 
   Attributes:
     params: the trained parameters (meaningless for a diverged lane).
-    epoch_loss: mean training loss of each epoch, ``[epochs]``.
+    epoch_loss: mean training loss of each epoch, ``[epochs]`` (the loss
+      optimized: with label smoothing and dropout when searched).
     diverged: bool ``[]``, whether the training loss ever became NaN/inf.
   """
   params: Params
@@ -53,6 +61,46 @@ class Evaluation(NamedTuple):
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example cross-entropy: logits ``[B, C]``, labels ``[B]`` -> ``[B]``."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
+                           smoothing: jax.Array | float) -> jax.Array:
+  """Per-example cross-entropy against smoothed targets.
+
+  The target is ``(1 - smoothing) * one_hot(labels) + smoothing / C`` (as
+  ``optax.smooth_labels`` makes it), written as
+  ``ce + smoothing * (uniform_ce - ce)`` so that ``smoothing = 0`` (even a
+  traced 0) gives exactly :func:`cross_entropy`.
+
+  Args:
+    logits: ``[B, C]``.
+    labels: int ``[B]`` in ``[0, C)``.
+    smoothing: scalar in ``[0, 1]``, e.g. one lane's traced value.
+
+  Returns:
+    ``[B]``.
+  """
+  ce = cross_entropy(logits, labels)
+  # Cross-entropy against the uniform target: logsumexp - mean of the logits.
+  uniform_ce = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
+  return ce + smoothing * (uniform_ce - ce)
+
+
+# The dropout keys' stream under a round's data key. Epoch e's minibatch order
+# is drawn from fold_in(data_key, e); no epoch index reaches this value.
+_DROPOUT_STREAM = 0xFFFFFFFF
+
+
+def dropout_key(data_key: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.Array:
+  """The dropout key of step ``step`` of epoch ``epoch``, derived from the round's data key.
+
+  Like the minibatch order it depends only on the data key and the position
+  in the run, so every lane of a round draws the same random numbers (common
+  random numbers; each lane's rate decides what is dropped), and a lane
+  trained in segments, compacted, copied or replayed alone sees the same masks.
+  """
+  stream = jax.random.fold_in(data_key, _DROPOUT_STREAM)
+  return jax.random.fold_in(jax.random.fold_in(stream, epoch), step)
 
 
 def init_params(model: nn.Module, key: jax.Array, example: jax.Array) -> Params:
@@ -84,28 +132,58 @@ def sync_hyperparams(opt_state: optax.OptState,
   return jax.tree.map(sync, opt_state, is_leaf=lambda node: isinstance(node, _INJECTED))
 
 
+def training_loss(model: nn.Module, params: Params, hparams: Mapping[str, jax.Array],
+                  x: jax.Array, y: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  """Mean training loss of one lane on one minibatch.
+
+  The cross-entropy, smoothed by ``hparams["label_smoothing"]`` if present;
+  with ``hparams["dropout_rate"]`` present the model is called as
+  ``model.apply(..., x, dropout_rate=rate, rngs={"dropout": key})``.
+
+  Args:
+    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    params: the lane's parameters.
+    hparams: one lane's hyperparameters (scalars).
+    x: ``[B, ...]``; y: int ``[B]``.
+    key: the dropout key (see :func:`dropout_key`); needed with ``dropout_rate``.
+
+  Returns:
+    float32 ``[]``.
+  """
+  if DROPOUT_RATE in hparams:
+    if key is None:
+      raise ValueError("hparams has 'dropout_rate' but no dropout key was given")
+    logits = model.apply({"params": params}, x, dropout_rate=hparams[DROPOUT_RATE],
+                         rngs={"dropout": key})
+  else:
+    logits = model.apply({"params": params}, x)
+  if LABEL_SMOOTHING in hparams:
+    return smoothed_cross_entropy(logits, y, hparams[LABEL_SMOOTHING]).mean()
+  return cross_entropy(logits, y).mean()
+
+
 def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tuple]:
-  """Builds ``step(hparams, state, x, y) -> (state, loss)``: one optimizer step of one lane.
+  """Builds ``step(hparams, state, x, y, key=None) -> (state, loss)``: one
+  optimizer step of one lane.
 
   The optimizer is rebuilt from the traced ``hparams`` at every call, which
   costs only tracing: the same compiled step serves any hyperparameter values.
-  ``state.diverged`` becomes (and stays) true once the loss is NaN/inf.
+  ``state.diverged`` becomes (and stays) true once the loss is NaN/inf. The
+  loss is :func:`training_loss` (label smoothing and dropout when ``hparams``
+  has them; ``key`` is the step's dropout key).
 
   Args:
     model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
     optimizer: ``factory(hparams) -> optax.GradientTransformation``.
 
   Returns:
-    ``step(hparams, state: LaneState, x [B, ...], y [B]) -> (LaneState, loss [])``.
+    ``step(hparams, state: LaneState, x [B, ...], y [B], key=None) -> (LaneState, loss [])``.
   """
 
-  def loss_fn(params, x, y):
-    logits = model.apply({"params": params}, x)
-    return cross_entropy(logits, y).mean()
-
   def step(hparams: Mapping[str, jax.Array], state: LaneState, x: jax.Array,
-           y: jax.Array) -> tuple[LaneState, jax.Array]:
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+           y: jax.Array, key: jax.Array | None = None) -> tuple[LaneState, jax.Array]:
+    loss, grads = jax.value_and_grad(
+        lambda params: training_loss(model, params, hparams, x, y, key))(state.params)
     opt_state = sync_hyperparams(state.opt_state, hparams)
     updates, opt_state = optimizer(hparams).update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -141,7 +219,8 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
   The epoch range is traced: one compiled program serves every segment length.
   Under ``vmap`` with ``data_key``, ``x_train`` and ``y_train`` unbatched, the
   permutation and the gathered minibatch are computed once and shared by all
-  lanes.
+  lanes, and so are the dropout keys (:func:`dropout_key`) when ``hparams``
+  has ``dropout_rate``.
 
   A lane whose loss becomes NaN/inf, or whose parameters are not all finite at
   the end of a segment, is marked ``diverged``; its values are garbage and are
@@ -169,8 +248,15 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
       state, losses = carry
       order = jax.random.permutation(jax.random.fold_in(data_key, index), num_train)
       batches = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+
+      def body(state, xs):
+        number, rows = xs
+        # Keys are drawn only when the lane searches a dropout rate.
+        key = dropout_key(data_key, index, number) if DROPOUT_RATE in hparams else None
+        return step(hparams, state, x_train[rows], y_train[rows], key)
+
       state, step_losses = jax.lax.scan(
-          lambda state, i: step(hparams, state, x_train[i], y_train[i]), state, batches)
+          body, state, (jnp.arange(steps_per_epoch, dtype=jnp.int32), batches))
       return state, losses.at[index].set(step_losses.mean())
 
     losses = jnp.full((max_epochs,), jnp.nan, jnp.float32)
