@@ -3,6 +3,7 @@ bad lanes early, population-based training copies lanes and replays its lineage.
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import vmaptune as vt
@@ -83,6 +84,34 @@ def test_changing_a_lanes_hyperparameters_mid_run_takes_effect(population):
                                                                                 strict=True))
   assert not all(np.array_equal(np.asarray(b)[0], np.asarray(m)[0])
                  for b, m in zip(before, moved, strict=True))
+
+
+def _inject_sgd(learning_rate):
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+
+
+@pytest.mark.parametrize("factory, names", [
+    (lambda h: _inject_sgd(h["lr"]), ("lr",)),  # A name the optimizer calls otherwise.
+    (lambda h: _inject_sgd(h["learning_rate"] * h["scale"]), ("learning_rate", "scale")),
+])
+def test_custom_factories_follow_the_values_they_compute_even_mid_run(small_data, factory,
+                                                                      names):
+  pop = vt.Population(vt.models.MLP(hidden=(16,)), factory, small_data, epochs=2,
+                      batch_size=32, eval_batch_size=60)
+  init_key, data_key = pop.round_keys(0, 3)
+  start = {name: np.full(2, 0.1, np.float32) for name in names}
+  lanes, _ = pop.advance(pop.init(start, init_key), data_key, 0, 1)
+  before = [np.asarray(leaf) for leaf in jax.tree.leaves(lanes.state.params)]
+  # Lane 1's computed step size becomes 0 mid-run: its parameters must stop moving.
+  stopped = {name: np.array([0.1, 0.0 if name == names[-1] else 0.1], np.float32)
+             for name in names}
+  after, _ = pop.advance(pop.select(lanes, np.array([0, 1]), stopped), data_key, 1, 1)
+  moved = [np.asarray(leaf) for leaf in jax.tree.leaves(after.state.params)]
+  assert all(np.array_equal(b[1], m[1]) for b, m in zip(before, moved, strict=True))
+  assert not all(np.array_equal(b[0], m[0]) for b, m in zip(before, moved, strict=True))
+  # And the injected value is what the factory computed, not a raw searched value.
+  injected = after.state.opt_state.hyperparams["learning_rate"]
+  assert np.asarray(injected)[:2].tolist() == pytest.approx([0.01 if len(names) > 1 else 0.1, 0.0])
 
 
 def test_halving_budgets_and_the_ladder():

@@ -112,24 +112,26 @@ _INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 
 
 def sync_hyperparams(opt_state: optax.OptState,
-                     hparams: Mapping[str, jax.Array]) -> optax.OptState:
-  """Writes ``hparams`` into every ``optax.inject_hyperparams`` state of ``opt_state``.
+                     built: optax.GradientTransformation,
+                     params: Params) -> optax.OptState:
+  """``opt_state`` with the hyperparameters ``built`` was made with.
 
-  Such optimizers read their numeric hyperparameters from their state, not
-  from the values they were built with; syncing before every update makes the
-  traced ``hparams`` the single source of truth, so a strategy that changes a
-  lane's hyperparameters mid-run (population-based training) needs nothing
-  else. Names the state does not hold are ignored.
+  ``optax.inject_hyperparams`` optimizers read their numeric hyperparameters
+  from their state, not from the values they were built with. Copying the
+  ``hyperparams`` of a fresh ``built.init(params)`` (whatever the factory
+  computed from the lane's values: renamed, scaled, derived) into the carried
+  state before every update makes the traced ``hparams`` the single source of
+  truth, so a strategy that changes a lane's hyperparameters mid-run
+  (population-based training) needs nothing else. The fresh moments are never
+  read, and XLA removes them.
   """
+  fresh = built.init(params)
+  is_injected = lambda node: isinstance(node, _INJECTED)
 
-  def sync(node):
-    if isinstance(node, _INJECTED):
-      return node._replace(hyperparams={
-          k: jnp.asarray(hparams[k], jnp.asarray(v).dtype) if k in hparams else v
-          for k, v in node.hyperparams.items()})
-    return node
+  def sync(carried, new):
+    return carried._replace(hyperparams=new.hyperparams) if is_injected(carried) else carried
 
-  return jax.tree.map(sync, opt_state, is_leaf=lambda node: isinstance(node, _INJECTED))
+  return jax.tree.map(sync, opt_state, fresh, is_leaf=is_injected)
 
 
 def training_loss(model: nn.Module, params: Params, hparams: Mapping[str, jax.Array],
@@ -184,8 +186,9 @@ def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tu
            y: jax.Array, key: jax.Array | None = None) -> tuple[LaneState, jax.Array]:
     loss, grads = jax.value_and_grad(
         lambda params: training_loss(model, params, hparams, x, y, key))(state.params)
-    opt_state = sync_hyperparams(state.opt_state, hparams)
-    updates, opt_state = optimizer(hparams).update(grads, opt_state, state.params)
+    built = optimizer(hparams)
+    opt_state = sync_hyperparams(state.opt_state, built, state.params)
+    updates, opt_state = built.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A diverged lane is only flagged, not frozen: freezing would select over
     # every parameter at every step (~10% of a digits-MLP step), and its NaNs
