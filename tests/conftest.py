@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
+from vmaptune.compilation import CompileCounter
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,16 @@ FAST = dict(population=8, rounds=3, epochs=2, batch_size=32, seed=0)
 @pytest.fixture
 def fast_settings() -> dict:
   return dict(FAST)
+
+
+@pytest.fixture
+def refused_before_compiling():
+  """``check(error, message, **tune_args)``: ``vt.tune(**tune_args)`` raises ``error``
+  matching ``message`` and compiles nothing."""
+
+  def check(error: type[Exception], message: str, **tune_args) -> None:
+    with CompileCounter() as compiled, pytest.raises(error, match=message):
+      vt.tune(**tune_args)
+    assert compiled.compiles == 0
+
+  return check

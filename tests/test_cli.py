@@ -1,5 +1,6 @@
 """The `vmaptune` command: a shrunk default experiment end to end, and its input errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,26 @@ def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, cap
     assert expected in printed, expected
   assert len(vt.read_trials(out)) == 16
   assert (out / "summary.json").exists()
+
+
+def test_the_structural_experiment_runs_shrunk_with_one_population_per_combination(tmp_path,
+                                                                                  capsys):
+  out = tmp_path / "run"
+  config = os.path.join(ROOT, "experiments", "digits_mlp_structural.py")
+  assert main(["run", config, "--no-cache", "--set", "population=4", "rounds=2", "epochs=1",
+               "keep=1", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  for expected in ("hidden         {32, 128} choice", "activation     {'relu', 'tanh'} choice",
+                   "by bucket:", "hidden=128 activation='tanh': 1 configuration, best",
+                   "chosen config", "test accuracy"):
+    assert expected in printed, expected
+  records = vt.read_trials(out)
+  assert [(r["hparams"]["hidden"], r["hparams"]["activation"]) for r in records[:4]] == [
+      (32, "relu"), (32, "tanh"), (128, "relu"), (128, "tanh")]
+  summary = json.loads((out / "summary.json").read_text())
+  assert len(summary["rounds"][0]["buckets"]) == 4
+  assert summary["rounds"][1]["compiles"] == 0  # keep=1: the same four buckets recur.
+  assert summary["chosen"]["hparams"]["activation"] in ("relu", "tanh")
 
 
 def test_the_installed_command_runs_quietly(tmp_path):

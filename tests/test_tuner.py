@@ -192,13 +192,10 @@ def _reads_a_missing_name(hparams):
     ({"data": (np.zeros((10, 4)), np.zeros(10))}, r"expected a vmaptune.data.Dataset"),
 ])
 def test_bad_settings_fail_before_anything_compiles(change, message, small_data, tiny_mlp,
-                                                    lr_space):
+                                                    lr_space, refused_before_compiling):
   args = dict(model=tiny_mlp, data=small_data, space=lr_space, population=4, rounds=1,
               epochs=1, batch_size=32)
-  args.update(change)
-  with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
-    vt.tune(**args)
-  assert compiled.compiles == 0
+  refused_before_compiling(vt.SettingsError, message, **{**args, **change})
 
 
 def test_sgd_and_custom_optimizer_factories_train(small_data, tiny_mlp):

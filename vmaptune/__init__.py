@@ -15,13 +15,14 @@ from vmaptune import (
   models,
   optimizers,
   strategies,
+  structural,
   train,
 )
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import OutOfMemoryError, Population
 from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
-from vmaptune.space import LogUniform, Space, SpaceError, Uniform
+from vmaptune.space import Choice, IntUniform, LogUniform, Space, SpaceError, Uniform
 from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_trials, tune
 
 __version__ = "0.1.0"
@@ -31,10 +32,9 @@ __version__ = "0.1.0"
 devices.configure_cpu_devices()
 
 __all__ = [
-    "AllDivergedError", "ConfigError", "DataError", "Dataset", "Experiment", "FinalFit",
-    "LogUniform", "OutOfMemoryError", "Population", "RoundResult", "Settings", "SettingsError",
-    "Space", "SpaceError", "Trial", "TuneResult", "Uniform", "compilation", "data", "devices",
-    "distributed",
-    "load_experiment", "models", "optimizers", "override", "rank_trials", "read_trials",
-    "strategies", "train", "tune",
+    "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "Experiment",
+    "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "Population", "RoundResult",
+    "Settings", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
+    "compilation", "data", "devices", "distributed", "load_experiment", "models", "optimizers",
+    "override", "rank_trials", "read_trials", "strategies", "structural", "train", "tune",
 ]

@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"vmaptune: process 0 of {processes.num_processes} (coordinator "
           f"{processes.coordinator}); it alone writes {out}", flush=True)
   if not args.quiet:
+    batch = ("searched" if "batch_size" in experiment.space.structural_names
+             else experiment.batch_size)
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
           f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
-          f"batch {experiment.batch_size}, keep {experiment.keep:g}", flush=True)
+          f"batch {batch}, keep {experiment.keep:g}", flush=True)
   with contextlib.ExitStack() as stack:
     if not args.no_cache:
       cache = stack.enter_context(persistent_cache(args.cache_dir))

@@ -34,7 +34,8 @@ class Experiment(Settings):
   """Everything one tuning run needs; the settings fields are inherited.
 
   Attributes:
-    model: the Linen module to tune.
+    model: the Linen module to tune, or a function of the space's structural
+      values returning one (see :func:`vmaptune.tune`).
     data: a :class:`Dataset`, or a function of no arguments returning one
       (called when the run starts).
     space: the search space.
@@ -52,7 +53,7 @@ class Experiment(Settings):
   8
   """
 
-  model: nn.Module
+  model: nn.Module | Callable[..., nn.Module]
   data: Dataset | Callable[[], Dataset]
   space: Space
   name: str = "experiment"

@@ -48,13 +48,20 @@ class Dropout(nn.Module):
     kept = jax.random.uniform(self.make_rng("dropout"), x.shape) < keep
     return jnp.where(kept, (x / keep).astype(x.dtype), jnp.zeros_like(x))
 
+# Activation names an MLP accepts (a name, not a function, so that it can be a
+# structural hyperparameter: hashable, and recorded as JSON).
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu, "silu": nn.silu,
+               "elu": nn.elu, "sigmoid": nn.sigmoid, "leaky_relu": nn.leaky_relu}
+
 
 class MLP(nn.Module):
-  """A ReLU multilayer perceptron on flattened inputs.
+  """A multilayer perceptron on flattened inputs (ReLU by default).
 
   Attributes:
-    hidden: widths of the hidden layers, e.g. ``(128,)`` for 64-128-10 on digits.
+    hidden: widths of the hidden layers, e.g. ``(128,)`` for 64-128-10 on
+      digits; an int is one hidden layer of that width.
     num_classes: width of the output layer.
+    activation: a name in ``ACTIVATIONS``, e.g. ``"tanh"``.
 
   Called with ``dropout_rate`` (and a ``"dropout"`` rng), every hidden
   activation goes through :class:`Dropout`.
@@ -66,16 +73,20 @@ class MLP(nn.Module):
   (4, 10)
   """
 
-  hidden: Sequence[int] = (128,)
+  hidden: int | Sequence[int] = (128,)
   num_classes: int = 10
+  activation: str = "relu"
 
   @nn.compact
   def __call__(self, x: jax.Array, dropout_rate: jax.Array | float | None = None) -> jax.Array:
     """Maps ``x [B, ...]`` to logits ``[B, num_classes]``; ``dropout_rate`` is a
     scalar (``None``: deterministic)."""
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation={self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    act = ACTIVATIONS[self.activation]
     x = x.reshape((x.shape[0], -1))
-    for width in self.hidden:
-      x = Dropout()(nn.relu(nn.Dense(width)(x)), dropout_rate)
+    for width in (self.hidden,) if isinstance(self.hidden, int) else self.hidden:
+      x = Dropout()(act(nn.Dense(width)(x)), dropout_rate)
     return nn.Dense(self.num_classes)(x)
 
 

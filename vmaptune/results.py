@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vmaptune.distributed import is_first_process, on_first_process
-from vmaptune.space import Space
+from vmaptune.space import Space, describe_values, json_value
 
 TRIALS_FILE = "trials.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -41,7 +41,9 @@ class Trial:
     trial: 0-based index of the trial within its round.
     lane: the population lane it trained on.
     bracket: Hyperband bracket, -1 for other strategies.
-    hparams: ``{name: value}``.
+    hparams: ``{name: value}``: floats for traced parameters (ints for traced
+      integers), the values themselves (ints, strings, tuples, ...) for
+      structural ones.
     start_epoch: first epoch it trained (0 unless it continued a parent).
     epochs: epochs it trained.
     val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
@@ -58,7 +60,7 @@ class Trial:
   trial: int
   lane: int
   bracket: int
-  hparams: dict[str, float]
+  hparams: dict[str, Any]
   start_epoch: int
   epochs: int
   val_accuracy: float | None
@@ -68,7 +70,10 @@ class Trial:
   kept: bool
 
   def to_record(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    """The record as ``trials.jsonl`` holds it (tuples as lists)."""
+    record = dataclasses.asdict(self)
+    record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +87,8 @@ class RoundResult:
     strategy: the strategy that ran the round, e.g. ``"halving(eta=3, min_epochs=1)"``.
     budget: epochs of a full run.
     lanes: configurations sampled (lanes started from initialisation).
-    hparams: ``{name: float32 [T]}``.
+    hparams: ``{name: [T]}``: float32 for traced parameters; for structural
+      ones the values themselves (int64, or objects for a Choice).
     lane, bracket, start_epoch, epochs, parent: ``[T]`` ints (see :class:`Trial`).
     status: ``[T]`` strings (see :class:`Trial`).
     val_accuracy, val_loss: ``[T]`` when each trial stopped, NaN if diverged.
@@ -169,21 +175,62 @@ class RoundResult:
     done = self.val_accuracy[self.completed]
     return float(np.median(done)) if len(done) else math.nan
 
-  def config(self, trial: int) -> dict[str, float]:
-    return {name: float(values[trial]) for name, values in self.hparams.items()}
+  def config(self, trial: int) -> dict[str, Any]:
+    """``{name: value}`` of a trial, every parameter of the space (plain Python values)."""
+    return {name: self.space[name].value(values[trial]) for name, values in self.hparams.items()}
+
+  def structural(self, trial: int) -> dict[str, Any]:
+    """The structural values of a trial: which bucket it trained in."""
+    return {name: self.space[name].value(self.hparams[name][trial])
+            for name in self.space.structural_names}
+
+  def traced_config(self, trial: int) -> dict[str, float]:
+    """The traced hyperparameters of a trial, as floats (what its lane was fed)."""
+    return {name: float(self.hparams[name][trial]) for name in self.hparams
+            if not self.space[name].structural}
+
+  def buckets(self) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """``[(structural values, trial indices [T_b]), ...]`` per bucket, in order
+    of first appearance; one bucket ``({}, all trials)`` without structure."""
+    groups: dict[tuple, list[int]] = {}
+    for index in range(self.num_trials):
+      key = tuple(self.structural(index).items())
+      groups.setdefault(key, []).append(index)
+    return [(dict(key), np.array(trials)) for key, trials in groups.items()]
+
+  def bucket_summaries(self) -> list[dict[str, Any]]:
+    """Per bucket: its structural values (JSON-ready), configurations started,
+    trials, kept trials, diverged trials, and its best trial that trained the
+    full budget (``None`` if none did, e.g. when all its lanes diverged)."""
+    kept = set(self.kept.tolist())
+    summaries = []
+    for values, trials in self.buckets():
+      done = trials[self.completed[trials]]
+      best = (int(done[np.lexsort((done, self.val_loss[done], -self.val_accuracy[done]))[0]])
+              if len(done) else None)
+      summaries.append({
+          "values": {k: json_value(v) for k, v in values.items()},
+          "configurations": int(((self.parent[trials] < 0)
+                                 & (self.start_epoch[trials] == 0)).sum()),
+          "trials": len(trials), "kept": len(kept.intersection(trials.tolist())),
+          "diverged": int(self.diverged[trials].sum()), "best_trial": best,
+          "best_val_accuracy": None if best is None else float(self.val_accuracy[best])})
+    return summaries
 
   def schedule(self, trial: int) -> list[tuple[int, int, dict[str, float]]]:
     """The configurations ``trial`` and its ancestors trained with, oldest
-    first: ``[(first_epoch, end_epoch, hparams), ...]`` covering ``[0, end)``.
-    Replaying it from the round's initialisation reproduces the trial."""
+    first: ``[(first_epoch, end_epoch, hparams), ...]`` covering ``[0, end)``,
+    with the traced hyperparameters only (a lineage never changes bucket).
+    Replaying it from the round's initialisation, in the trial's bucket,
+    reproduces the trial."""
     chain = [trial]
     while self.parent[chain[-1]] >= 0:
       chain.append(int(self.parent[chain[-1]]))
     chain.reverse()
     starts = [int(self.start_epoch[t]) for t in chain]
     ends = starts[1:] + [int(self.start_epoch[trial] + self.epochs[trial])]
-    return [(start, end, self.config(t)) for start, end, t in zip(starts, ends, chain,
-                                                                   strict=True)]
+    return [(start, end, self.traced_config(t)) for start, end, t in zip(starts, ends, chain,
+                                                                         strict=True)]
 
   def trial(self, index: int, kept: set[int] | None = None) -> Trial:
     diverged = bool(self.diverged[index])
@@ -212,13 +259,24 @@ class RoundResult:
     counts = ", ".join(f"{status} {int((self.status == status).sum())}"
                        for status in ("finished", "halved", "exploited")
                        if (self.status == status).any())
-    return "\n".join([
+    lines = [
         f"round {self.index + 1}/{rounds}: {self.lanes} configurations, {self.lane_epochs} "
         f"lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} trials/s{compile_note})",
         "  sampled ranges:", self.space.describe(),
         f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.num_trials}"
         + (f"  ({counts})" if self.strategy.split("(")[0] != "random" else ""),
-    ])
+    ]
+    if self.space.structural_names:
+      lines.append("  by bucket:")
+      for (values, _), bucket in zip(self.buckets(), self.bucket_summaries(), strict=True):
+        best = bucket["best_val_accuracy"]
+        count = bucket["configurations"]
+        lines.append(f"    {describe_values(values)}: {count} configuration"
+                     f"{'s' if count != 1 else ''}, best "
+                     + ("-" if best is None else f"{best:.4f}")
+                     + f", kept {bucket['kept']}, diverged {bucket['diverged']}/"
+                     f"{bucket['trials']}")
+    return "\n".join(lines)
 
   def summary(self) -> dict[str, Any]:
     best = self.best_trial if self.completed.any() else None
@@ -234,6 +292,7 @@ class RoundResult:
         "best_trial": best,
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
+        **({"buckets": self.bucket_summaries()} if self.space.structural_names else {}),
     }
 
 
@@ -249,6 +308,9 @@ class FinalFit:
       figures within float tolerance: same keys, same data order).
     test_accuracy, test_loss: the only read of the test split.
     params: the retrained parameters (no lane axis).
+    model: the module ``params`` belong to: the chosen trial's bucket's, when
+      the space has structural parameters (``model.apply({"params": params}, x)``).
+    batch_size: the training batch size it was retrained with (its bucket's).
   """
 
   trial: Trial
@@ -258,13 +320,15 @@ class FinalFit:
   test_accuracy: float
   test_loss: float
   params: Any
+  model: Any = None
+  batch_size: int | None = None
 
   def summary(self) -> dict[str, Any]:
-    return {"config": self.trial.hparams, "round": self.trial.round,
+    return {"config": self.trial.to_record()["hparams"], "round": self.trial.round,
             "trial": self.trial.trial, "lane": self.trial.lane,
             "schedule": [{"first_epoch": a, "end_epoch": b, "hparams": h}
                          for a, b, h in self.schedule],
-            "search_val_accuracy": self.trial.val_accuracy,
+            "batch_size": self.batch_size, "search_val_accuracy": self.trial.val_accuracy,
             "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
             "test_accuracy": self.test_accuracy, "test_loss": self.test_loss}
 
@@ -353,7 +417,7 @@ class TuneResult:
     best = self.best
     if best is None:
       return "no round completed"
-    config = lambda hparams: "  ".join(f"{k}={v:.4g}" for k, v in hparams.items())
+    config = lambda hparams: describe_values(hparams, sep="  ")
     lines = [f"chosen config (round {best.round + 1}/{len(self.rounds)}, trial {best.trial}): "
              f"{config(best.hparams)}"]
     schedule = next(r for r in self.rounds if r.index == best.round).schedule(best.trial)

@@ -60,11 +60,15 @@ class RoundContext:
 
   Attributes:
     pop: the population trainer (epoch budget ``pop.epochs``).
-    space: the ranges this round samples from.
+    space: the ranges this round samples from (traced parameters only: with
+      structural parameters, each bucket of the round runs the strategy on
+      its own population, see :mod:`vmaptune.structural`).
     seed, index: the run's seed and the round's index.
-    lanes: the population size P the round was asked for.
+    lanes: the population size P the round was asked for (of this bucket).
     init_key, data_key: the round's shared keys.
     rng: host randomness for the strategy's own choices.
+    bucket: the bucket's number, which seeds its own draws (``None``
+      without structural parameters).
   """
 
   pop: Population
@@ -75,13 +79,14 @@ class RoundContext:
   init_key: jax.Array
   data_key: jax.Array
   rng: np.random.Generator
+  bucket: int | None = None
 
   @property
   def budget(self) -> int:
     return self.pop.epochs
 
   def sample(self, size: int, stream: int = 0) -> dict[str, np.ndarray]:
-    return self.space.sample(self.seed, self.index, size, stream)
+    return self.space.sample(self.seed, self.index, size, stream, self.bucket)
 
   def evaluate(self, lanes: Lanes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validation accuracy, loss and divergence ``[count]`` of the real lanes

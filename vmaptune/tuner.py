@@ -6,6 +6,11 @@ in one batched call, keeps the top ``keep`` fraction of the lanes that did not
 diverge, and narrows every range to the span of the kept values (in each
 parameter's own scale) widened by ``margin``. The test split is not touched
 until :meth:`TuneResult.final_fit`.
+
+With structural parameters (:mod:`vmaptune.structural`) a round splits its
+lanes equally over the surviving combinations of structural values; each
+combination trains as its own population (compiled once, reused by later
+rounds), and the trials of all of them are ranked and narrowed together.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from vmaptune.population import (
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
 from vmaptune.strategies import RoundContext, TrialLog, parse_strategy, rank_trials
+from vmaptune.structural import Bucket, Buckets, ModelSpec, merge_trials
 
 
 class SettingsError(ValueError):
@@ -99,8 +105,17 @@ class Settings:
   max_lanes_per_chunk: int | None = None
   memory_budget_bytes: int | None = None
 
-  def check(self, num_train: int) -> None:
-    """Raises :class:`SettingsError` naming the first bad setting."""
+  def check(self, num_train: int, batch_searched: bool = False,
+            lanes: int | None = None) -> None:
+    """Raises :class:`SettingsError` naming the first bad setting.
+
+    Args:
+      num_train: examples in the training split.
+      batch_searched: the space searches ``batch_size`` (a structural
+        parameter), so this setting is not used and not checked.
+      lanes: lanes each bucket trains (default ``population``), which the
+        strategy must be able to run with.
+    """
     def whole(name: str, minimum: int, maximum: int | None = None, why: str = ""):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -112,7 +127,8 @@ class Settings:
     whole("population", 1)
     whole("rounds", 1)
     whole("epochs", 1)
-    whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
+    if not batch_searched:
+      whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
     whole("eval_batch_size", 1)
     whole("seed", 0, 2**32 - 1)
     for name in ("max_lanes_per_chunk", "memory_budget_bytes"):
@@ -132,9 +148,12 @@ class Settings:
       raise SettingsError(f"schedule={self.schedule!r}; expected one of "
                           f"{list(optimizers.SCHEDULES)}")
     try:
-      parse_strategy(self.strategy).check(self.epochs, self.population)
+      parse_strategy(self.strategy).check(self.epochs, lanes or self.population)
     except ValueError as e:
-      raise SettingsError(str(e)) from None
+      share = (f" (each combination of structural values gets {lanes} "
+               f"lane{'s' if lanes > 1 else ''})"
+               if lanes and lanes != self.population else "")
+      raise SettingsError(f"{e}{share}") from None
 
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
@@ -276,7 +295,7 @@ def _divergence_message(result: RoundResult, current: Space, original: Space,
   return message
 
 
-def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = None,
+def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
          **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space`` in rounds of ``population`` lanes.
@@ -287,6 +306,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
 
   Args:
     model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
+      Structural parameters of ``space`` (other than ``batch_size``) set its
+      fields; or pass a function ``model(**structural_values) -> nn.Module``.
     data: a :class:`vmaptune.data.Dataset`; its test split is not read here.
     space: the hyperparameters to search, one value per lane: the names
       ``optimizer`` takes (built-in ``"adamw"``: ``learning_rate``,
@@ -295,16 +316,19 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
       ``dropout_rate`` (the model must take a ``dropout_rate`` call argument,
       see :class:`vmaptune.models.Dropout`), ``label_smoothing`` and
       ``warmup_epochs`` (see :data:`vmaptune.optimizers.TRAINER_HPARAMS`).
+      Structural parameters (:class:`vmaptune.Choice`,
+      ``IntUniform(..., structural=True)``) split each round's lanes equally
+      over their combinations, one compiled population each.
     out: run directory for ``trials.jsonl`` and ``summary.json`` (written by
       process 0 only when the run spans several processes).
     verbose: print a summary of each round (on process 0 of a multi-process run).
     on_round: called with each :class:`RoundResult` as it completes.
     **settings: any field of :class:`Settings`: ``population`` (256),
-      ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64), ``keep`` (0.2),
-      ``margin`` (0.1), ``seed`` (0), ``optimizer`` ("adamw"), ``schedule``
-      ("auto"), ``eval_batch_size`` (1024), ``matmul_precision`` ("default"),
-      ``strategy`` ("random"), ``max_lanes_per_chunk`` and ``memory_budget_bytes``
-      (None: automatic).
+      ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64; unused when the space
+      searches it), ``keep`` (0.2), ``margin`` (0.1), ``seed`` (0),
+      ``optimizer`` ("adamw"), ``schedule`` ("auto"), ``eval_batch_size``
+      (1024), ``matmul_precision`` ("default"), ``strategy`` ("random"),
+      ``max_lanes_per_chunk`` and ``memory_budget_bytes`` (None: automatic).
 
   Returns:
     A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
@@ -330,41 +354,64 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
                         "(see vmaptune.data.from_arrays)")
   if not isinstance(space, Space):
     raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
-  settings.check(len(data.train))
+  num_train = len(data.train)
+  batch_searched = "batch_size" in space.structural_names
+  settings.check(num_train, batch_searched)
+  traced = space.traced()
   try:
-    factory = optimizers.resolve(settings.optimizer, tuple(space))
-    optimizers.check_ranges(space, factory)
+    buckets = Buckets(model, space, population=settings.population,
+                      batch_size=settings.batch_size, num_train=num_train)
+    factory = optimizers.resolve(settings.optimizer, tuple(traced))
+    optimizers.check_ranges(traced, factory)
   except ValueError as e:
     raise SettingsError(str(e)) from None
-  steps_per_epoch = len(data.train) // settings.batch_size
-  factory = optimizers.scheduled(factory, settings.schedule, settings.epochs * steps_per_epoch,
-                                 steps_per_epoch=steps_per_epoch,
-                                 warmup=optimizers.WARMUP_EPOCHS in space)
-  params = check_model(model, data, settings.batch_size,
-                       dropout=optimizers.DROPOUT_RATE in space)
-  check_optimizer(factory, space, params)
+  if len(buckets) > 1:
+    settings.check(num_train, batch_searched, lanes=buckets.min_lanes())
+
+  def bucket_factory(bucket: Bucket) -> optimizers.OptimizerFactory:
+    steps_per_epoch = num_train // bucket.batch_size
+    return optimizers.scheduled(factory, settings.schedule, settings.epochs * steps_per_epoch,
+                                steps_per_epoch=steps_per_epoch,
+                                warmup=optimizers.WARMUP_EPOCHS in traced)
+
+  for bucket in buckets:  # Every bucket the run may train, before compiling any.
+    try:
+      params = check_model(bucket.model, data, bucket.batch_size,
+                           dropout=optimizers.DROPOUT_RATE in traced)
+      check_optimizer(bucket_factory(bucket), traced, params)
+    except SettingsError as e:
+      if not bucket.values:
+        raise
+      raise SettingsError(f"with {bucket.describe()}: {e}") from e
   run_dir = RunDirectory(out) if out is not None else None
 
-  pop = Population(model, factory, data, epochs=settings.epochs,
-                   batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size,
-                   matmul_precision=settings.matmul_precision,
-                   lanes_per_group=settings.max_lanes_per_chunk,
-                   memory_budget_bytes=settings.memory_budget_bytes)
-  record = {**settings.to_dict(), "model": repr(model), "data": repr(data),
+  def population(bucket: Bucket) -> Population:
+    return buckets.population_for(bucket, lambda b: Population(
+        b.model, bucket_factory(b), data, epochs=settings.epochs, batch_size=b.batch_size,
+        eval_batch_size=settings.eval_batch_size, matmul_precision=settings.matmul_precision,
+        lanes_per_group=settings.max_lanes_per_chunk,
+        memory_budget_bytes=settings.memory_budget_bytes))
+
+  record = {**settings.to_dict(), "data": repr(data),
+            "model": repr(model) if isinstance(model, nn.Module)
+            else getattr(model, "__qualname__", repr(model)),
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
+  if batch_searched:
+    record["batch_size"] = None  # Searched: see the space.
   callbacks = [on_round] if on_round else []
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
 
   def refit(trial: Trial, schedule: list) -> FinalFit:
-    return _final_fit(pop, data, settings.seed, trial, schedule)
+    return _final_fit(population(buckets.find(trial.hparams)), data, settings.seed, trial,
+                      schedule)
 
   done: list[RoundResult] = []
   start = time.perf_counter()
   current = space
   for index in range(settings.rounds):
     try:
-      result = _run_round_in_memory(pop, settings, current, space, index)
+      result = _run_round_in_memory(buckets, population, settings, current, space, index)
     except OutOfMemoryError as e:
       e.partial = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
       if run_dir is not None:
@@ -390,7 +437,8 @@ def tune(model: nn.Module, data: Dataset, space: Space, *, out: str | None = Non
   return tuned
 
 
-def _run_round_in_memory(pop: Population, settings: Settings, current: Space, bounds: Space,
+def _run_round_in_memory(buckets: Buckets, population: Callable[[Bucket], Population],
+                         settings: Settings, current: Space, bounds: Space,
                          index: int) -> RoundResult:
   """Runs a round; if a device runs out of memory, runs it again with lane
   chunks half as large (same keys, so the same results) down to one lane.
@@ -400,32 +448,43 @@ def _run_round_in_memory(pop: Population, settings: Settings, current: Space, bo
   """
   while True:
     try:
-      return _run_round(pop, settings, current, bounds, index)
+      return _run_round(buckets, population, settings, current, bounds, index)
     except jax.errors.JaxRuntimeError as e:
       if not is_out_of_memory(e):
         raise
-      if not pop.shrink_groups():
+      pops = [population(bucket) for bucket in buckets.for_space(current)]
+      if not [pop.shrink_groups() for pop in pops].count(True):
         raise OutOfMemoryError(f"round {index + 1}/{settings.rounds} ran out of device memory "
                                f"with one lane per chunk: {e}") from e
-      lanes = pop.lanes_per_group
+      lanes = max(pop.lanes_per_group or 1 for pop in pops)
       warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
                     f"most {lanes} lane{'s' if lanes > 1 else ''} per chunk", RuntimeWarning,
                     stacklevel=3)
 
 
-def _run_round(pop: Population, settings: Settings, current: Space, bounds: Space,
-               index: int) -> RoundResult:
-  """Runs the strategy for one round, ranks its trials and narrows the space."""
+def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
+               settings: Settings, current: Space, bounds: Space, index: int) -> RoundResult:
+  """Runs the strategy for one round in every bucket of ``current``, ranks all
+  their trials together and narrows the space (categories included)."""
   strategy = parse_strategy(settings.strategy)
   start = time.perf_counter()
-  init_key, data_key = pop.round_keys(settings.seed, index)
-  ctx = RoundContext(pop=pop, space=current, seed=settings.seed, index=index,
-                     lanes=settings.population, init_key=init_key, data_key=data_key,
-                     rng=np.random.default_rng([settings.seed, index, 1 << 20]))
-  log = TrialLog(list(current), pop.epochs)
+  traced = current.traced()
+  lanes_each = buckets.lanes_each(current)
+  init_key, data_key = Population.round_keys(settings.seed, index)
+  parts = []
   with CompileCounter() as compiled:
-    strategy.run(ctx, log)
-  trials = log.arrays()
+    # Buckets share the round's keys: a configuration's result does not depend
+    # on which other buckets the round has.
+    for bucket in buckets.for_space(current):
+      numbered = [] if bucket.index is None else [bucket.index]
+      ctx = RoundContext(pop=population(bucket), space=traced, seed=settings.seed, index=index,
+                         lanes=lanes_each, init_key=init_key, data_key=data_key,
+                         rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
+                         bucket=bucket.index)
+      log = TrialLog(list(traced), settings.epochs)
+      strategy.run(ctx, log)
+      parts.append((bucket, log.arrays()))
+  trials = merge_trials(parts, current)
   lanes = int(((trials["parent"] < 0) & (trials["start_epoch"] == 0)).sum())
   diverged = trials["status"] == "diverged"
   reached = trials["start_epoch"] + trials["epochs"]
@@ -434,15 +493,15 @@ def _run_round(pop: Population, settings: Settings, current: Space, bounds: Spac
   next_space = (current.narrow({k: v[kept] for k, v in trials["hparams"].items()},
                                settings.margin, bounds) if len(kept) else current)
   return RoundResult(index=index, space=current, strategy=strategy.describe(),
-                     budget=pop.epochs, lanes=lanes, kept=kept, next_space=next_space,
+                     budget=settings.epochs, lanes=lanes, kept=kept, next_space=next_space,
                      wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
                      trace_s=compiled.trace_seconds, compiles=compiled.compiles, **trials)
 
 
 def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial,
                schedule: list) -> FinalFit:
-  """Retrains ``trial`` alone (its whole lineage) with its round's keys; reads
-  the test split once."""
+  """Retrains ``trial`` alone (its whole lineage) with its round's keys, in
+  its bucket's population ``pop``; reads the test split once."""
   trained = pop.fit_schedule(schedule, *pop.round_keys(seed, trial.round))
   val = pop.evaluate_one_lane(trained.params)
   test = data.read_test()
@@ -453,4 +512,4 @@ def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial,
     test_accuracy = test_loss = math.nan
   return FinalFit(trial=trial, schedule=schedule, val_accuracy=float(val.accuracy),
                   val_loss=float(val.loss), test_accuracy=test_accuracy, test_loss=test_loss,
-                  params=trained.params)
+                  params=trained.params, model=pop.model, batch_size=pop.batch_size)
