@@ -25,16 +25,28 @@ def test_the_readme_python_example_runs(capsys):
   assert "round 3/3" in capsys.readouterr().out
 
 
-def test_the_readme_structural_example_runs(capsys):
+def _run_readme_section(heading: str) -> dict:
+  """Runs the first Python block after ``heading`` in the README; returns its names."""
   with open(os.path.join(ROOT, "README.md")) as f:
-    section = f.read().split("### Structural hyperparameters", 1)[1]
+    section = f.read().split(heading, 1)[1]
   block = re.search(r"^```python\n(.*?)^```", section, flags=re.S | re.M).group(1)
   namespace: dict = {}
   exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README.
+  return namespace
+
+
+def test_the_readme_structural_example_runs(capsys):
+  namespace = _run_readme_section("### Structural hyperparameters")
   result, final = namespace["result"], namespace["final"]
   assert set(result.best.hparams) == {"learning_rate", "weight_decay", "depth"}
   assert final.model.hidden == (64,) * result.best.hparams["depth"]
   assert "'depth': " in capsys.readouterr().out
+
+
+def test_the_readme_seeds_example_runs(capsys):
+  best = _run_readme_section("### Seeds")["best"]
+  assert len(best.seed_accuracy) == 3 and best.val_accuracy_std is not None
+  assert str(best.val_accuracy) in capsys.readouterr().out
 
 
 def _is_config(path: str) -> bool:

@@ -125,6 +125,30 @@ class TrainingMemory(NamedTuple):
     return self.resident + self.working
 
 
+# A per-lane entry of ``hparams`` (never a search-space name, which must be an
+# identifier) that gives each lane its own initialisation and data-order seed:
+# lane keys become ``fold_in(round key, replica)``. Without it every lane shares
+# the round's keys (and its minibatches).
+REPLICA = "#replica"
+
+
+@jax.jit
+def replica_keys(init_key: jax.Array, data_key: jax.Array,
+                 replica: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The keys of seed replica ``replica`` of a round (see ``REPLICA``)."""
+  replica = jax.numpy.asarray(replica).astype(jax.numpy.uint32)
+  return jax.random.fold_in(init_key, replica), jax.random.fold_in(data_key, replica)
+
+
+def _split_replica(hparams: Mapping[str, jax.Array], init_key: jax.Array,
+                   data_key: jax.Array) -> tuple[dict, jax.Array, jax.Array]:
+  """``hparams`` without ``REPLICA``, and the lane's keys."""
+  if REPLICA not in hparams:
+    return dict(hparams), init_key, data_key
+  rest = {k: v for k, v in hparams.items() if k != REPLICA}
+  return rest, *replica_keys(init_key, data_key, hparams[REPLICA])
+
+
 class Layout(NamedTuple):
   """How a population of ``lanes`` is laid out: ``devices`` used, ``groups`` of
   ``group`` lanes on each, ``padded`` lanes in all (``>= lanes``)."""
@@ -360,10 +384,12 @@ class Population:
         return jax.jit(fn, compiler_options=self.compiler_options, **kwargs)
 
       def init(hparams, key, x_train):
+        hparams, key, _ = _split_replica(hparams, key, key)
         return self.init_one(hparams, key, x_train[:1])
 
-      def advance(state, hparams, *shared):
-        return self.segment_one(hparams, state, *shared)
+      def advance(state, hparams, data_key, *shared):
+        hparams, _, data_key = _split_replica(hparams, data_key, data_key)
+        return self.segment_one(hparams, state, data_key, *shared)
 
       self._programs[layout] = {
           "init": compiled(sharded(init, 2)),
@@ -469,7 +495,10 @@ class Population:
     """Initialises one lane per configuration (all from ``init_key``).
 
     Args:
-      hparams: ``{name: float32 [P]}``, one value per lane.
+      hparams: ``{name: float32 [P]}``, one value per lane; with a ``REPLICA``
+        entry (whole numbers), lane ``i`` initialises and later draws its
+        minibatches from keys folded with ``hparams[REPLICA][i]`` (see
+        :func:`replica_keys`) instead of sharing the round's.
       init_key: the shared initialisation key (see :meth:`round_keys`).
     """
     self._fit_memory(hparams)

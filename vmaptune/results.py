@@ -54,6 +54,9 @@ class Trial:
     parent: the trial whose weights it started from (population-based
       training), -1 if it started from initialisation.
     kept: whether the next round's ranges were narrowed to include it.
+    seed_accuracy: with ``seeds=k``, each seed's validation accuracy (``None``
+      where that seed diverged); ``val_accuracy`` is their mean.
+    val_accuracy_std: with ``seeds=k``, the standard deviation over seeds.
   """
 
   round: int
@@ -68,6 +71,8 @@ class Trial:
   status: str
   parent: int
   kept: bool
+  seed_accuracy: list[float | None] | None = None
+  val_accuracy_std: float | None = None
 
   def to_record(self) -> dict[str, Any]:
     """The record as ``trials.jsonl`` holds it (tuples as lists)."""
@@ -101,6 +106,9 @@ class RoundResult:
     trace_s: time JAX spent tracing and lowering new programs in the round.
     compiles: XLA programs the round needed: compiled, or loaded from the
       persistent compilation cache.
+    seed_accuracy: ``[T, k]`` each seed's validation accuracy when every
+      configuration trained with ``k`` seeds (NaN where a seed diverged);
+      ``None`` for one seed.
   """
 
   index: int
@@ -124,6 +132,12 @@ class RoundResult:
   compile_s: float
   trace_s: float
   compiles: int
+  seed_accuracy: np.ndarray | None = None
+
+  @property
+  def seeds(self) -> int:
+    """Seeds every configuration trained with."""
+    return 1 if self.seed_accuracy is None else self.seed_accuracy.shape[1]
 
   @property
   def num_trials(self) -> int:
@@ -150,8 +164,8 @@ class RoundResult:
 
   @property
   def lane_epochs(self) -> int:
-    """Epochs trained, summed over trials: the round's training cost."""
-    return int(self.epochs.sum())
+    """Epochs trained, summed over trials and seeds: the round's training cost."""
+    return int(self.epochs.sum()) * self.seeds
 
   @property
   def trials_per_s(self) -> float:
@@ -241,7 +255,16 @@ class RoundResult:
         start_epoch=int(self.start_epoch[index]), epochs=int(self.epochs[index]),
         val_accuracy=None if diverged else _float_or_none(self.val_accuracy[index]),
         val_loss=None if diverged else _float_or_none(self.val_loss[index]),
-        status=str(self.status[index]), parent=int(self.parent[index]), kept=index in kept)
+        status=str(self.status[index]), parent=int(self.parent[index]), kept=index in kept,
+        **self._spread(index))
+
+  def _spread(self, index: int) -> dict[str, Any]:
+    if self.seed_accuracy is None:
+      return {}
+    per_seed = self.seed_accuracy[index]
+    finite = per_seed[np.isfinite(per_seed)]
+    return {"seed_accuracy": [_float_or_none(a) for a in per_seed],
+            "val_accuracy_std": float(finite.std()) if len(finite) else None}
 
   def trials(self) -> list[Trial]:
     kept = set(self.kept.tolist())

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from vmaptune.devices import to_host
-from vmaptune.population import Lanes, Population
+from vmaptune.population import REPLICA, Lanes, Population
 from vmaptune.space import Space
 
 FINISHED, HALVED, EXPLOITED, DIVERGED = "finished", "halved", "exploited", "diverged"
@@ -69,6 +69,8 @@ class RoundContext:
     rng: host randomness for the strategy's own choices.
     bucket: the bucket's number, which seeds its own draws (``None``
       without structural parameters).
+    seeds: initialisation and data-order seeds each configuration trains
+      with (only :class:`RandomSearch` supports more than 1).
   """
 
   pop: Population
@@ -80,6 +82,7 @@ class RoundContext:
   data_key: jax.Array
   rng: np.random.Generator
   bucket: int | None = None
+  seeds: int = 1
 
   @property
   def budget(self) -> int:
@@ -150,10 +153,13 @@ class TrialLog:
     curve = self.rows[trial]["curve"]
     self.rows[trial]["curve"] = np.fmax(curve, np.asarray(losses, np.float32))
 
-  def close(self, trial: int, end_epoch: int, accuracy: float, loss: float, status: str) -> None:
+  def close(self, trial: int, end_epoch: int, accuracy: float, loss: float, status: str,
+            seed_accuracy: np.ndarray | None = None) -> None:
+    """Ends a trial; ``seed_accuracy [k]`` holds each seed's validation
+    accuracy when the configuration trained with ``k`` seeds."""
     row = self.rows[trial]
     row.update(epochs=end_epoch - row["start_epoch"], accuracy=accuracy, loss=loss,
-               status=status)
+               status=status, seed_accuracy=seed_accuracy)
 
   def arrays(self) -> dict[str, Any]:
     """Column arrays ``[T]`` (and ``hparams {name: [T]}``, ``epoch_loss [T, budget]``)."""
@@ -170,6 +176,8 @@ class TrialLog:
         "hparams": {k: np.array([row["hparams"][k] for row in rows], np.float32)
                     for k in self.names},
         "epoch_loss": np.stack([row["curve"] for row in rows]),
+        "seed_accuracy": (np.stack([row["seed_accuracy"] for row in rows]).astype(np.float64)
+                          if rows and rows[0]["seed_accuracy"] is not None else None),
     }
 
 
@@ -212,10 +220,36 @@ class RandomSearch(Strategy):
   def run(self, ctx: RoundContext, log: TrialLog) -> None:
     hparams = ctx.sample(ctx.lanes)
     trials = [log.open(i, {k: v[i] for k, v in hparams.items()}, 0) for i in range(ctx.lanes)]
+    if ctx.seeds > 1:
+      self._run_seeds(ctx, log, hparams, trials)
+      return
     lanes, losses = ctx.pop.advance(ctx.pop.init(hparams, ctx.init_key), ctx.data_key, 0,
                                     ctx.budget)
     _record(log, trials, losses)
     _close_all(log, trials, ctx.budget, *ctx.evaluate(lanes))
+
+  @staticmethod
+  def _run_seeds(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
+                 trials: list[int]) -> None:
+    """Every configuration on ``ctx.seeds`` lanes, one per seed (lane
+    ``s * P + i`` is configuration ``i`` with seed ``s``), in one population.
+    A configuration scores its mean over seeds, and counts as diverged if
+    any seed diverged (a setting that blows up for some seeds is unsafe)."""
+    configs, seeds = ctx.lanes, ctx.seeds
+    tiled = {k: np.tile(v, seeds) for k, v in hparams.items()}
+    tiled[REPLICA] = np.repeat(np.arange(seeds), configs).astype(np.float32)
+    lanes, losses = ctx.pop.advance(ctx.pop.init(tiled, ctx.init_key), ctx.data_key, 0,
+                                    ctx.budget)
+    curves = to_host(losses)[:configs * seeds].reshape(seeds, configs, -1)
+    accuracy, loss, diverged = (a.reshape(seeds, configs) for a in ctx.evaluate(lanes))
+    bad = diverged.any(axis=0)
+    with np.errstate(invalid="ignore"):
+      mean_curve = curves.mean(axis=0)
+    for i, trial in enumerate(trials):
+      log.record_losses(trial, mean_curve[i])
+      log.close(trial, ctx.budget, np.nan if bad[i] else accuracy[:, i].mean(),
+                np.nan if bad[i] else loss[:, i].mean(), DIVERGED if bad[i] else FINISHED,
+                seed_accuracy=accuracy[:, i])
 
 
 def halving_budgets(epochs: int, eta: int, lanes: int, min_epochs: int) -> list[int]:

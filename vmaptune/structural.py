@@ -270,7 +270,8 @@ def merge_trials(parts: list[tuple[Bucket, dict[str, Any]]], space: Space) -> di
                                        columns["parent"] + trial_offset, -1)})
     lane_offset += int(columns["lane"].max()) + 1 if count else 0
     trial_offset += count
-  merged = {key: np.concatenate([part[key] for part in shifted])
+  merged = {key: None if shifted[0][key] is None  # seed_accuracy with one seed
+            else np.concatenate([part[key] for part in shifted])
             for key in shifted[0] if key != "hparams"}
   merged["hparams"] = {name: np.concatenate([part["hparams"][name] for part in shifted])
                        for name in space}

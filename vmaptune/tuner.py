@@ -37,6 +37,7 @@ from vmaptune.population import (
   OutOfMemoryError,
   Population,
   is_out_of_memory,
+  replica_keys,
 )
 from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
@@ -81,6 +82,10 @@ class Settings:
       ``epochs``), ``"halving"``, ``"hyperband"``, ``"pbt"``, a name with
       settings such as ``"halving(eta=4, min_epochs=2)"``, or a
       :class:`vmaptune.strategies.Strategy`.
+    seeds: initialisation and data-order seeds every configuration trains
+      with, side by side in the same population (``population * seeds``
+      lanes); configurations are ranked by their mean validation accuracy,
+      and records carry each seed's (``strategy="random"`` only).
     max_lanes_per_chunk: at most this many lanes trained together per device;
       a device's lanes run as equal chunks of at most this size, one after
       another inside the same program (default: automatic: cache-sized
@@ -102,6 +107,7 @@ class Settings:
   schedule: str = "auto"
   matmul_precision: str = "default"
   strategy: Any = "random"
+  seeds: int = 1
   max_lanes_per_chunk: int | None = None
   memory_budget_bytes: int | None = None
 
@@ -131,6 +137,7 @@ class Settings:
       whole("batch_size", 1, num_train, f" (the training split has {num_train} examples)")
     whole("eval_batch_size", 1)
     whole("seed", 0, 2**32 - 1)
+    whole("seeds", 1)
     for name in ("max_lanes_per_chunk", "memory_budget_bytes"):
       if getattr(self, name) is not None:
         whole(name, 1, why=" or None (automatic)")
@@ -154,6 +161,9 @@ class Settings:
                f"lane{'s' if lanes > 1 else ''})"
                if lanes and lanes != self.population else "")
       raise SettingsError(f"{e}{share}") from None
+    if self.seeds > 1 and parse_strategy(self.strategy).name != "random":
+      raise SettingsError(f"seeds={self.seeds} needs strategy='random'; strategies that stop "
+                          "or copy lanes compare single runs, not configurations over seeds")
 
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
@@ -480,7 +490,7 @@ def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
       ctx = RoundContext(pop=population(bucket), space=traced, seed=settings.seed, index=index,
                          lanes=lanes_each, init_key=init_key, data_key=data_key,
                          rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
-                         bucket=bucket.index)
+                         bucket=bucket.index, seeds=settings.seeds)
       log = TrialLog(list(traced), settings.epochs)
       strategy.run(ctx, log)
       parts.append((bucket, log.arrays()))
@@ -502,7 +512,10 @@ def _final_fit(pop: Population, data: Dataset, seed: int, trial: Trial,
                schedule: list) -> FinalFit:
   """Retrains ``trial`` alone (its whole lineage) with its round's keys, in
   its bucket's population ``pop``; reads the test split once."""
-  trained = pop.fit_schedule(schedule, *pop.round_keys(seed, trial.round))
+  keys = pop.round_keys(seed, trial.round)
+  if trial.seed_accuracy is not None:  # Trained with several seeds: refit with the first.
+    keys = replica_keys(*keys, 0)
+  trained = pop.fit_schedule(schedule, *keys)
   val = pop.evaluate_one_lane(trained.params)
   test = data.read_test()
   if len(test):
