@@ -1,16 +1,14 @@
-"""The rounds loop: sample -> train all lanes -> evaluate -> rank -> narrow.
+"""The rounds loop: sample -> train -> evaluate -> rank -> narrow.
 
-Each round samples ``population`` configurations from the current ranges,
-trains them as one compiled population, scores them on the validation split
-in one batched call, keeps the top ``keep`` fraction of the lanes that did not
-diverge, and narrows every range to the span of the kept values (in each
-parameter's own scale) widened by ``margin``. The test split is not touched
-until :meth:`TuneResult.final_fit`.
-
-With structural parameters (:mod:`vmaptune.structural`) a round splits its
-lanes equally over the surviving combinations of structural values; each
-combination trains as its own population (compiled once, reused by later
-rounds), and the trials of all of them are ranked and narrowed together.
+Each round runs the chosen strategy (random search, successive halving,
+Hyperband or population-based training; see :mod:`vmaptune.strategies`) in
+every bucket of structural values (see :mod:`vmaptune.structural`), each
+bucket one compiled population. All the round's trials are ranked together
+(the epoch they reached, then validation accuracy, then loss; diverged trials
+left out), the top ``keep`` fraction of the round's configurations is kept,
+and every range narrows to the span of the kept values (in each parameter's
+own scale) widened by ``margin``; categories narrow to those kept. The test
+split is not touched until :meth:`TuneResult.final_fit`.
 """
 
 from __future__ import annotations
@@ -66,7 +64,8 @@ class Settings:
     rounds: rounds of sample -> train -> narrow.
     epochs: training epochs per lane per round.
     batch_size: training examples per step, shared by all lanes.
-    keep: fraction of the population the next ranges are narrowed to.
+    keep: fraction of the round's configurations (all brackets' for
+      Hyperband) the next ranges are narrowed to.
     margin: each narrowed range is widened on both sides by this fraction of
       the current range's width (in the parameter's scale).
     seed: seeds sampling, initialisation and data order.
