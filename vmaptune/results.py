@@ -78,6 +78,8 @@ class Trial:
     """The record as ``trials.jsonl`` holds it (tuples as lists)."""
     record = dataclasses.asdict(self)
     record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
+    if self.seed_accuracy is None:  # One seed: no spread to record.
+      del record["seed_accuracy"], record["val_accuracy_std"]
     return record
 
 
