@@ -13,6 +13,7 @@ from vmaptune import (
   devices,
   distributed,
   models,
+  nnx,
   optimizers,
   strategies,
   structural,
@@ -27,6 +28,15 @@ from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_trial
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  # The Optuna bridge imports Optuna, an optional dependency: only on first use.
+  if name == "optuna_bridge":
+    import importlib
+    return importlib.import_module("vmaptune.optuna_bridge")
+  raise AttributeError(f"module 'vmaptune' has no attribute {name!r}")
+
+
 # Importing the package starts no JAX backend, so this still takes effect: one
 # CPU device per core, for the lanes to be sharded over (see devices.py).
 devices.configure_cpu_devices()
@@ -35,6 +45,7 @@ __all__ = [
     "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "Experiment",
     "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "Population", "RoundResult",
     "Settings", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
-    "compilation", "data", "devices", "distributed", "load_experiment", "models", "optimizers",
-    "override", "rank_trials", "read_trials", "strategies", "structural", "train", "tune",
+    "compilation", "data", "devices", "distributed", "load_experiment", "models", "nnx",
+    "optimizers", "override", "rank_trials", "read_trials", "strategies", "structural", "train",
+    "tune",
 ]

@@ -42,11 +42,34 @@ class Dropout(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, rate: jax.Array | float | None) -> jax.Array:
     """Drops entries of ``x [...]`` with probability ``rate`` (a scalar)."""
-    if rate is None or (isinstance(rate, (int, float)) and rate == 0):
+    if dropout_off(rate):
       return x
-    keep = 1.0 - jnp.asarray(rate, jnp.float32)
-    kept = jax.random.uniform(self.make_rng("dropout"), x.shape) < keep
-    return jnp.where(kept, (x / keep).astype(x.dtype), jnp.zeros_like(x))
+    return dropout(x, rate, self.make_rng("dropout"))
+
+
+def dropout_off(rate: jax.Array | float | None) -> bool:
+  """Whether ``rate`` turns dropout off statically: ``None`` or a Python 0."""
+  return rate is None or (isinstance(rate, (int, float)) and rate == 0)
+
+
+def dropout(x: jax.Array, rate: jax.Array | float | None, key: jax.Array) -> jax.Array:
+  """Dropout as a function, with a rate that may be traced (see :class:`Dropout`).
+
+  Args:
+    x: ``[...]``.
+    rate: a scalar; ``None`` or a Python 0 returns ``x`` unchanged.
+    key: the random key the mask is drawn from.
+
+  Returns:
+    ``x`` with each entry zeroed with probability ``rate``, the rest scaled
+    by ``1 / (1 - rate)``; same shape and dtype.
+  """
+  if dropout_off(rate):
+    return x
+  keep = 1.0 - jnp.asarray(rate, jnp.float32)
+  kept = jax.random.uniform(key, x.shape) < keep
+  return jnp.where(kept, (x / keep).astype(x.dtype), jnp.zeros_like(x))
+
 
 # Activation names an MLP accepts (a name, not a function, so that it can be a
 # structural hyperparameter: hashable, and recorded as JSON).

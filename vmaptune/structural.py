@@ -125,7 +125,8 @@ def build_model(model: ModelSpec, values: Mapping[str, Any]) -> nn.Module:
   if not isinstance(built, nn.Module):
     raise ValueError(f"{what} returned {type(built).__name__} for "
                      f"{describe_values(values) or 'no arguments'}; expected a flax.linen "
-                     "Module")
+                     "Module (a function building a Flax NNX module takes an rngs argument: "
+                     "see vmaptune.nnx)")
   return built
 
 

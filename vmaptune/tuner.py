@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from vmaptune import nnx as nnx_models
 from vmaptune import optimizers
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
@@ -304,6 +305,72 @@ def _divergence_message(result: RoundResult, current: Space, original: Space,
   return message
 
 
+def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
+            ) -> tuple[ModelSpec, Buckets, Callable[[Bucket], Population]]:
+  """Checks a run's inputs and builds its buckets, before anything is compiled.
+
+  Shared by :func:`tune` and :mod:`vmaptune.optuna_bridge`. A Flax NNX model
+  (a module, or a constructor taking ``rngs``) is wrapped for the trainer
+  first (see :mod:`vmaptune.nnx`).
+
+  Returns:
+    The model as the buckets use it (NNX wrapped), the buckets (one per
+    combination of structural values), and ``population(bucket)``, which
+    builds a bucket's :class:`Population` on first use and returns the same
+    one (and its compiled programs) after.
+
+  Raises:
+    SettingsError, SpaceError, DataError: bad input.
+  """
+  if not isinstance(data, Dataset):
+    raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
+                        "(see vmaptune.data.from_arrays)")
+  if not isinstance(space, Space):
+    raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
+  try:
+    model = nnx_models.model_spec(model)
+  except ValueError as e:
+    raise SettingsError(str(e)) from None
+  num_train = len(data.train)
+  batch_searched = "batch_size" in space.structural_names
+  settings.check(num_train, batch_searched)
+  traced = space.traced()
+  try:
+    buckets = Buckets(model, space, population=settings.population,
+                      batch_size=settings.batch_size, num_train=num_train)
+    factory = optimizers.resolve(settings.optimizer, tuple(traced))
+    optimizers.check_ranges(traced, factory)
+  except ValueError as e:
+    raise SettingsError(str(e)) from None
+  if len(buckets) > 1:
+    settings.check(num_train, batch_searched, lanes=buckets.min_lanes())
+
+  def bucket_factory(bucket: Bucket) -> optimizers.OptimizerFactory:
+    steps_per_epoch = num_train // bucket.batch_size
+    return optimizers.scheduled(factory, settings.schedule, settings.epochs * steps_per_epoch,
+                                steps_per_epoch=steps_per_epoch,
+                                warmup=optimizers.WARMUP_EPOCHS in traced)
+
+  for bucket in buckets:  # Every bucket the run may train, before compiling any.
+    try:
+      params = check_model(bucket.model, data, bucket.batch_size,
+                           dropout=optimizers.DROPOUT_RATE in traced)
+      check_optimizer(bucket_factory(bucket), traced, params)
+    except SettingsError as e:
+      if not bucket.values:
+        raise
+      raise SettingsError(f"with {bucket.describe()}: {e}") from e
+
+  def population(bucket: Bucket) -> Population:
+    return buckets.population_for(bucket, lambda b: Population(
+        b.model, bucket_factory(b), data, epochs=settings.epochs, batch_size=b.batch_size,
+        eval_batch_size=settings.eval_batch_size, matmul_precision=settings.matmul_precision,
+        lanes_per_group=settings.max_lanes_per_chunk,
+        memory_budget_bytes=settings.memory_budget_bytes))
+
+  return model, buckets, population
+
+
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
          **settings: Any) -> TuneResult:
@@ -317,6 +384,10 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
       Structural parameters of ``space`` (other than ``batch_size``) set its
       fields; or pass a function ``model(**structural_values) -> nn.Module``.
+      Flax NNX models work too: a constructor ``f(rngs, **structural_values)``
+      (or an ``nnx.Module`` class) builds each round's initial weights from
+      ``rngs``; an ``nnx.Module`` instance's weights are every lane's starting
+      weights (see :mod:`vmaptune.nnx`).
     data: a :class:`vmaptune.data.Dataset`; its test split is not read here.
     space: the hyperparameters to search, one value per lane: the names
       ``optimizer`` takes (built-in ``"adamw"``: ``learning_rate``,
@@ -358,54 +429,14 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   if unknown:
     raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
   settings = Settings(**settings)
-  if not isinstance(data, Dataset):
-    raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
-                        "(see vmaptune.data.from_arrays)")
-  if not isinstance(space, Space):
-    raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
-  num_train = len(data.train)
-  batch_searched = "batch_size" in space.structural_names
-  settings.check(num_train, batch_searched)
-  traced = space.traced()
-  try:
-    buckets = Buckets(model, space, population=settings.population,
-                      batch_size=settings.batch_size, num_train=num_train)
-    factory = optimizers.resolve(settings.optimizer, tuple(traced))
-    optimizers.check_ranges(traced, factory)
-  except ValueError as e:
-    raise SettingsError(str(e)) from None
-  if len(buckets) > 1:
-    settings.check(num_train, batch_searched, lanes=buckets.min_lanes())
-
-  def bucket_factory(bucket: Bucket) -> optimizers.OptimizerFactory:
-    steps_per_epoch = num_train // bucket.batch_size
-    return optimizers.scheduled(factory, settings.schedule, settings.epochs * steps_per_epoch,
-                                steps_per_epoch=steps_per_epoch,
-                                warmup=optimizers.WARMUP_EPOCHS in traced)
-
-  for bucket in buckets:  # Every bucket the run may train, before compiling any.
-    try:
-      params = check_model(bucket.model, data, bucket.batch_size,
-                           dropout=optimizers.DROPOUT_RATE in traced)
-      check_optimizer(bucket_factory(bucket), traced, params)
-    except SettingsError as e:
-      if not bucket.values:
-        raise
-      raise SettingsError(f"with {bucket.describe()}: {e}") from e
+  model, buckets, population = prepare(model, data, space, settings)
   run_dir = RunDirectory(out) if out is not None else None
-
-  def population(bucket: Bucket) -> Population:
-    return buckets.population_for(bucket, lambda b: Population(
-        b.model, bucket_factory(b), data, epochs=settings.epochs, batch_size=b.batch_size,
-        eval_batch_size=settings.eval_batch_size, matmul_precision=settings.matmul_precision,
-        lanes_per_group=settings.max_lanes_per_chunk,
-        memory_budget_bytes=settings.memory_budget_bytes))
 
   record = {**settings.to_dict(), "data": repr(data),
             "model": repr(model) if isinstance(model, nn.Module)
             else getattr(model, "__qualname__", repr(model)),
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
-  if batch_searched:
+  if buckets.searched_batch_size:
     record["batch_size"] = None  # Searched: see the space.
   callbacks = [on_round] if on_round else []
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
