@@ -18,7 +18,7 @@ import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.errors
@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vmaptune import optimizers
+from vmaptune import optimizers, rundir
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
 from vmaptune.distributed import is_first_process
@@ -37,9 +37,9 @@ from vmaptune.population import (
   is_out_of_memory,
   replica_keys,
 )
-from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
+from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
-from vmaptune.strategies import RoundContext, TrialLog, parse_strategy, rank_trials
+from vmaptune.strategies import RoundContext, TrialLog, keep_and_narrow, parse_strategy
 from vmaptune.structural import Bucket, Buckets, ModelSpec, merge_trials
 
 
@@ -306,12 +306,14 @@ def _divergence_message(result: RoundResult, current: Space, original: Space,
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
+         resume: bool = True, copy_files: Mapping[str, str] | None = None,
          **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space`` in rounds of ``population`` lanes.
 
   Every input is checked before anything is compiled. Records are written to
   ``out`` (if given) after every round, so an error in a later round loses
-  nothing already computed.
+  nothing already computed; running the same call again continues after the
+  last completed round (see :mod:`vmaptune.rundir`).
 
   Args:
     model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
@@ -328,10 +330,19 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       Structural parameters (:class:`vmaptune.Choice`,
       ``IntUniform(..., structural=True)``) split each round's lanes equally
       over their combinations, one compiled population each.
-    out: run directory for ``trials.jsonl`` and ``summary.json`` (written by
-      process 0 only when the run spans several processes).
+    out: run directory for ``config.json``, ``trials.jsonl``, ``summary.json``
+      and, after the final fit, ``best_params.msgpack`` (written by process 0
+      only when the run spans several processes).
     verbose: print a summary of each round (on process 0 of a multi-process run).
-    on_round: called with each :class:`RoundResult` as it completes.
+    on_round: called with each :class:`RoundResult` as it completes (not
+      with the rounds a resumed run restores).
+    resume: when ``out`` holds a run of the same config, continue it after its
+      last completed round, with the records and choice an uninterrupted run
+      would give (a finished run returns at once, its saved final fit
+      included); ``False`` refuses any existing run. A run of a different
+      config is always refused, naming what differs, and left untouched.
+    copy_files: ``{name: source path}`` copied into a new run directory
+      (``vmaptune run`` copies the config file).
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64; unused when the space
       searches it), ``keep`` (0.2), ``margin`` (0.1), ``seed`` (0),
@@ -383,6 +394,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
                                 steps_per_epoch=steps_per_epoch,
                                 warmup=optimizers.WARMUP_EPOCHS in traced)
 
+  parameters = []  # Per bucket, for the run directory's description of the model.
   for bucket in buckets:  # Every bucket the run may train, before compiling any.
     try:
       params = check_model(bucket.model, data, bucket.batch_size,
@@ -392,7 +404,13 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       if not bucket.values:
         raise
       raise SettingsError(f"with {bucket.describe()}: {e}") from e
-  run_dir = RunDirectory(out) if out is not None else None
+    parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+  described = {**settings.to_dict(), **({"batch_size": None} if batch_searched else {})}
+  model_name = (repr(model) if isinstance(model, nn.Module)
+                else getattr(model, "__qualname__", repr(model)))
+  run_dir, restored = (None, None) if out is None else rundir.open_run(
+      out, rundir.snapshot(described, space, model_name, parameters, data), resume=resume,
+      copy_files=copy_files)
 
   def population(bucket: Bucket) -> Population:
     return buckets.population_for(bucket, lambda b: Population(
@@ -401,12 +419,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
         lanes_per_group=settings.max_lanes_per_chunk,
         memory_budget_bytes=settings.memory_budget_bytes))
 
-  record = {**settings.to_dict(), "data": repr(data),
-            "model": repr(model) if isinstance(model, nn.Module)
-            else getattr(model, "__qualname__", repr(model)),
+  record = {**described, "data": repr(data), "model": model_name,
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
-  if batch_searched:
-    record["batch_size"] = None  # Searched: see the space.
   callbacks = [on_round] if on_round else []
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
@@ -416,9 +430,18 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
                       schedule)
 
   done: list[RoundResult] = []
+  final = None
   start = time.perf_counter()
-  current = space
-  for index in range(settings.rounds):
+  if restored is not None:  # Resuming: the rounds already completed, as they ran.
+    done = rundir.restore_rounds(restored, space, settings)
+    final = rundir.restore_final_fit(restored, done, buckets)
+    start -= restored.summary.get("wall_s", 0.0)
+    if verbose and is_first_process():
+      print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
+            "records", flush=True)
+  tuned = TuneResult(done, space, record, time.perf_counter() - start, out, refit, final)
+  current = done[-1].next_space if done else space
+  for index in range(len(done), settings.rounds):
     try:
       result = _run_round_in_memory(buckets, population, settings, current, space, index)
     except OutOfMemoryError as e:
@@ -494,13 +517,8 @@ def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
       strategy.run(ctx, log)
       parts.append((bucket, log.arrays()))
   trials = merge_trials(parts, current)
-  lanes = int(((trials["parent"] < 0) & (trials["start_epoch"] == 0)).sum())
-  diverged = trials["status"] == "diverged"
-  reached = trials["start_epoch"] + trials["epochs"]
-  num_kept = max(1, math.ceil(settings.keep * lanes))
-  kept = rank_trials(trials["val_accuracy"], trials["val_loss"], diverged, reached)[:num_kept]
-  next_space = (current.narrow({k: v[kept] for k, v in trials["hparams"].items()},
-                               settings.margin, bounds) if len(kept) else current)
+  lanes, kept, next_space = keep_and_narrow(trials, current, bounds, settings.keep,
+                                            settings.margin)
   return RoundResult(index=index, space=current, strategy=strategy.describe(),
                      budget=settings.epochs, lanes=lanes, kept=kept, next_space=next_space,
                      wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
