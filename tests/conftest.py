@@ -1,5 +1,7 @@
 """Small shared fixtures: a reduced digits set, a tiny MLP, a learning-rate space."""
 
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,31 @@ def refused_before_compiling():
     assert compiled.compiles == 0
 
   return check
+
+
+# An experiment config on 500 digits, for the tests that run it in subprocesses.
+EXPERIMENT = textwrap.dedent("""
+    import numpy as np
+    import vmaptune as vt
+
+    def data():
+      from sklearn.datasets import load_digits
+      raw = load_digits()
+      x = (raw.images[:500, :, :, None] / 16.0).astype(np.float32)
+      return vt.data.from_arrays(x, raw.target[:500], val_fraction=0.2, test_fraction=0.2,
+                                 seed=0, num_classes=10)
+
+    def get_config():
+      return vt.Experiment(name="small_digits", model=vt.models.MLP(hidden=(16,)), data=data,
+                           space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
+                                          weight_decay=vt.LogUniform(1e-6, 1e-2)),
+                           population=8, rounds=2, epochs=2, batch_size=32, seed=0)
+""")
+
+
+@pytest.fixture
+def experiment_file(tmp_path) -> str:
+  """The path of a small experiment config (8 lanes, 2 rounds of 2 epochs)."""
+  path = tmp_path / "small_digits_exp.py"
+  path.write_text(EXPERIMENT)
+  return str(path)

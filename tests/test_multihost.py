@@ -20,24 +20,6 @@ from vmaptune.results import RunDirectory, read_trials
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
 
-CONFIG = textwrap.dedent("""
-    import numpy as np
-    import vmaptune as vt
-
-    def data():
-      from sklearn.datasets import load_digits
-      raw = load_digits()
-      x = (raw.images[:500, :, :, None] / 16.0).astype(np.float32)
-      return vt.data.from_arrays(x, raw.target[:500], val_fraction=0.2, test_fraction=0.2,
-                                 seed=0, num_classes=10)
-
-    def get_config():
-      return vt.Experiment(name="multihost", model=vt.models.MLP(hidden=(16,)), data=data,
-                           space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
-                                          weight_decay=vt.LogUniform(1e-6, 1e-2)),
-                           population=8, rounds=2, epochs=2, batch_size=32, seed=0)
-""")
-
 # The Python API, settings from the environment: every process prints its result.
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -89,17 +71,11 @@ def _assert_same_trials(got: list[dict], want: list[dict]) -> None:
   for a, b in zip(got, want, strict=True):
     for key in ("val_accuracy", "val_loss"):
       assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
+    assert a["epoch_loss"] == pytest.approx(b["epoch_loss"], rel=1e-5), (a, b)
     assert a["hparams"] == pytest.approx(b["hparams"], rel=1e-6), (a, b)
     strip = lambda t: {k: v for k, v in t.items() if k not in ("val_accuracy", "val_loss",
-                                                                "hparams")}
+                                                                "hparams", "epoch_loss")}
     assert strip(a) == strip(b)
-
-
-@pytest.fixture
-def experiment_file(tmp_path) -> str:
-  path = tmp_path / "multihost_exp.py"
-  path.write_text(CONFIG)
-  return str(path)
 
 
 def test_two_processes_record_what_one_process_records_and_only_process_0_writes(
@@ -149,14 +125,35 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   for key in ("val_accuracy", "test_accuracy"):
     assert multi[key] == pytest.approx(single[key], abs=1e-6)
 
-  # Again into the same directory: process 0 refuses it, and so does every process.
-  port = _free_port()
-  cli_flags[cli_flags.index("--coordinator") + 1] = f"localhost:{port}"
-  (code0, _, err0), (code1, _, err1) = _run_together(
-      [(cli_flags, _env(2)),
-       (api_env, _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
-                      VMAPTUNE_PROCESS_ID="1"))], tmp_path)
-  assert code0 == 2 and "p0 already holds a run" in err0, err0[-3000:]
+  def again(override: str) -> list[tuple[int, str, str]]:
+    """Both processes once more into the same directory, with ``override``."""
+    port = _free_port()
+    flags = [*cli_flags]
+    flags[flags.index("--coordinator") + 1] = f"localhost:{port}"
+    flags[flags.index(strategy)] = override
+    return _run_together(
+        [(flags, _env(2)),
+         (api_env[:-1] + [override],
+          _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
+               VMAPTUNE_PROCESS_ID="1"))], tmp_path)
+
+  # Killed after round 0 (the summary lists it alone; round 1's records follow it):
+  # both processes resume from what process 0 reads, and finish as the single process did.
+  summary_path = tmp_path / "p0" / "summary.json"
+  summary_path.write_text(json.dumps({**summary, "rounds": summary["rounds"][:1],
+                                      "final_fit": None}))
+  (code0, _, err0), (code1, out1, err1) = again(strategy)
+  assert code0 == 0, err0[-3000:]
+  assert code1 == 0, err1[-3000:]
+  _assert_same_trials(read_trials(tmp_path / "p0"), single["trials"])
+  _assert_same_trials(json.loads(out1.strip().splitlines()[-1])["trials"], single["trials"])
+  assert json.loads(summary_path.read_text())["chosen"]["trial"] == single["best"]["trial"]
+
+  # A different config into the same directory: process 0 refuses it, and so does every
+  # process.
+  (code0, _, err0), (code1, _, err1) = again("strategy=pbt(interval=1, fraction=0.5)")
+  assert code0 == 2 and "p0 already holds a run of a different config" in err0, err0[-3000:]
+  assert "settings.strategy" in err0
   assert code1 != 0 and "FileExistsError" in err1 and "(raised on process 0)" in err1, \
       err1[-3000:]
   assert not (tmp_path / "p1").exists()

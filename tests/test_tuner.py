@@ -83,7 +83,8 @@ def test_records_hold_every_trial_and_a_summary(search):
   assert {(r["round"], r["lane"]) for r in records} == {(k, i) for k in range(3) for i in range(8)}
   first = records[0]
   assert set(first) == {"round", "trial", "lane", "bracket", "hparams", "start_epoch", "epochs",
-                        "val_accuracy", "val_loss", "status", "parent", "kept"}
+                        "val_accuracy", "val_loss", "status", "parent", "kept", "epoch_loss"}
+  assert all(len(r["epoch_loss"]) == r["epochs"] for r in records)
   assert all(r["epochs"] == 2 and r["start_epoch"] == 0 and r["parent"] == -1 for r in records)
   assert set(first["hparams"]) == {"learning_rate", "weight_decay"}
   assert sum(r["kept"] for r in records) == 2 * 3

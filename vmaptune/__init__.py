@@ -15,6 +15,7 @@ from vmaptune import (
   models,
   nnx,
   optimizers,
+  rundir,
   strategies,
   structural,
   train,
@@ -23,8 +24,10 @@ from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import OutOfMemoryError, Population
 from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
+from vmaptune.rundir import Run, load_best_params, load_run
 from vmaptune.space import Choice, IntUniform, LogUniform, Space, SpaceError, Uniform
-from vmaptune.tuner import AllDivergedError, Settings, SettingsError, rank_trials, tune
+from vmaptune.strategies import rank_trials
+from vmaptune.tuner import AllDivergedError, Settings, SettingsError, tune
 
 __version__ = "0.1.0"
 
@@ -45,7 +48,7 @@ __all__ = [
     "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "Experiment",
     "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "Population", "RoundResult",
     "Settings", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
-    "compilation", "data", "devices", "distributed", "load_experiment", "models", "nnx",
-    "optimizers", "override", "rank_trials", "read_trials", "strategies", "structural", "train",
-    "tune",
+    "Run", "compilation", "data", "devices", "distributed", "load_best_params", "load_experiment",
+    "load_run", "models", "nnx", "optimizers", "override", "rank_trials", "read_trials",
+    "rundir", "strategies", "structural", "train", "tune",
 ]

@@ -2,6 +2,8 @@
 
     vmaptune run experiments/digits_mlp.py
     vmaptune run experiments/digits_mlp.py --set population=512 rounds=5 --out runs/digits
+    vmaptune run experiments/digits_mlp.py --out runs/digits   # again: resumes it
+    vmaptune show runs/digits
 
 Over several processes (hosts), the same command on each, with its own id::
 
@@ -30,11 +32,13 @@ from vmaptune.distributed import (
   ENV_PROCESS_ID,
   DistributedError,
 )
+from vmaptune.rundir import load_run
 from vmaptune.space import SpaceError
 from vmaptune.tuner import AllDivergedError, SettingsError
 
+CONFIG_COPY = "config.py"  # The config file's copy in a new run directory.
 USER_ERRORS = (ConfigError, SettingsError, SpaceError, DataError, DistributedError,
-               FileExistsError)
+               FileExistsError, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("config", help="path to the experiment config file")
   run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"override settings; keys: {', '.join(SETTABLE)}")
-  run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>)")
+  run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>); one "
+                   "holding a run of the same config is resumed after its last completed round")
+  run.add_argument("--no-resume", action="store_true",
+                   help="refuse a run directory that holds a run instead of resuming it")
   run.add_argument("--quiet", action="store_true", help="print only the final result")
   run.add_argument("--cache-dir", help="persistent compilation cache (default: "
                    "$VMAPTUNE_CACHE_DIR or ~/.cache/vmaptune/jax)")
@@ -60,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="address of process 0 and a free port on it")
   several.add_argument("--num-processes", metavar="N", help="processes in the run")
   several.add_argument("--process-id", metavar="I", help="this process's index, 0 to N-1")
+  show = commands.add_parser("show", help="print a run directory's progress, chosen config "
+                             "and top trials")
+  show.add_argument("run_dir", help="the run directory (--out of vmaptune run)")
+  show.add_argument("--top", type=int, default=10, metavar="N", help="trials to list (10)")
   return parser
 
 
@@ -99,17 +110,23 @@ def run(args: argparse.Namespace) -> int:
       cache = stack.enter_context(persistent_cache(args.cache_dir))
       if not args.quiet:
         print(f"compilation cache: {cache}", flush=True)
-    result = experiment.tune(out=out, verbose=not args.quiet)
+    result = experiment.tune(out=out, verbose=not args.quiet, resume=not args.no_resume,
+                             copy_files={CONFIG_COPY: args.config})
     result.final_fit()
   if processes.writes:
     print(result.describe())
   return 0
 
 
+def show(args: argparse.Namespace) -> int:
+  print(load_run(args.run_dir).describe(top=args.top))
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
-    return run(args)
+    return show(args) if args.command == "show" else run(args)
   except USER_ERRORS as e:
     print(f"vmaptune: error: {e}", file=sys.stderr)
     return 2

@@ -224,6 +224,28 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   return current()
 
 
+def share_from_first_process(data: bytes | None) -> bytes:
+  """Process 0's ``data`` on every process (a collective when there are several).
+
+  Used to hand what only process 0 can read (a resumed run's records) to the
+  others, so that every process continues from the same rounds.
+
+  Args:
+    data: the bytes to share, on process 0; ignored on the others.
+
+  Returns:
+    Process 0's bytes.
+  """
+  if not jax.distributed.is_initialized() or jax.process_count() == 1:
+    return bytes(data or b"")
+  first = jax.process_index() == 0
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(len(data or b"") if first else 0)))
+  buffer = np.zeros(max(size, 1), np.uint8)  # A zero-length array cannot be broadcast.
+  if first and size:
+    buffer[:size] = np.frombuffer(data, np.uint8)
+  return np.asarray(multihost_utils.broadcast_one_to_all(buffer))[:size].tobytes()
+
+
 def on_first_process(fn: Callable[[], T]) -> T | None:
   """Runs ``fn`` on process 0 only; if it raised there, every process raises.
 

@@ -2,11 +2,15 @@
 
 A run directory holds:
 
+* ``config.json``: what the run is (settings, space, model, data), written
+  when the run starts and compared when it is resumed (:mod:`vmaptune.rundir`);
 * ``trials.jsonl``: one JSON object per trial (round, lane, hyperparameters,
-  validation accuracy and loss, status), appended and flushed after each round
-  so a crash never loses a finished round;
+  validation accuracy and loss, training curve, status), appended and forced
+  to disk after each round so a crash never loses a finished round;
 * ``summary.json``: the chosen configuration, every round's ranges and
-  timings, and, after the final fit, the test accuracy.
+  timings, and, after the final fit, the test accuracy; replaced atomically
+  after each round, so the rounds it lists are the run's completed rounds;
+* ``best_params.msgpack``: the final fit's parameters (``flax.serialization``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import flax.serialization
+import jax
 import numpy as np
 
 from vmaptune.distributed import is_first_process, on_first_process
@@ -25,6 +31,8 @@ from vmaptune.space import Space, describe_values, json_value
 
 TRIALS_FILE = "trials.jsonl"
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "best_params.msgpack"
 
 
 def _float_or_none(value: float) -> float | None:
@@ -57,6 +65,8 @@ class Trial:
     seed_accuracy: with ``seeds=k``, each seed's validation accuracy (``None``
       where that seed diverged); ``val_accuracy`` is their mean.
     val_accuracy_std: with ``seeds=k``, the standard deviation over seeds.
+    epoch_loss: mean training loss of each epoch it trained (``epochs``
+      values, from ``start_epoch``; ``None`` where not finite).
   """
 
   round: int
@@ -73,9 +83,11 @@ class Trial:
   kept: bool
   seed_accuracy: list[float | None] | None = None
   val_accuracy_std: float | None = None
+  epoch_loss: list[float | None] | None = None
 
   def to_record(self) -> dict[str, Any]:
-    """The record as ``trials.jsonl`` holds it (tuples as lists)."""
+    """The record as ``trials.jsonl`` holds it (tuples as lists; the seed
+    fields only with several seeds)."""
     record = dataclasses.asdict(self)
     record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
     if self.seed_accuracy is None:  # One seed: no spread to record.
@@ -251,13 +263,15 @@ class RoundResult:
   def trial(self, index: int, kept: set[int] | None = None) -> Trial:
     diverged = bool(self.diverged[index])
     kept = set(self.kept.tolist()) if kept is None else kept
+    start, epochs = int(self.start_epoch[index]), int(self.epochs[index])
     return Trial(
         round=self.index, trial=index, lane=int(self.lane[index]),
         bracket=int(self.bracket[index]), hparams=self.config(index),
-        start_epoch=int(self.start_epoch[index]), epochs=int(self.epochs[index]),
+        start_epoch=start, epochs=epochs,
         val_accuracy=None if diverged else _float_or_none(self.val_accuracy[index]),
         val_loss=None if diverged else _float_or_none(self.val_loss[index]),
         status=str(self.status[index]), parent=int(self.parent[index]), kept=index in kept,
+        epoch_loss=[_float_or_none(v) for v in self.epoch_loss[index, start:start + epochs]],
         **self._spread(index))
 
   def _spread(self, index: int) -> dict[str, Any]:
@@ -358,6 +372,15 @@ class FinalFit:
             "test_accuracy": self.test_accuracy, "test_loss": self.test_loss}
 
 
+def best_trial(rounds: list[RoundResult]) -> Trial | None:
+  """The best trial of all ``rounds`` (highest validation accuracy, then lowest
+  loss, then earliest round); ``None`` before any round completed."""
+  candidates = [r.trial(r.best_trial) for r in rounds if r.completed.any()]
+  if not candidates:
+    return None
+  return max(candidates, key=lambda t: (t.val_accuracy, -t.val_loss, -t.round))
+
+
 class TuneResult:
   """The outcome of :func:`vmaptune.tune`.
 
@@ -372,23 +395,19 @@ class TuneResult:
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
                wall_s: float, out_dir: str | None,
-               refit: Callable[[Trial, list], FinalFit] | None):
+               refit: Callable[[Trial, list], FinalFit] | None, final: FinalFit | None = None):
     self.rounds = rounds
     self.space = space
     self.settings = settings
     self.wall_s = wall_s
     self.out_dir = out_dir
     self._refit = refit
-    self._final: FinalFit | None = None
+    self._final = final  # Restored from the run directory when a finished run is resumed.
 
   @property
   def best(self) -> Trial | None:
-    """The best trial of all rounds (highest validation accuracy, then lowest
-    loss, then earliest round); ``None`` before any round completed."""
-    candidates = [r.trial(r.best_trial) for r in self.rounds if r.completed.any()]
-    if not candidates:
-      return None
-    return max(candidates, key=lambda t: (t.val_accuracy, -t.val_loss, -t.round))
+    """The best trial of all rounds (see :func:`best_trial`)."""
+    return best_trial(self.rounds)
 
   @property
   def compile_s(self) -> float:
@@ -407,7 +426,10 @@ class TuneResult:
     """Retrains the chosen configuration and reads the test split, once.
 
     The result is cached: calling again returns it without touching the test
-    split a second time.
+    split a second time. With a run directory, its parameters are saved there
+    (``best_params.msgpack``, see :func:`vmaptune.rundir.load_best_params`)
+    and the summary records its scores; resuming the finished run restores it
+    from there, without retraining or reading the test split again.
     """
     if self._final is None:
       if self.best is None:
@@ -418,7 +440,9 @@ class TuneResult:
       round_result = next(r for r in self.rounds if r.index == best.round)
       self._final = self._refit(best, round_result.schedule(best.trial))
       if self.out_dir is not None:
-        RunDirectory(self.out_dir, create=False).write_summary(self.summary())
+        run_dir = RunDirectory(self.out_dir, create=False)
+        run_dir.write_params(self._final.params)  # Before the summary that points to it.
+        run_dir.write_summary(self.summary())
     return self._final
 
   def summary(self) -> dict[str, Any]:
@@ -496,6 +520,10 @@ class RunDirectory:
   def summary_path(self) -> str:
     return os.path.join(self.path, SUMMARY_FILE)
 
+  @property
+  def params_path(self) -> str:
+    return os.path.join(self.path, PARAMS_FILE)
+
   def append_round(self, result: RoundResult) -> None:
     """Appends one line per trial and forces it to disk (process 0 only)."""
     if not self.writes:
@@ -513,9 +541,18 @@ class RunDirectory:
       return
     write_json(self.summary_path, summary)
 
+  def write_params(self, params: Any) -> None:
+    """Writes a parameter pytree (no lane axis) as ``flax.serialization``
+    msgpack, atomically (process 0 only)."""
+    if not self.writes:
+      return
+    write_atomic(self.params_path, flax.serialization.to_bytes(jax.device_get(params)))
 
-def write_json(path: str | os.PathLike, value: Any) -> str:
-  """Writes ``value`` as indented JSON, atomically, creating parent directories.
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> str:
+  """Writes ``data`` to ``path`` atomically and durably: a crash (or a kill)
+  leaves either the old file or the new one, never a mix; creates parent
+  directories.
 
   Returns:
     The path written.
@@ -523,11 +560,21 @@ def write_json(path: str | os.PathLike, value: Any) -> str:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-    f.write("\n")
+  with open(tmp, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
   return path
+
+
+def write_json(path: str | os.PathLike, value: Any) -> str:
+  """Writes ``value`` as indented JSON, atomically (see :func:`write_atomic`).
+
+  Returns:
+    The path written.
+  """
+  return write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -607,3 +607,28 @@ class Space(Mapping[str, Distribution]):
     ``high`` for ranges (and ``log``, ``structural`` for integers), ``values``
     for a Choice."""
     return {name: d.to_dict() for name, d in self._params.items()}
+
+  @classmethod
+  def from_dict(cls, description: Mapping[str, Mapping[str, Any]]) -> Space:
+    """The space :meth:`to_dict` described (JSON lists become tuples again).
+
+    >>> space = Space(lr=LogUniform(1e-4, 1.0), act=Choice(["relu", ("gelu", 2)]))
+    >>> Space.from_dict(space.to_dict()) == space
+    True
+
+    Raises:
+      SpaceError: an unknown distribution type or missing fields.
+    """
+    kinds = {kind.__name__: kind for kind in (LogUniform, Uniform, IntUniform, Choice)}
+    params = {}
+    for name, fields in description.items():
+      fields = dict(fields)
+      kind = kinds.get(fields.pop("type", None))
+      if kind is None:
+        raise SpaceError(f"parameter {name!r}: {dict(description[name])!r} names no known "
+                         f"distribution type; expected one of {sorted(kinds)}")
+      try:
+        params[name] = kind(**fields)
+      except TypeError as e:
+        raise SpaceError(f"parameter {name!r}: {dict(description[name])!r}: {e}") from None
+    return cls(params)

@@ -127,6 +127,32 @@ def rank_trials(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
   return alive[order]
 
 
+def keep_and_narrow(trials: dict[str, Any], current: Space, bounds: Space, keep: float,
+                    margin: float) -> tuple[int, np.ndarray, Space]:
+  """Ranks a round's trials and narrows its space to the kept ones.
+
+  Args:
+    trials: the round's columns ``[T]`` (``hparams``, ``status``,
+      ``start_epoch``, ``epochs``, ``parent``, ``val_accuracy``, ``val_loss``).
+    current: the space the round sampled from.
+    bounds: the original space.
+    keep: fraction of the round's configurations kept.
+    margin: see :meth:`vmaptune.Space.narrow`.
+
+  Returns:
+    The round's configurations (trials started from initialisation), the
+    kept trials ``[K]`` best first, and the next round's space.
+  """
+  lanes = int(((trials["parent"] < 0) & (trials["start_epoch"] == 0)).sum())
+  diverged = trials["status"] == DIVERGED
+  reached = trials["start_epoch"] + trials["epochs"]
+  num_kept = max(1, math.ceil(keep * lanes))
+  kept = rank_trials(trials["val_accuracy"], trials["val_loss"], diverged, reached)[:num_kept]
+  next_space = (current.narrow({k: v[kept] for k, v in trials["hparams"].items()}, margin,
+                               bounds) if len(kept) else current)
+  return lanes, kept, next_space
+
+
 def rank(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
   """Every lane, best first (see :func:`rank_trials`), diverged lanes last."""
   return np.concatenate([rank_trials(accuracy, loss, diverged), np.flatnonzero(diverged)])

@@ -18,7 +18,7 @@ import inspect
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.errors
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from vmaptune import nnx as nnx_models
-from vmaptune import optimizers
+from vmaptune import optimizers, rundir
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
 from vmaptune.distributed import is_first_process
@@ -38,9 +38,9 @@ from vmaptune.population import (
   is_out_of_memory,
   replica_keys,
 )
-from vmaptune.results import FinalFit, RoundResult, RunDirectory, Trial, TuneResult
+from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult
 from vmaptune.space import LogUniform, Space
-from vmaptune.strategies import RoundContext, TrialLog, parse_strategy, rank_trials
+from vmaptune.strategies import RoundContext, TrialLog, keep_and_narrow, parse_strategy
 from vmaptune.structural import Bucket, Buckets, ModelSpec, merge_trials
 
 
@@ -373,12 +373,14 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
+         resume: bool = True, copy_files: Mapping[str, str] | None = None,
          **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space`` in rounds of ``population`` lanes.
 
   Every input is checked before anything is compiled. Records are written to
   ``out`` (if given) after every round, so an error in a later round loses
-  nothing already computed.
+  nothing already computed; running the same call again continues after the
+  last completed round (see :mod:`vmaptune.rundir`).
 
   Args:
     model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
@@ -399,10 +401,19 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       Structural parameters (:class:`vmaptune.Choice`,
       ``IntUniform(..., structural=True)``) split each round's lanes equally
       over their combinations, one compiled population each.
-    out: run directory for ``trials.jsonl`` and ``summary.json`` (written by
-      process 0 only when the run spans several processes).
+    out: run directory for ``config.json``, ``trials.jsonl``, ``summary.json``
+      and, after the final fit, ``best_params.msgpack`` (written by process 0
+      only when the run spans several processes).
     verbose: print a summary of each round (on process 0 of a multi-process run).
-    on_round: called with each :class:`RoundResult` as it completes.
+    on_round: called with each :class:`RoundResult` as it completes (not
+      with the rounds a resumed run restores).
+    resume: when ``out`` holds a run of the same config, continue it after its
+      last completed round, with the records and choice an uninterrupted run
+      would give (a finished run returns at once, its saved final fit
+      included); ``False`` refuses any existing run. A run of a different
+      config is always refused, naming what differs, and left untouched.
+    copy_files: ``{name: source path}`` copied into a new run directory
+      (``vmaptune run`` copies the config file).
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64; unused when the space
       searches it), ``keep`` (0.2), ``margin`` (0.1), ``seed`` (0),
@@ -430,14 +441,20 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
   settings = Settings(**settings)
   model, buckets, population = prepare(model, data, space, settings)
-  run_dir = RunDirectory(out) if out is not None else None
-
-  record = {**settings.to_dict(), "data": repr(data),
-            "model": repr(model) if isinstance(model, nn.Module)
-            else getattr(model, "__qualname__", repr(model)),
+  traced = space.traced()
+  # Per bucket, for the run directory's description of the model (shapes only, no compile).
+  parameters = [sum(math.prod(p.shape) for p in jax.tree.leaves(check_model(
+      bucket.model, data, bucket.batch_size, dropout=optimizers.DROPOUT_RATE in traced)))
+      for bucket in buckets]
+  described = {**settings.to_dict(),
+               **({"batch_size": None} if buckets.searched_batch_size else {})}
+  model_name = (repr(model) if isinstance(model, nn.Module)
+                else getattr(model, "__qualname__", repr(model)))
+  run_dir, restored = (None, None) if out is None else rundir.open_run(
+      out, rundir.snapshot(described, space, model_name, parameters, data), resume=resume,
+      copy_files=copy_files)
+  record = {**described, "data": repr(data), "model": model_name,
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
-  if buckets.searched_batch_size:
-    record["batch_size"] = None  # Searched: see the space.
   callbacks = [on_round] if on_round else []
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.insert(0, lambda r: print(r.describe(settings.rounds), flush=True))
@@ -447,9 +464,18 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
                       schedule)
 
   done: list[RoundResult] = []
+  final = None
   start = time.perf_counter()
-  current = space
-  for index in range(settings.rounds):
+  if restored is not None:  # Resuming: the rounds already completed, as they ran.
+    done = rundir.restore_rounds(restored, space, settings)
+    final = rundir.restore_final_fit(restored, done, buckets)
+    start -= restored.summary.get("wall_s", 0.0)
+    if verbose and is_first_process():
+      print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
+            "records", flush=True)
+  tuned = TuneResult(done, space, record, time.perf_counter() - start, out, refit, final)
+  current = done[-1].next_space if done else space
+  for index in range(len(done), settings.rounds):
     try:
       result = _run_round_in_memory(buckets, population, settings, current, space, index)
     except OutOfMemoryError as e:
@@ -525,13 +551,8 @@ def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
       strategy.run(ctx, log)
       parts.append((bucket, log.arrays()))
   trials = merge_trials(parts, current)
-  lanes = int(((trials["parent"] < 0) & (trials["start_epoch"] == 0)).sum())
-  diverged = trials["status"] == "diverged"
-  reached = trials["start_epoch"] + trials["epochs"]
-  num_kept = max(1, math.ceil(settings.keep * lanes))
-  kept = rank_trials(trials["val_accuracy"], trials["val_loss"], diverged, reached)[:num_kept]
-  next_space = (current.narrow({k: v[kept] for k, v in trials["hparams"].items()},
-                               settings.margin, bounds) if len(kept) else current)
+  lanes, kept, next_space = keep_and_narrow(trials, current, bounds, settings.keep,
+                                            settings.margin)
   return RoundResult(index=index, space=current, strategy=strategy.describe(),
                      budget=settings.epochs, lanes=lanes, kept=kept, next_space=next_space,
                      wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
