@@ -15,6 +15,8 @@ from vmaptune import (
   models,
   nnx,
   optimizers,
+  progress,
+  reporting,
   rundir,
   strategies,
   structural,
@@ -23,6 +25,7 @@ from vmaptune import (
 from vmaptune.config import ConfigError, Experiment, load_experiment, override
 from vmaptune.data import DataError, Dataset
 from vmaptune.population import OutOfMemoryError, Population
+from vmaptune.reporting import report
 from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
 from vmaptune.rundir import Run, load_best_params, load_run
 from vmaptune.space import Choice, IntUniform, LogUniform, Space, SpaceError, Uniform
@@ -49,6 +52,6 @@ __all__ = [
     "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "Population", "RoundResult",
     "Settings", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
     "Run", "compilation", "data", "devices", "distributed", "load_best_params", "load_experiment",
-    "load_run", "models", "nnx", "optimizers", "override", "rank_trials", "read_trials",
-    "rundir", "strategies", "structural", "train", "tune",
+    "load_run", "models", "nnx", "optimizers", "override", "progress", "rank_trials",
+    "read_trials", "report", "reporting", "rundir", "strategies", "structural", "train", "tune",
 ]

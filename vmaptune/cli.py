@@ -4,6 +4,8 @@
     vmaptune run experiments/digits_mlp.py --set population=512 rounds=5 --out runs/digits
     vmaptune run experiments/digits_mlp.py --out runs/digits   # again: resumes it
     vmaptune show runs/digits
+    vmaptune run experiments/digits_mlp.py --log-format json > run.jsonl
+    vmaptune report runs/digits
 
 Over several processes (hosts), the same command on each, with its own id::
 
@@ -23,6 +25,7 @@ import time
 import numpy as np
 from jax.experimental.multihost_utils import broadcast_one_to_all
 
+from vmaptune import progress as progress_events
 from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
 from vmaptune.data import DataError
@@ -32,6 +35,7 @@ from vmaptune.distributed import (
   ENV_PROCESS_ID,
   DistributedError,
 )
+from vmaptune.reporting import report as write_report
 from vmaptune.rundir import load_run
 from vmaptune.space import SpaceError
 from vmaptune.tuner import AllDivergedError, SettingsError
@@ -54,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--no-resume", action="store_true",
                    help="refuse a run directory that holds a run instead of resuming it")
   run.add_argument("--quiet", action="store_true", help="print only the final result")
+  run.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text (default): a summary per round, and a live progress line when "
+                   "standard output is a terminal; json: one JSON object per line for each "
+                   "event (round start/end, training segments, evaluations, the final fit) "
+                   "and nothing else on standard output")
   run.add_argument("--cache-dir", help="persistent compilation cache (default: "
                    "$VMAPTUNE_CACHE_DIR or ~/.cache/vmaptune/jax)")
   run.add_argument("--no-cache", action="store_true",
@@ -71,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
                              "and top trials")
   show.add_argument("run_dir", help="the run directory (--out of vmaptune run)")
   show.add_argument("--top", type=int, default=10, metavar="N", help="trials to list (10)")
+  report = commands.add_parser(
+      "report", help="print a run's top trials and hyperparameter importance; write its "
+      "figures (PNG; needs matplotlib: pip install 'vmaptune[report]')")
+  report.add_argument("run_dir", help="a run directory (trials.jsonl, summary.json)")
+  report.add_argument("--out", help="directory for the figures (default: RUN_DIR/report)")
+  report.add_argument("--top", type=int, default=10, help="trials in the table (10)")
+  report.add_argument("--curves", type=int, default=8,
+                      help="best trials whose learning curves are drawn (8)")
   return parser
 
 
@@ -92,14 +109,17 @@ def run(args: argparse.Namespace) -> int:
       experiment, **{k: v for k, v in flags.items() if v is not None})
   # Before anything runs on JAX. Only process 0 prints and writes records.
   processes = experiment.initialize_processes()
+  # Chosen alike on every process: training pieces and the reads they report are collective.
+  progress = _progress(args, processes.num_processes)
   if not processes.writes:
     args.quiet = True
+  chatty = not args.quiet and args.log_format == "text"
   # Every process must name the same run directory: a timestamp could differ.
   out = args.out or _default_out(experiment.name, processes.num_processes > 1)
-  if processes.num_processes > 1 and not args.quiet:
+  if processes.num_processes > 1 and chatty:
     print(f"vmaptune: process 0 of {processes.num_processes} (coordinator "
           f"{processes.coordinator}); it alone writes {out}", flush=True)
-  if not args.quiet:
+  if chatty:
     batch = ("searched" if "batch_size" in experiment.space.structural_names
              else experiment.batch_size)
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
@@ -108,12 +128,19 @@ def run(args: argparse.Namespace) -> int:
   with contextlib.ExitStack() as stack:
     if not args.no_cache:
       cache = stack.enter_context(persistent_cache(args.cache_dir))
-      if not args.quiet:
+      if chatty:
         print(f"compilation cache: {cache}", flush=True)
-    result = experiment.tune(out=out, verbose=not args.quiet, resume=not args.no_resume,
-                             copy_files={CONFIG_COPY: args.config})
-    result.final_fit()
-  if processes.writes:
+    if progress is not None:
+      stack.callback(progress.close)  # Clears a live line, also after an error.
+    start = time.perf_counter()
+    result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
+                             copy_files={CONFIG_COPY: args.config}, progress=progress)
+    fit = result.final_fit()
+  if processes.writes and args.log_format == "json":
+    print(progress_events.json_line({"event": "final_fit",
+                                     "t": round(time.perf_counter() - start, 4),
+                                     **fit.summary(), "out": out}), flush=True)
+  elif processes.writes:
     print(result.describe())
   return 0
 
@@ -123,8 +150,35 @@ def show(args: argparse.Namespace) -> int:
   return 0
 
 
+def _progress(args: argparse.Namespace,
+              num_processes: int) -> progress_events.Progress | None:
+  """JSON lines, a live line on a terminal (one process only: terminals differ), or none."""
+  if args.quiet:
+    return None
+  if args.log_format == "json":
+    return progress_events.JsonLines(sys.stdout)
+  if num_processes == 1 and sys.stdout.isatty():
+    return progress_events.Bar(sys.stdout)
+  return None
+
+
+def report(args: argparse.Namespace) -> int:
+  write_report(args.run_dir, args.out, top=args.top, curves=args.curves)
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.command == "report":
+    try:
+      return report(args)
+    except (OSError, ValueError) as e:
+      print(f"vmaptune: error: {e}", file=sys.stderr)
+      return 2
+  if args.command == "run" and args.quiet and args.log_format == "json":
+    parser.error("--quiet prints only the final result and --log-format json prints every "
+                 "event; choose one")
   try:
     return show(args) if args.command == "show" else run(args)
   except USER_ERRORS as e:

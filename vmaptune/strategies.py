@@ -71,6 +71,8 @@ class RoundContext:
       without structural parameters).
     seeds: initialisation and data-order seeds each configuration trains
       with (only :class:`RandomSearch` supports more than 1).
+    progress: a :class:`vmaptune.progress.Tracker` that :meth:`advance` and
+      :meth:`evaluate` report to, or ``None``.
   """
 
   pop: Population
@@ -83,10 +85,18 @@ class RoundContext:
   rng: np.random.Generator
   bucket: int | None = None
   seeds: int = 1
+  progress: Any = None
 
   @property
   def budget(self) -> int:
     return self.pop.epochs
+
+  def advance(self, lanes: Lanes, first_epoch: int, num_epochs: int) -> tuple[Lanes, jax.Array]:
+    """:meth:`Population.advance` with the round's data key (reported, in
+    pieces, when progress is on: the same computation)."""
+    if self.progress is None:
+      return self.pop.advance(lanes, self.data_key, first_epoch, num_epochs)
+    return self.progress.advance(self.pop, lanes, self.data_key, first_epoch, num_epochs)
 
   def sample(self, size: int, stream: int = 0) -> dict[str, np.ndarray]:
     return self.space.sample(self.seed, self.index, size, stream, self.bucket)
@@ -101,6 +111,8 @@ class RoundContext:
     diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
     accuracy[diverged] = np.nan
     loss[diverged] = np.nan
+    if self.progress is not None:
+      self.progress.evaluated(accuracy, diverged)
     return accuracy, loss, diverged
 
 
@@ -249,8 +261,7 @@ class RandomSearch(Strategy):
     if ctx.seeds > 1:
       self._run_seeds(ctx, log, hparams, trials)
       return
-    lanes, losses = ctx.pop.advance(ctx.pop.init(hparams, ctx.init_key), ctx.data_key, 0,
-                                    ctx.budget)
+    lanes, losses = ctx.advance(ctx.pop.init(hparams, ctx.init_key), 0, ctx.budget)
     _record(log, trials, losses)
     _close_all(log, trials, ctx.budget, *ctx.evaluate(lanes))
 
@@ -264,8 +275,7 @@ class RandomSearch(Strategy):
     configs, seeds = ctx.lanes, ctx.seeds
     tiled = {k: np.tile(v, seeds) for k, v in hparams.items()}
     tiled[REPLICA] = np.repeat(np.arange(seeds), configs).astype(np.float32)
-    lanes, losses = ctx.pop.advance(ctx.pop.init(tiled, ctx.init_key), ctx.data_key, 0,
-                                    ctx.budget)
+    lanes, losses = ctx.advance(ctx.pop.init(tiled, ctx.init_key), 0, ctx.budget)
     curves = to_host(losses)[:configs * seeds].reshape(seeds, configs, -1)
     accuracy, loss, diverged = (a.reshape(seeds, configs) for a in ctx.evaluate(lanes))
     bad = diverged.any(axis=0)
@@ -308,7 +318,7 @@ def _halve(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
   lanes = ctx.pop.init(hparams, ctx.init_key)
   reached = 0
   for rung, budget in enumerate(budgets):
-    lanes, losses = ctx.pop.advance(lanes, ctx.data_key, reached, budget - reached)
+    lanes, losses = ctx.advance(lanes, reached, budget - reached)
     reached = budget
     _record(log, trials, losses)
     accuracy, loss, diverged = ctx.evaluate(lanes)
@@ -449,7 +459,7 @@ class PopulationBasedTraining(Strategy):
     quota = max(1, math.floor(self.fraction * ctx.lanes))
     for start in range(0, ctx.budget, self.interval):
       end = min(start + self.interval, ctx.budget)
-      lanes, losses = ctx.pop.advance(lanes, ctx.data_key, start, end - start)
+      lanes, losses = ctx.advance(lanes, start, end - start)
       _record(log, current, losses)
       accuracy, loss, diverged = ctx.evaluate(lanes)
       if end == ctx.budget:

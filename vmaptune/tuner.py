@@ -28,6 +28,7 @@ import numpy as np
 
 from vmaptune import nnx as nnx_models
 from vmaptune import optimizers, rundir
+from vmaptune import progress as progress_events
 from vmaptune.compilation import CompileCounter
 from vmaptune.data import Dataset
 from vmaptune.distributed import is_first_process
@@ -374,7 +375,7 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
          resume: bool = True, copy_files: Mapping[str, str] | None = None,
-         **settings: Any) -> TuneResult:
+         progress: Any = None, **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space`` in rounds of ``population`` lanes.
 
   Every input is checked before anything is compiled. Records are written to
@@ -414,6 +415,11 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       config is always refused, naming what differs, and left untouched.
     copy_files: ``{name: source path}`` copied into a new run directory
       (``vmaptune run`` copies the config file).
+    progress: report progress during rounds: ``"bar"`` (a live line on
+      standard output), ``"json"`` (one JSON object per event), a function
+      of one event dict, or a :class:`vmaptune.progress.Progress`; ``None``
+      (default) reports nothing and leaves training uncut (see
+      :mod:`vmaptune.progress`).
     **settings: any field of :class:`Settings`: ``population`` (256),
       ``rounds`` (4), ``epochs`` (5), ``batch_size`` (64; unused when the space
       searches it), ``keep`` (0.2), ``margin`` (0.1), ``seed`` (0),
@@ -440,6 +446,10 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   if unknown:
     raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
   settings = Settings(**settings)
+  try:
+    sink = progress_events.resolve(progress)
+  except ValueError as e:
+    raise SettingsError(str(e)) from None
   model, buckets, population = prepare(model, data, space, settings)
   traced = space.traced()
   # Per bucket, for the run directory's description of the model (shapes only, no compile).
@@ -474,10 +484,16 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
             "records", flush=True)
   tuned = TuneResult(done, space, record, time.perf_counter() - start, out, refit, final)
+  tracker = None if sink is None else progress_events.Tracker(
+      sink, rounds=settings.rounds, population=settings.population, epochs=settings.epochs,
+      seeds=settings.seeds, strategy=record["strategy"], space=space, restored=done)
+  if tracker is not None:  # First, so a live line is cleared before a round's summary.
+    callbacks.insert(0, tracker.round_end)
   current = done[-1].next_space if done else space
   for index in range(len(done), settings.rounds):
     try:
-      result = _run_round_in_memory(buckets, population, settings, current, space, index)
+      result = _run_round_in_memory(buckets, population, settings, current, space, index,
+                                    tracker)
     except OutOfMemoryError as e:
       e.partial = TuneResult(done, space, record, time.perf_counter() - start, out, refit)
       if run_dir is not None:
@@ -500,12 +516,14 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     for callback in callbacks:
       callback(result)
     current = result.next_space
+  if tracker is not None:
+    tracker.run_end(tuned)
   return tuned
 
 
 def _run_round_in_memory(buckets: Buckets, population: Callable[[Bucket], Population],
                          settings: Settings, current: Space, bounds: Space,
-                         index: int) -> RoundResult:
+                         index: int, tracker: Any = None) -> RoundResult:
   """Runs a round; if a device runs out of memory, runs it again with lane
   chunks half as large (same keys, so the same results) down to one lane.
 
@@ -514,7 +532,7 @@ def _run_round_in_memory(buckets: Buckets, population: Callable[[Bucket], Popula
   """
   while True:
     try:
-      return _run_round(buckets, population, settings, current, bounds, index)
+      return _run_round(buckets, population, settings, current, bounds, index, tracker)
     except jax.errors.JaxRuntimeError as e:
       if not is_out_of_memory(e):
         raise
@@ -529,7 +547,8 @@ def _run_round_in_memory(buckets: Buckets, population: Callable[[Bucket], Popula
 
 
 def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
-               settings: Settings, current: Space, bounds: Space, index: int) -> RoundResult:
+               settings: Settings, current: Space, bounds: Space, index: int,
+               tracker: Any = None) -> RoundResult:
   """Runs the strategy for one round in every bucket of ``current``, ranks all
   their trials together and narrows the space (categories included)."""
   strategy = parse_strategy(settings.strategy)
@@ -538,15 +557,20 @@ def _run_round(buckets: Buckets, population: Callable[[Bucket], Population],
   lanes_each = buckets.lanes_each(current)
   init_key, data_key = Population.round_keys(settings.seed, index)
   parts = []
+  round_buckets = buckets.for_space(current)
+  if tracker is not None:
+    tracker.round_start(index, current, len(round_buckets))
   with CompileCounter() as compiled:
     # Buckets share the round's keys: a configuration's result does not depend
     # on which other buckets the round has.
-    for bucket in buckets.for_space(current):
+    for position, bucket in enumerate(round_buckets):
+      if tracker is not None:
+        tracker.bucket_start(position, bucket.values)
       numbered = [] if bucket.index is None else [bucket.index]
       ctx = RoundContext(pop=population(bucket), space=traced, seed=settings.seed, index=index,
                          lanes=lanes_each, init_key=init_key, data_key=data_key,
                          rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
-                         bucket=bucket.index, seeds=settings.seeds)
+                         bucket=bucket.index, seeds=settings.seeds, progress=tracker)
       log = TrialLog(list(traced), settings.epochs)
       strategy.run(ctx, log)
       parts.append((bucket, log.arrays()))

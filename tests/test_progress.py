@@ -1,0 +1,218 @@
+"""Progress events: their order, counts and fields; JSON lines; the live line; quiet runs."""
+
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+
+import vmaptune as vt
+from vmaptune.cli import main
+from vmaptune.tuner import SettingsError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
+# Small enough steps that no lane diverges, so lane counts are known in advance.
+SAFE = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
+
+
+def _json_run(small_data, tiny_mlp, **settings) -> tuple[vt.TuneResult, list[dict]]:
+  stream = io.StringIO()
+  result = vt.tune(tiny_mlp, small_data, SAFE,
+                   progress=vt.progress.JsonLines(stream, every=1), **settings)
+  lines = stream.getvalue().splitlines()
+  return result, [json.loads(line) for line in lines]
+
+
+def test_json_lines_give_every_event_in_order_with_the_round_results(small_data, tiny_mlp,
+                                                                    tmp_path):
+  settings = dict(population=8, rounds=2, epochs=2, batch_size=32, seed=0)
+  result, events = _json_run(small_data, tiny_mlp, out=str(tmp_path / "run"), **settings)
+  round_events = ["round_start", "segment", "segment", "evaluation", "round_end"]
+  assert [e["event"] for e in events] == ["run_start"] + round_events * 2 + ["run_end"]
+  times = [e["t"] for e in events]
+  assert times == sorted(times)
+  assert events[0] | {"t": 0} == {"event": "run_start", "t": 0, "rounds": 2, "population": 8,
+                                  "epochs": 2, "seeds": 1, "strategy": "random",
+                                  "space": SAFE.to_dict(), "restored": 0}
+  best = None
+  for r, chunk in zip(result.rounds, (events[1:6], events[6:11]), strict=True):
+    start, first, second, evaluation, end = chunk
+    assert start["round"] == r.index and start["space"] == r.space.to_dict()
+    assert start["buckets"] == 1
+    assert [(s["first_epoch"], s["epoch"], s["lane_epochs"]) for s in (first, second)] == \
+        [(0, 1, 8), (1, 2, 16)]
+    for segment in (first, second):
+      assert (segment["lanes"], segment["alive"], segment["budget"]) == (8, 8, 2)
+      assert segment["trials_per_s"] > 0 and segment["best_val_accuracy"] == best
+    assert evaluation["epoch"] == 2 and evaluation["alive"] == 8
+    assert evaluation["val_accuracy"] == pytest.approx(r.best_accuracy)
+    best = max(best or 0.0, r.best_accuracy)
+    assert end == end | {"round": r.index, "configurations": 8, "trials": 8, "diverged": 0,
+                         "kept": len(r.kept), "lane_epochs": r.lane_epochs,
+                         "best_val_accuracy": pytest.approx(best),
+                         "val_accuracy": pytest.approx(r.best_accuracy),
+                         "next_space": r.next_space.to_dict()}
+  assert events[-1]["chosen"] == result.best.hparams
+  assert events[-1]["best_val_accuracy"] == result.best.val_accuracy
+  # The same call again resumes a finished run: its rounds are restored, none is trained.
+  again = []
+  vt.tune(tiny_mlp, small_data, SAFE, out=str(tmp_path / "run"), progress=again.append,
+          **settings)
+  assert [e["event"] for e in again] == ["run_start", "run_end"]
+  assert again[0]["restored"] == 2
+  assert again[1]["best_val_accuracy"] == pytest.approx(result.best.val_accuracy)
+
+
+def test_pieces_of_training_are_reported_and_change_no_result(small_data, tiny_mlp):
+  """Successive halving over epochs [0,1), [1,2), [2,4): per epoch with every=1, per
+  rung with every=None; the records equal a run without progress, bit for bit."""
+  settings = dict(population=8, rounds=1, epochs=4, batch_size=32, seed=0,
+                  strategy="halving(eta=2)")
+  plain = vt.tune(tiny_mlp, small_data, SAFE, **settings)
+  reported, events = _json_run(small_data, tiny_mlp, **settings)
+  rungs = []
+  coarse = vt.tune(tiny_mlp, small_data, SAFE, progress=vt.progress.Callback(
+      rungs.append, every=None), **settings)
+  segments = lambda evs: [(e["first_epoch"], e["epoch"], e["lanes"])
+                          for e in evs if e["event"] == "segment"]
+  assert segments(events) == [(0, 1, 8), (1, 2, 4), (2, 3, 2), (3, 4, 2)]
+  assert segments(rungs) == [(0, 1, 8), (1, 2, 4), (2, 4, 2)]
+  for evs in (events, rungs):
+    assert [e["epoch"] for e in evs if e["event"] == "evaluation"] == [1, 2, 4]
+    assert [e["lanes"] for e in evs if e["event"] == "evaluation"] == [8, 4, 2]
+  for other in (reported, coarse):
+    assert [t.to_record() for t in other.trials()] == [t.to_record() for t in plain.trials()]
+
+
+def test_buckets_are_reported_with_their_structural_values(small_data):
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), hidden=vt.Choice([(8,), (16,)]))
+  events = []
+  vt.tune(vt.models.MLP(), small_data, space, population=4, rounds=1, epochs=1,
+          batch_size=32, progress=events.append)
+  segments = [e for e in events if e["event"] == "segment"]
+  assert [(e["bucket"], e["buckets"], e["values"], e["lanes"]) for e in segments] == [
+      (0, 2, {"hidden": (8,)}, 2), (1, 2, {"hidden": (16,)}, 2)]
+  assert [e["lane_epochs"] for e in segments] == [2, 4]  # Summed over the round's buckets.
+
+
+def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, capsys):
+  stream = io.StringIO()
+  vt.tune(tiny_mlp, small_data, SAFE, population=8, rounds=2, epochs=2, batch_size=32,
+          progress=vt.progress.Bar(stream), verbose=True)
+  drawn = stream.getvalue()
+  assert "\n" not in drawn
+  frames = [f.removesuffix("\x1b[K") for f in drawn.split("\r") if f.removesuffix("\x1b[K")]
+  assert frames[0] == "round 1/2 starting ..."
+  assert frames[1].startswith("round 1/2 [##########..........]  epoch 1/2  lanes 8/8 alive")
+  assert "trials/s  best -" in frames[1]
+  assert frames[2].startswith("round 1/2 [####################]  epoch 2/2")
+  assert frames[2].endswith("best -")
+  # The evaluation after the last epoch brings the round's best.
+  assert frames[3].startswith("round 1/2 [####################]  epoch 2/2")
+  assert " trials/s  best 0." in frames[3]
+  assert frames[4] == "round 2/2 starting ..."
+  assert drawn.endswith("\r\x1b[K")  # Cleared, so the round summary starts a clean line.
+  assert drawn.count("\r\x1b[K") == 2  # Once per round end.
+  assert "round 2/2: 8 configurations" in capsys.readouterr().out
+
+
+def test_no_progress_prints_nothing(small_data, tiny_mlp, capsys):
+  vt.tune(tiny_mlp, small_data, SAFE, population=4, rounds=1, epochs=1, progress="none")
+  assert capsys.readouterr() == ("", "")
+  assert vt.progress.resolve(None) is None and vt.progress.resolve(False) is None
+
+
+@pytest.mark.parametrize("progress, message", [
+    ("loud", "progress='loud'; expected one of \\['bar', 'json', 'none'\\]"),
+    (3, "progress=3; expected one of"),
+])
+def test_a_bad_progress_is_refused_before_compiling(progress, message, small_data, tiny_mlp,
+                                                    refused_before_compiling):
+  refused_before_compiling(SettingsError, message, model=tiny_mlp, data=small_data,
+                           space=SAFE, population=4, progress=progress)
+
+
+def test_auto_pieces_aim_at_the_interval_from_the_last_pieces_speed():
+  tracker = vt.progress.Tracker(vt.progress.Callback(lambda e: None, interval_s=0.5),
+                                rounds=1, population=8, epochs=20, seeds=1,
+                                strategy="random", space=SAFE)
+  assert tracker._piece(lanes=8, left=20) == 1  # Nothing measured yet.
+  tracker._lane_epoch_s = 0.01 / 8  # 10 ms per epoch of 8 lanes: 50 epochs in 0.5 s.
+  assert tracker._piece(lanes=8, left=20) == 20
+  assert tracker._piece(lanes=64, left=20) == 6  # 80 ms per epoch of 64 lanes.
+  tracker._lane_epoch_s = 1.0  # Slower than the interval: one epoch at a time.
+  assert tracker._piece(lanes=8, left=20) == 1
+  tracker.every = 3
+  assert [tracker._piece(8, left) for left in (20, 2)] == [3, 2]
+  tracker.every = None
+  assert tracker._piece(8, 17) == 17
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(every=0), "every=0; expected 'auto', a whole number of epochs >= 1, or None"),
+    (dict(every="fast"), "every='fast'; expected 'auto'"),
+    (dict(interval_s=0), "interval_s=0; expected a number of seconds > 0"),
+])
+def test_progress_settings_are_checked(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    vt.progress.JsonLines(**kwargs)
+
+
+def test_the_command_logs_json_lines_and_nothing_else(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert main(["run", DEFAULT, "--no-cache", "--log-format", "json", "--set",
+               "population=4", "rounds=2", "epochs=1", "--out", str(out)]) == 0
+  captured = capsys.readouterr()
+  events = [json.loads(line) for line in captured.out.splitlines()]  # Every line is JSON.
+  assert [e["event"] for e in events] == (
+      ["run_start"] + ["round_start", "segment", "evaluation", "round_end"] * 2
+      + ["run_end", "final_fit"])
+  final = events[-1]
+  assert final["out"] == str(out) and 0 < final["test_accuracy"] <= 1
+  summary = json.loads((out / "summary.json").read_text())
+  assert final["config"] == summary["chosen"]["hparams"]
+
+
+def test_quiet_and_json_together_are_refused(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(["run", DEFAULT, "--quiet", "--log-format", "json"])
+  assert exit_info.value.code == 2
+  assert "choose one" in capsys.readouterr().err
+
+
+def test_quiet_prints_only_the_final_result(tmp_path, capsys):
+  assert main(["run", DEFAULT, "--no-cache", "--quiet", "--set", "population=4", "rounds=1",
+               "epochs=1", "--out", str(tmp_path / "run")]) == 0
+  captured = capsys.readouterr()
+  assert captured.err == "" and "\r" not in captured.out
+  assert captured.out.startswith("chosen config") and "round 1/1:" not in captured.out
+
+
+def test_the_command_draws_a_live_line_on_a_terminal(tmp_path):
+  """Standard output on a pseudo-terminal: the live line is the default."""
+  leader, follower = pty.openpty()
+  command = ("import sys; from vmaptune.cli import main; sys.exit(main(['run', "
+             f"{DEFAULT!r}, '--no-cache', '--set', 'population=4', 'rounds=1', 'epochs=2', "
+             f"'--out', {str(tmp_path / 'run')!r}]))")
+  process = subprocess.Popen([sys.executable, "-c", command], cwd=ROOT, stdout=follower,
+                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})
+  os.close(follower)
+  chunks = []
+  while True:
+    try:
+      chunk = os.read(leader, 4096)
+    except OSError:  # The child closed the terminal.
+      break
+    if not chunk:
+      break
+    chunks.append(chunk)
+  os.close(leader)
+  assert process.wait(timeout=120) == 0, process.stderr.read()
+  shown = b"".join(chunks).decode()
+  assert "\rround 1/1 [##########..........]  epoch 1/2  lanes 4/4 alive" in shown
+  assert "\r\x1b[Kround 1/1: 4 configurations" in shown
+  assert "chosen config" in shown

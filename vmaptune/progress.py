@@ -1,0 +1,379 @@
+"""Progress of a run as events: a live line on a terminal, JSON lines, or your callback.
+
+Training runs as compiled segments over ranges of epochs (see
+:meth:`vmaptune.population.Population.advance`), so progress is reported from
+the host between them, never from inside the compiled program. A strategy's
+segment is cut into pieces, each reported when done: the same computation,
+bit for bit (training epochs ``[0, a)`` then ``[a, b)`` equals ``[0, b)``, see
+:func:`vmaptune.train.make_segment`), at the cost of one program launch and
+one read per piece (a few milliseconds on a CPU). ``every="auto"`` (the
+default) sizes pieces to about ``interval_s`` seconds of training each, from
+the speed of the pieces before (the first piece of a run is one epoch);
+``every=k`` cuts pieces of ``k`` epochs; ``every=None`` reports once per
+segment as the strategy planned it (once per round and bucket for random
+search, once per rung for successive halving). Without a progress reporter
+(the default of :func:`vmaptune.tune`) nothing is cut or read back.
+
+Every event is a dict with ``event`` (its kind) and ``t`` (seconds since the
+run started); ``round`` is 0-based, as in ``trials.jsonl``:
+
+* ``run_start``: ``rounds``, ``population``, ``epochs``, ``seeds``,
+  ``strategy``, ``space``, ``restored`` (rounds a resumed run restored from
+  its records; their best counts in ``best_val_accuracy``).
+* ``round_start``: ``round``, ``rounds``, ``space`` (the ranges sampled),
+  ``buckets`` (combinations of structural values trained).
+* ``segment``, after each piece of training: ``round``, ``bucket`` (0-based
+  position in the round), ``buckets``, ``values`` (the bucket's structural
+  values), ``first_epoch``, ``epoch`` (epochs reached), ``budget``, ``lanes``
+  (training now), ``alive`` (of them, not diverged), ``lane_epochs`` (trained
+  so far this round, seeds included), ``trials_per_s`` (full-budget trials'
+  worth of training per second this round), ``best_val_accuracy`` (best of
+  the run so far, ``None`` before any trial trained the full budget).
+* ``evaluation``, after each validation pass: ``round``, ``bucket``,
+  ``buckets``, ``values``, ``epoch``, ``budget``, ``lanes``, ``alive`` (not
+  diverged, validation loss included),
+  ``val_accuracy`` (best lane of this pass; ``None`` if all diverged),
+  ``best_val_accuracy``.
+* ``round_end``: ``round``, ``rounds``, ``configurations``, ``trials``,
+  ``diverged``, ``kept``, ``val_accuracy`` (the round's best full-budget trial,
+  ``None`` if none), ``best_val_accuracy``, ``lane_epochs``, ``wall_s``,
+  ``trials_per_s``, ``next_space``.
+* ``run_end``: ``rounds`` (completed), ``best_val_accuracy``, ``chosen``
+  (the chosen trial's hyperparameters), ``wall_s``.
+
+A round run again after running out of device memory starts again with a new
+``round_start``. In a run over several processes every process must pass the
+same ``progress`` (pieces are collective programs), ``"auto"`` pieces fall
+back to whole segments (timings differ between processes), and only process 0
+reports.
+
+>>> events = []
+>>> import vmaptune as vt
+>>> result = vt.tune(vt.models.MLP(hidden=(8,)), vt.data.digits(),
+...                  vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)),
+...                  population=4, rounds=1, epochs=2, progress=events.append)
+>>> [e["event"] for e in events]
+['run_start', 'round_start', 'segment', 'segment', 'evaluation', 'round_end', 'run_end']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmaptune.devices import to_host
+from vmaptune.distributed import is_first_process
+
+Event = dict[str, Any]
+
+# Epoch-loss records of consecutive pieces hold NaN outside their own epochs.
+_merge_losses = jax.jit(jnp.fmax)
+
+
+class Progress:
+  """Receives events (see the module docstring); subclasses show them.
+
+  Attributes:
+    every: how training is cut into reported pieces: ``"auto"`` (about
+      ``interval_s`` seconds each), a whole number of epochs, or ``None`` (the
+      strategy's segments).
+    interval_s: the seconds of training an ``"auto"`` piece aims at.
+  """
+
+  every: int | str | None = "auto"
+  interval_s: float = 0.5
+
+  def __call__(self, event: Event) -> None:
+    raise NotImplementedError
+
+  def close(self) -> None:
+    """Ends the display (e.g. clears a live line); called after the run or an error."""
+
+
+class Callback(Progress):
+  """Calls ``fn(event)`` for every event.
+
+  Args:
+    fn: called with each event dict.
+    every, interval_s: see :class:`Progress`.
+  """
+
+  def __init__(self, fn: Callable[[Event], Any], every: int | str | None = "auto",
+               interval_s: float = 0.5):
+    self.fn = fn
+    self.every, self.interval_s = _check_every(every, interval_s)
+
+  def __call__(self, event: Event) -> None:
+    self.fn(event)
+
+
+class JsonLines(Progress):
+  """Writes each event as one JSON object per line, flushed, for scripts and batch logs.
+
+  Args:
+    stream: where to write (default: standard output).
+    every, interval_s: see :class:`Progress`.
+  """
+
+  def __init__(self, stream: IO[str] | None = None, every: int | str | None = "auto",
+               interval_s: float = 0.5):
+    self.stream = stream
+    self.every, self.interval_s = _check_every(every, interval_s)
+
+  def __call__(self, event: Event) -> None:
+    stream = self.stream or sys.stdout
+    stream.write(json_line(event) + "\n")
+    stream.flush()
+
+
+class Bar(Progress):
+  """One line redrawn in place with a carriage return:
+  ``round 2/4 [######......] epoch 12/20  lanes 250/256 alive  85.1 trials/s  best 0.9722``.
+
+  The bar fills with the epochs reached in the current bucket (combination of
+  structural values) over the round's buckets. It clears its line when a round
+  ends, so per-round summaries print on a clean line.
+
+  Args:
+    stream: where to draw (default: standard output).
+    every, interval_s: see :class:`Progress`.
+    width: characters of the bar itself.
+  """
+
+  def __init__(self, stream: IO[str] | None = None, every: int | str | None = "auto",
+               interval_s: float = 0.5, width: int = 20):
+    self.stream = stream
+    self.every, self.interval_s = _check_every(every, interval_s)
+    self.width = width
+    self._drawn = False
+    self._rate: float | None = None  # Evaluations show the last segment's.
+
+  def __call__(self, event: Event) -> None:
+    kind = event["event"]
+    if kind in ("segment", "evaluation"):
+      self._rate = event.get("trials_per_s", self._rate)
+      self._draw(self.line(event))
+    elif kind == "round_start":
+      self._rate = None
+      self._draw(f"round {event['round'] + 1}/{event['rounds']} starting ...")
+    elif kind in ("round_end", "run_end"):
+      self.close()
+
+  def line(self, event: Event) -> str:
+    """The text drawn for a ``segment`` or ``evaluation`` event."""
+    done = (event["bucket"] + event["epoch"] / event["budget"]) / event["buckets"]
+    filled = round(done * self.width)
+    parts = [f"round {event['round'] + 1}/{event['rounds']} "
+             f"[{'#' * filled}{'.' * (self.width - filled)}]",
+             f"epoch {event['epoch']}/{event['budget']}"]
+    if event["buckets"] > 1:
+      parts.append(f"bucket {event['bucket'] + 1}/{event['buckets']}")
+    parts.append(f"lanes {event['alive']}/{event['lanes']} alive")
+    rate = event.get("trials_per_s", self._rate)
+    if rate is not None:
+      parts.append(f"{rate:.1f} trials/s")
+    best = event["best_val_accuracy"]
+    parts.append("best " + ("-" if best is None else f"{best:.4f}"))
+    return "  ".join(parts)
+
+  def _draw(self, text: str) -> None:
+    stream = self.stream or sys.stdout
+    columns = shutil.get_terminal_size((100, 20)).columns
+    # \x1b[K clears what a longer earlier line left to the right.
+    stream.write("\r" + text[:max(columns - 1, 10)] + "\x1b[K")
+    stream.flush()
+    self._drawn = True
+
+  def close(self) -> None:
+    if self._drawn:
+      stream = self.stream or sys.stdout
+      stream.write("\r\x1b[K")
+      stream.flush()
+      self._drawn = False
+
+
+def _check_every(every: int | str | None, interval_s: float) -> tuple[int | str | None, float]:
+  if every not in (None, "auto") and (isinstance(every, bool) or not isinstance(every, int)
+                                      or every < 1):
+    raise ValueError(f"every={every!r}; expected 'auto', a whole number of epochs >= 1, or "
+                     "None (one report per segment)")
+  if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) \
+      or not interval_s > 0:
+    raise ValueError(f"interval_s={interval_s!r}; expected a number of seconds > 0")
+  return every, float(interval_s)
+
+
+MODES = ("bar", "json", "none")
+
+
+def resolve(progress: Any) -> Progress | None:
+  """A :class:`Progress` from ``None``/``False``/``"none"`` (no reporting),
+  ``"bar"``, ``"json"``, a :class:`Progress`, or a function of one event.
+
+  Raises:
+    ValueError: anything else.
+  """
+  if progress is None or progress is False or progress == "none":
+    return None
+  if isinstance(progress, Progress):
+    return progress
+  if progress == "bar":
+    return Bar()
+  if progress == "json":
+    return JsonLines()
+  if callable(progress) and not isinstance(progress, str):
+    return Callback(progress)
+  raise ValueError(f"progress={progress!r}; expected one of {list(MODES)}, a "
+                   "vmaptune.progress.Progress, or a function of one event dict")
+
+
+def _plain(value: Any) -> Any:
+  """JSON-ready: NumPy values as Python ones, tuples as lists, NaN/inf as ``None``."""
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, list | tuple | np.ndarray):
+    return [_plain(v) for v in value]
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def json_line(event: Event) -> str:
+  """One event as strict JSON on one line (no ``NaN``: non-finite numbers are ``null``)."""
+  return json.dumps(_plain(event), allow_nan=False, default=str)
+
+
+def _finite(value: float) -> float | None:
+  return float(value) if value is not None and math.isfinite(value) else None
+
+
+class Tracker:
+  """Turns the tuner's and strategies' calls into events for one run.
+
+  Every process of a multi-process run keeps one (the pieces of training and
+  the reads of ``diverged`` are collective); only process 0 passes events on.
+
+  Args:
+    sink: the :class:`Progress` to report to.
+    rounds, population, epochs, seeds, strategy: the run's settings.
+    space: the original search space.
+    restored: the rounds a resumed run restored (:class:`vmaptune.RoundResult`).
+  """
+
+  def __init__(self, sink: Progress, *, rounds: int, population: int, epochs: int,
+               seeds: int, strategy: str, space: Any, restored: list | None = None):
+    self.sink = sink
+    self.rounds, self.budget, self.seeds = rounds, epochs, seeds
+    self.speaks = is_first_process()
+    self.start = time.perf_counter()
+    self.best: float | None = None
+    self.round = 0
+    self.every = sink.every
+    if self.every == "auto" and jax.process_count() > 1:
+      self.every = None  # Timings differ between processes; pieces must not.
+    self._lane_epoch_s: float | None = None  # Measured by the latest piece.
+    for result in restored or []:
+      self._improve(result.best_accuracy if result.completed.any() else None)
+    self._emit("run_start", rounds=rounds, population=population, epochs=epochs,
+               seeds=seeds, strategy=strategy, space=space.to_dict(),
+               restored=len(restored or []))
+
+  def _emit(self, kind: str, **fields: Any) -> None:
+    if self.speaks:
+      self.sink({"event": kind, "t": round(time.perf_counter() - self.start, 4), **fields})
+
+  def _improve(self, accuracy: float | None) -> None:
+    if accuracy is not None and (self.best is None or accuracy > self.best):
+      self.best = accuracy
+
+  def round_start(self, index: int, space: Any, buckets: int) -> None:
+    self.round, self.buckets = index, buckets
+    self.round_start_s = time.perf_counter()
+    self.lane_epochs = 0
+    self.bucket, self.values, self.epoch = 0, {}, 0
+    self._emit("round_start", round=index, rounds=self.rounds, space=space.to_dict(),
+               buckets=buckets)
+
+  def bucket_start(self, position: int, values: dict[str, Any]) -> None:
+    self.bucket, self.values, self.epoch = position, values, 0
+
+  def _where(self) -> dict[str, Any]:
+    return {"round": self.round, "rounds": self.rounds, "bucket": self.bucket,
+            "buckets": self.buckets, "values": self.values}
+
+  def _piece(self, lanes: int, left: int) -> int:
+    """Epochs of the next piece, at most ``left``."""
+    if self.every is None:
+      return left
+    if self.every != "auto":
+      return min(self.every, left)
+    if self._lane_epoch_s is None:
+      return 1
+    return min(max(1, int(self.sink.interval_s / (self._lane_epoch_s * lanes))), left)
+
+  def advance(self, pop: Any, lanes: Any, data_key: jax.Array, first_epoch: int,
+              num_epochs: int) -> tuple[Any, jax.Array]:
+    """:meth:`Population.advance` in pieces (see :class:`Progress`), each
+    reported as a ``segment`` event; returns what one call would."""
+    losses, start, end = None, first_epoch, first_epoch + num_epochs
+    while start < end:
+      count = self._piece(lanes.count, end - start)
+      began = time.perf_counter()
+      lanes, piece = pop.advance(lanes, data_key, start, count)
+      losses = piece if losses is None else _merge_losses(losses, piece)
+      # Reading the flags waits for the piece, so the times below are real.
+      diverged = to_host(lanes.state.diverged)[:lanes.count]
+      done = time.perf_counter()
+      self._lane_epoch_s = (done - began) / (lanes.count * count)
+      self.epoch, self.lane_epochs = start + count, self.lane_epochs + lanes.count * count
+      elapsed = done - self.round_start_s
+      rate = self.lane_epochs / (self.budget * self.seeds) / elapsed if elapsed > 0 else 0.0
+      self._emit("segment", **self._where(), first_epoch=start, epoch=self.epoch,
+                 budget=self.budget, lanes=lanes.count, alive=int((~diverged).sum()),
+                 lane_epochs=self.lane_epochs, trials_per_s=round(rate, 3),
+                 best_val_accuracy=self.best)
+      start += count
+    return lanes, losses
+
+  def evaluated(self, accuracy: np.ndarray, diverged: np.ndarray) -> None:
+    """After a validation pass: ``accuracy``, ``diverged`` ``[lanes]`` (NaN where diverged)."""
+    alive = accuracy[~diverged]
+    best = _finite(float(alive.max())) if len(alive) else None
+    if self.epoch == self.budget and self.seeds == 1:
+      # With seeds a lane is one seed; a configuration's score (the mean) comes at round_end.
+      self._improve(best)
+    self._emit("evaluation", **self._where(), epoch=self.epoch, budget=self.budget,
+               lanes=len(accuracy), alive=int(len(alive)), val_accuracy=best,
+               best_val_accuracy=self.best)
+
+  def round_end(self, result: Any) -> None:
+    """After a round (a :class:`vmaptune.RoundResult`), before its summary prints."""
+    best = result.best_accuracy if result.completed.any() else None
+    self._improve(best)
+    self._emit("round_end", round=result.index, rounds=self.rounds,
+               configurations=result.lanes, trials=result.num_trials,
+               diverged=result.num_diverged, kept=len(result.kept), val_accuracy=best,
+               best_val_accuracy=self.best, lane_epochs=result.lane_epochs,
+               wall_s=round(result.wall_s, 4), trials_per_s=round(result.trials_per_s, 3),
+               next_space=result.next_space.to_dict())
+
+  def run_end(self, result: Any) -> None:
+    """After the search (a :class:`vmaptune.TuneResult`)."""
+    best = result.best
+    self._emit("run_end", rounds=len(result.rounds),
+               best_val_accuracy=None if best is None else best.val_accuracy,
+               chosen=None if best is None else best.to_record()["hparams"],
+               wall_s=round(result.wall_s, 4))
+    if self.speaks:
+      self.sink.close()
