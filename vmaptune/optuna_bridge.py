@@ -247,7 +247,7 @@ def optimize(study: optuna.Study, model: ModelSpec, data: Dataset, space: Space,
   if not isinstance(space, Space):
     raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
   asked_as = distributions(space)
-  model, buckets, pop_for = prepare(model, data, space, settings)
+  model, buckets, pop_for, _ = prepare(model, data, space, settings)
   traced = space.traced()
   structural = bool(space.structural_names)
 

@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.errors
 import flax.linen as nn
@@ -306,8 +306,15 @@ def _divergence_message(result: RoundResult, current: Space, original: Space,
   return message
 
 
-def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
-            ) -> tuple[ModelSpec, Buckets, Callable[[Bucket], Population]]:
+class Prepared(NamedTuple):
+  """What :func:`prepare` returns (see there)."""
+  model: ModelSpec
+  buckets: Buckets
+  population: Callable[[Bucket], Population]
+  parameters: list[int]
+
+
+def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings) -> Prepared:
   """Checks a run's inputs and builds its buckets, before anything is compiled.
 
   Shared by :func:`tune` and :mod:`vmaptune.optuna_bridge`. A Flax NNX model
@@ -318,7 +325,8 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
     The model as the buckets use it (NNX wrapped), the buckets (one per
     combination of structural values), and ``population(bucket)``, which
     builds a bucket's :class:`Population` on first use and returns the same
-    one (and its compiled programs) after.
+    one (and its compiled programs) after; and each bucket's parameter count,
+    in bucket order, from the shapes the check traced.
 
   Raises:
     SettingsError, SpaceError, DataError: bad input.
@@ -352,6 +360,7 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
                                 steps_per_epoch=steps_per_epoch,
                                 warmup=optimizers.WARMUP_EPOCHS in traced)
 
+  parameters = []
   for bucket in buckets:  # Every bucket the run may train, before compiling any.
     try:
       params = check_model(bucket.model, data, bucket.batch_size,
@@ -361,6 +370,7 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
       if not bucket.values:
         raise
       raise SettingsError(f"with {bucket.describe()}: {e}") from e
+    parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
   def population(bucket: Bucket) -> Population:
     return buckets.population_for(bucket, lambda b: Population(
@@ -369,7 +379,7 @@ def prepare(model: ModelSpec, data: Dataset, space: Space, settings: Settings
         lanes_per_group=settings.max_lanes_per_chunk,
         memory_budget_bytes=settings.memory_budget_bytes))
 
-  return model, buckets, population
+  return Prepared(model, buckets, population, parameters)
 
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
@@ -450,12 +460,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     sink = progress_events.resolve(progress)
   except ValueError as e:
     raise SettingsError(str(e)) from None
-  model, buckets, population = prepare(model, data, space, settings)
-  traced = space.traced()
-  # Per bucket, for the run directory's description of the model (shapes only, no compile).
-  parameters = [sum(math.prod(p.shape) for p in jax.tree.leaves(check_model(
-      bucket.model, data, bucket.batch_size, dropout=optimizers.DROPOUT_RATE in traced)))
-      for bucket in buckets]
+  model, buckets, population, parameters = prepare(model, data, space, settings)
   described = {**settings.to_dict(),
                **({"batch_size": None} if buckets.searched_batch_size else {})}
   model_name = (repr(model) if isinstance(model, nn.Module)
