@@ -37,9 +37,11 @@ import jax
 import numpy as np
 
 import vmaptune as vt
+from vmaptune.chunks import MEMORY_HEADROOM, free_device_memory
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import MEMORY_HEADROOM, free_device_memory
-from vmaptune.results import write_json
+from vmaptune.population import Population
+from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -53,12 +55,14 @@ import json, sys, time
 import numpy as np
 import jax
 import vmaptune as vt
+from vmaptune.keys import round_keys
+vt.devices.configure_cpu_devices()
 sys.path.insert(0, {here!r})
 from bench_scaling import population, configs
 lanes = {lanes}
 pop = population(vt.data.digits(), devices=None)
 hparams = configs(lanes)
-keys = pop.round_keys(0, 0)
+keys = round_keys(0, 0)
 out = pop.train(hparams, *keys)
 jax.block_until_ready(out)
 start = time.perf_counter()
@@ -72,9 +76,9 @@ print(json.dumps({{"devices": pop.num_devices, "train_s": train_s,
 """
 
 
-def population(data: vt.Dataset, **kwargs: Any) -> vt.Population:
+def population(data: vt.Dataset, **kwargs: Any) -> Population:
   steps = EPOCHS * (len(data.train) // BATCH)
-  return vt.Population(MODEL, scheduled(BUILTIN["adamw"], "cosine", steps), data,
+  return Population(MODEL, scheduled(BUILTIN["adamw"], "cosine", steps), data,
                        epochs=EPOCHS, batch_size=BATCH, eval_batch_size=1024, **kwargs)
 
 
@@ -122,14 +126,14 @@ def largest_population(data: vt.Dataset, sizes: list[int], budget: int) -> dict:
   names = list(configs(1))
   for mode in rows:
     for lanes in sizes:
-      pop = population(data, lanes_per_group=lanes if mode == "unchunked" else None)
+      pop = population(data, lanes_per_chunk=lanes if mode == "unchunked" else None)
       layout = pop.layout(lanes)
       memory = pop.training_memory(names, layout)
       total = memory.total * layout.devices  # The CPU devices share the host's memory.
-      rows[mode][lanes] = {"group": layout.group, "resident_mib": memory.resident / 2**20,
+      rows[mode][lanes] = {"group": layout.chunk, "resident_mib": memory.resident / 2**20,
                            "working_mib": memory.working / 2**20,
                            "all_devices_mib": total / 2**20, "fits": total <= budget}
-      print(f"  {mode:9s} P={lanes:8d}: groups of {layout.group:7d}, "
+      print(f"  {mode:9s} P={lanes:8d}: groups of {layout.chunk:7d}, "
             f"{total / 2**20:9.1f} MiB ({memory.resident / 2**20:.1f} state and data + "
             f"{memory.working / 2**20:.1f} temporaries per device)", flush=True)
       if total > budget:
@@ -151,7 +155,7 @@ def rss_check(data: vt.Dataset, lanes: int) -> dict:
   memory = pop.training_memory(list(hparams), layout)
   before = rss()
   start = time.perf_counter()
-  out = pop.train(hparams, *pop.round_keys(0, 0))
+  out = pop.train(hparams, *round_keys(0, 0))
   jax.block_until_ready(out)
   wall = time.perf_counter() - start
   measured = rss() - before
@@ -163,6 +167,7 @@ def rss_check(data: vt.Dataset, lanes: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--lanes", type=int, help="population for the device runs (256)")

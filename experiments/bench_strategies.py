@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 import vmaptune as vt
-from vmaptune.results import write_json
+from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRATEGIES = ("random", "halving", "hyperband", "pbt")

@@ -48,10 +48,11 @@ import numpy as np
 
 # Importing vmaptune (before any JAX computation) gives one CPU device per core.
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
+from vmaptune.compilation import CompileCounter, compiler_options
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import compiler_options
-from vmaptune.results import write_json
+from vmaptune.population import Population
+from vmaptune.rundir import write_json
 from vmaptune.train import eval_batches, make_evaluate, make_init, make_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -181,13 +182,13 @@ def _program_bytes(compiled) -> int | None:
 
 
 def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
-                 lanes_per_group=None) -> dict:
+                 lanes_per_chunk=None) -> dict:
   with PeakMemory() as memory:
-    pop = vt.Population(workload.model, _factory(workload, len(data.train)), data,
+    pop = Population(workload.model, _factory(workload, len(data.train)), data,
                         epochs=workload.epochs, batch_size=workload.batch_size,
-                        eval_batch_size=1024, devices=devices, lanes_per_group=lanes_per_group)
+                        eval_batch_size=1024, devices=devices, lanes_per_chunk=lanes_per_chunk)
     hparams = sample_configs(lanes)
-    keys = pop.round_keys(0, 0)
+    keys = round_keys(0, 0)
     with CompileCounter() as compiled:
       start = time.perf_counter()
       out = pop.train(hparams, *keys)
@@ -209,7 +210,7 @@ def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
           "first_pass_extra_s": first - train_s - eval_s,
           "run_s": train_s + eval_s, "train_s": train_s, "eval_s": eval_s,
           "peak_rss_growth_mb": memory.growth_mb, "program_bytes": _program_bytes(program),
-          "lanes_per_group": layout.group, "devices": pop.num_devices,
+          "lanes_per_chunk": layout.chunk, "devices": pop.num_devices,
           "padded_lanes": layout.padded, "best_val_accuracy": float(accuracy.max())}
 
 
@@ -229,7 +230,7 @@ def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
     evaluate = jax.jit(make_evaluate(workload.model), compiler_options=options)
     x, y = jax.device_put((data.train.x, data.train.y), device)
     val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024)), device))
-    keys = jax.device_put(vt.Population.round_keys(0, 0), device)
+    keys = jax.device_put(round_keys(0, 0), device)
     hparams = sample_configs(lanes)
     configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
     with CompileCounter() as compiled:
@@ -261,7 +262,7 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
   x, y = data.train.x, data.train.y
   steps = len(y) // workload.batch_size
-  init_key = vt.Population.round_keys(0, 0)[0]
+  init_key = round_keys(0, 0)[0]
 
   def objective(trial) -> float:
     hp = {name: np.float32(trial.suggest_float(name, d.low, d.high,
@@ -304,10 +305,10 @@ def layout_ablation(lanes: int = 256) -> dict:
   rows = {}
   print(f"\nlayout ablation, digits_mlp, P={lanes} (train seconds, best of {REPEATS})")
   for label, devices, group in cases:
-    r = run_vmaptune(workload, data, lanes, devices=devices, lanes_per_group=group)
+    r = run_vmaptune(workload, data, lanes, devices=devices, lanes_per_chunk=group)
     rows[label] = {"train_s": r["train_s"], "devices": r["devices"],
-                   "lanes_per_group": r["lanes_per_group"]}
-    print(f"  {label:32s} {r['train_s']:7.3f}s  (groups of {r['lanes_per_group']})", flush=True)
+                   "lanes_per_chunk": r["lanes_per_chunk"]}
+    print(f"  {label:32s} {r['train_s']:7.3f}s  (groups of {r['lanes_per_chunk']})", flush=True)
   return {"lanes": lanes, "rows": rows}
 
 
@@ -385,6 +386,7 @@ def markdown_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--table", metavar="RESULTS_JSON",
                       help="print the markdown table of an earlier run's results and exit")

@@ -16,6 +16,7 @@ def get_config() -> vt.Experiment:
       space=vt.Space(learning_rate=vt.LogUniform(1e-4, 1e-1),
                      weight_decay=vt.LogUniform(1e-8, 1e-1)),
       optimizer="adamw",
-      population=32, rounds=3, epochs=5, batch_size=64, keep=0.25, margin=0.1, seed=0,
+      population=32, rounds=3, epochs=5, batch_size=64,
+      sampler="narrow(keep=0.25, margin=0.1)", seed=0,
       schedule="cosine",
   )

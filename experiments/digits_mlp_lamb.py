@@ -34,6 +34,7 @@ def get_config() -> vt.Experiment:
                      weight_decay=vt.LogUniform(1e-6, 1e-1),
                      b1=vt.Uniform(0.8, 0.95)),
       optimizer=lamb,
-      population=128, rounds=3, epochs=10, batch_size=64, keep=0.2, margin=0.1, seed=0,
+      population=128, rounds=3, epochs=10, batch_size=64,
+      sampler="narrow(keep=0.2, margin=0.1)", seed=0,
       schedule="cosine",
   )

@@ -24,6 +24,7 @@ def get_config() -> vt.Experiment:
                      label_smoothing=vt.Uniform(0.0, 0.2),
                      warmup_epochs=vt.Uniform(0.0, 3.0)),
       optimizer="adamw",
-      population=128, rounds=3, epochs=20, batch_size=64, keep=0.2, margin=0.1, seed=0,
+      population=128, rounds=3, epochs=20, batch_size=64,
+      sampler="narrow(keep=0.2, margin=0.1)", seed=0,
       schedule="cosine",
   )

@@ -21,6 +21,7 @@ def get_config() -> vt.Experiment:
                      hidden=vt.Choice([32, 128]),
                      activation=vt.Choice(["relu", "tanh"])),
       optimizer="adamw",
-      population=256, rounds=4, epochs=20, batch_size=64, keep=0.2, margin=0.1, seed=0,
+      population=256, rounds=4, epochs=20, batch_size=64,
+      sampler="narrow(keep=0.2, margin=0.1)", seed=0,
       schedule="cosine",
   )

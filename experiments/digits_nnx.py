@@ -38,6 +38,6 @@ def get_config() -> vt.Experiment:
                      dropout_rate=vt.Uniform(0.0, 0.5),
                      hidden=vt.Choice([64, 128])),
       optimizer="adamw",
-      population=128, rounds=3, epochs=10, batch_size=64, keep=0.2, margin=0.1,
+      population=128, rounds=3, epochs=10, batch_size=64, sampler="narrow(keep=0.2, margin=0.1)",
       seed=0, schedule="cosine",
   )

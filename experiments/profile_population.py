@@ -28,8 +28,10 @@ import time
 import jax
 
 import vmaptune as vt
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.results import write_json
+from vmaptune.population import Population
+from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTAINERS = ("while", "call", "conditional")
@@ -65,6 +67,7 @@ def classify(name: str, origin: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--lanes", type=int, default=256)
   parser.add_argument("--epochs", type=int, default=2)
@@ -73,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
 
   data = vt.data.digits()
   steps = args.epochs * (len(data.train) // 64)
-  pop = vt.Population(vt.models.MLP(hidden=(128,)), scheduled(BUILTIN["adamw"], "cosine", steps),
+  pop = Population(vt.models.MLP(hidden=(128,)), scheduled(BUILTIN["adamw"], "cosine", steps),
                       data, epochs=args.epochs, batch_size=64, eval_batch_size=1024)
   hparams = vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0),
                      weight_decay=vt.LogUniform(1e-8, 1e-1)).sample(0, 0, args.lanes)
-  keys = pop.round_keys(0, 0)
+  keys = round_keys(0, 0)
   jax.block_until_ready(pop.train(hparams, *keys))  # Compile outside the profile.
   advance, example = pop.advance_program(hparams)
   hlo = advance.lower(*example).compile().as_text()
@@ -106,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
   report = {"command": "python experiments/profile_population.py " + " ".join(argv or sys.argv[1:]),
             "platform": device.platform, "devices": len(jax.devices()),
             "lanes": args.lanes, "padded_lanes": pop.padded_size(args.lanes),
-            "lanes_per_group": pop.lanes_per_group, "epochs": args.epochs, "steps": steps,
+            "lanes_per_chunk": pop.lanes_per_chunk, "epochs": args.epochs, "steps": steps,
             "wall_s_under_profiler": wall,
             "op_seconds_summed_over_devices": op_seconds, "rows": rows}
   print(f"{args.lanes} lanes on {len(jax.devices())} {device.platform} device(s), groups of "
-        f"{pop.lanes_per_group}, {steps} steps: {wall:.2f}s under the profiler; op time summed "
+        f"{pop.lanes_per_chunk}, {steps} steps: {wall:.2f}s under the profiler; op time summed "
         f"over devices {op_seconds:.2f}s")
   for row in rows:
     print(f"  {row['kind']:18s} {row['phase']:16s} {row['seconds']:7.3f}s {row['share']:6.1%}")

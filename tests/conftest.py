@@ -8,6 +8,19 @@ import pytest
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
 
+# One CPU device per core for the whole session, as `tune` asks for it, before any test
+# (or doctest) starts JAX: results do not depend on which test ran first.
+vt.devices.configure_cpu_devices()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the session: a program another test already
+  compiled (the same model, shapes and settings) is loaded, not compiled again. Loading
+  counts as obtaining a program, so compile-count assertions hold either way."""
+  with vt.compilation.persistent_cache(str(tmp_path_factory.mktemp("jax-cache"))):
+    yield
+
 
 @pytest.fixture(scope="session")
 def digits() -> vt.Dataset:

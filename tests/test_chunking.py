@@ -13,7 +13,9 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN
+from vmaptune.population import Population
 
 LANES = 12
 
@@ -22,28 +24,28 @@ def _hparams() -> dict[str, np.ndarray]:
   return {"learning_rate": np.geomspace(1e-3, 3e-1, LANES).astype(np.float32)}
 
 
-def _population(data, **kwargs) -> vt.Population:
-  return vt.Population(vt.models.MLP(hidden=(64,)), BUILTIN["adamw"], data, epochs=2,
+def _population(data, **kwargs) -> Population:
+  return Population(vt.models.MLP(hidden=(64,)), BUILTIN["adamw"], data, epochs=2,
                        batch_size=32, eval_batch_size=64, devices=jax.devices()[:1], **kwargs)
 
 
-def _run(pop: vt.Population):
-  out = pop.train(_hparams(), *pop.round_keys(0, 0))
+def _run(pop: Population):
+  out = pop.train(_hparams(), *round_keys(0, 0))
   scores = pop.evaluate(out.params)
   return np.asarray(out.epoch_loss)[:LANES], np.asarray(scores.accuracy)[:LANES]
 
 
 def test_memory_budget_splits_lanes_into_chunks_with_unchanged_results(small_data):
-  whole = _population(small_data, lanes_per_group=LANES)
+  whole = _population(small_data, lanes_per_chunk=LANES)
   memory = whole.training_memory(["learning_rate"], whole.layout(LANES))
   assert memory.resident > 0 and memory.working > 0
   # Room for the lanes' state and half the one-chunk temporaries.
   budget = memory.resident + memory.working // 2
-  chunked = _population(small_data, lanes_per_group=LANES, memory_budget_bytes=budget)
-  init_key, data_key = chunked.round_keys(0, 0)
+  chunked = _population(small_data, lanes_per_chunk=LANES, memory_budget_bytes=budget)
+  init_key, data_key = round_keys(0, 0)
   lanes = chunked.init(_hparams(), init_key)  # Fits the layout to the budget.
   layout = chunked.layout(LANES)
-  assert 1 < layout.groups and layout.group <= LANES // 2, layout
+  assert 1 < layout.chunks and layout.chunk <= LANES // 2, layout
   assert chunked.training_memory(["learning_rate"], layout).total <= budget
   with CompileCounter() as compiled:
     lanes, losses = chunked.advance(lanes, data_key, 0, 2)
@@ -57,7 +59,7 @@ def test_memory_budget_splits_lanes_into_chunks_with_unchanged_results(small_dat
 def test_state_larger_than_the_budget_is_refused_before_training(small_data):
   pop = _population(small_data, memory_budget_bytes=1024)
   with pytest.raises(vt.OutOfMemoryError, match=r"12 lanes needs .* MiB per device .* budget"):
-    pop.init(_hparams(), pop.round_keys(0, 0)[0])
+    pop.init(_hparams(), round_keys(0, 0)[0])
 
 
 def test_bad_chunk_settings_are_named(small_data):
@@ -77,7 +79,7 @@ class Hungry(vt.strategies.RandomSearch):
   fits: int = 2
 
   def run(self, ctx, log):
-    if ctx.index >= 1 and ctx.pop.layout(ctx.lanes).group > self.fits:
+    if ctx.index >= 1 and ctx.pop.layout(ctx.configurations).chunk > self.fits:
       jnp.zeros(2**42, jnp.float32).block_until_ready()
     super().run(ctx, log)
 
@@ -121,7 +123,7 @@ def test_out_of_memory_with_one_lane_per_chunk_keeps_the_finished_rounds(small_d
 
 def test_lanes_consumed_by_training_are_refused_with_a_clear_error(small_data):
   pop = _population(small_data)
-  init_key, data_key = pop.round_keys(0, 0)
+  init_key, data_key = round_keys(0, 0)
   lanes = pop.init(_hparams(), init_key)
   trained, _ = pop.advance(lanes, data_key, 0, 1)  # Donates (consumes) lanes.state.
   with pytest.raises(ValueError, match="consumed by an earlier Population.advance"):

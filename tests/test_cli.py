@@ -37,7 +37,7 @@ def test_the_structural_experiment_runs_shrunk_with_one_population_per_combinati
   out = tmp_path / "run"
   config = os.path.join(ROOT, "experiments", "digits_mlp_structural.py")
   assert main(["run", config, "--no-cache", "--set", "population=4", "rounds=2", "epochs=1",
-               "keep=1", "--out", str(out)]) == 0
+               "sampler=narrow(keep=1)", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   for expected in ("hidden         {32, 128} choice", "activation     {'relu', 'tanh'} choice",
                    "by bucket:", "hidden=128 activation='tanh': 1 configuration, best",
@@ -68,7 +68,9 @@ def test_the_installed_command_runs_quietly(tmp_path):
 @pytest.mark.parametrize("sets, message", [
     (["populaton=8"], "--set populaton: unknown key; settable keys are population"),
     (["population=many"], "--set population=many: expected a whole number"),
-    (["keep=high"], "--set keep=high: expected a number"),
+    (["keep=0.5"], "--set keep: unknown key; settable keys are population"),
+    (["sampler=narrow(keep=high)"], "sampler='narrow(keep=high)': expected name"),
+    (["sampler=bogus"], "sampler='bogus' is unknown; expected one of ['narrow', 'optuna']"),
     (["population"], "expected key=value"),
     (["population=0"], "population=0; expected a whole number >= 1"),
 ])
@@ -134,9 +136,8 @@ def test_a_strategy_is_chosen_with_set(tmp_path, capsys):
 
 def test_overrides_keep_types_and_the_rest_of_the_experiment():
   experiment = vt.load_experiment(DEFAULT)
-  changed = vt.override(experiment, ["population=512", "keep=1", "optimizer=sgd",
-                                     "name=lr_sweep"])
-  assert (changed.population, changed.keep, changed.optimizer, changed.name) == \
-      (512, 1.0, "sgd", "lr_sweep")
-  assert isinstance(changed.keep, float)
+  changed = vt.override(experiment, ["population=512", "sampler=narrow(keep=1)",
+                                     "optimizer=sgd", "name=lr_sweep"])
+  assert (changed.population, changed.sampler, changed.optimizer, changed.name) == \
+      (512, "narrow(keep=1)", "sgd", "lr_sweep")
   assert changed.space == experiment.space and changed.model == experiment.model

@@ -11,7 +11,9 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, TRAINER_HPARAMS, scheduled
+from vmaptune.population import Population
 from vmaptune.train import (
   cross_entropy,
   dropout_key,
@@ -32,7 +34,7 @@ def _population(data, names, epochs=EPOCHS, model=None):
   """A population whose factory warms up when ``names`` has warmup_epochs, as tune builds it."""
   factory = scheduled(BUILTIN["adamw"], "cosine", epochs * STEPS_PER_EPOCH,
                       steps_per_epoch=STEPS_PER_EPOCH, warmup="warmup_epochs" in names)
-  return vt.Population(model or vt.models.MLP(hidden=(16,)), factory, data, epochs=epochs,
+  return Population(model or vt.models.MLP(hidden=(16,)), factory, data, epochs=epochs,
                        batch_size=BATCH, eval_batch_size=60)
 
 
@@ -76,7 +78,7 @@ def population(data):
 
 @pytest.fixture(scope="module")
 def trained(population):
-  keys = population.round_keys(0, 0)
+  keys = round_keys(0, 0)
   return population.train(_lanes(ROWS), *keys), keys
 
 
@@ -85,10 +87,10 @@ def test_each_lane_equals_its_config_trained_alone(population, trained):
   hparams = _lanes(ROWS)
   scores = population.evaluate(out.params)
   for lane in range(len(ROWS)):
-    alone = population.fit_one({k: v[lane] for k, v in hparams.items()}, *keys)
+    alone = population.alone.fit({k: v[lane] for k, v in hparams.items()}, *keys)
     _assert_close(_lane(out.params, lane), alone.params)
     np.testing.assert_allclose(np.asarray(out.epoch_loss)[lane], alone.epoch_loss, rtol=1e-4)
-    score = population.evaluate_one_lane(alone.params)
+    score = population.alone.evaluate(alone.params)
     assert abs(float(scores.accuracy[lane]) - float(score.accuracy)) <= 1 / 120
   assert float(np.asarray(scores.accuracy)[:len(ROWS)].max()) > 0.7
 
@@ -109,7 +111,7 @@ def test_new_values_reuse_the_compiled_programs(population, trained):
            "dropout_rate": rng.uniform(0, 0.5), "label_smoothing": rng.uniform(0, 0.3),
            "warmup_epochs": rng.uniform(0, 2)} for _ in ROWS]
   with CompileCounter() as compiled:
-    out = population.train(_lanes(rows), *population.round_keys(0, 1))
+    out = population.train(_lanes(rows), *round_keys(0, 1))
     population.evaluate(out.params)
   assert compiled.compiles == 0
   assert np.isfinite(np.asarray(out.epoch_loss)[:len(rows)]).all()
@@ -121,14 +123,14 @@ BASE = {"learning_rate": 3e-2, "weight_decay": 1e-4}  # Lane 0 of ROWS, without 
 @pytest.fixture(scope="module")
 def baseline(data):
   """BASE trained alone, searching none of the new names, with the round-0 keys."""
-  return _population(data, ()).fit_one(BASE, *vt.Population.round_keys(0, 0))
+  return _population(data, ()).alone.fit(BASE, *round_keys(0, 0))
 
 
 @pytest.mark.parametrize("name", NEW)
 def test_the_default_value_reproduces_the_baseline_exactly(name, data, baseline):
   """Searching a name at its default (0 for the trainer's) is the run that does not search it."""
-  with_default = _population(data, (name,)).fit_one({**BASE, name: DEFAULTS[name]},
-                                                     *vt.Population.round_keys(0, 0))
+  with_default = _population(data, (name,)).alone.fit({**BASE, name: DEFAULTS[name]},
+                                                     *round_keys(0, 0))
   # One lane alone is the same computation bit for bit.
   _assert_equal(baseline.params, with_default.params)
   np.testing.assert_array_equal(baseline.epoch_loss, with_default.epoch_loss)
@@ -195,7 +197,7 @@ def test_warmup_scales_the_first_steps_linearly(small_data):
 
 
 def test_adam_betas_live_in_the_optimizer_state_and_follow_mid_run_changes(population):
-  init_key, data_key = population.round_keys(0, 2)
+  init_key, data_key = round_keys(0, 2)
   rows = [{"b1": 0.8}, {"b1": 0.8}]
   lanes, _ = population.advance(population.init(_lanes(rows), init_key), data_key, 0, 1)
   changed = _lanes([{"b1": 0.8}, {"b1": 0.5, "b2": 0.9}])
@@ -214,7 +216,7 @@ def test_adam_betas_live_in_the_optimizer_state_and_follow_mid_run_changes(popul
 
 
 def test_dropout_keys_depend_on_the_position_in_the_run_only():
-  data_key = vt.Population.round_keys(0, 0)[1]
+  data_key = round_keys(0, 0)[1]
   keys = {(e, s): jax.random.key_data(dropout_key(data_key, e, s)).tolist()
           for e in range(3) for s in range(3)}
   permutation_keys = [jax.random.key_data(jax.random.fold_in(data_key, e)).tolist()
@@ -225,7 +227,7 @@ def test_dropout_keys_depend_on_the_position_in_the_run_only():
 
 def test_dropout_masks_replay_alone_in_segments_and_after_compaction(population):
   """What halving, population-based training and the final fit rely on, with dropout on."""
-  init_key, data_key = population.round_keys(0, 3)
+  init_key, data_key = round_keys(0, 3)
   rows = [{"dropout_rate": 0.1}, {"dropout_rate": 0.4}, {"dropout_rate": 0.2},
           {"dropout_rate": 0.0}, {"dropout_rate": 0.3}, {"dropout_rate": 0.25}]
   hparams = _lanes(rows)
@@ -241,7 +243,7 @@ def test_dropout_masks_replay_alone_in_segments_and_after_compaction(population)
   switched, _ = population.advance(population.select(rung, np.arange(6), second), data_key, 1, 1)
   lineage = [(0, 1, {k: v[2] for k, v in hparams.items()}),
              (1, 2, {**{k: v[2] for k, v in hparams.items()}, "dropout_rate": 0.45})]
-  replayed = population.fit_schedule(lineage, init_key, data_key)
+  replayed = population.alone.fit_schedule(lineage, init_key, data_key)
   _assert_close(_lane(switched.state.params, 2), replayed.params)
   # Evaluation never drops: the same parameters always score the same.
   first, again = population.evaluate(full.state.params), population.evaluate(full.state.params)
@@ -361,7 +363,7 @@ FULL_SPACE = vt.Space(learning_rate=vt.LogUniform(3e-3, 1e-1), b1=vt.Uniform(0.7
 @pytest.mark.parametrize("strategy", ["random", "pbt(interval=1, fraction=0.25)"])
 def test_tune_searches_every_new_hyperparameter(strategy, small_data, tiny_mlp):
   result = vt.tune(tiny_mlp, small_data, FULL_SPACE, population=8, rounds=2, epochs=2,
-                   batch_size=BATCH, keep=0.25, seed=0, strategy=strategy)
+                   batch_size=BATCH, sampler="narrow(keep=0.25)", seed=0, strategy=strategy)
   assert [r.compiles for r in result.rounds[1:]] == [0]
   assert set(result.best.hparams) == set(FULL_SPACE)
   assert result.best.val_accuracy > 0.5

@@ -15,7 +15,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune import cli, devices, distributed
-from vmaptune.results import RunDirectory, read_trials
+from vmaptune.rundir import RunDirectory, open_run, read_trials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
@@ -247,13 +247,13 @@ def test_host_transfers_in_one_process_are_plain_device_put_and_asarray():
 
 def test_only_the_first_process_writes_and_its_errors_reach_every_process(tmp_path):
   assert distributed.is_first_process()
-  run_dir = RunDirectory(tmp_path / "run")
-  assert run_dir.writes
+  run_dir, restored = open_run(tmp_path / "run", {"settings": {}}, resume=False)
+  assert run_dir.writes and restored is None
   run_dir.write_summary({"ok": True})
   assert (tmp_path / "run" / "summary.json").exists()
   (tmp_path / "run" / "trials.jsonl").write_text("")
   with pytest.raises(FileExistsError, match="already holds a run"):
-    RunDirectory(tmp_path / "run")
+    open_run(tmp_path / "run", {"settings": {}}, resume=False)
   assert distributed.on_first_process(lambda: 7) == 7
   # A directory another process holds is never written (as on processes 1, 2, ...).
   other = RunDirectory(tmp_path / "other")

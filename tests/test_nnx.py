@@ -10,7 +10,9 @@ from flax import nnx
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN
+from vmaptune.population import Population
 
 PARAM_ATOL = 1e-4  # As in test_population: float32 rounding over a few dozen steps.
 
@@ -90,27 +92,27 @@ def test_the_same_mlp_in_linen_and_nnx_gives_the_same_records(form, linen_run, s
 
 def test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone(small_data):
   model = vt.nnx.NNXModel(NNXMLP)
-  pop = vt.Population(model, BUILTIN["adamw"], small_data, epochs=2, batch_size=32,
+  pop = Population(model, BUILTIN["adamw"], small_data, epochs=2, batch_size=32,
                       eval_batch_size=60)
   lr = np.array([3e-3, 3e-2, 1e-1], np.float32)
   hparams = {"learning_rate": lr, "weight_decay": np.full_like(lr, 1e-4)}
-  keys = pop.round_keys(seed=0, round_index=0)
+  keys = round_keys(seed=0, round_index=0)
   first = pop.init(hparams, keys[0]).state.params["nnx"]["hidden"]["kernel"]
   again = pop.init(hparams, keys[0]).state.params["nnx"]["hidden"]["kernel"]
-  other = pop.init(hparams, pop.round_keys(0, 1)[0]).state.params["nnx"]["hidden"]["kernel"]
+  other = pop.init(hparams, round_keys(0, 1)[0]).state.params["nnx"]["hidden"]["kernel"]
   np.testing.assert_array_equal(first, again)
   np.testing.assert_array_equal(first[0], first[2])  # A round's lanes share their start.
   assert not np.allclose(first[0], other[0])  # Another round's key draws other weights.
   out = pop.train(hparams, *keys)
   scores = pop.evaluate(out.params)
   for lane in range(3):
-    alone = pop.fit_one({k: v[lane] for k, v in hparams.items()}, *keys)
+    alone = pop.alone.fit({k: v[lane] for k, v in hparams.items()}, *keys)
     lane_params = jax.tree.map(lambda p, lane=lane: p[lane], out.params)
     for got, want in zip(jax.tree.leaves(lane_params), jax.tree.leaves(alone.params),
                          strict=True):
       np.testing.assert_allclose(got, want, atol=PARAM_ATOL, rtol=0)
     assert abs(float(scores.accuracy[lane])
-               - float(pop.evaluate_one_lane(alone.params).accuracy)) <= 1 / 120
+               - float(pop.alone.evaluate(alone.params).accuracy)) <= 1 / 120
   assert float(scores.accuracy.max()) > 0.7
 
 
@@ -119,12 +121,12 @@ def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data
   result = vt.tune(NNXMLP, small_data, space, **RUN)
   assert result.rounds[1].compiles == 0  # New rates, same program.
   # A rate of 0 is the run without dropout; a high rate changes training.
-  pop = vt.Population(vt.nnx.NNXModel(NNXMLP), BUILTIN["adamw"], small_data, epochs=1,
+  pop = Population(vt.nnx.NNXModel(NNXMLP), BUILTIN["adamw"], small_data, epochs=1,
                       batch_size=32, eval_batch_size=60)
-  keys = pop.round_keys(0, 0)
-  plain = pop.fit_one({"learning_rate": 0.03}, *keys)
-  zero = pop.fit_one({"learning_rate": 0.03, "dropout_rate": 0.0}, *keys)
-  half = pop.fit_one({"learning_rate": 0.03, "dropout_rate": 0.5}, *keys)
+  keys = round_keys(0, 0)
+  plain = pop.alone.fit({"learning_rate": 0.03}, *keys)
+  zero = pop.alone.fit({"learning_rate": 0.03, "dropout_rate": 0.0}, *keys)
+  half = pop.alone.fit({"learning_rate": 0.03, "dropout_rate": 0.5}, *keys)
   np.testing.assert_allclose(zero.epoch_loss, plain.epoch_loss, rtol=1e-6)
   assert not np.allclose(half.epoch_loss, plain.epoch_loss, rtol=1e-3)
 
@@ -183,12 +185,3 @@ class NoDropoutArgument(nnx.Module):
 def test_unsupported_nnx_models_are_refused_before_compiling(model, space, message, small_data,
                                                              refused_before_compiling):
   refused_before_compiling(vt.SettingsError, message, model=model, data=small_data, space=space)
-
-
-def test_the_readme_nnx_example_runs():
-  from test_docs import _run_readme_section
-  namespace = _run_readme_section("### Flax NNX models")
-  result, trained = namespace["result"], namespace["trained"]
-  assert set(result.best.hparams) == {"learning_rate", "dropout_rate", "hidden"}
-  assert isinstance(trained, namespace["Net"])
-  assert trained.hidden.kernel.shape == (64, result.best.hparams["hidden"])

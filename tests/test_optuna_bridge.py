@@ -11,7 +11,9 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN
+from vmaptune.population import Population
 
 optuna = pytest.importorskip("optuna", reason="the Optuna bridge needs optuna (the test extra)")
 from optuna.trial import TrialState  # noqa: E402
@@ -47,14 +49,14 @@ def test_tpe_batches_train_as_populations_and_are_told_their_scores(small_data):
   assert trials[0].state == TrialState.PRUNED and trials[0].value is None
   assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 17  # The study went on.
   # Each batch, trained again here as a plain population, gives the values the study holds.
-  pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data, epochs=2,
+  pop = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data, epochs=2,
                       batch_size=32, eval_batch_size=1024)
   for batch, numbers in enumerate(result.numbers):
     asked = [trials[n] for n in numbers]
-    assert [t.user_attrs["vmaptune_batch"] for t in asked] == [batch] * 6
+    assert [t.user_attrs["vmaptune_round"] for t in asked] == [batch] * 6
     assert [t.user_attrs["vmaptune_lane"] for t in asked] == list(range(6))
     hparams = {k: np.array([t.params[k] for t in asked], np.float32) for k in SPACE}
-    out = pop.train(hparams, *pop.round_keys(0, batch))
+    out = pop.train(hparams, *round_keys(0, batch))
     scores = pop.evaluate(out.params)
     alive = ~np.asarray(out.diverged)[:6]
     told = np.array([np.nan if t.value is None else t.value for t in asked])
@@ -87,7 +89,7 @@ def test_a_continued_study_trains_new_batches_with_new_keys(small_data, capsys):
                      verbose=True)
   assert second.rounds[0].index == 1
   assert "batch 1/1: 2 trials in" in capsys.readouterr().out
-  assert [t.user_attrs["vmaptune_batch"] for t in study.trials] == [0, 0, 1, 1]
+  assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0, 0, 1, 1]
   assert study.trials[2].state == TrialState.FAIL  # Diverged, told as asked.
 
 
@@ -150,11 +152,3 @@ def test_without_optuna_the_bridge_says_how_to_install_it():
                        env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
   assert out.returncode == 0, out.stderr
   assert "pip install 'vmaptune[optuna]'" in out.stdout
-
-
-def test_the_readme_optuna_example_runs(capsys):
-  from test_docs import _run_readme_section
-  namespace = _run_readme_section("## Optuna bridge")
-  study, final = namespace["study"], namespace["final"]
-  assert len(study.trials) == 48 and final.test_accuracy > 0.5
-  assert str(study.best_value) in capsys.readouterr().out

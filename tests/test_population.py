@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN
+from vmaptune.population import Population
 from vmaptune.train import eval_batches
 
 # Lane i of a vmapped population against the same config trained alone: XLA may
@@ -21,7 +23,7 @@ def population():
   x, y = _digits_subset()
   data = vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0,
                              num_classes=10)
-  return vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=2,
+  return Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=2,
                        batch_size=32, eval_batch_size=50)
 
 
@@ -38,16 +40,16 @@ def _hparams(learning_rates, weight_decay=1e-4):
 
 def test_each_lane_equals_its_config_trained_alone(population):
   hparams = _hparams([3e-3, 1e-2, 3e-2, 1e-1])
-  keys = population.round_keys(seed=0, round_index=0)
+  keys = round_keys(seed=0, round_index=0)
   out = population.train(hparams, *keys)
   scores = population.evaluate(out.params)
   for lane in range(4):
-    alone = population.fit_one({k: v[lane] for k, v in hparams.items()}, *keys)
+    alone = population.alone.fit({k: v[lane] for k, v in hparams.items()}, *keys)
     lane_params = jax.tree.map(lambda p, lane=lane: p[lane], out.params)
     for got, want in zip(jax.tree.leaves(lane_params), jax.tree.leaves(alone.params), strict=True):
       np.testing.assert_allclose(got, want, atol=PARAM_ATOL, rtol=0)
     np.testing.assert_allclose(out.epoch_loss[lane], alone.epoch_loss, rtol=1e-4)
-    score = population.evaluate_one_lane(alone.params)
+    score = population.alone.evaluate(alone.params)
     # Equal accuracy: at most one of the 120 validation examples may flip.
     assert abs(float(scores.accuracy[lane]) - float(score.accuracy)) <= 1 / 120
     np.testing.assert_allclose(scores.loss[lane], score.loss, rtol=1e-3)
@@ -56,7 +58,7 @@ def test_each_lane_equals_its_config_trained_alone(population):
 
 
 def test_a_diverged_lane_is_marked_and_disturbs_no_other_lane(population):
-  keys = population.round_keys(seed=0, round_index=0)
+  keys = round_keys(seed=0, round_index=0)
   sane = population.train(_hparams([1e-2, 3e-2, 1e-1]), *keys)
   mixed = population.train(_hparams([1e-2, 3e-2, 1e6]), *keys)
   assert mixed.diverged[:3].tolist() == [False, False, True]
@@ -86,7 +88,7 @@ def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
 
 
 def test_batched_evaluation_equals_one_pass_over_the_whole_split(population):
-  out = population.train(_hparams([1e-2, 1e-1]), *population.round_keys(0, 1))
+  out = population.train(_hparams([1e-2, 1e-1]), *round_keys(0, 1))
   x, y = population._x_train, population._y_train  # 360 examples; 7 batches of 50 + pad.
   split = vt.data.Split(np.asarray(x), np.asarray(y))
   batches = eval_batches(split, 50)
@@ -103,7 +105,7 @@ def test_batched_evaluation_equals_one_pass_over_the_whole_split(population):
 
 def test_same_keys_same_result_new_data_key_new_order(population):
   hparams = _hparams([1e-2, 3e-2])
-  init_key, data_key = population.round_keys(0, 0)
+  init_key, data_key = round_keys(0, 0)
   a = population.train(hparams, init_key, data_key)
   b = population.train(hparams, init_key, data_key)
   c = population.train(hparams, init_key, jax.random.fold_in(data_key, 1))
@@ -116,7 +118,7 @@ def test_bfloat16_matmul_precision_reaches_every_dot_of_the_compiled_program():
   data = vt.data.from_arrays(x, y, num_classes=10)
   texts = {}
   for precision in ("default", "bfloat16"):
-    pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=1,
+    pop = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=1,
                         batch_size=32, eval_batch_size=50, matmul_precision=precision)
     advance, args = pop.advance_program(_hparams([1e-2, 1e-1]))
     with jax.default_matmul_precision(pop._precision):

@@ -11,7 +11,8 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.tuner import SettingsError
+from vmaptune.errors import SettingsError
+from vmaptune.events import Pieces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
@@ -37,6 +38,7 @@ def test_json_lines_give_every_event_in_order_with_the_round_results(small_data,
   assert times == sorted(times)
   assert events[0] | {"t": 0} == {"event": "run_start", "t": 0, "rounds": 2, "population": 8,
                                   "epochs": 2, "seeds": 1, "strategy": "random",
+                                  "sampler": "narrow(keep=0.2, margin=0.1)",
                                   "space": SAFE.to_dict(), "restored": 0}
   best = None
   for r, chunk in zip(result.rounds, (events[1:6], events[6:11]), strict=True):
@@ -137,19 +139,15 @@ def test_a_bad_progress_is_refused_before_compiling(progress, message, small_dat
 
 
 def test_auto_pieces_aim_at_the_interval_from_the_last_pieces_speed():
-  tracker = vt.progress.Tracker(vt.progress.Callback(lambda e: None, interval_s=0.5),
-                                rounds=1, population=8, epochs=20, seeds=1,
-                                strategy="random", space=SAFE)
-  assert tracker._piece(lanes=8, left=20) == 1  # Nothing measured yet.
-  tracker._lane_epoch_s = 0.01 / 8  # 10 ms per epoch of 8 lanes: 50 epochs in 0.5 s.
-  assert tracker._piece(lanes=8, left=20) == 20
-  assert tracker._piece(lanes=64, left=20) == 6  # 80 ms per epoch of 64 lanes.
-  tracker._lane_epoch_s = 1.0  # Slower than the interval: one epoch at a time.
-  assert tracker._piece(lanes=8, left=20) == 1
-  tracker.every = 3
-  assert [tracker._piece(8, left) for left in (20, 2)] == [3, 2]
-  tracker.every = None
-  assert tracker._piece(8, 17) == 17
+  pieces = Pieces("auto", interval_s=0.5)
+  assert pieces.next(lanes=8, left=20) == 1  # Nothing measured yet.
+  pieces.measured(seconds=0.01, lane_epochs=8)  # 10 ms per epoch of 8 lanes: 50 in 0.5 s.
+  assert pieces.next(lanes=8, left=20) == 20
+  assert pieces.next(lanes=64, left=20) == 6  # 80 ms per epoch of 64 lanes.
+  pieces.measured(seconds=8.0, lane_epochs=8)  # Slower than the interval: one epoch at a time.
+  assert pieces.next(lanes=8, left=20) == 1
+  assert [Pieces(3).next(8, left) for left in (20, 2)] == [3, 2]
+  assert Pieces(None).next(8, 17) == 17
 
 
 @pytest.mark.parametrize("kwargs, message", [

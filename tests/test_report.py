@@ -13,8 +13,9 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.reporting import INSTALL_HINT, RunRecords, importance
-from vmaptune.results import write_json
+from vmaptune.importance import importance
+from vmaptune.report import INSTALL_HINT
+from vmaptune.rundir import write_json
 
 # The test extra installs matplotlib; without it the figure tests skip, and the text
 # report is still tested (test_report_without_matplotlib_*).
@@ -34,7 +35,7 @@ def run(small_arrays, tmp_path_factory):
   data = vt.data.from_arrays(*small_arrays, val_fraction=0.2, test_fraction=0.2, seed=0,
                              num_classes=10)
   result = vt.tune(vt.models.MLP(hidden=(16,)), data, SPACE, out=str(out), population=8,
-                   rounds=2, epochs=2, batch_size=32, keep=0.25, seed=0)
+                   rounds=2, epochs=2, batch_size=32, sampler="narrow(keep=0.25)", seed=0)
   return result, out
 
 
@@ -72,7 +73,7 @@ def test_figures_are_pngs_and_the_pair_panels_follow_the_records(run, reported):
 def test_the_table_starts_with_the_chosen_trial_and_importance_covers_the_space(run, reported):
   result, out = run
   found = reported
-  printed = found.describe(RunRecords(out))
+  printed = found.describe(vt.load_run(out))
   assert found.table in printed and str(out / "report" / "overview.png") in printed
   header, *rows = found.table.splitlines()
   assert header.split() == ["#", "round", "trial", "status", "epochs", "val_acc", "val_loss",
@@ -88,9 +89,9 @@ def test_the_table_starts_with_the_chosen_trial_and_importance_covers_the_space(
 
 def test_learning_curves_come_from_the_records(run):
   result, out = run
-  records = RunRecords(out)
+  records = vt.load_run(out)
   for row, record in enumerate(records.records):
-    epochs, losses = records.curve(row)
+    epochs, losses = records.trials.curve(row)
     assert epochs.tolist() == [1, 2]
     assert losses.tolist() == pytest.approx(
         result.rounds[record["round"]].epoch_loss[record["trial"]].tolist(), rel=1e-6)
@@ -136,7 +137,8 @@ def _synthetic_run(path) -> None:
 
 def test_importance_ranks_by_the_spread_of_group_means_and_scores_divergence_worst(tmp_path):
   _synthetic_run(tmp_path / "run")
-  ranking = {i.name: i for i in importance(RunRecords(tmp_path / "run"))}
+  run = vt.load_run(tmp_path / "run")
+  ranking = {i.name: i for i in importance(run.trials, run.space)}
   assert list(ranking)[:2] == ["learning_rate", "activation"]
   # Four bins of ten: the rates below 1e-2 average 0.525, those above 0.925, less the
   # diverged trial scored as the worst accuracy (0.5 instead of 0.9) in the top bin.
@@ -173,10 +175,10 @@ def test_one_numeric_parameter_draws_accuracy_against_it_and_a_lineage_curve(tmp
   found = vt.report(out, quiet=True)
   assert [(p["x"], p["y"]) for p in found.panels] == [("learning_rate", "val_accuracy")]
   assert set(found.panels[0]["box"]) == {"learning_rate"}
-  records = RunRecords(out)
+  records = vt.load_run(out)
   children = [i for i, r in enumerate(records.records) if r["parent"] >= 0]
   assert children, "no lane was exploited"
-  epochs, losses = records.curve(children[0])
+  epochs, losses = records.trials.curve(children[0])
   parent = records.records[records.records[children[0]]["parent"]]
   assert epochs.tolist() == [1, 2, 3, 4]  # The parent's two epochs, then its own two.
   assert losses[:2].tolist() == parent["epoch_loss"][:2]

@@ -154,7 +154,7 @@ def test_a_resumed_run_equals_the_uninterrupted_run(case, stop, small_data, tiny
   settings = dict(population=6, rounds=2, epochs=2, batch_size=32, seed=3)
   if case == "structural":
     model, space = _mlp, STRUCTURAL
-    settings.update(population=2, keep=0.5)
+    settings.update(population=2, sampler="narrow(keep=0.5)")
   elif case == "halving":
     settings.update(strategy="halving(eta=2)")
   elif case == "pbt":
@@ -199,7 +199,7 @@ def test_a_resumed_run_equals_the_uninterrupted_run(case, stop, small_data, tiny
 KILLED_SCRIPT = textwrap.dedent("""
     import sys, time
     import vmaptune as vt
-    from vmaptune.results import RunDirectory
+    from vmaptune.rundir import RunDirectory
 
     append_round = RunDirectory.append_round
 
@@ -304,3 +304,57 @@ def test_a_space_description_is_read_back_exactly_or_refused():
     assert vt.Space.from_dict(json.loads(json.dumps(original.to_dict()))) == original
   with pytest.raises(vt.SpaceError, match="'lr'.*names no known distribution type"):
     vt.Space.from_dict({"lr": {"type": "Normal", "mean": 0.0}})
+
+
+FORMAT1 = os.path.join(ROOT, "tests", "data", "format1")
+
+
+def mlp(hidden):
+  """The model function the format-1 structural run was written with (same name)."""
+  return vt.models.MLP(hidden=(hidden,))
+
+
+def test_a_run_directory_of_the_previous_format_resumes_shows_and_reports(
+    small_data, tiny_mlp, tmp_path, capsys):
+  """Directories written before the sampler existed (``keep``/``margin`` settings) are read
+  as their sampler equivalent, resume into the records an uninterrupted run writes now,
+  and show and report as before; the committed originals are never written."""
+  import shutil
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
+                   weight_decay=vt.LogUniform(1e-6, 1e-2))
+  settings = dict(population=4, epochs=2, batch_size=32, seed=0, sampler="narrow(keep=0.5)")
+  old = tmp_path / "narrow"
+  shutil.copytree(os.path.join(FORMAT1, "narrow"), old)
+  before = _files(old)
+  run = vt.load_run(old)
+  assert run.settings["sampler"] == "narrow(keep=0.5, margin=0.1)" and run.complete
+  assert run.final_fit is not None and run.top(1)[0] == run.chosen
+  # Finished: restored with its final fit; nothing trains, the test split stays unread.
+  with CompileCounter() as compiled:
+    restored = vt.tune(tiny_mlp, small_data, space, out=str(old), rounds=2, **settings)
+    final = restored.final_fit()
+  assert compiled.compiles == 0 and small_data.test_reads == 0
+  assert final.test_accuracy == run.final_fit["test_accuracy"]
+  after = _files(old)  # Only config.json changed: rewritten in the current format.
+  assert {k: v for k, v in after.items() if k != "config.json"} == \
+      {k: v for k, v in before.items() if k != "config.json"}
+  assert json.loads(after["config.json"]) == vt.rundir.upgrade(json.loads(before["config.json"]))
+  assert main(["show", str(old)]) == 0 and "2 of 2 rounds, complete" in capsys.readouterr().out
+  found = vt.report(old, out=tmp_path / "figures", quiet=True)
+  assert [i.name for i in found.importance][0] in space
+  # Extended by a round: the records an uninterrupted run of today's vmaptune writes.
+  vt.tune(tiny_mlp, small_data, space, out=str(old), rounds=3, **settings)
+  whole = tmp_path / "whole"
+  vt.tune(tiny_mlp, small_data, space, out=str(whole), rounds=3, **settings)
+  assert (old / "trials.jsonl").read_text() == (whole / "trials.jsonl").read_text()
+  assert json.loads((old / "config.json").read_text())["format"] == 2
+  # A structural run with halving, stopped after its first round, resumes likewise.
+  structural = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0), hidden=vt.Choice([8, 16]))
+  halving = dict(population=6, epochs=3, batch_size=32, seed=1, strategy="halving(eta=2)",
+                 sampler="narrow(keep=0.5)", rounds=2)
+  stopped = tmp_path / "halving_structural"
+  shutil.copytree(os.path.join(FORMAT1, "halving_structural"), stopped)
+  vt.tune(mlp, small_data, structural, out=str(stopped), **halving)
+  vt.tune(mlp, small_data, structural, out=str(tmp_path / "whole2"), **halving)
+  assert (stopped / "trials.jsonl").read_text() == \
+      (tmp_path / "whole2" / "trials.jsonl").read_text()

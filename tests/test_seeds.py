@@ -9,23 +9,24 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.keys import REPLICA, replica_keys, round_keys
 from vmaptune.optimizers import BUILTIN
-from vmaptune.population import REPLICA, replica_keys
+from vmaptune.population import Population
 
 SEEDS = 3
 
 
 def test_each_seed_lane_equals_its_config_trained_alone_with_that_seeds_keys(small_data):
-  pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data, epochs=2,
+  pop = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data, epochs=2,
                       batch_size=32, eval_batch_size=60)
   configs = np.array([1e-2, 3e-2], np.float32)
   hparams = {"learning_rate": np.tile(configs, SEEDS),
              REPLICA: np.repeat(np.arange(SEEDS), len(configs)).astype(np.float32)}
-  keys = pop.round_keys(0, 0)
+  keys = round_keys(0, 0)
   out = pop.train(hparams, *keys)
   losses = np.asarray(out.epoch_loss)
   for lane in range(len(configs) * SEEDS):
-    alone = pop.fit_one({"learning_rate": hparams["learning_rate"][lane]},
+    alone = pop.alone.fit({"learning_rate": hparams["learning_rate"][lane]},
                         *replica_keys(*keys, int(hparams[REPLICA][lane])))
     np.testing.assert_allclose(losses[lane], alone.epoch_loss, rtol=2e-5)
     for a, b in zip(jax.tree.leaves(alone.params),
@@ -35,7 +36,7 @@ def test_each_seed_lane_equals_its_config_trained_alone_with_that_seeds_keys(sma
   # The same configuration under another seed starts elsewhere and sees other batches.
   assert not np.allclose(losses[0], losses[len(configs)])
   # A replica's keys are not the shared keys: seeds=1 runs are unchanged.
-  shared = pop.fit_one({"learning_rate": configs[0]}, *keys)
+  shared = pop.alone.fit({"learning_rate": configs[0]}, *keys)
   assert not np.allclose(shared.epoch_loss, losses[0])
 
 

@@ -12,7 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
     import vmaptune as vt
+    from vmaptune.keys import round_keys
     from vmaptune.optimizers import BUILTIN
+    from vmaptune.population import Population
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -23,10 +25,10 @@ SCRIPT = textwrap.dedent("""
     for name, devices, group in [("one device, one group", jax.devices()[:1], None),
                                  ("4 devices, groups of 1", jax.devices(), 1),
                                  ("4 devices, one group", jax.devices(), None)]:
-      pop = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=2,
+      pop = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=2,
                           batch_size=32, eval_batch_size=64, devices=devices,
-                          lanes_per_group=group)
-      out = pop.train(hp, *pop.round_keys(0, 0))
+                          lanes_per_chunk=group)
+      out = pop.train(hp, *round_keys(0, 0))
       scores = pop.evaluate(out.params)
       results[name] = {
           "padded": pop.padded_size(5), "devices": pop.num_devices,
@@ -36,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0))
     tuned = vt.tune(vt.models.MLP(hidden=(16,)), data, space, population=5, rounds=2, epochs=1,
                     batch_size=32)
-    results["tune"] = {"lanes": [r.population for r in tuned.rounds],
+    results["tune"] = {"lanes": [r.configurations for r in tuned.rounds],
                        "records": len(tuned.trials()), "devices": len(jax.devices())}
     print(json.dumps(results))
 """)
@@ -62,25 +64,33 @@ def test_sharded_and_grouped_lanes_equal_one_device_and_padding_is_dropped():
   assert tune == {"lanes": [5, 5], "records": 10, "devices": 4}
 
 
-def _devices_after_import(env: dict, code: str = "") -> subprocess.CompletedProcess:
-  script = code + "import warnings; warnings.simplefilter('always')\n" \
-      "import vmaptune, jax; print(len(jax.devices('cpu')))"
+def _devices_after(env: dict, code: str = "",
+                   call: str = "vmaptune.devices.configure_cpu_devices()"
+                   ) -> subprocess.CompletedProcess:
+  script = (code + "import warnings; warnings.simplefilter('always')\n"
+            f"import vmaptune, jax\n{call}\nprint(len(jax.devices('cpu')))")
   clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VMAPTUNE_CPU_DEVICES")}
   return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                         env={**clean, **env}, cwd=ROOT, timeout=120)
 
 
-def test_importing_vmaptune_sets_the_cpu_device_count_unless_told_otherwise():
-  assert _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3"}).stdout.split() == ["3"]
-  assert _devices_after_import({"VMAPTUNE_CPU_DEVICES": "1"}).stdout.split() == ["1"]
+def test_tune_sets_the_cpu_device_count_unless_told_otherwise_and_import_does_not():
+  # Importing changes no JAX setting.
+  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "3"}, call="").stdout.split() == ["1"]
+  # tune asks first thing, even for a call it then refuses.
+  refused = ("try:\n  vmaptune.tune(None, None, None, population=0)\n"
+             "except vmaptune.SettingsError:\n  pass")
+  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "3"}, call=refused).stdout.split() == ["3"]
+  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "3"}).stdout.split() == ["3"]
+  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "1"}).stdout.split() == ["1"]
   # An explicit XLA flag wins.
-  flagged = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3",
-                                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  flagged = _devices_after({"VMAPTUNE_CPU_DEVICES": "3",
+                            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert flagged.stdout.split() == ["2"]
-  # A bad value warns and falls back to the usable cores; it never breaks the import.
-  bad = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "many"})
+  # A bad value warns and falls back to the usable cores; it never breaks the call.
+  bad = _devices_after({"VMAPTUNE_CPU_DEVICES": "many"})
   assert bad.returncode == 0 and "VMAPTUNE_CPU_DEVICES='many'" in bad.stderr
   # Too late (JAX already running): a warning that says what to do.
-  late = _devices_after_import({"VMAPTUNE_CPU_DEVICES": "3"},
-                               code="import jax; jax.numpy.ones(2).block_until_ready()\n")
-  assert late.stdout.split() == ["1"] and "Import vmaptune before running any JAX" in late.stderr
+  late = _devices_after({"VMAPTUNE_CPU_DEVICES": "3"},
+                        code="import jax; jax.numpy.ones(2).block_until_ready()\n")
+  assert late.stdout.split() == ["1"] and "before running any JAX code" in late.stderr

@@ -7,8 +7,12 @@ import optax
 import pytest
 
 import vmaptune as vt
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.strategies import halving_budgets, ladder_size, parse_strategy, rank
+from vmaptune.population import Population
+from vmaptune.ranking import order_lanes as rank
+from vmaptune.strategies import parse as parse_strategy
+from vmaptune.strategies.halving import halving_budgets, ladder_size
 
 PARAM_ATOL = 1e-4  # As in test_population: regrouped lanes agree to float32 rounding.
 
@@ -17,8 +21,8 @@ PARAM_ATOL = 1e-4  # As in test_population: regrouped lanes agree to float32 rou
 def population(small_arrays):
   x, y = small_arrays
   data = vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0, num_classes=10)
-  return vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=4,
-                       batch_size=32, eval_batch_size=60)
+  return Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], data, epochs=4,
+                    batch_size=32, eval_batch_size=60)
 
 
 def _hparams(learning_rates):
@@ -31,7 +35,7 @@ def _lane(tree, index):
 
 
 def test_training_in_segments_equals_training_at_once(population):
-  init_key, data_key = population.round_keys(0, 0)
+  init_key, data_key = round_keys(0, 0)
   hparams = _hparams([1e-2, 3e-2, 1e-1])
   whole, whole_losses = population.advance(population.init(hparams, init_key), data_key, 0, 4)
   half, first_losses = population.advance(population.init(hparams, init_key), data_key, 0, 2)
@@ -43,13 +47,13 @@ def test_training_in_segments_equals_training_at_once(population):
   assert np.isfinite(np.asarray(first_losses)[:3, :2]).all()
 
 
-@pytest.mark.parametrize("lanes_per_group", [None, 1, 2])
-def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, lanes_per_group):
+@pytest.mark.parametrize("lanes_per_chunk", [None, 1, 2])
+def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, lanes_per_chunk):
   # 5 lanes compacted to 3: padded over the devices, and looped over groups.
-  population = vt.Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data,
+  population = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data,
                              epochs=4, batch_size=32, eval_batch_size=60,
-                             lanes_per_group=lanes_per_group)
-  init_key, data_key = population.round_keys(0, 1)
+                             lanes_per_chunk=lanes_per_chunk)
+  init_key, data_key = round_keys(0, 1)
   hparams = _hparams([3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
   full, full_losses = population.advance(population.init(hparams, init_key), data_key, 0, 4)
   full_scores = population.evaluate(full.state.params)
@@ -72,7 +76,7 @@ def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, la
 
 def test_changing_a_lanes_hyperparameters_mid_run_takes_effect(population):
   """What population-based training relies on: inject_hyperparams state follows hparams."""
-  init_key, data_key = population.round_keys(0, 2)
+  init_key, data_key = round_keys(0, 2)
   lanes, _ = population.advance(population.init(_hparams([1e-2, 1e-2]), init_key), data_key, 0, 1)
   frozen = population.select(lanes, np.array([0, 1]),
                              {"learning_rate": np.array([1e-2, 0.0], np.float32),
@@ -96,9 +100,9 @@ def _inject_sgd(learning_rate):
 ])
 def test_custom_factories_follow_the_values_they_compute_even_mid_run(small_data, factory,
                                                                       names):
-  pop = vt.Population(vt.models.MLP(hidden=(16,)), factory, small_data, epochs=2,
+  pop = Population(vt.models.MLP(hidden=(16,)), factory, small_data, epochs=2,
                       batch_size=32, eval_batch_size=60)
-  init_key, data_key = pop.round_keys(0, 3)
+  init_key, data_key = round_keys(0, 3)
   start = {name: np.full(2, 0.1, np.float32) for name in names}
   lanes, _ = pop.advance(pop.init(start, init_key), data_key, 0, 1)
   before = [np.asarray(leaf) for leaf in jax.tree.leaves(lanes.state.params)]
@@ -147,21 +151,21 @@ def test_parse_strategy_reads_names_and_settings():
   assert parse_strategy("hyperband").describe() == "hyperband(eta=3, min_epochs=1)"
 
 
-RUN = dict(population=12, rounds=2, epochs=6, batch_size=32, keep=0.25, seed=0)
+RUN = dict(population=12, rounds=2, epochs=6, batch_size=32, sampler="narrow(keep=0.25)", seed=0)
 
 
-def _trainer(data, model) -> vt.Population:
+def _trainer(data, model) -> Population:
   """A population trainer set up as ``tune(**RUN)`` sets up its own."""
   steps = RUN["epochs"] * (len(data.train) // RUN["batch_size"])
-  return vt.Population(model, scheduled(BUILTIN["adamw"], "cosine", steps), data,
-                       epochs=RUN["epochs"], batch_size=RUN["batch_size"], eval_batch_size=1024)
+  return Population(model, scheduled(BUILTIN["adamw"], "cosine", steps), data,
+                    epochs=RUN["epochs"], batch_size=RUN["batch_size"], eval_batch_size=1024)
 
 
 def _ranking_after(data, model, hparams, epochs):
   """Lanes best first (diverged last) after ``epochs`` of round 0 of a ``RUN``
   search: the same configs trained the way tune trains them, without a strategy."""
   pop = _trainer(data, model)
-  init_key, data_key = pop.round_keys(RUN["seed"], 0)
+  init_key, data_key = round_keys(RUN["seed"], 0)
   lanes, _ = pop.advance(pop.init(hparams, init_key), data_key, 0, epochs)
   scores = pop.evaluate(lanes.state.params)
   count = len(next(iter(hparams.values())))
@@ -206,7 +210,7 @@ def test_hyperband_runs_brackets_that_start_later_with_fewer_lanes(small_data, t
   assert plan == [(12, [2, 6]), (8, [6])]
   result = vt.tune(tiny_mlp, small_data, lr_space, strategy=strategy, **RUN)
   first = result.rounds[0]
-  assert first.population == 20 and first.num_trials == 20
+  assert first.configurations == 20 and first.num_trials == 20
   assert (first.bracket == 0).sum() == 12 and (first.bracket == 1).sum() == 8
   assert (first.epochs[first.bracket == 1] == 6).all()  # The last bracket trains fully.
   # Each bracket samples its own configurations.
@@ -243,8 +247,8 @@ def test_population_based_training_copies_lanes_and_replays_the_best_lineage(
   copied = int(max(finished, key=lambda t: (len(first.schedule(int(t))), -t)))
   assert len(first.schedule(copied)) > 1
   pop = _trainer(small_data, tiny_mlp)
-  replayed = pop.fit_schedule(first.schedule(copied), *pop.round_keys(RUN["seed"], 0))
-  scores = pop.evaluate_one_lane(replayed.params)
+  replayed = pop.alone.fit_schedule(first.schedule(copied), *round_keys(RUN["seed"], 0))
+  scores = pop.alone.evaluate(replayed.params)
   assert float(scores.loss) == pytest.approx(first.val_loss[copied], rel=1e-4)
   # The lanes replaced after the first interval were the bottom 3; their parents in the top 3.
   order = _ranking_after(small_data, tiny_mlp, {k: v[:12] for k, v in first.hparams.items()}, 2)
@@ -276,8 +280,8 @@ def test_diverged_lanes_are_never_kept_copied_or_used_for_narrowing(strategy, sm
 
 def test_pbt_explore_moves_each_value_one_step_or_resamples_it(lr_space):
   rng = np.random.default_rng(0)
-  ctx = vt.strategies.RoundContext(pop=None, space=lr_space, seed=0, index=0, lanes=4,
-                                   init_key=None, data_key=None, rng=rng)
+  ctx = vt.strategies.RoundContext(pop=None, space=lr_space, index=0, configurations=4,
+                                   init_key=None, data_key=None, rng=rng, ask=None)
   start = {"learning_rate": 0.01, "weight_decay": 1e-4}
   stepped = vt.strategies.PopulationBasedTraining(perturb=2.0, resample=0.0)
   moves = {round(stepped.explore(ctx, start)["learning_rate"], 6) for _ in range(20)}

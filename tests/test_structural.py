@@ -12,9 +12,13 @@ import optax
 import pytest
 
 import vmaptune as vt
+from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.results import SUMMARY_FILE
-from vmaptune.structural import Buckets, merge_trials
+from vmaptune.population import Population
+from vmaptune.rundir import SUMMARY_FILE
+from vmaptune.samplers import Narrow
+from vmaptune.structural import Buckets
+from vmaptune.trials import TrialTable
 
 # --- the distributions ------------------------------------------------------------------
 
@@ -159,14 +163,19 @@ def test_each_combination_gets_an_equal_share_of_the_lanes():
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0), hidden=vt.Choice([8, 16, 32]),
                    activation=vt.Choice(["relu", "tanh"]))
   buckets = Buckets(vt.models.MLP(), space, population=16, batch_size=32, num_train=360)
-  assert len(buckets) == 6 and buckets.lanes_each(space) == 3  # ceil(16 / 6): >= 16 in all.
+  sampler = Narrow()
+  sampler.start(space, seed=0)
+  plan = sampler.buckets(16, 0)
+  assert len(buckets) == 6 and [count for _, count in plan] == [3] * 6  # ceil(16 / 6).
   narrowed = vt.Space(dict(space, activation=vt.Choice(["tanh"])))
-  assert [b.values for b in buckets.for_space(narrowed)] == [
+  sampler.start(narrowed, seed=0)
+  plan = sampler.buckets(16, 0)
+  assert [values for values, _ in plan] == [
       {"hidden": w, "activation": "tanh"} for w in (8, 16, 32)]
-  assert buckets.lanes_each(narrowed) == 6
+  assert [count for _, count in plan] == [6] * 3
   # Bucket numbers come from the original space, so a bucket's draws do not depend on
   # which other categories survive.
-  assert [b.index for b in buckets.for_space(narrowed)] == [1, 3, 5]
+  assert [buckets.find(values).index for values, _ in plan] == [1, 3, 5]
   built = buckets.find({"hidden": 16, "activation": "tanh", "learning_rate": 0.1})
   assert (built.model.hidden, built.model.activation, built.batch_size) == (16, "tanh", 32)
   batches = Buckets(vt.models.MLP(), vt.Space(lr=vt.LogUniform(1e-3, 1.0),
@@ -180,18 +189,24 @@ def test_merged_trials_keep_lanes_unique_and_parents_inside_their_bucket():
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0), hidden=vt.Choice([8, 16]))
   buckets = list(Buckets(vt.models.MLP(), space, population=4, batch_size=32, num_train=360))
 
-  def columns(parents):
+  def table(parents):
     count = len(parents)
-    return {"lane": np.array([0, 1, 0][:count]), "parent": np.array(parents),
-            "hparams": {"learning_rate": np.full(count, 0.1, np.float32)},
-            "status": np.array(["exploited", "finished", "finished"][:count], object)}
+    ints = lambda values: np.array(values, np.int64)
+    return TrialTable(
+        hparams={"learning_rate": np.full(count, 0.1, np.float32)}, round=ints([0] * count),
+        trial=np.arange(count), lane=ints([0, 1, 0][:count]), bracket=ints([-1] * count),
+        start_epoch=ints([0, 0, 1][:count]), epochs=ints([1] * count), parent=ints(parents),
+        status=np.array(["exploited", "finished", "finished"][:count], object),
+        val_accuracy=np.full(count, 0.5), val_loss=np.full(count, 1.0),
+        epoch_loss=np.ones((count, 2), np.float32))
 
-  merged = merge_trials([(buckets[0], columns([-1, -1, 0])), (buckets[1], columns([-1, -1]))],
-                        space)
-  assert merged["lane"].tolist() == [0, 1, 0, 2, 3]
-  assert merged["parent"].tolist() == [-1, -1, 0, -1, -1]
-  assert merged["hparams"]["hidden"].tolist() == [8, 8, 8, 16, 16]
-  assert list(merged["hparams"]) == ["learning_rate", "hidden"]
+  merged = TrialTable.merge_buckets([(buckets[0].values, table([-1, -1, 0])),
+                                     (buckets[1].values, table([-1, -1]))], space)
+  assert merged.lane.tolist() == [0, 1, 0, 2, 3]
+  assert merged.parent.tolist() == [-1, -1, 0, -1, -1]
+  assert merged.trial.tolist() == [0, 1, 2, 3, 4]
+  assert merged.hparams["hidden"].tolist() == [8, 8, 8, 16, 16]
+  assert list(merged.hparams) == ["learning_rate", "hidden"]
 
 
 # --- tuning with buckets -----------------------------------------------------------------
@@ -206,7 +221,7 @@ def width_search(tmp_path_factory, small_arrays):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 3e-1),
                    weight_decay=vt.LogUniform(1e-6, 1e-2), hidden=vt.Choice([8, 16]))
   result = vt.tune(vt.models.MLP(), data, space, out=out, population=4, rounds=2, epochs=2,
-                   batch_size=32, keep=1.0, seed=0)
+                   batch_size=32, sampler="narrow(keep=1.0)", seed=0)
   return result, data, out
 
 
@@ -214,7 +229,7 @@ def test_every_round_trains_each_bucket_and_recurring_buckets_compile_nothing(wi
   result, _, _ = width_search
   first, second = result.rounds
   for r in result.rounds:
-    assert r.population == 4 and r.hparams["hidden"].tolist() == [8, 8, 16, 16]
+    assert r.configurations == 4 and r.hparams["hidden"].tolist() == [8, 8, 16, 16]
     assert r.lane.tolist() == [0, 1, 2, 3]
     assert [(values, trials.tolist()) for values, trials in r.buckets()] == \
         [({"hidden": 8}, [0, 1]), ({"hidden": 16}, [2, 3])]
@@ -228,10 +243,10 @@ def test_a_lane_equals_its_configuration_trained_alone(width_search, small_data)
   factory = scheduled(BUILTIN["adamw"], "auto", 2 * (len(small_data.train) // 32))
   for trial in (2,):  # The first lane of the second bucket: lane 2 of the round, 0 of its own.
     width = int(r.hparams["hidden"][trial])
-    alone = vt.Population(vt.models.MLP(hidden=width), factory, small_data, epochs=2,
+    alone = Population(vt.models.MLP(hidden=width), factory, small_data, epochs=2,
                           batch_size=32, eval_batch_size=1024)
-    trained = alone.fit_one(r.traced_config(trial), *alone.round_keys(0, 1))
-    scored = alone.evaluate_one_lane(trained.params)
+    trained = alone.alone.fit(r.traced_values(trial, r.space), *round_keys(0, 1))
+    scored = alone.alone.evaluate(trained.params)
     assert float(scored.accuracy) == pytest.approx(r.val_accuracy[trial], abs=1e-6)
     assert float(scored.loss) == pytest.approx(r.val_loss[trial], abs=1e-4)
 
@@ -288,7 +303,7 @@ def test_a_bucket_whose_lanes_all_diverge_is_dropped_and_its_lanes_go_to_the_sur
     small_data, tmp_path):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1), poison=vt.Choice([True, False]))
   result = vt.tune(_Poisoned(), small_data, space, out=str(tmp_path / "run"), population=4,
-                   rounds=3, epochs=1, batch_size=32, keep=0.5, seed=0)
+                   rounds=3, epochs=1, batch_size=32, sampler="narrow(keep=0.5)", seed=0)
   first, second, third = result.rounds
   assert first.hparams["poison"].tolist() == [True, True, False, False]
   assert first.diverged.tolist() == [True, True, False, False]
@@ -316,11 +331,12 @@ def test_a_model_function_a_structural_integer_and_batch_size_with_pbt(small_dat
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1),
                    depth=vt.IntUniform(1, 2, structural=True), batch_size=vt.Choice([60]))
   result = vt.tune(_mlp_of_depth, small_data, space, population=4, rounds=1, epochs=2,
-                   batch_size=32, keep=0.5, seed=0, strategy="pbt(interval=1, fraction=0.5)")
+                   batch_size=32,
+                   sampler="narrow(keep=0.5)", seed=0, strategy="pbt(interval=1, fraction=0.5)")
   r = result.rounds[0]
   assert [values for values, _ in r.buckets()] == [{"depth": 1, "batch_size": 60},
                                                    {"depth": 2, "batch_size": 60}]
-  assert r.population == 4 and r.lane.tolist()[:2] == [0, 1]
+  assert r.configurations == 4 and r.lane.tolist()[:2] == [0, 1]
   exploited = np.flatnonzero(r.parent >= 0)
   assert len(exploited) == 2  # One per bucket: two lanes, a quota of one.
   for trial in exploited:  # A lineage never leaves its bucket.

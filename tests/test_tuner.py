@@ -10,7 +10,10 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter, persistent_cache
-from vmaptune.results import SUMMARY_FILE
+from vmaptune.ranking import order
+from vmaptune.rundir import SUMMARY_FILE
+from vmaptune.samplers import Narrow
+from vmaptune.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,8 @@ def search(tmp_path_factory, small_arrays):
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
                    weight_decay=vt.LogUniform(1e-6, 1e-2))
   result = vt.tune(vt.models.MLP(hidden=(16,)), data, space, out=out,
-                   population=8, rounds=3, epochs=2, batch_size=32, keep=0.25, seed=0)
+                   population=8, rounds=3, epochs=2, batch_size=32,
+                   sampler="narrow(keep=0.25)", seed=0)
   return result, data, out
 
 
@@ -62,7 +66,8 @@ def test_the_search_never_reads_the_test_split_and_final_fit_reads_it_once(searc
   garbage = vt.Dataset(train=clean.train, val=clean.val,
                        test=(np.ones_like(test.x), (test.y + 3) % 10), num_classes=10)
   again = vt.tune(vt.models.MLP(hidden=(16,)), garbage, result.space,
-                  population=8, rounds=3, epochs=2, batch_size=32, keep=0.25, seed=0)
+                  population=8, rounds=3, epochs=2, batch_size=32,
+                  sampler="narrow(keep=0.25)", seed=0)
   for a, b in zip(result.rounds, again.rounds, strict=True):
     np.testing.assert_array_equal(a.val_accuracy, b.val_accuracy)
     np.testing.assert_array_equal(a.hparams["learning_rate"], b.hparams["learning_rate"])
@@ -109,7 +114,8 @@ def test_a_run_directory_is_never_overwritten(search, small_data, tiny_mlp, lr_s
 def test_diverged_lanes_are_scored_worst_and_left_out_of_narrowing(small_data, tiny_mlp, tmp_path):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e8))  # Adam diverges above ~1e5 here.
   result = vt.tune(tiny_mlp, small_data, space, out=str(tmp_path / "run"),
-                   population=8, rounds=2, epochs=1, batch_size=32, keep=0.5, seed=0)
+                   population=8, rounds=2, epochs=1, batch_size=32,
+                   sampler="narrow(keep=0.5)", seed=0)
   first = result.rounds[0]
   assert 0 < first.num_diverged < 8
   assert np.isnan(first.val_accuracy[first.diverged]).all()
@@ -167,13 +173,14 @@ def _reads_a_missing_name(hparams):
 @pytest.mark.parametrize("change, message", [
     ({"population": 0}, r"population=0; expected a whole number >= 1"),
     ({"population": 2.5}, r"population=2.5; expected a whole number"),
-    ({"keep": 0.0}, r"keep=0.0; expected a fraction in \(0, 1\]"),
-    ({"keep": 1.5}, r"keep=1.5; expected a fraction in \(0, 1\]"),
+    ({"sampler": "narrow(keep=0.0)"}, r"keep=0.0; expected a fraction in \(0, 1\]"),
+    ({"sampler": "narrow(keep=1.5)"}, r"keep=1.5; expected a fraction in \(0, 1\]"),
     ({"rounds": 0}, r"rounds=0; expected a whole number >= 1"),
     ({"epochs": 0}, r"epochs=0; expected a whole number >= 1"),
     ({"batch_size": 361}, r"batch_size=361; expected a whole number in \[1, 360\] "
                           r"\(the training split has 360 examples\)"),
-    ({"margin": -0.1}, r"margin=-0.1; expected a fraction in \[0, 1\]"),
+    ({"sampler": "narrow(margin=-0.1)"}, r"margin=-0.1; expected a fraction in \[0, 1\]"),
+    ({"keep": 0.5}, r"unknown settings \['keep'\]"),
     ({"populaton": 8}, r"unknown settings \['populaton'\]"),
     ({"optimizer": "adam"}, r"optimizer='adam' is unknown"),
     ({"schedule": "linear"}, r"schedule='linear'; expected one of"),
@@ -217,14 +224,15 @@ def test_rank_trials_orders_by_epochs_reached_then_accuracy_then_loss_and_drops_
   accuracy = np.array([0.9, 0.8, 0.9, np.nan, 0.95])
   loss = np.array([0.3, 0.1, 0.2, np.nan, 0.5])
   diverged = np.array([False, False, False, True, False])
-  assert vt.rank_trials(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
+  assert order(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
   # A trial stopped at an early rung ranks below every trial that trained longer.
   reached = np.array([10, 10, 10, 10, 3])
-  assert vt.rank_trials(accuracy, loss, diverged, reached).tolist() == [2, 0, 1, 4]
+  assert order(accuracy, loss, diverged, reached).tolist() == [2, 0, 1, 4]
 
 
 def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():
-  vt.Settings(keep=np.float32(0.5), margin=np.float64(0.1), population=np.int64(4)).check(100)
+  Settings(sampler=Narrow(keep=np.float32(0.5), margin=np.float64(0.1)),
+           population=np.int64(4)).check(100, vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)))
   factory = lambda hparams: optax.sgd(hparams["learning_rate"])
   assert vt.optimizers.scheduled(factory, "auto", 100) is factory
   builtin = vt.optimizers.BUILTIN["adamw"]

@@ -1,5 +1,16 @@
 """vmaptune: tune many small JAX/Flax models at once, as one vmapped program.
 
+The top level holds what a script uses: :func:`tune`, the search space, the
+dataset, experiment configs, the results and run directories read back,
+:func:`report`, the errors, and the ``samplers`` and ``strategies``
+subpackages. The engine's modules (``population``, ``rounds``, ``events``,
+...) stay importable as ``vmaptune.<module>``.
+
+Importing vmaptune changes no JAX setting. :func:`tune` and ``vmaptune run``
+ask JAX for one CPU device per usable core before anything runs on JAX
+(unless ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already set a count;
+``VMAPTUNE_CPU_DEVICES=1`` turns it off), see :mod:`vmaptune.devices`.
+
 >>> import vmaptune as vt
 >>> space = vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0),
 ...                  weight_decay=vt.LogUniform(1e-8, 1e-1))
@@ -7,51 +18,43 @@
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import (
-  compilation,
-  data,
-  devices,
-  distributed,
-  models,
-  nnx,
-  optimizers,
-  progress,
-  reporting,
-  rundir,
-  strategies,
-  structural,
-  train,
+from vmaptune import data, models, samplers, strategies
+from vmaptune.config import Experiment, load_experiment, override
+from vmaptune.data import Dataset
+from vmaptune.discrete import Choice, IntUniform
+from vmaptune.distributions import LogUniform, Uniform
+from vmaptune.errors import (
+  AllDivergedError,
+  ConfigError,
+  DataError,
+  DistributedError,
+  OutOfMemoryError,
+  SettingsError,
+  SpaceError,
+  VmaptuneError,
 )
-from vmaptune.config import ConfigError, Experiment, load_experiment, override
-from vmaptune.data import DataError, Dataset
-from vmaptune.population import OutOfMemoryError, Population
-from vmaptune.reporting import report
-from vmaptune.results import FinalFit, RoundResult, Trial, TuneResult, read_trials
-from vmaptune.rundir import Run, load_best_params, load_run
-from vmaptune.space import Choice, IntUniform, LogUniform, Space, SpaceError, Uniform
-from vmaptune.strategies import rank_trials
-from vmaptune.tuner import AllDivergedError, Settings, SettingsError, tune
+from vmaptune.report import report
+from vmaptune.results import FinalFit, RoundResult, TuneResult
+from vmaptune.rundir import Run, load_best_params, load_run, read_trials
+from vmaptune.space import Space
+from vmaptune.trials import Trial
+from vmaptune.tuner import tune
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-  # The Optuna bridge imports Optuna, an optional dependency: only on first use.
+  # The Optuna shim imports Optuna, an optional dependency: only on first use.
   if name == "optuna_bridge":
     import importlib
     return importlib.import_module("vmaptune.optuna_bridge")
   raise AttributeError(f"module 'vmaptune' has no attribute {name!r}")
 
 
-# Importing the package starts no JAX backend, so this still takes effect: one
-# CPU device per core, for the lanes to be sharded over (see devices.py).
-devices.configure_cpu_devices()
-
 __all__ = [
-    "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "Experiment",
-    "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "Population", "RoundResult",
-    "Settings", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
-    "Run", "compilation", "data", "devices", "distributed", "load_best_params", "load_experiment",
-    "load_run", "models", "nnx", "optimizers", "override", "progress", "rank_trials",
-    "read_trials", "report", "reporting", "rundir", "strategies", "structural", "train", "tune",
+    "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "DistributedError",
+    "Experiment", "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "RoundResult",
+    "Run", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
+    "VmaptuneError", "data", "load_best_params", "load_experiment", "load_run", "models",
+    "override", "read_trials", "report", "samplers", "strategies", "tune",
 ]

@@ -25,24 +25,18 @@ import time
 import numpy as np
 from jax.experimental.multihost_utils import broadcast_one_to_all
 
+from vmaptune import devices
 from vmaptune import progress as progress_events
 from vmaptune.compilation import persistent_cache
-from vmaptune.config import SETTABLE, ConfigError, load_experiment, override
-from vmaptune.data import DataError
-from vmaptune.distributed import (
-  ENV_COORDINATOR,
-  ENV_NUM_PROCESSES,
-  ENV_PROCESS_ID,
-  DistributedError,
-)
-from vmaptune.reporting import report as write_report
+from vmaptune.config import SETTABLE, load_experiment, override
+from vmaptune.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+from vmaptune.errors import AllDivergedError, VmaptuneError
+from vmaptune.report import describe_run
+from vmaptune.report import report as write_report
 from vmaptune.rundir import load_run
-from vmaptune.space import SpaceError
-from vmaptune.tuner import AllDivergedError, SettingsError
 
 CONFIG_COPY = "config.py"  # The config file's copy in a new run directory.
-USER_ERRORS = (ConfigError, SettingsError, SpaceError, DataError, DistributedError,
-               FileExistsError, FileNotFoundError)
+USER_ERRORS = (VmaptuneError, FileExistsError, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +96,7 @@ def _default_out(name: str, shared: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+  devices.configure_cpu_devices()  # Before anything starts JAX's backend.
   experiment = override(load_experiment(args.config), args.set)
   flags = {"coordinator": args.coordinator, "num_processes": args.num_processes,
            "process_id": args.process_id}
@@ -123,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     batch = ("searched" if "batch_size" in experiment.space.structural_names
              else experiment.batch_size)
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
-          f"{experiment.rounds} rounds of {experiment.epochs} epochs, "
-          f"batch {batch}, keep {experiment.keep:g}", flush=True)
+          f"{experiment.rounds} rounds of {experiment.epochs} epochs, batch {batch}, "
+          f"sampler {experiment.parsed_sampler().describe()}, strategy "
+          f"{experiment.parsed_strategy().describe()}", flush=True)
   with contextlib.ExitStack() as stack:
     if not args.no_cache:
       cache = stack.enter_context(persistent_cache(args.cache_dir))
@@ -146,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-  print(load_run(args.run_dir).describe(top=args.top))
+  print(describe_run(load_run(args.run_dir), top=args.top))
   return 0
 
 
@@ -181,15 +177,15 @@ def main(argv: list[str] | None = None) -> int:
                  "event; choose one")
   try:
     return show(args) if args.command == "show" else run(args)
-  except USER_ERRORS as e:
-    print(f"vmaptune: error: {e}", file=sys.stderr)
-    return 2
   except AllDivergedError as e:
     print(f"vmaptune: error: {e}", file=sys.stderr)
     if e.partial.rounds and e.partial.out_dir:
       print(f"vmaptune: the {len(e.partial.rounds)} rounds before it are recorded in "
             f"{e.partial.out_dir}", file=sys.stderr)
     return 1
+  except USER_ERRORS as e:
+    print(f"vmaptune: error: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Compilation: counting XLA programs, and JAX's persistent compilation cache.
+"""Compilation: XLA options and matmul precision, counting programs, and the
+persistent compilation cache.
 
 :class:`CompileCounter` listens to JAX's monitoring events; the tuner uses it to
 report compile time per round, and the tests to prove that rounds after the
@@ -13,6 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.monitoring
@@ -23,6 +25,20 @@ _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 _STAGING = ("/jax/core/compile/jaxpr_trace_duration",
             "/jax/core/compile/jaxpr_to_mlir_module_duration")
+
+# Settings -> jax.default_matmul_precision values. "bfloat16" names the dot
+# algorithm (bf16 inputs, fp32 accumulation), which plain "bfloat16" precision
+# does not force on GPUs.
+MATMUL_PRECISIONS = {"default": None, "bfloat16": "BF16_BF16_F32", "float32": "float32"}
+
+
+def compiler_options(platform: str) -> dict[str, Any] | None:
+  """XLA options for programs on ``platform``.
+
+  On CPU, LLVM's level-1 optimisation compiled the digits MLP and CNN
+  population programs ~30% faster than the default with the same run time.
+  """
+  return {"xla_backend_optimization_level": 1} if platform == "cpu" else None
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "vmaptune", "jax")
 

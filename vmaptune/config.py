@@ -21,12 +21,11 @@ import flax.linen as nn
 from vmaptune import distributed
 from vmaptune.data import Dataset
 from vmaptune.distributed import Processes
+from vmaptune.errors import ConfigError
+from vmaptune.settings import Settings
 from vmaptune.space import Space
-from vmaptune.tuner import Settings, tune
-
-
-class ConfigError(ValueError):
-  """A config file or a ``--set`` override is unusable."""
+from vmaptune.tuner import tune
+from vmaptune.validation import is_whole
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,8 +48,8 @@ class Experiment(Settings):
   >>> import vmaptune as vt
   >>> exp = Experiment(model=vt.models.MLP(), data=vt.data.digits,
   ...                  space=vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0)))
-  >>> override(exp, ["population=8", "keep=0.5"]).population
-  8
+  >>> override(exp, ["population=8", "sampler=narrow(keep=0.5)"]).sampler
+  'narrow(keep=0.5)'
   """
 
   model: nn.Module | Callable[..., nn.Module]
@@ -129,14 +128,8 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
     value = text  # A bare word, e.g. optimizer=sgd.
   if isinstance(current, str):
     return value if isinstance(value, str) else text
-  if isinstance(current, bool) or not isinstance(current, (int, float)):
-    return value
-  if isinstance(current, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+  if is_whole(current) and not is_whole(value):
     raise ConfigError(f"--set {key}={text}: expected a whole number")
-  if isinstance(current, float):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ConfigError(f"--set {key}={text}: expected a number")
-    value = float(value)
   return value
 
 

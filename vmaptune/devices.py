@@ -4,12 +4,13 @@ and moving values between the host and that mesh when it spans several processes
 XLA gives a CPU process one device by default, and one program on it keeps
 both cores of a 2-core machine only partly busy. Exposing one CPU device per
 usable core and sharding the lane axis across them runs the shards truly in
-parallel (see the README's Performance section for the measured effect).
-The count must be set before JAX starts its CPU backend, so
-:func:`configure_cpu_devices` runs when ``vmaptune`` is imported. It changes
-nothing when ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already set a count, and
-``VMAPTUNE_CPU_DEVICES=N`` chooses the number (1 turns it off). Each CPU
-device holds its own copy of the training data.
+parallel (see docs/benchmarks.md for the measured effect). The count must be
+set before JAX starts its CPU backend, so :func:`configure_cpu_devices` runs
+at the start of :func:`vmaptune.tune` and of ``vmaptune run`` (importing
+vmaptune changes nothing; a script that runs JAX code before ``tune`` calls it
+first). It changes nothing when ``XLA_FLAGS`` or ``jax_num_cpu_devices``
+already set a count, and ``VMAPTUNE_CPU_DEVICES=N`` chooses the number (1
+turns it off). Each CPU device holds its own copy of the training data.
 
 When a run spans several processes (see :mod:`vmaptune.distributed`), the
 mesh holds every device of every process and each process can read and write
@@ -34,7 +35,8 @@ _FLAG = "--xla_force_host_platform_device_count"
 LANES = "lanes"
 
 
-def _backend_started() -> bool:
+def backend_started() -> bool:
+  """Whether JAX has started a backend in this process (too late to change its devices)."""
   try:
     from jax._src import xla_bridge
     return bool(xla_bridge.backends_are_initialized())
@@ -93,12 +95,13 @@ def configure_cpu_devices(count: int | None = None) -> int | None:
                  or jax.config.jax_num_cpu_devices not in (-1, None))
   if already_set or count <= 1:
     return None
-  if _backend_started():
+  if backend_started():
     have = len(jax.devices("cpu"))
     if have < count and jax.default_backend() == "cpu":
       warnings.warn(f"JAX started before vmaptune could ask for {count} CPU devices; lanes "
-                    f"will run on {have}. Import vmaptune before running any JAX code (or set "
-                    "VMAPTUNE_CPU_DEVICES=1 to silence this).", stacklevel=3)
+                    f"will run on {have}. Call vmaptune.devices.configure_cpu_devices() "
+                    "before running any JAX code (or set VMAPTUNE_CPU_DEVICES=1 to silence "
+                    "this).", stacklevel=3)
     return None
   jax.config.update("jax_num_cpu_devices", count)
   return count

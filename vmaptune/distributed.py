@@ -31,17 +31,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vmaptune.devices import _backend_started
+from vmaptune.devices import backend_started, configure_cpu_devices
+from vmaptune.errors import DistributedError
+from vmaptune.validation import whole_number
 
 ENV_COORDINATOR = "VMAPTUNE_COORDINATOR"
 ENV_NUM_PROCESSES = "VMAPTUNE_NUM_PROCESSES"
 ENV_PROCESS_ID = "VMAPTUNE_PROCESS_ID"
 
 T = TypeVar("T")
-
-
-class DistributedError(ValueError):
-  """A multi-process setting is malformed, incomplete, or comes too late."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,13 +73,9 @@ def _check_coordinator(value: Any, source: str) -> str:
 
 
 def _check_whole(value: Any, source: str, minimum: int) -> int:
-  if isinstance(value, str):
-    text = value.strip()
-    if text.isdigit():
-      value = int(text)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise DistributedError(f"{source}={value!r}; expected a whole number >= {minimum}")
-  return int(value)
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value.strip())
+  return whole_number(source, value, minimum, error=DistributedError)
 
 
 def settings(coordinator: str | None = None, num_processes: int | None = None,
@@ -180,6 +174,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     DistributedError: a malformed or incomplete setting, or JAX already ran
       something in this process (too late to join).
   """
+  configure_cpu_devices()  # Before JAX starts: each process's share of the lanes' devices.
   requested = settings(coordinator, num_processes, process_id)
   given = {k: v for k, v in requested.items() if v is not None}
   if jax.distributed.is_initialized():
@@ -193,7 +188,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return Processes()  # One process needs no coordinator.
   if not given:
     # Nothing asked for: a cluster JAX recognises, if JAX has not started yet.
-    cluster = None if _backend_started() else _detected_cluster()
+    cluster = None if backend_started() else _detected_cluster()
     if cluster is None or cluster[1] <= 1:
       return Processes()
     where = f"the {cluster[0]} environment"
@@ -209,7 +204,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
           f"a multi-process run needs the coordinator address, the number of processes and "
           f"this process's id; got {given} but no {', '.join(flags[m] for m in missing)}")
     where = ", ".join(f"{k}={v!r}" for k, v in given.items())
-  if _backend_started():
+  if backend_started():
     raise DistributedError(f"cannot join a multi-process run ({where}): JAX has already "
                            "run something in this process. Initialise first: "
                            "vmaptune.distributed.initialize(...) at the top of the script, "

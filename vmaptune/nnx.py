@@ -63,15 +63,12 @@ import numpy as np
 from flax import nnx
 
 from vmaptune import models
+from vmaptune.errors import NNXStateError
 
 # The one entry of an NNXModel's ``params``: the module's Param state.
 STATE = "nnx"
 
 Constructor = Callable[..., nnx.Module]
-
-
-class NNXStateError(ValueError):
-  """An NNX module holds variables other than ``nnx.Param``, or is not a module."""
 
 
 def _name(build: Any) -> str:

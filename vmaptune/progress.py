@@ -1,24 +1,23 @@
 """Progress of a run as events: a live line on a terminal, JSON lines, or your callback.
 
-Training runs as compiled segments over ranges of epochs (see
-:meth:`vmaptune.population.Population.advance`), so progress is reported from
-the host between them, never from inside the compiled program. A strategy's
-segment is cut into pieces, each reported when done: the same computation,
-bit for bit (training epochs ``[0, a)`` then ``[a, b)`` equals ``[0, b)``, see
-:func:`vmaptune.train.make_segment`), at the cost of one program launch and
-one read per piece (a few milliseconds on a CPU). ``every="auto"`` (the
+This module only listens. Training reports its pieces and evaluations to a
+:class:`Reporter` (a :class:`vmaptune.events.Listener`), which turns them
+into event dicts for a :class:`Progress` sink. How training is cut into
+reported pieces is :mod:`vmaptune.events`' business: ``every="auto"`` (the
 default) sizes pieces to about ``interval_s`` seconds of training each, from
 the speed of the pieces before (the first piece of a run is one epoch);
 ``every=k`` cuts pieces of ``k`` epochs; ``every=None`` reports once per
 segment as the strategy planned it (once per round and bucket for random
-search, once per rung for successive halving). Without a progress reporter
-(the default of :func:`vmaptune.tune`) nothing is cut or read back.
+search, once per rung for successive halving). A piece is the same
+computation, bit for bit, at the cost of one program launch and one read
+(a few milliseconds on a CPU). Without a progress sink (the default of
+:func:`vmaptune.tune`) nothing is cut or read back.
 
 Every event is a dict with ``event`` (its kind) and ``t`` (seconds since the
 run started); ``round`` is 0-based, as in ``trials.jsonl``:
 
 * ``run_start``: ``rounds``, ``population``, ``epochs``, ``seeds``,
-  ``strategy``, ``space``, ``restored`` (rounds a resumed run restored from
+  ``sampler``, ``strategy``, ``space``, ``restored`` (rounds a resumed run restored from
   its records; their best counts in ``best_val_accuracy``).
 * ``round_start``: ``round``, ``rounds``, ``space`` (the ranges sampled),
   ``buckets`` (combinations of structural values trained).
@@ -67,16 +66,12 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vmaptune.devices import to_host
 from vmaptune.distributed import is_first_process
+from vmaptune.events import Listener, Pieces
 
 Event = dict[str, Any]
-
-# Epoch-loss records of consecutive pieces hold NaN outside their own epochs.
-_merge_losses = jax.jit(jnp.fmax)
 
 
 class Progress:
@@ -110,7 +105,8 @@ class Callback(Progress):
   def __init__(self, fn: Callable[[Event], Any], every: int | str | None = "auto",
                interval_s: float = 0.5):
     self.fn = fn
-    self.every, self.interval_s = _check_every(every, interval_s)
+    Pieces(every, interval_s)  # Checks them.
+    self.every, self.interval_s = every, float(interval_s)
 
   def __call__(self, event: Event) -> None:
     self.fn(event)
@@ -127,7 +123,8 @@ class JsonLines(Progress):
   def __init__(self, stream: IO[str] | None = None, every: int | str | None = "auto",
                interval_s: float = 0.5):
     self.stream = stream
-    self.every, self.interval_s = _check_every(every, interval_s)
+    Pieces(every, interval_s)  # Checks them.
+    self.every, self.interval_s = every, float(interval_s)
 
   def __call__(self, event: Event) -> None:
     stream = self.stream or sys.stdout
@@ -152,7 +149,8 @@ class Bar(Progress):
   def __init__(self, stream: IO[str] | None = None, every: int | str | None = "auto",
                interval_s: float = 0.5, width: int = 20):
     self.stream = stream
-    self.every, self.interval_s = _check_every(every, interval_s)
+    Pieces(every, interval_s)  # Checks them.
+    self.every, self.interval_s = every, float(interval_s)
     self.width = width
     self._drawn = False
     self._rate: float | None = None  # Evaluations show the last segment's.
@@ -201,17 +199,6 @@ class Bar(Progress):
       self._drawn = False
 
 
-def _check_every(every: int | str | None, interval_s: float) -> tuple[int | str | None, float]:
-  if every not in (None, "auto") and (isinstance(every, bool) or not isinstance(every, int)
-                                      or every < 1):
-    raise ValueError(f"every={every!r}; expected 'auto', a whole number of epochs >= 1, or "
-                     "None (one report per segment)")
-  if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) \
-      or not interval_s > 0:
-    raise ValueError(f"interval_s={interval_s!r}; expected a number of seconds > 0")
-  return every, float(interval_s)
-
-
 MODES = ("bar", "json", "none")
 
 
@@ -254,40 +241,36 @@ def json_line(event: Event) -> str:
   return json.dumps(_plain(event), allow_nan=False, default=str)
 
 
+def pieces_for(sink: Progress) -> Pieces:
+  """How training is cut for ``sink``: its ``every``, except that ``"auto"``
+  pieces become whole segments in a run over several processes (pieces are
+  collective programs, and timings differ between processes)."""
+  every = sink.every
+  if every == "auto" and jax.process_count() > 1:
+    every = None
+  return Pieces(every, sink.interval_s)
+
+
 def _finite(value: float) -> float | None:
   return float(value) if value is not None and math.isfinite(value) else None
 
 
-class Tracker:
-  """Turns the tuner's and strategies' calls into events for one run.
+class Reporter(Listener):
+  """Turns what a run reports into events for a :class:`Progress` sink.
 
-  Every process of a multi-process run keeps one (the pieces of training and
-  the reads of ``diverged`` are collective); only process 0 passes events on.
+  Every process of a multi-process run keeps one; only process 0 passes
+  events on.
 
   Args:
     sink: the :class:`Progress` to report to.
-    rounds, population, epochs, seeds, strategy: the run's settings.
-    space: the original search space.
-    restored: the rounds a resumed run restored (:class:`vmaptune.RoundResult`).
   """
 
-  def __init__(self, sink: Progress, *, rounds: int, population: int, epochs: int,
-               seeds: int, strategy: str, space: Any, restored: list | None = None):
+  def __init__(self, sink: Progress):
     self.sink = sink
-    self.rounds, self.budget, self.seeds = rounds, epochs, seeds
     self.speaks = is_first_process()
     self.start = time.perf_counter()
     self.best: float | None = None
     self.round = 0
-    self.every = sink.every
-    if self.every == "auto" and jax.process_count() > 1:
-      self.every = None  # Timings differ between processes; pieces must not.
-    self._lane_epoch_s: float | None = None  # Measured by the latest piece.
-    for result in restored or []:
-      self._improve(result.best_accuracy if result.completed.any() else None)
-    self._emit("run_start", rounds=rounds, population=population, epochs=epochs,
-               seeds=seeds, strategy=strategy, space=space.to_dict(),
-               restored=len(restored or []))
 
   def _emit(self, kind: str, **fields: Any) -> None:
     if self.speaks:
@@ -296,6 +279,15 @@ class Tracker:
   def _improve(self, accuracy: float | None) -> None:
     if accuracy is not None and (self.best is None or accuracy > self.best):
       self.best = accuracy
+
+  def run_start(self, *, rounds: int, population: int, epochs: int, seeds: int,
+                strategy: str, sampler: str, space: Any, restored: list) -> None:
+    self.rounds, self.budget, self.seeds = rounds, epochs, seeds
+    for result in restored:
+      self._improve(result.best_accuracy if result.completed.any() else None)
+    self._emit("run_start", rounds=rounds, population=population, epochs=epochs,
+               seeds=seeds, sampler=sampler, strategy=strategy, space=space.to_dict(),
+               restored=len(restored))
 
   def round_start(self, index: int, space: Any, buckets: int) -> None:
     self.round, self.buckets = index, buckets
@@ -312,42 +304,16 @@ class Tracker:
     return {"round": self.round, "rounds": self.rounds, "bucket": self.bucket,
             "buckets": self.buckets, "values": self.values}
 
-  def _piece(self, lanes: int, left: int) -> int:
-    """Epochs of the next piece, at most ``left``."""
-    if self.every is None:
-      return left
-    if self.every != "auto":
-      return min(self.every, left)
-    if self._lane_epoch_s is None:
-      return 1
-    return min(max(1, int(self.sink.interval_s / (self._lane_epoch_s * lanes))), left)
-
-  def advance(self, pop: Any, lanes: Any, data_key: jax.Array, first_epoch: int,
-              num_epochs: int) -> tuple[Any, jax.Array]:
-    """:meth:`Population.advance` in pieces (see :class:`Progress`), each
-    reported as a ``segment`` event; returns what one call would."""
-    losses, start, end = None, first_epoch, first_epoch + num_epochs
-    while start < end:
-      count = self._piece(lanes.count, end - start)
-      began = time.perf_counter()
-      lanes, piece = pop.advance(lanes, data_key, start, count)
-      losses = piece if losses is None else _merge_losses(losses, piece)
-      # Reading the flags waits for the piece, so the times below are real.
-      diverged = to_host(lanes.state.diverged)[:lanes.count]
-      done = time.perf_counter()
-      self._lane_epoch_s = (done - began) / (lanes.count * count)
-      self.epoch, self.lane_epochs = start + count, self.lane_epochs + lanes.count * count
-      elapsed = done - self.round_start_s
-      rate = self.lane_epochs / (self.budget * self.seeds) / elapsed if elapsed > 0 else 0.0
-      self._emit("segment", **self._where(), first_epoch=start, epoch=self.epoch,
-                 budget=self.budget, lanes=lanes.count, alive=int((~diverged).sum()),
-                 lane_epochs=self.lane_epochs, trials_per_s=round(rate, 3),
-                 best_val_accuracy=self.best)
-      start += count
-    return lanes, losses
+  def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
+              seconds: float) -> None:
+    self.epoch, self.lane_epochs = epoch, self.lane_epochs + lanes * (epoch - first_epoch)
+    elapsed = time.perf_counter() - self.round_start_s
+    rate = self.lane_epochs / (self.budget * self.seeds) / elapsed if elapsed > 0 else 0.0
+    self._emit("segment", **self._where(), first_epoch=first_epoch, epoch=epoch,
+               budget=self.budget, lanes=lanes, alive=alive, lane_epochs=self.lane_epochs,
+               trials_per_s=round(rate, 3), best_val_accuracy=self.best)
 
   def evaluated(self, accuracy: np.ndarray, diverged: np.ndarray) -> None:
-    """After a validation pass: ``accuracy``, ``diverged`` ``[lanes]`` (NaN where diverged)."""
     alive = accuracy[~diverged]
     best = _finite(float(alive.max())) if len(alive) else None
     if self.epoch == self.budget and self.seeds == 1:
@@ -358,22 +324,23 @@ class Tracker:
                best_val_accuracy=self.best)
 
   def round_end(self, result: Any) -> None:
-    """After a round (a :class:`vmaptune.RoundResult`), before its summary prints."""
     best = result.best_accuracy if result.completed.any() else None
     self._improve(best)
     self._emit("round_end", round=result.index, rounds=self.rounds,
-               configurations=result.lanes, trials=result.num_trials,
+               configurations=result.configurations, trials=result.num_trials,
                diverged=result.num_diverged, kept=len(result.kept), val_accuracy=best,
                best_val_accuracy=self.best, lane_epochs=result.lane_epochs,
                wall_s=round(result.wall_s, 4), trials_per_s=round(result.trials_per_s, 3),
                next_space=result.next_space.to_dict())
 
   def run_end(self, result: Any) -> None:
-    """After the search (a :class:`vmaptune.TuneResult`)."""
     best = result.best
     self._emit("run_end", rounds=len(result.rounds),
                best_val_accuracy=None if best is None else best.val_accuracy,
                chosen=None if best is None else best.to_record()["hparams"],
                wall_s=round(result.wall_s, 4))
+    self.close()
+
+  def close(self) -> None:
     if self.speaks:
       self.sink.close()

@@ -1,197 +1,76 @@
-"""What a run produces: per-trial records, per-round results, the run directory.
+"""What a run produces: each round's trials and figures, the chosen trial, the final fit.
 
-A run directory holds:
-
-* ``config.json``: what the run is (settings, space, model, data), written
-  when the run starts and compared when it is resumed (:mod:`vmaptune.rundir`);
-* ``trials.jsonl``: one JSON object per trial (round, lane, hyperparameters,
-  validation accuracy and loss, training curve, status), appended and forced
-  to disk after each round so a crash never loses a finished round;
-* ``summary.json``: the chosen configuration, every round's ranges and
-  timings, and, after the final fit, the test accuracy; replaced atomically
-  after each round, so the rounds it lists are the run's completed rounds;
-* ``best_params.msgpack``: the final fit's parameters (``flax.serialization``).
+A :class:`RoundResult` is a round's :class:`~vmaptune.trials.TrialTable`
+plus what the round was (its ranges, the sampler's kept trials and next
+ranges, timings); a :class:`TuneResult` holds the rounds, the chosen trial
+(:mod:`vmaptune.ranking`) and, once asked for, the :class:`FinalFit`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Callable
 from typing import Any
 
-import flax.serialization
-import jax
 import numpy as np
 
-from vmaptune.distributed import is_first_process, on_first_process
-from vmaptune.space import Space, describe_values, json_value
-
-TRIALS_FILE = "trials.jsonl"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
-PARAMS_FILE = "best_params.msgpack"
+from vmaptune.distributions import describe_values, json_value
+from vmaptune.ranking import best_row, rank
+from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE
+from vmaptune.space import Space
+from vmaptune.trials import FINISHED, Trial, TrialTable, finite_or_none
 
 
-def _float_or_none(value: float) -> float | None:
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Trial:
-  """One configuration trained over a range of epochs, and how it scored.
-
-  Attributes:
-    round: 0-based round index.
-    trial: 0-based index of the trial within its round.
-    lane: the population lane it trained on.
-    bracket: Hyperband bracket, -1 for other strategies.
-    hparams: ``{name: value}``: floats for traced parameters (ints for traced
-      integers), the values themselves (ints, strings, tuples, ...) for
-      structural ones.
-    start_epoch: first epoch it trained (0 unless it continued a parent).
-    epochs: epochs it trained.
-    val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
-    val_loss: mean validation cross-entropy when it stopped, ``None`` if diverged.
-    status: why it stopped: ``"finished"`` (the full budget), ``"halved"`` (left
-      behind at a rung), ``"exploited"`` (overwritten by a better lane) or
-      ``"diverged"``.
-    parent: the trial whose weights it started from (population-based
-      training), -1 if it started from initialisation.
-    kept: whether the next round's ranges were narrowed to include it.
-    seed_accuracy: with ``seeds=k``, each seed's validation accuracy (``None``
-      where that seed diverged); ``val_accuracy`` is their mean.
-    val_accuracy_std: with ``seeds=k``, the standard deviation over seeds.
-    epoch_loss: mean training loss of each epoch it trained (``epochs``
-      values, from ``start_epoch``; ``None`` where not finite).
-  """
-
-  round: int
-  trial: int
-  lane: int
-  bracket: int
-  hparams: dict[str, Any]
-  start_epoch: int
-  epochs: int
-  val_accuracy: float | None
-  val_loss: float | None
-  status: str
-  parent: int
-  kept: bool
-  seed_accuracy: list[float | None] | None = None
-  val_accuracy_std: float | None = None
-  epoch_loss: list[float | None] | None = None
-
-  def to_record(self) -> dict[str, Any]:
-    """The record as ``trials.jsonl`` holds it (tuples as lists; the seed
-    fields only with several seeds)."""
-    record = dataclasses.asdict(self)
-    record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
-    if self.seed_accuracy is None:  # One seed: no spread to record.
-      del record["seed_accuracy"], record["val_accuracy_std"]
-    return record
-
-
-@dataclasses.dataclass(frozen=True)
-class RoundResult:
-  """Every trial one round trained, and what it measured; arrays are host NumPy,
-  indexed by trial (``[T]``).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RoundResult(TrialTable):
+  """Every trial one round trained (the table's columns, ``[T]`` each), and the round.
 
   Attributes:
     index: 0-based round index.
     space: the ranges this round sampled from.
+    next_space: the ranges the sampler gives the next round.
+    kept: trial indices ``[K]``, best first, the sampler kept (the next ranges span them).
     strategy: the strategy that ran the round, e.g. ``"halving(eta=3, min_epochs=1)"``.
-    budget: epochs of a full run.
-    lanes: configurations sampled (lanes started from initialisation).
-    hparams: ``{name: [T]}``: float32 for traced parameters; for structural
-      ones the values themselves (int64, or objects for a Choice).
-    lane, bracket, start_epoch, epochs, parent: ``[T]`` ints (see :class:`Trial`).
-    status: ``[T]`` strings (see :class:`Trial`).
-    val_accuracy, val_loss: ``[T]`` when each trial stopped, NaN if diverged.
-    epoch_loss: ``[T, budget]`` mean training loss per epoch, NaN outside the
-      epochs a trial trained.
-    kept: trial indices ``[K]``, best first, that the next ranges span.
-    next_space: the narrowed ranges for the following round.
     wall_s: wall time of the round, compilation included.
     compile_s: time XLA spent compiling (or loading cached programs) in the round.
     trace_s: time JAX spent tracing and lowering new programs in the round.
     compiles: XLA programs the round needed: compiled, or loaded from the
       persistent compilation cache.
-    seed_accuracy: ``[T, k]`` each seed's validation accuracy when every
-      configuration trained with ``k`` seeds (NaN where a seed diverged);
-      ``None`` for one seed.
   """
 
   index: int
   space: Space
-  strategy: str
-  budget: int
-  lanes: int
-  hparams: dict[str, np.ndarray]
-  lane: np.ndarray
-  bracket: np.ndarray
-  start_epoch: np.ndarray
-  epochs: np.ndarray
-  parent: np.ndarray
-  status: np.ndarray
-  val_accuracy: np.ndarray
-  val_loss: np.ndarray
-  epoch_loss: np.ndarray
-  kept: np.ndarray
   next_space: Space
+  kept: np.ndarray
+  strategy: str
   wall_s: float
   compile_s: float
   trace_s: float
   compiles: int
-  seed_accuracy: np.ndarray | None = None
 
   @property
-  def seeds(self) -> int:
-    """Seeds every configuration trained with."""
-    return 1 if self.seed_accuracy is None else self.seed_accuracy.shape[1]
-
-  @property
-  def num_trials(self) -> int:
-    return len(self.status)
-
-  @property
-  def population(self) -> int:
-    """Configurations sampled this round (lanes started from initialisation)."""
-    return self.lanes
-
-  @property
-  def diverged(self) -> np.ndarray:
-    """bool ``[T]``."""
-    return self.status == "diverged"
-
-  @property
-  def completed(self) -> np.ndarray:
-    """bool ``[T]``: trained to the end of the budget without diverging."""
-    return (self.start_epoch + self.epochs == self.budget) & ~self.diverged
+  def configurations(self) -> int:
+    """Configurations the round sampled (trials started from initialisation)."""
+    return int(self.is_configuration.sum())
 
   @property
   def num_diverged(self) -> int:
     return int(self.diverged.sum())
 
   @property
-  def lane_epochs(self) -> int:
-    """Epochs trained, summed over trials and seeds: the round's training cost."""
-    return int(self.epochs.sum()) * self.seeds
-
-  @property
   def trials_per_s(self) -> float:
     """Configurations per second of wall time (compilation included)."""
-    return self.lanes / self.wall_s if self.wall_s > 0 else math.inf
+    return self.configurations / self.wall_s if self.wall_s > 0 else math.inf
 
   @property
   def best_trial(self) -> int:
     """The best trial that trained the full budget (raises if there is none)."""
-    if not len(self.kept) or not self.completed[self.kept[0]]:
+    row = best_row(self)
+    if row is None:
       raise ValueError(f"no trial of round {self.index} trained the full budget")
-    return int(self.kept[0])
+    return row
 
   @property
   def best_accuracy(self) -> float:
@@ -203,27 +82,17 @@ class RoundResult:
     done = self.val_accuracy[self.completed]
     return float(np.median(done)) if len(done) else math.nan
 
-  def config(self, trial: int) -> dict[str, Any]:
-    """``{name: value}`` of a trial, every parameter of the space (plain Python values)."""
-    return {name: self.space[name].value(values[trial]) for name, values in self.hparams.items()}
-
   def structural(self, trial: int) -> dict[str, Any]:
     """The structural values of a trial: which bucket it trained in."""
     return {name: self.space[name].value(self.hparams[name][trial])
             for name in self.space.structural_names}
-
-  def traced_config(self, trial: int) -> dict[str, float]:
-    """The traced hyperparameters of a trial, as floats (what its lane was fed)."""
-    return {name: float(self.hparams[name][trial]) for name in self.hparams
-            if not self.space[name].structural}
 
   def buckets(self) -> list[tuple[dict[str, Any], np.ndarray]]:
     """``[(structural values, trial indices [T_b]), ...]`` per bucket, in order
     of first appearance; one bucket ``({}, all trials)`` without structure."""
     groups: dict[tuple, list[int]] = {}
     for index in range(self.num_trials):
-      key = tuple(self.structural(index).items())
-      groups.setdefault(key, []).append(index)
+      groups.setdefault(tuple(self.structural(index).items()), []).append(index)
     return [(dict(key), np.array(trials)) for key, trials in groups.items()]
 
   def bucket_summaries(self) -> list[dict[str, Any]]:
@@ -234,12 +103,10 @@ class RoundResult:
     summaries = []
     for values, trials in self.buckets():
       done = trials[self.completed[trials]]
-      best = (int(done[np.lexsort((done, self.val_loss[done], -self.val_accuracy[done]))[0]])
-              if len(done) else None)
+      best = int(done[rank(self.take(done))[0]]) if len(done) else None
       summaries.append({
           "values": {k: json_value(v) for k, v in values.items()},
-          "configurations": int(((self.parent[trials] < 0)
-                                 & (self.start_epoch[trials] == 0)).sum()),
+          "configurations": int(self.is_configuration[trials].sum()),
           "trials": len(trials), "kept": len(kept.intersection(trials.tolist())),
           "diverged": int(self.diverged[trials].sum()), "best_trial": best,
           "best_val_accuracy": None if best is None else float(self.val_accuracy[best])})
@@ -251,40 +118,21 @@ class RoundResult:
     with the traced hyperparameters only (a lineage never changes bucket).
     Replaying it from the round's initialisation, in the trial's bucket,
     reproduces the trial."""
-    chain = [trial]
-    while self.parent[chain[-1]] >= 0:
-      chain.append(int(self.parent[chain[-1]]))
-    chain.reverse()
+    chain = self.lineage(trial)
     starts = [int(self.start_epoch[t]) for t in chain]
-    ends = starts[1:] + [int(self.start_epoch[trial] + self.epochs[trial])]
-    return [(start, end, self.traced_config(t)) for start, end, t in zip(starts, ends, chain,
-                                                                         strict=True)]
+    ends = starts[1:] + [int(self.reached[trial])]
+    return [(start, end, self.traced_values(t, self.space))
+            for start, end, t in zip(starts, ends, chain, strict=True)]
 
-  def trial(self, index: int, kept: set[int] | None = None) -> Trial:
-    diverged = bool(self.diverged[index])
-    kept = set(self.kept.tolist()) if kept is None else kept
-    start, epochs = int(self.start_epoch[index]), int(self.epochs[index])
-    return Trial(
-        round=self.index, trial=index, lane=int(self.lane[index]),
-        bracket=int(self.bracket[index]), hparams=self.config(index),
-        start_epoch=start, epochs=epochs,
-        val_accuracy=None if diverged else _float_or_none(self.val_accuracy[index]),
-        val_loss=None if diverged else _float_or_none(self.val_loss[index]),
-        status=str(self.status[index]), parent=int(self.parent[index]), kept=index in kept,
-        epoch_loss=[_float_or_none(v) for v in self.epoch_loss[index, start:start + epochs]],
-        **self._spread(index))
-
-  def _spread(self, index: int) -> dict[str, Any]:
-    if self.seed_accuracy is None:
-      return {}
-    per_seed = self.seed_accuracy[index]
-    finite = per_seed[np.isfinite(per_seed)]
-    return {"seed_accuracy": [_float_or_none(a) for a in per_seed],
-            "val_accuracy_std": float(finite.std()) if len(finite) else None}
+  def record(self, index: int) -> Trial:
+    """Trial ``index`` as a record."""
+    return self.trial_at(index, self.space, kept=index in set(self.kept.tolist()))
 
   def trials(self) -> list[Trial]:
+    """Every trial as a record, in order."""
     kept = set(self.kept.tolist())
-    return [self.trial(index, kept) for index in range(self.num_trials)]
+    return [self.trial_at(index, self.space, kept=index in kept)
+            for index in range(self.num_trials)]
 
   def describe(self, rounds: int) -> str:
     """A few lines: the ranges sampled, throughput, and scores of this round."""
@@ -296,11 +144,12 @@ class RoundResult:
     else:
       scores = "no trial finished"
     counts = ", ".join(f"{status} {int((self.status == status).sum())}"
-                       for status in ("finished", "halved", "exploited")
+                       for status in (FINISHED, "halved", "exploited")
                        if (self.status == status).any())
     lines = [
-        f"round {self.index + 1}/{rounds}: {self.lanes} configurations, {self.lane_epochs} "
-        f"lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} trials/s{compile_note})",
+        f"round {self.index + 1}/{rounds}: {self.configurations} configurations, "
+        f"{self.lane_epochs} lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} "
+        f"trials/s{compile_note})",
         "  sampled ranges:", self.space.describe(),
         f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.num_trials}"
         + (f"  ({counts})" if self.strategy.split("(")[0] != "random" else ""),
@@ -321,13 +170,13 @@ class RoundResult:
     best = self.best_trial if self.completed.any() else None
     return {
         "round": self.index, "strategy": self.strategy, "space": self.space.to_dict(),
-        "next_space": self.next_space.to_dict(), "configurations": self.lanes,
+        "next_space": self.next_space.to_dict(), "configurations": self.configurations,
         "trials": self.num_trials, "lane_epochs": self.lane_epochs,
         "kept": len(self.kept), "diverged": self.num_diverged,
         "statuses": {str(k): int(v) for k, v in zip(*np.unique(self.status, return_counts=True),
                                                      strict=True)},
         "best_val_accuracy": None if best is None else self.best_accuracy,
-        "median_val_accuracy": _float_or_none(self.median_accuracy),
+        "median_val_accuracy": finite_or_none(self.median_accuracy),
         "best_trial": best,
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
@@ -373,12 +222,17 @@ class FinalFit:
 
 
 def best_trial(rounds: list[RoundResult]) -> Trial | None:
-  """The best trial of all ``rounds`` (highest validation accuracy, then lowest
-  loss, then earliest round); ``None`` before any round completed."""
-  candidates = [r.trial(r.best_trial) for r in rounds if r.completed.any()]
-  if not candidates:
+  """The best trial of all ``rounds`` that trained the full budget (ranked as
+  :mod:`vmaptune.ranking` ranks, earlier rounds first on ties); ``None``
+  before any round completed one."""
+  if not rounds:
     return None
-  return max(candidates, key=lambda t: (t.val_accuracy, -t.val_loss, -t.round))
+  table = TrialTable.concat(rounds)
+  row = best_row(table)
+  if row is None:
+    return None
+  result = next(r for r in rounds if r.index == table.round[row])
+  return result.record(int(table.trial[row]))
 
 
 class TuneResult:
@@ -395,7 +249,8 @@ class TuneResult:
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
                wall_s: float, out_dir: str | None,
-               refit: Callable[[Trial, list], FinalFit] | None, final: FinalFit | None = None):
+               refit: Callable[[TuneResult], FinalFit] | None, final: FinalFit | None = None,
+               on_final_fit: Callable[[TuneResult], None] | None = None):
     self.rounds = rounds
     self.space = space
     self.settings = settings
@@ -403,10 +258,11 @@ class TuneResult:
     self.out_dir = out_dir
     self._refit = refit
     self._final = final  # Restored from the run directory when a finished run is resumed.
+    self._on_final_fit = on_final_fit  # Saves the fit's parameters and summary.
 
   @property
   def best(self) -> Trial | None:
-    """The best trial of all rounds (see :func:`best_trial`)."""
+    """The chosen trial: the best of all rounds (see :func:`best_trial`)."""
     return best_trial(self.rounds)
 
   @property
@@ -422,27 +278,32 @@ class TuneResult:
   def trials(self) -> list[Trial]:
     return [t for r in self.rounds for t in r.trials()]
 
+  def schedule(self, trial: Trial) -> list[tuple[int, int, dict[str, float]]]:
+    """The lineage ``trial`` trained with (see :meth:`RoundResult.schedule`)."""
+    return next(r for r in self.rounds if r.index == trial.round).schedule(trial.trial)
+
   def final_fit(self) -> FinalFit:
     """Retrains the chosen configuration and reads the test split, once.
 
     The result is cached: calling again returns it without touching the test
     split a second time. With a run directory, its parameters are saved there
-    (``best_params.msgpack``, see :func:`vmaptune.rundir.load_best_params`)
-    and the summary records its scores; resuming the finished run restores it
-    from there, without retraining or reading the test split again.
+    (``best_params.msgpack``, see :func:`vmaptune.load_best_params`) and the
+    summary records its scores; resuming the finished run restores it from
+    there, without retraining or reading the test split again.
     """
     if self._final is None:
       if self.best is None:
         raise RuntimeError("no round completed, so there is no configuration to refit")
       if self._refit is None:
         raise RuntimeError("this result has no data or model attached to refit with")
-      best = self.best
-      round_result = next(r for r in self.rounds if r.index == best.round)
-      self._final = self._refit(best, round_result.schedule(best.trial))
-      if self.out_dir is not None:
-        run_dir = RunDirectory(self.out_dir, create=False)
-        run_dir.write_params(self._final.params)  # Before the summary that points to it.
-        run_dir.write_summary(self.summary())
+      self._final = self._refit(self)
+      if self._on_final_fit is not None:
+        self._on_final_fit(self)
+    return self._final
+
+  @property
+  def final(self) -> FinalFit | None:
+    """The final fit, if it ran (or was restored); ``None`` before."""
     return self._final
 
   def summary(self) -> dict[str, Any]:
@@ -459,7 +320,6 @@ class TuneResult:
         "lane_epochs": sum(r.lane_epochs for r in self.rounds),
     }
 
-
   def describe(self) -> str:
     """The chosen configuration, its validation and (after the final fit) test
     accuracy, timings, and where the records are."""
@@ -469,7 +329,7 @@ class TuneResult:
     config = lambda hparams: describe_values(hparams, sep="  ")
     lines = [f"chosen config (round {best.round + 1}/{len(self.rounds)}, trial {best.trial}): "
              f"{config(best.hparams)}"]
-    schedule = next(r for r in self.rounds if r.index == best.round).schedule(best.trial)
+    schedule = self.schedule(best)
     if len(schedule) > 1:
       lines += [f"  lineage: epochs {a}-{b}: {config(h)}" for a, b, h in schedule]
     lines.append(f"  val accuracy  {best.val_accuracy:.4f} (search)")
@@ -484,103 +344,3 @@ class TuneResult:
       lines.append(f"records: {os.path.join(self.out_dir, TRIALS_FILE)}, "
                    f"{os.path.join(self.out_dir, SUMMARY_FILE)}")
     return "\n".join(lines)
-
-
-class RunDirectory:
-  """Writes a run's records; refuses to overwrite an earlier run's trials.
-
-  In a run over several processes only process 0 touches the directory; on
-  the others a ``RunDirectory`` keeps the path and writes nothing (creating
-  one is then a collective: if process 0 refuses the directory, every
-  process raises).
-
-  Args:
-    path: the directory; created if missing.
-    create: check and create (``True``) or reopen an existing one (``False``).
-  """
-
-  def __init__(self, path: str | os.PathLike, create: bool = True):
-    self.path = os.fspath(path)
-    self.writes = is_first_process()
-    if create:
-      on_first_process(self._create)
-
-  def _create(self) -> None:
-    if os.path.exists(os.path.join(self.path, TRIALS_FILE)):
-      raise FileExistsError(
-          f"{self.path} already holds a run ({TRIALS_FILE}); choose another --out / out "
-          "directory so its records are not overwritten")
-    os.makedirs(self.path, exist_ok=True)
-
-  @property
-  def trials_path(self) -> str:
-    return os.path.join(self.path, TRIALS_FILE)
-
-  @property
-  def summary_path(self) -> str:
-    return os.path.join(self.path, SUMMARY_FILE)
-
-  @property
-  def params_path(self) -> str:
-    return os.path.join(self.path, PARAMS_FILE)
-
-  def append_round(self, result: RoundResult) -> None:
-    """Appends one line per trial and forces it to disk (process 0 only)."""
-    if not self.writes:
-      return
-    with open(self.trials_path, "a") as f:
-      for trial in result.trials():
-        f.write(json.dumps(trial.to_record()) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-
-  def write_summary(self, summary: dict[str, Any]) -> None:
-    """Writes ``summary.json`` atomically (a crash leaves the old one intact;
-    process 0 only)."""
-    if not self.writes:
-      return
-    write_json(self.summary_path, summary)
-
-  def write_params(self, params: Any) -> None:
-    """Writes a parameter pytree (no lane axis) as ``flax.serialization``
-    msgpack, atomically (process 0 only)."""
-    if not self.writes:
-      return
-    write_atomic(self.params_path, flax.serialization.to_bytes(jax.device_get(params)))
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> str:
-  """Writes ``data`` to ``path`` atomically and durably: a crash (or a kill)
-  leaves either the old file or the new one, never a mix; creates parent
-  directories.
-
-  Returns:
-    The path written.
-  """
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  return path
-
-
-def write_json(path: str | os.PathLike, value: Any) -> str:
-  """Writes ``value`` as indented JSON, atomically (see :func:`write_atomic`).
-
-  Returns:
-    The path written.
-  """
-  return write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
-
-
-def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Reads ``trials.jsonl`` from a run directory (or the file itself)."""
-  path = os.fspath(path)
-  if os.path.isdir(path):
-    path = os.path.join(path, TRIALS_FILE)
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]

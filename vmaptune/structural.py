@@ -15,10 +15,12 @@ Where a structural value goes:
   or, when ``model`` is a function, a keyword argument of
   ``model(**values) -> nn.Module``.
 
-How lanes are split: every combination still in the round's space gets the
-same number of lanes, ``ceil(population / combinations)``, so a round has at
-least ``population`` configurations, bucket shapes repeat while the number of
-surviving combinations does not change, and narrowing that drops a category
+How lanes are split is the sampler's choice (see
+:meth:`vmaptune.samplers.Sampler.buckets`). By default every combination
+still in the round's space gets the same number of lanes, ``ceil(population
+/ combinations)``, so a round has at least ``population`` configurations,
+bucket shapes repeat while the number of surviving combinations does not
+change, and narrowing that drops a category
 hands its lanes to the survivors (a dropped category never comes back).
 Equal shares also make the comparison fair: each category is tried with as
 many configurations of the traced hyperparameters as any other. The
@@ -30,10 +32,10 @@ CPU). More combinations than ``population`` are refused: every one must get a
 lane, and each is a compiled program.
 
 Every bucket of a round shares the round's initialisation and data-order keys
-(common random numbers, as within a population) and draws its own traced
-values from a stream numbered by its position in the original space, so a
-configuration's result depends neither on the other buckets nor on which
-categories have been dropped.
+(common random numbers, as within a population), and the narrow sampler
+draws each bucket's traced values from a stream numbered by its position in
+the original space (:attr:`Bucket.index`), so a configuration's result
+depends neither on the other buckets nor on which categories have been dropped.
 
 >>> import vmaptune as vt
 >>> space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1),
@@ -41,7 +43,7 @@ categories have been dropped.
 >>> buckets = Buckets(vt.models.MLP(), space, population=8, batch_size=64, num_train=1000)
 >>> [(b.values, b.model.hidden, b.batch_size) for b in buckets][:2]
 [({'hidden': 16, 'batch_size': 32}, 16, 32), ({'hidden': 16, 'batch_size': 64}, 16, 64)]
->>> buckets.lanes_each(space)
+>>> buckets.min_lanes()
 2
 """
 
@@ -54,9 +56,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
-import numpy as np
 
-from vmaptune.space import IntUniform, Space, describe_values
+from vmaptune.distributions import describe_values
+from vmaptune.space import Space
+from vmaptune.validation import is_whole
 
 BATCH_SIZE = "batch_size"  # The one structural name that goes to the population, not the model.
 
@@ -138,7 +141,7 @@ def _check_batch_sizes(space: Space, num_train: int) -> None:
     raise ValueError(f"parameter {BATCH_SIZE!r} changes array shapes, so it must be "
                      "structural: Choice([32, 64]) or IntUniform(low, high, structural=True)")
   for value in dist.options():
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= num_train:
+    if not is_whole(value) or not 1 <= value <= num_train:
       raise ValueError(f"parameter {BATCH_SIZE!r}: value {value!r} is not a whole number in "
                        f"[1, {num_train}] (the training split has {num_train} examples)")
 
@@ -146,7 +149,7 @@ def _check_batch_sizes(space: Space, num_train: int) -> None:
 class Buckets:
   """The buckets of a run: every combination of the original space's
   structural values, each with its model and batch size, checked on
-  construction; their populations are built on first use and cached.
+  construction.
 
   Args:
     model: a Linen module whose fields the structural names set, or a
@@ -192,7 +195,6 @@ class Buckets:
           index=index if self.names else None, values=values,
           model=build_model(model, for_model), batch_size=values.get(BATCH_SIZE, batch_size))
     self.population = population
-    self._populations: dict[tuple, Any] = {}
 
   def _key(self, values: Mapping[str, Any]) -> tuple:
     return tuple(values[name] for name in self.names)
@@ -211,69 +213,6 @@ class Buckets:
     """The bucket of a configuration (structural names looked up, others ignored)."""
     return self._buckets[self._key(values)]
 
-  def for_space(self, space: Space) -> list[Bucket]:
-    """The buckets a round over ``space`` (the original or a narrowed one) trains."""
-    return [self.find(values) for values in space.combinations()]
-
-  def lanes_each(self, space: Space) -> int:
-    """Lanes each bucket of a round over ``space`` trains: ``ceil(P / buckets)``."""
-    return math.ceil(self.population / len(space.combinations()))
-
   def min_lanes(self) -> int:
     """The fewest lanes a bucket ever gets (the original space's share)."""
     return math.ceil(self.population / len(self))
-
-  def population_for(self, bucket: Bucket, build: Callable[[Bucket], Any]) -> Any:
-    """``build(bucket)`` the first time, the same object after: a bucket's
-    compiled programs are reused whenever its shape recurs."""
-    key = self._key(bucket.values)
-    if key not in self._populations:
-      self._populations[key] = build(bucket)
-    return self._populations[key]
-
-
-def _column(dist: Any, value: Any, count: int) -> np.ndarray:
-  """``[count]`` copies of one structural value: int64 for integers, else objects."""
-  if isinstance(dist, IntUniform):
-    return np.full(count, value, np.int64)
-  column = np.empty(count, object)
-  column.fill(value)
-  return column
-
-
-def merge_trials(parts: list[tuple[Bucket, dict[str, Any]]], space: Space) -> dict[str, Any]:
-  """Concatenates the trial columns of a round's buckets into one round's.
-
-  Lanes are renumbered so they stay unique within the round (bucket ``b``'s
-  lanes follow bucket ``b - 1``'s), parents are offset to the merged trial
-  indices, and each structural value becomes a column of ``hparams``.
-
-  Args:
-    parts: ``(bucket, columns)`` in bucket order, each ``columns`` as
-      :meth:`vmaptune.strategies.TrialLog.arrays` returns them.
-    space: the round's space (its order orders ``hparams``).
-
-  Returns:
-    Columns ``[T]`` over every bucket's trials, ``hparams`` holding every
-    name of ``space``.
-  """
-  if len(parts) == 1 and not parts[0][0].values:
-    return parts[0][1]
-  lane_offset = trial_offset = 0
-  shifted = []
-  for bucket, columns in parts:
-    count = len(columns["lane"])
-    hparams = {name: (columns["hparams"][name] if name in columns["hparams"]
-                      else _column(space[name], bucket.values[name], count))
-               for name in space}
-    shifted.append({**columns, "hparams": hparams, "lane": columns["lane"] + lane_offset,
-                    "parent": np.where(columns["parent"] >= 0,
-                                       columns["parent"] + trial_offset, -1)})
-    lane_offset += int(columns["lane"].max()) + 1 if count else 0
-    trial_offset += count
-  merged = {key: None if shifted[0][key] is None  # seed_accuracy with one seed
-            else np.concatenate([part[key] for part in shifted])
-            for key in shifted[0] if key != "hparams"}
-  merged["hparams"] = {name: np.concatenate([part["hparams"][name] for part in shifted])
-                       for name in space}
-  return merged

@@ -1,7 +1,8 @@
 """A run's figures, drawn with matplotlib's object API (Agg canvas, no pyplot, no display).
 
 Importing this module needs matplotlib (the ``report`` extra); see
-:func:`vmaptune.report`, which falls back to text without it.
+:func:`vmaptune.report`, which falls back to text without it. Every figure is
+drawn from a :class:`vmaptune.rundir.Run`: its trial table and its summary.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from vmaptune.reporting import Importance, RunRecords, _is_log
+from vmaptune.importance import Importance, is_log, values
+from vmaptune.ranking import rank
+from vmaptune.rundir import Run
+from vmaptune.space import Space
+from vmaptune.trials import TrialTable
 
 # Pair panels use the most important numeric parameters, at most this many
 # (4 parameters: 6 pairs per round).
 MAX_PAIR_PARAMS = 4
 DPI = 80
 CMAP = matplotlib.colormaps["viridis"]
+
+
+def _rounds(trials: TrialTable) -> list[int]:
+  """Round indices (0-based) that have trials."""
+  return sorted(set(trials.round.tolist()))
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -41,10 +51,10 @@ def _save(figure: Figure, out: str, name: str) -> str:
   return path
 
 
-def _limits(spec: dict[str, Any]) -> tuple[float, float]:
+def _limits(dist: Any) -> tuple[float, float]:
   """The original range widened by 5% of its width (in its scale) on each side."""
-  low, high = float(spec["low"]), float(spec["high"])
-  if _is_log(spec):
+  low, high = float(dist.low), float(dist.high)
+  if is_log(dist):
     pad = (math.log10(high) - math.log10(low)) * 0.05
     return low / 10 ** pad, high * 10 ** pad
   pad = (high - low) * 0.05
@@ -52,33 +62,36 @@ def _limits(spec: dict[str, Any]) -> tuple[float, float]:
 
 
 def _bounds(space: dict[str, Any] | None, name: str) -> tuple[float, float] | None:
+  """``(low, high)`` of ``name`` in a summary's space description, if it has a range."""
   if not space or name not in space or "low" not in space[name]:
     return None
-  return float(space[name]["low"]), float(space[name]["high"])
+  dist = Space.from_dict({name: space[name]})[name]
+  return float(dist.low), float(dist.high)
 
 
-def accuracy_norm(run: RunRecords) -> Normalize:
+def accuracy_norm(run: Run) -> Normalize:
   """Colours from the 10th percentile of finite accuracies (below saturates,
   so chance-level trials do not squash the good ones together) to the best."""
-  finite = run.accuracy[np.isfinite(run.accuracy)]
+  accuracy = run.trials.val_accuracy
+  finite = accuracy[np.isfinite(accuracy)]
   if not len(finite):
     return Normalize(0.0, 1.0)
   low, high = float(np.percentile(finite, 10)), float(finite.max())
   return Normalize(low, high if high > low else low + 1e-6)
 
 
-def pair_params(run: RunRecords, ranking: list[Importance]) -> list[tuple[str, str | None]]:
+def pair_params(run: Run, ranking: list[Importance]) -> list[tuple[str, str | None]]:
   """Axes of the scatter panels: every pair of the most important numeric
   parameters (most important pair first), or ``[(name, None)]`` for a space
   with one numeric parameter (accuracy on the y axis)."""
-  numeric = set(run.numeric())
+  numeric = {name for name, dist in run.space.items() if not dist.structural}
   ordered = [i.name for i in ranking if i.name in numeric][:MAX_PAIR_PARAMS]
   if len(ordered) == 1:
     return [(ordered[0], None)]
   return list(itertools.combinations(ordered, 2))
 
 
-def draw_pair(ax: Any, run: RunRecords, round_index: int, x: str, y: str | None,
+def draw_pair(ax: Any, run: Run, round_index: int, x: str, y: str | None,
               norm: Normalize, title: bool = False) -> dict[str, Any]:
   """Round ``round_index``'s trials over parameters ``x`` and ``y`` coloured by
   validation accuracy (or accuracy against ``x`` when ``y`` is ``None``), kept
@@ -88,15 +101,17 @@ def draw_pair(ax: Any, run: RunRecords, round_index: int, x: str, y: str | None,
   Returns:
     The panel as drawn (see :class:`vmaptune.reporting.Report`'s ``panels``).
   """
-  rows = np.flatnonzero(run.round == round_index)
-  xs = run.values(x, rows)
-  ys = run.values(y, rows) if y else run.accuracy[rows]
-  accuracy = run.accuracy[rows]
-  diverged = run.diverged[rows] | ~np.isfinite(accuracy)
-  kept = np.array([run.records[i]["kept"] for i in rows], bool)
+  trials = run.trials
+  rows = np.flatnonzero(trials.round == round_index)
+  xs = values(trials, x, rows)
+  ys = values(trials, y, rows) if y else trials.val_accuracy[rows]
+  accuracy = trials.val_accuracy[rows]
+  diverged = trials.diverged[rows] | ~np.isfinite(accuracy)
+  kept = run.kept[rows]
   entry = run.round_entry(round_index) or {}
   # The y of a diverged trial in a 1-D panel: the axis floor.
-  floor = np.nanmin(run.accuracy) if np.isfinite(run.accuracy).any() else 0.0
+  floor = (np.nanmin(trials.val_accuracy) if np.isfinite(trials.val_accuracy).any()
+           else 0.0)
   points = ax.scatter(xs[~diverged], ys[~diverged], c=accuracy[~diverged], cmap=CMAP,
                       norm=norm, s=18, linewidths=0)
   crosses = ax.scatter(xs[diverged], ys[diverged] if y else np.full(diverged.sum(), floor),
@@ -124,9 +139,9 @@ def draw_pair(ax: Any, run: RunRecords, round_index: int, x: str, y: str | None,
                                    (y, ax.set_yscale, ax.set_ylim)):
     if name is None:
       continue
-    spec = run.space[name]
-    set_scale("log" if _is_log(spec) else "linear")
-    set_lim(*_limits(spec))
+    dist = run.space[name]
+    set_scale("log" if is_log(dist) else "linear")
+    set_lim(*_limits(dist))
   ax.set_xlabel(x)
   ax.set_ylabel(y or "val accuracy")
   if title:
@@ -137,41 +152,43 @@ def draw_pair(ax: Any, run: RunRecords, round_index: int, x: str, y: str | None,
           "diverged": len(crosses.get_offsets()), "box": box}
 
 
-def draw_history(ax: Any, run: RunRecords, floor: float | None = None) -> None:
+def draw_history(ax: Any, run: Run, floor: float | None = None) -> None:
   """Each trial's validation accuracy in file order (grey) and the best
   full-budget accuracy so far (line), rounds separated by dotted lines; the
   axis starts at ``floor`` (trials below it are not shown) if given."""
-  order = np.arange(1, len(run.records) + 1)
-  finite = np.isfinite(run.accuracy)
-  ax.scatter(order[finite], run.accuracy[finite], s=6, color="0.7", label="trial")
-  best = np.fmax.accumulate(np.where(run.full_budget(), run.accuracy, np.nan))
+  trials = run.trials
+  accuracy = trials.val_accuracy
+  order = np.arange(1, len(trials) + 1)
+  finite = np.isfinite(accuracy)
+  ax.scatter(order[finite], accuracy[finite], s=6, color="0.7", label="trial")
+  best = np.fmax.accumulate(np.where(trials.completed, accuracy, np.nan))
   ax.step(order, best, where="post", color="tab:blue", linewidth=2, label="best so far")
-  for r in run.rounds[1:]:
-    ax.axvline(np.flatnonzero(run.round == r)[0] + 0.5, color="0.6", linestyle=":",
+  for r in _rounds(trials)[1:]:
+    ax.axvline(np.flatnonzero(trials.round == r)[0] + 0.5, color="0.6", linestyle=":",
                linewidth=0.8)
   ax.set_xlabel("trials (in record order; dotted: rounds)")
   ax.set_ylabel("val accuracy")
-  if floor is not None and np.isfinite(run.accuracy).any():
-    top = float(np.nanmax(run.accuracy))
+  if floor is not None and np.isfinite(accuracy).any():
+    top = float(np.nanmax(accuracy))
     ax.set_ylim(floor - 0.05 * (top - floor), top + 0.05 * (top - floor))
     ax.set_ylabel(f"val accuracy (from {floor:.3g}, the 10th percentile)")
   ax.set_title("best so far against trials", fontsize=10)
   ax.legend(loc="lower right", fontsize=8)
 
 
-def draw_wall_time(ax: Any, run: RunRecords) -> None:
+def draw_wall_time(ax: Any, run: Run) -> None:
   """The best full-budget accuracy at the end of each round against the
   rounds' cumulative wall time (compilation included)."""
   times, bests, elapsed = [], [], 0.0
-  full = run.full_budget()
-  for r in run.rounds:
+  trials = run.trials
+  for r in _rounds(trials):
     entry = run.round_entry(r)
     if entry is None:
       continue
     elapsed += entry["wall_s"]
-    done = full & (run.round <= r)
+    done = trials.completed & (trials.round <= r)
     times.append(elapsed)
-    bests.append(run.accuracy[done].max() if done.any() else np.nan)
+    bests.append(trials.val_accuracy[done].max() if done.any() else np.nan)
   if not times:
     ax.text(0.5, 0.5, "no round timings in summary.json", ha="center", transform=ax.transAxes)
     return
@@ -182,16 +199,15 @@ def draw_wall_time(ax: Any, run: RunRecords) -> None:
   ax.set_title("best so far against wall time", fontsize=10)
 
 
-def draw_curves(ax: Any, run: RunRecords, count: int) -> int:
+def draw_curves(ax: Any, run: Run, count: int) -> int:
   """Training loss per epoch of the ``count`` best trials (their whole
   lineage for population-based training). Returns the curves drawn."""
   drawn = 0
-  for row in run.ranked(count):
-    curve = run.curve(row)
-    if curve is None:
-      break
-    ax.plot(*curve, marker=".", markersize=3, linewidth=1,
-            label=f"{run.label(row)}  {run.accuracy[row]:.3f}")
+  trials = run.trials
+  for row in rank(trials)[:count]:
+    ax.plot(*trials.curve(row), marker=".", markersize=3, linewidth=1,
+            label=f"r{trials.round[row] + 1} t{trials.trial[row]}  "
+                  f"{trials.val_accuracy[row]:.3f}")
     drawn += 1
   if not drawn:
     ax.text(0.5, 0.5, "the records hold no training-loss curves", ha="center",
@@ -215,7 +231,7 @@ def draw_importance(ax: Any, ranking: list[Importance]) -> None:
   ax.set_title("hyperparameter importance", fontsize=10)
 
 
-def write_figures(run: RunRecords, ranking: list[Importance], out: str,
+def write_figures(run: Run, ranking: list[Importance], out: str,
                   curves: int = 8) -> tuple[dict[str, str], list[dict[str, Any]]]:
   """Writes every figure of :func:`vmaptune.report` into ``out``.
 
@@ -228,7 +244,7 @@ def write_figures(run: RunRecords, ranking: list[Importance], out: str,
   files, panels = {}, []
   columns = min(len(pairs), 3)
   rows = math.ceil(len(pairs) / columns)
-  for r in run.rounds:
+  for r in _rounds(run.trials):
     figure = _figure(3.6 * columns + 0.8, 3.2 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (x, y) in zip(axes, pairs, strict=False):
@@ -257,7 +273,7 @@ def write_figures(run: RunRecords, ranking: list[Importance], out: str,
 
   figure = _figure(11, 7.5)
   (scatter, history), (curve_ax, importance_ax) = figure.subplots(2, 2)
-  draw_pair(scatter, run, run.rounds[0], *pairs[0], norm, title=True)
+  draw_pair(scatter, run, _rounds(run.trials)[0], *pairs[0], norm, title=True)
   figure.colorbar(ScalarMappable(norm, CMAP), ax=scatter, label="val accuracy")
   draw_history(history, run, norm.vmin)
   draw_curves(curve_ax, run, curves)

@@ -1,0 +1,103 @@
+"""The package's own shape: small modules, no import cycle, no private name reached
+across modules, and a top level that only re-exports what a script uses."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import vmaptune as vt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "vmaptune")
+MAX_LINES = 400
+
+
+def _modules() -> dict[str, str]:
+  """``{dotted module name: path}`` of every module of the package."""
+  found = {}
+  for folder, _, files in os.walk(PACKAGE):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(folder, name)
+        parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+  return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: str) -> list[tuple[str, str | None, int]]:
+  """``(module imported, name taken from it or None, line)`` for every vmaptune
+  import of a file, module level or inside functions."""
+  found = []
+  for node in ast.walk(ast.parse(open(path).read(), path)):
+    if isinstance(node, ast.Import):
+      found += [(alias.name, None, node.lineno) for alias in node.names
+                if alias.name.startswith("vmaptune")]
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vmaptune"):
+      for alias in node.names:
+        child = f"{node.module}.{alias.name}"
+        if child in MODULES:  # `from vmaptune import data`: the module itself.
+          found.append((child, None, node.lineno))
+        else:
+          found.append((node.module, alias.name, node.lineno))
+  return found
+
+
+def test_no_module_is_longer_than_the_limit():
+  long = {name: n for name, path in MODULES.items()
+          if (n := len(open(path).read().splitlines())) > MAX_LINES}
+  assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_private_name_is_imported_from_another_module():
+  private = [f"{name}:{line} imports {imported}.{taken}"
+             for name, path in MODULES.items()
+             for imported, taken, line in _imports(path)
+             if taken is not None and taken.startswith("_")]
+  assert not private, private
+
+
+def test_the_package_imports_have_no_cycle():
+  graph = {name: {imported for imported, _, _ in _imports(path) if imported != name}
+           for name, path in MODULES.items()}
+  # The top level re-exports everything: nothing inside the package may import it.
+  assert not [name for name, edges in graph.items() if "vmaptune" in edges], \
+      "modules import the top-level package"
+  state: dict[str, int] = {}  # 1: on the current path, 2: done.
+
+  def visit(name: str, path: list[str]) -> None:
+    state[name] = 1
+    for child in sorted(graph.get(name, ())):
+      if state.get(child) == 1:
+        raise AssertionError("import cycle: " + " -> ".join(path + [name, child]))
+      if child not in state:
+        visit(child, path + [name])
+    state[name] = 2
+
+  for name in sorted(graph):
+    if name not in state:
+      visit(name, [])
+
+
+def test_the_top_level_is_what_a_script_uses():
+  engine = {"population", "rounds", "engine", "chunks", "train", "events", "trials", "ranking",
+            "Population", "rank_trials", "Settings"}
+  assert not engine & set(vt.__all__)
+  assert {"tune", "Space", "LogUniform", "Dataset", "Experiment", "load_experiment",
+          "TuneResult", "Run", "load_run", "report", "VmaptuneError", "samplers",
+          "strategies"} <= set(vt.__all__)
+  assert all(hasattr(vt, name) for name in vt.__all__)
+
+
+def test_importing_vmaptune_starts_no_jax_backend_and_imports_no_optional_library():
+  code = ("import sys, vmaptune\n"
+          "from jax._src import xla_bridge\n"
+          "print(xla_bridge.backends_are_initialized(), 'optuna' in sys.modules,"
+          " 'matplotlib' in sys.modules)")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        cwd=ROOT, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split() == ["False", "False", "False"]

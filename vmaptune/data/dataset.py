@@ -1,0 +1,150 @@
+"""Datasets: train / validation / test splits, checked once on the host.
+
+A :class:`Dataset` holds three :class:`Split` s of NumPy arrays. The test split
+is sealed: the tuner never touches it, and :meth:`Dataset.read_test` counts
+every read so a run can prove the search did not look at it.
+
+Features are float32 of shape ``[N, ...]`` (any trailing shape, e.g. ``[N, 8,
+8, 1]`` images); labels are int32 of shape ``[N]`` in ``[0, num_classes)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from vmaptune.errors import DataError
+from vmaptune.validation import is_whole
+
+
+class Split(NamedTuple):
+  """One split: features ``x [N, ...]`` float32, labels ``y [N]`` int32."""
+  x: np.ndarray
+  y: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+
+def _as_split(name: str, split) -> Split:
+  """Converts ``(x, y)`` to a checked :class:`Split`; errors name the split."""
+  try:
+    x, y = split
+  except (TypeError, ValueError):
+    raise DataError(f"{name} split must be a pair (x, y), got {type(split).__name__}") from None
+  x = np.asarray(x)
+  y = np.asarray(y)
+  if x.ndim < 2:
+    raise DataError(f"{name} features have shape {x.shape}; expected [N, ...] "
+                    "with one row per example")
+  if y.ndim != 1:
+    hint = ""
+    if y.ndim == 2 and y.shape[1] == 1:
+      hint = " (a column: pass y.reshape(-1))"
+    elif y.ndim == 2:
+      hint = " (one-hot or scores: pass y.argmax(axis=1))"
+    raise DataError(f"{name} labels have shape {y.shape}; expected [N] integers{hint}")
+  if len(x) != len(y):
+    raise DataError(f"{name} split has {len(x)} feature rows but {len(y)} labels; "
+                    "they must have the same length")
+  if 0 in x.shape[1:]:
+    raise DataError(f"{name} features have shape {x.shape}: no values per example; "
+                    "expected [N, ...] with every trailing dimension at least 1")
+  if np.issubdtype(x.dtype, np.complexfloating) or not (
+      np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+    raise DataError(f"{name} features have dtype {x.dtype}; expected real numbers")
+  x = x.astype(np.float32)
+  bad = ~np.isfinite(x)
+  if bad.any():
+    row = int(np.argwhere(bad)[0][0])
+    raise DataError(f"{name} features contain {int(bad.sum())} NaN/inf values "
+                    f"(first in row {row}); clean or impute them first")
+  if np.issubdtype(y.dtype, np.floating):
+    if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+      raise DataError(f"{name} labels must be whole numbers, got dtype {y.dtype} "
+                      "with fractional or non-finite values")
+  elif not np.issubdtype(y.dtype, np.integer):
+    raise DataError(f"{name} labels have dtype {y.dtype}; expected integers")
+  return Split(x, y.astype(np.int64))
+
+
+def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> None:
+  """Raises if a label is negative or (when given) not below ``num_classes``."""
+  out = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
+  if out.any():
+    first = int(y[np.argmax(out)])
+    expected = "[0, num_classes)" if num_classes is None else f"[0, {num_classes})"
+    raise DataError(f"{name} labels must lie in {expected} but "
+                    f"{int(out.sum())} do not (e.g. {first})")
+
+
+class Dataset:
+  """Train, validation and (sealed) test splits of a classification task.
+
+  Args:
+    train: ``(x [N_train, ...], y [N_train])``.
+    val: ``(x [N_val, ...], y [N_val])``; must not be empty.
+    test: ``(x [N_test, ...], y [N_test])``; may be empty.
+    num_classes: number of classes; inferred as ``max label + 1`` over the
+      train and validation splits when omitted (a test label beyond that is
+      an error, not a reason to widen the model).
+    name: a label for records and printing.
+
+  >>> rng = np.random.default_rng(0)
+  >>> x, y = rng.normal(size=(50, 3)), rng.integers(0, 2, 50)
+  >>> data = Dataset(train=(x[:30], y[:30]), val=(x[30:40], y[30:40]),
+  ...                test=(x[40:], y[40:]), num_classes=2)
+  >>> data.sizes
+  {'train': 30, 'val': 10, 'test': 10}
+  """
+
+  def __init__(self, train, val, test, num_classes: int | None = None,
+               name: str = "arrays"):
+    if num_classes is not None:
+      if not is_whole(num_classes) or num_classes < 2:
+        raise DataError(f"num_classes={num_classes!r}; expected an integer >= 2")
+      num_classes = int(num_classes)
+    splits = {n: _as_split(n, s)
+              for n, s in (("train", train), ("val", val), ("test", test))}
+    if num_classes is None:
+      for n, s in splits.items():
+        _check_labels(n, s.y, None)
+      # Inferred from the splits the search may read: the test split must not shape it.
+      num_classes = max(2, max(int(s.y.max()) + 1 for n, s in splits.items()
+                               if len(s) and n != "test"))
+    for n, s in splits.items():
+      _check_labels(n, s.y, num_classes)
+    splits = {n: Split(s.x, s.y.astype(np.int32)) for n, s in splits.items()}
+    if len(splits["train"]) == 0:
+      raise DataError("train split is empty; expected at least one example")
+    if len(splits["val"]) == 0:
+      raise DataError("validation split is empty; the search scores every lane "
+                      "on it, so it needs at least one example")
+    shapes = {n: s.x.shape[1:] for n, s in splits.items() if len(s)}
+    if len(set(shapes.values())) > 1:
+      raise DataError(f"splits have different feature shapes {shapes}")
+    self.train: Split = splits["train"]
+    self.val: Split = splits["val"]
+    self._test: Split = splits["test"]
+    self.num_classes: int = num_classes
+    self.name = name
+    self.test_reads = 0
+
+  @property
+  def feature_shape(self) -> tuple[int, ...]:
+    """Shape of one example, e.g. ``(8, 8, 1)``."""
+    return tuple(self.train.x.shape[1:])
+
+  @property
+  def sizes(self) -> dict[str, int]:
+    return {"train": len(self.train), "val": len(self.val), "test": len(self._test)}
+
+  def read_test(self) -> Split:
+    """Returns the test split and counts the read (see ``test_reads``)."""
+    self.test_reads += 1
+    return self._test
+
+  def __repr__(self) -> str:
+    return (f"Dataset({self.name!r}, sizes={self.sizes}, "
+            f"feature_shape={self.feature_shape}, num_classes={self.num_classes})")

@@ -1,0 +1,172 @@
+"""Loaders that split arrays into a :class:`~vmaptune.data.dataset.Dataset`:
+your own arrays, ``.npz`` files, the embedded 8x8 digits, a synthetic teacher
+task, and channel layouts made explicit (:func:`as_images`).
+
+Image loaders return channel-last ``[N, H, W, C]``; arrays of your own keep
+the shape you give (a ``[N, H, W]`` image and a ``[N, T, F]`` sequence look
+alike), and :func:`as_images` converts ``[N, H, W]`` or ``[N, C, H, W]``.
+Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vmaptune.data.dataset import Dataset
+from vmaptune.errors import DataError
+from vmaptune.validation import fraction
+
+
+def from_arrays(x, y, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                seed: int = 0, num_classes: int | None = None,
+                name: str = "arrays") -> Dataset:
+  """Splits one labelled array pair at random into train / val / test.
+
+  Args:
+    x: features ``[N, ...]``.
+    y: integer labels ``[N]``.
+    val_fraction: share of examples for validation.
+    test_fraction: share of examples for the final test.
+    seed: the split's permutation seed.
+    num_classes: see :class:`Dataset`.
+
+  Returns:
+    A :class:`Dataset` whose splits are disjoint and cover all ``N`` examples.
+  """
+  x, y = np.asarray(x), np.asarray(y)
+  if x.ndim == 0 or y.ndim == 0:
+    raise DataError(f"x has shape {x.shape} and y {y.shape}; expected features [N, ...] "
+                    "and labels [N]")
+  if len(x) != len(y):
+    raise DataError(f"x has {len(x)} rows but y has {len(y)} labels; "
+                    "they must have the same length")
+  train_idx, val_idx, test_idx = split_indices(len(y), val_fraction, test_fraction, seed)
+  return Dataset(train=(x[train_idx], y[train_idx]), val=(x[val_idx], y[val_idx]),
+                 test=(x[test_idx], y[test_idx]), num_classes=num_classes, name=name)
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Splits ``range(n)`` at random into train / val / test index arrays."""
+  val_fraction = fraction("val_fraction", val_fraction, high_open=True, error=DataError)
+  test_fraction = fraction("test_fraction", test_fraction, high_open=True, error=DataError)
+  if val_fraction + test_fraction >= 1:
+    raise DataError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} "
+                    "leaves no training data; expected a sum below 1")
+  order = np.random.default_rng(seed).permutation(n)
+  n_test = int(round(test_fraction * n))
+  n_val = int(round(val_fraction * n))
+  if n_val == 0:
+    raise DataError(f"val_fraction={val_fraction:g} of {n} examples gives an empty "
+                    "validation split; raise val_fraction")
+  test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
+  return train_idx, val_idx, test_idx
+
+
+def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
+           seed: int = 0) -> Dataset:
+  """The 8x8 handwritten digits that ship with scikit-learn (no download).
+
+  1,797 grey-scale images, 10 classes; pixel values scaled to ``[0, 1]``.
+
+  Returns:
+    A :class:`Dataset` with features ``[N, 8, 8, 1]`` float32.
+  """
+  from sklearn.datasets import load_digits  # Imported lazily: only this loader needs it.
+
+  raw = load_digits()
+  x = (raw.images / 16.0).astype(np.float32)[..., None]
+  return from_arrays(x, raw.target, val_fraction=val_fraction,
+                     test_fraction=test_fraction, seed=seed, num_classes=10,
+                     name="digits")
+
+
+def teacher(*, n: int = 10_000, features: int = 64, classes: int = 10, hidden: int = 64,
+            label_noise: float = 0.0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+            seed: int = 0) -> Dataset:
+  """A synthetic classification task: Gaussian features labelled by a random
+  two-layer teacher network (``argmax(tanh(x W1) W2)``), with a fraction of
+  labels replaced at random. Generated here; nothing is downloaded.
+
+  Args:
+    n: training examples (the validation and test splits come on top, so
+      that ``n`` is the training split's size).
+    features, classes, hidden: input width, number of labels, teacher width.
+    label_noise: fraction of labels (in every split) replaced uniformly.
+
+  Returns:
+    A :class:`Dataset` with features ``[N, features]`` float32.
+  """
+  if not 0 <= label_noise < 1:
+    raise DataError(f"label_noise={label_noise!r}; expected a fraction in [0, 1)")
+  rng = np.random.default_rng(seed)
+  total = int(round(n / (1 - val_fraction - test_fraction)))
+  x = rng.normal(size=(total, features)).astype(np.float32)
+  h = np.tanh(x @ rng.normal(size=(features, hidden)) / np.sqrt(features))
+  y = np.argmax(h @ rng.normal(size=(hidden, classes)), axis=1)
+  noisy = rng.random(total) < label_noise
+  y[noisy] = rng.integers(0, classes, noisy.sum())
+  return from_arrays(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                     num_classes=classes, name="teacher")
+
+
+def load_npz(path: str | os.PathLike, *, val_fraction: float = 0.2,
+             test_fraction: float = 0.2, seed: int = 0,
+             num_classes: int | None = None) -> Dataset:
+  """Loads a ``.npz`` file.
+
+  Two layouts are accepted: ``x_train, y_train, x_val, y_val, x_test, y_test``
+  (splits as given; the test pair may be absent), or ``x, y`` (split here by
+  :func:`from_arrays` with the given fractions and seed).
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise DataError(f"no such .npz file: {path}")
+  with np.load(path, allow_pickle=False) as f:
+    keys = set(f.files)
+    name = os.path.splitext(os.path.basename(path))[0]
+    if {"x_train", "y_train", "x_val", "y_val"} <= keys:
+      if ("x_test" in keys) != ("y_test" in keys):
+        raise DataError(f"{path}: has only one of x_test / y_test")
+      test = ((f["x_test"], f["y_test"]) if "x_test" in keys else
+              (np.zeros((0,) + f["x_train"].shape[1:], np.float32), np.zeros(0, np.int32)))
+      return Dataset(train=(f["x_train"], f["y_train"]), val=(f["x_val"], f["y_val"]),
+                     test=test, num_classes=num_classes, name=name)
+    if {"x", "y"} <= keys:
+      return from_arrays(f["x"], f["y"], val_fraction=val_fraction,
+                         test_fraction=test_fraction, seed=seed,
+                         num_classes=num_classes, name=name)
+  raise DataError(f"{path}: arrays {sorted(keys)}; expected x, y or "
+                  "x_train, y_train, x_val, y_val[, x_test, y_test]")
+
+
+def as_images(x, layout: str) -> np.ndarray:
+  """Returns images channel-last, ``[N, H, W, C]``, as the reference CNN and
+  Flax's convolutions expect; vmaptune never guesses a layout.
+
+  Args:
+    x: ``[N, H, W]`` for ``layout="NHW"`` (grey-scale: a channel axis of 1 is
+      added), ``[N, C, H, W]`` for ``"NCHW"`` (e.g. PyTorch's; transposed), or
+      ``[N, H, W, C]`` for ``"NHWC"`` (returned as is).
+    layout: the layout ``x`` is in.
+
+  Returns:
+    ``[N, H, W, C]``, the same values and dtype.
+
+  >>> as_images(np.zeros((5, 3, 28, 28)), "NCHW").shape
+  (5, 28, 28, 3)
+  """
+  x = np.asarray(x)
+  axes = {"NHW": 3, "NCHW": 4, "NHWC": 4}
+  if layout not in axes:
+    raise DataError(f"layout={layout!r}; expected one of {list(axes)}")
+  if x.ndim != axes[layout]:
+    raise DataError(f"images have shape {x.shape}, {x.ndim} axes; layout {layout!r} "
+                    f"expects {axes[layout]} ({', '.join(layout)})")
+  if layout == "NHW":
+    return x[..., None]
+  if layout == "NCHW":
+    return np.transpose(x, (0, 2, 3, 1))
+  return x

@@ -1,0 +1,150 @@
+"""What every round of a run trains with: the checked model, data and settings,
+the buckets, and one :class:`~vmaptune.population.Population` per bucket.
+
+An :class:`Engine` checks everything before anything compiles (settings,
+space, data, every bucket's model and optimizer, traced), then builds each
+bucket's population on first use and keeps it, so a bucket's compiled
+programs serve every round in which it recurs. It also trains the chosen
+configuration alone for the final fit, the only read of the test split.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from vmaptune import devices, optimizers
+from vmaptune import nnx as nnx_models
+from vmaptune.checks import check_model, check_optimizer
+from vmaptune.data import Dataset
+from vmaptune.errors import SettingsError
+from vmaptune.keys import replica_keys, round_keys
+from vmaptune.population import Population
+from vmaptune.results import FinalFit
+from vmaptune.samplers import Sampler
+from vmaptune.settings import Settings
+from vmaptune.space import Space
+from vmaptune.structural import Bucket, Buckets, ModelSpec
+from vmaptune.trials import Trial
+
+
+class Engine:
+  """A run's checked inputs and its populations.
+
+  Args:
+    model: a Linen module, a function of the structural values returning
+      one, or a Flax NNX model (see :func:`vmaptune.tune`).
+    data: the dataset; its test split is read only by :meth:`refit`.
+    space: the search space.
+    settings: the run's settings.
+    sampler: the run's sampler (its bucket sizes may vary, see
+      :meth:`vmaptune.samplers.Sampler.lane_sizes`).
+
+  Attributes:
+    model, data, space, settings, sampler, strategy: as checked (an NNX model wrapped).
+    buckets: every combination of structural values, with its model.
+    parameters: each bucket's parameter count, in bucket order.
+
+  Raises:
+    SettingsError, SpaceError, DataError: bad input, before anything compiles.
+  """
+
+  def __init__(self, model: ModelSpec, data: Dataset, space: Space, settings: Settings,
+               sampler: Sampler | None = None):
+    devices.configure_cpu_devices()  # One CPU device per core, before JAX starts.
+    if not isinstance(data, Dataset):
+      raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
+                          "(see vmaptune.data.from_arrays)")
+    if not isinstance(space, Space):
+      raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
+    try:
+      model = nnx_models.model_spec(model)
+    except ValueError as e:
+      raise SettingsError(str(e)) from None
+    self.model, self.data, self.space, self.settings = model, data, space, settings
+    num_train = len(data.train)
+    settings.check(num_train, space)
+    self.sampler = sampler or settings.parsed_sampler()
+    self.strategy = settings.parsed_strategy()
+    traced = space.traced()
+    try:
+      self.buckets = Buckets(model, space, population=settings.population,
+                             batch_size=settings.batch_size, num_train=num_train)
+      self._factory = optimizers.resolve(settings.optimizer, tuple(traced))
+      optimizers.check_ranges(traced, self._factory)
+    except ValueError as e:
+      raise SettingsError(str(e)) from None
+    if len(self.buckets) > 1:
+      settings.check(num_train, space, lanes=self.buckets.min_lanes())
+    self.parameters = []
+    for bucket in self.buckets:  # Every bucket the run may train, before compiling any.
+      try:
+        params = check_model(bucket.model, data, bucket.batch_size,
+                             dropout=optimizers.DROPOUT_RATE in traced)
+        check_optimizer(self._optimizer(bucket), traced, params)
+      except SettingsError as e:
+        if not bucket.values:
+          raise
+        raise SettingsError(f"with {bucket.describe()}: {e}") from e
+      self.parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+    self._lane_sizes = self.sampler.lane_sizes(space, settings.population)
+    self._populations: dict[tuple, Population] = {}
+
+  @property
+  def model_name(self) -> str:
+    """The model as records describe it: a module's repr, a function's name."""
+    if isinstance(self.model, nn.Module):
+      return repr(self.model)
+    return getattr(self.model, "__qualname__", repr(self.model))
+
+  def described_settings(self) -> dict[str, Any]:
+    """The settings as records hold them (no batch size when the space searches it)."""
+    return {**self.settings.to_dict(),
+            **({"batch_size": None} if self.buckets.searched_batch_size else {})}
+
+  def _optimizer(self, bucket: Bucket) -> optimizers.OptimizerFactory:
+    steps_per_epoch = len(self.data.train) // bucket.batch_size
+    return optimizers.scheduled(
+        self._factory, self.settings.schedule, self.settings.epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        warmup=optimizers.WARMUP_EPOCHS in self.space.traced())
+
+  def population(self, bucket: Bucket) -> Population:
+    """The bucket's population, built on first use and the same one after."""
+    key = tuple(bucket.values.items())
+    if key not in self._populations:
+      settings = self.settings
+      self._populations[key] = Population(
+          bucket.model, self._optimizer(bucket), self.data, epochs=settings.epochs,
+          batch_size=bucket.batch_size, eval_batch_size=settings.eval_batch_size,
+          matmul_precision=settings.matmul_precision,
+          lanes_per_chunk=settings.max_lanes_per_chunk,
+          memory_budget_bytes=settings.memory_budget_bytes, lane_sizes=self._lane_sizes)
+    return self._populations[key]
+
+  def populations(self) -> list[Population]:
+    """The populations built so far."""
+    return list(self._populations.values())
+
+  def refit(self, trial: Trial, schedule: list) -> FinalFit:
+    """Retrains ``trial`` alone (its whole lineage ``schedule``) with its round's
+    keys, in its bucket; then scores it on validation and reads the test split once."""
+    bucket = self.buckets.find(trial.hparams)
+    alone = self.population(bucket).alone
+    keys = round_keys(self.settings.seed, trial.round)
+    if trial.seed_accuracy is not None:  # Trained with several seeds: refit with the first.
+      keys = replica_keys(*keys, 0)
+    trained = alone.fit_schedule(schedule, *keys)
+    val = alone.evaluate(trained.params)
+    test = self.data.read_test()
+    if len(test):
+      scored = alone.evaluate(trained.params, self.population(bucket).put_batches(test.x, test.y))
+      test_accuracy, test_loss = float(scored.accuracy), float(scored.loss)
+    else:
+      test_accuracy = test_loss = math.nan
+    return FinalFit(trial=trial, schedule=schedule, val_accuracy=float(val.accuracy),
+                    val_loss=float(val.loss), test_accuracy=test_accuracy, test_loss=test_loss,
+                    params=trained.params, model=bucket.model, batch_size=bucket.batch_size)

@@ -1,0 +1,192 @@
+"""What a run found, read back from its run directory: ``vmaptune show`` and ``vmaptune report``.
+
+:func:`report` reads the run directory (:func:`vmaptune.rundir.load_run`:
+the records of its completed rounds and its summary), prints a table of the
+top trials and an importance ranking of the hyperparameters (see
+:mod:`vmaptune.importance`; no extra dependency), and, when matplotlib is
+installed (``pip install 'vmaptune[report]'``), writes PNG figures (see
+:mod:`vmaptune.figures`). :func:`describe_run` is what ``vmaptune show`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from typing import IO, Any
+
+from vmaptune.distributions import describe_values
+from vmaptune.importance import Importance, format_value, importance
+from vmaptune.ranking import rank
+from vmaptune.rundir import PARAMS_FILE, Run, load_run
+from vmaptune.validation import whole_number
+
+INSTALL_HINT = ("matplotlib is not installed, so no figures were written; install it with "
+                "`pip install 'vmaptune[report]'` (or `pip install matplotlib`) and run the "
+                "report again")
+
+
+def describe_run(run: Run, top: int = 10) -> str:
+  """What ``vmaptune show`` prints: progress, the chosen config and its
+  scores, and the top trials."""
+  settings = run.settings
+  done, rounds = run.rounds_completed, settings["rounds"]
+  state = ("complete" if run.complete else
+           "not finished: run the same config into it to resume")
+  lines = [f"run {run.path}: {done} of {rounds} rounds, {state}",
+           f"  {run.config['data']['description']}; population {settings['population']}, "
+           f"{settings['epochs']} epochs, sampler {settings['sampler']}, strategy "
+           f"{settings['strategy']}, seed {settings['seed']}"]
+  if run.summary and run.summary.get("error"):
+    lines.append(f"  stopped with an error: {run.summary['error']}")
+  chosen = run.chosen
+  if chosen is not None:
+    lines.append(f"chosen config (round {chosen['round'] + 1}, trial {chosen['trial']}): "
+                 f"{describe_values(chosen['hparams'], sep='  ')}")
+    scores = f"  val accuracy  {chosen['val_accuracy']:.4f} (search)"
+    final = run.final_fit
+    if final is not None:
+      scores += f"  {final['val_accuracy']:.4f} (refit alone)"
+      test = final["test_accuracy"]
+      scores += "\n  test accuracy " + ("n/a (empty test split)" if test is None
+                                        or math.isnan(test) else f"{test:.4f}")
+      scores += f"\n  best parameters: {os.path.join(run.path, PARAMS_FILE)}"
+    lines.append(scores)
+  best = run.top(top) if run.records else []
+  if best:
+    lines.append(f"top {len(best)} of {len(run.records)} trials:")
+    lines.append("  round  trial  epochs  val_acc  val_loss  hparams")
+    lines += [f"  {r['round'] + 1:>5}  {r['trial']:>5}  {r['start_epoch'] + r['epochs']:>6}  "
+              f"{r['val_accuracy']:.4f}  {r['val_loss']:>8.4f}  "
+              f"{describe_values(r['hparams'])}" for r in best]
+  return "\n".join(lines)
+
+
+def top_table(run: Run, top: int = 10) -> str:
+  """The ``top`` best trials (as the tuner ranks them) as aligned text columns."""
+  names = list(run.space)
+  trials = run.trials
+  header = ["#", "round", "trial", "status", "epochs", "val_acc", "val_loss"] + names
+  rows = []
+  for place, i in enumerate(rank(trials)[:top]):
+    record = run.records[i]
+    accuracy = f"{trials.val_accuracy[i]:.4f}"
+    if record.get("val_accuracy_std") is not None:
+      accuracy += f"±{record['val_accuracy_std']:.4f}"
+    rows.append([str(place + 1), str(trials.round[i] + 1), str(trials.trial[i]),
+                 record["status"], str(trials.reached[i]), accuracy,
+                 f"{trials.val_loss[i]:.4f}"]
+                + [format_value(record["hparams"][n]) for n in names])
+  widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+  return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+                   for row in [header] + rows)
+
+
+@dataclasses.dataclass
+class Report:
+  """What :func:`report` found and wrote.
+
+  Attributes:
+    table: the top trials, as printed.
+    importance: one :class:`Importance` per hyperparameter, largest first.
+    figures: ``{name: path}`` of the PNG files written (empty without matplotlib).
+    panels: one dict per scatter panel drawn, read back from the drawn
+      artists: ``round`` (0-based), ``x``, ``y`` (parameter names; ``y`` is
+      ``"val_accuracy"`` when the space has one numeric parameter),
+      ``points`` (trials drawn), ``diverged`` (of them), ``box`` (``{name:
+      (low, high)}`` of the next round's ranges as drawn, ``None`` when the
+      summary has no next space for that round).
+    note: why no figures were written, or ``None``.
+  """
+
+  table: str
+  importance: list[Importance]
+  figures: dict[str, str]
+  panels: list[dict[str, Any]]
+  note: str | None = None
+
+  def describe(self, run: Run) -> str:
+    chosen, final = run.summary.get("chosen"), run.summary.get("final_fit")
+    rounds = len(set(run.trials.round.tolist()))
+    lines = [f"run {run.path}: {len(run.records)} trials over {rounds} round"
+             f"{'s' if rounds != 1 else ''}, {int(run.trials.diverged.sum())} diverged"]
+    if chosen:
+      lines.append(f"chosen (round {chosen['round'] + 1}, trial {chosen['trial']}): "
+                   f"{describe_values(chosen['hparams'], sep='  ')}  val accuracy "
+                   f"{chosen['val_accuracy']:.4f}"
+                   + (f", test accuracy {final['test_accuracy']:.4f}"
+                      if final and final.get("test_accuracy") is not None else ""))
+    lines += ["", "top trials (full budget first, then validation accuracy):", self.table, "",
+              "importance (spread of mean val accuracy over groups of a parameter's "
+              "first-round values):"]
+    width = max(len(i.name) for i in self.importance)
+    lines += [f"  {i.name:<{width}}  {i.spread:.4f}  ({i.method})" for i in self.importance]
+    lines.append("")
+    if self.figures:
+      lines.append("figures:")
+      lines += [f"  {path}" for path in self.figures.values()]
+    else:
+      lines.append(self.note or "no figures")
+    return "\n".join(lines)
+
+
+def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+           top: int = 10, curves: int = 8, quiet: bool = False,
+           stream: IO[str] | None = None) -> Report:
+  """Prints a run's top trials and hyperparameter importance, and writes its figures.
+
+  Figures (PNG, into ``out``, default ``RUN_DIR/report``), when matplotlib is
+  installed: ``pairs_round<k>.png`` per round (1-based ``k``), validation
+  accuracy over each pair of numeric hyperparameters with the next round's
+  ranges drawn as a box; ``best_so_far.png`` against trials and wall time;
+  ``learning_curves.png`` (training loss per epoch of the ``curves`` best
+  trials); ``importance.png``; and ``overview.png``, one of each on a page.
+  Without matplotlib the text is printed all the same, with how to install it.
+
+  Args:
+    run_dir: a run directory (the ``out`` of :func:`vmaptune.tune`); the
+      rounds it completed are reported (a round it was stopped in is not).
+    out: directory for the figures.
+    top: trials in the table.
+    curves: trials whose learning curves are drawn.
+    quiet: print nothing.
+    stream: where to print (default: standard output).
+
+  Returns:
+    A :class:`Report`.
+
+  Raises:
+    FileNotFoundError: ``run_dir`` is not a run directory.
+    ValueError: ``top`` or ``curves`` is not a whole number >= 1, or no round
+      of the run completed yet.
+
+  >>> import tempfile, vmaptune as vt
+  >>> run_dir = tempfile.mkdtemp()
+  >>> _ = vt.tune(vt.models.MLP(hidden=(8,)), vt.data.digits(),
+  ...             vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)), population=4, rounds=1,
+  ...             epochs=1, out=run_dir)
+  >>> found = vt.report(run_dir, quiet=True)
+  >>> [i.name for i in found.importance]
+  ['learning_rate']
+  """
+  whole_number("top", top, 1, error=ValueError)
+  whole_number("curves", curves, 1, error=ValueError)
+  run = load_run(run_dir)
+  if not run.records:
+    raise ValueError(f"{run.path} holds no completed round yet")
+  ranking = importance(run.trials, run.space)
+  table = top_table(run, top)
+  try:
+    from vmaptune import figures as drawn
+  except ImportError:
+    result = Report(table, ranking, {}, [], note=INSTALL_HINT)
+  else:
+    out = os.path.join(run.path, "report") if out is None else os.fspath(out)
+    figures, panels = drawn.write_figures(run, ranking, out, curves=curves)
+    result = Report(table, ranking, figures, panels)
+  if not quiet:
+    stream = stream or sys.stdout
+    stream.write(result.describe(run) + "\n")
+    stream.flush()
+  return result

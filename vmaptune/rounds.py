@@ -1,0 +1,259 @@
+"""The round loop every sampler and strategy share: ask, train, evaluate, tell, record.
+
+Each round the sampler gives the round's ranges and buckets; in every bucket
+the strategy draws the sampler's configurations and trains them through the
+bucket's population; all the round's trials are merged into one table, told
+to the sampler, appended to the run directory and, with the summary,
+committed. A resumed run first rebuilds its completed rounds from their
+records and tells them to the sampler again, checking that it narrows as the
+summary recorded; later rounds draw from round-indexed keys, so the resumed
+run writes what an uninterrupted run writes. The test split is not touched
+until the final fit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from vmaptune.chunks import is_out_of_memory
+from vmaptune.compilation import CompileCounter
+from vmaptune.distributions import LogUniform
+from vmaptune.engine import Engine
+from vmaptune.errors import AllDivergedError, OutOfMemoryError
+from vmaptune.events import Listener, Pieces
+from vmaptune.keys import round_keys
+from vmaptune.results import FinalFit, RoundResult, TuneResult, best_trial
+from vmaptune.rundir import Restored, RunDirectory
+from vmaptune.strategies import RoundContext
+from vmaptune.trials import TrialLog, TrialTable
+
+
+def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
+              listener: Listener | None = None, pieces: Pieces | None = None) -> RoundResult:
+  """Round ``index``: the strategy in every bucket the sampler gives it, all
+  the trials merged (bucket order) and told to the sampler."""
+  settings, sampler, strategy = engine.settings, engine.sampler, engine.strategy
+  start = time.perf_counter()
+  space = sampler.round_space()
+  traced = space.traced()
+  init_key, data_key = round_keys(settings.seed, index)
+  plan = sampler.buckets(settings.population, index)
+  if listener is not None:
+    listener.round_start(index, space, len(plan))
+  parts = []
+  with CompileCounter() as compiled:
+    # Buckets share the round's keys: a configuration's result does not depend
+    # on which other buckets the round has.
+    for position, (values, count) in enumerate(plan):
+      bucket = engine.buckets.find(values)
+      if listener is not None:
+        listener.bucket_start(position, bucket.values)
+      numbered = [] if bucket.index is None else [bucket.index]
+      ask = (lambda size, stream, bucket=bucket: sampler.ask(
+          size, history, round_index=index, bucket=bucket, stream=stream))
+      ctx = RoundContext(pop=engine.population(bucket), space=traced, index=index,
+                         configurations=count, init_key=init_key, data_key=data_key,
+                         rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
+                         ask=ask, seeds=settings.seeds, listener=listener, pieces=pieces)
+      log = TrialLog(list(traced), settings.epochs, index)
+      strategy.run(ctx, log)
+      parts.append((bucket.values, log.table()))
+  table = TrialTable.merge_buckets(parts, space)
+  rows = sampler.order(table, round_index=index)
+  if rows is not None:
+    table = table.reordered(rows)
+  told = sampler.tell(table, history, round_index=index)
+  return RoundResult(**table.columns(), index=index, space=space, next_space=told.next_space,
+                     kept=told.kept, strategy=strategy.describe(),
+                     wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
+                     trace_s=compiled.trace_seconds, compiles=compiled.compiles)
+
+
+def run_round_in_memory(engine: Engine, index: int, history: Sequence[RoundResult],
+                        listener: Listener | None = None,
+                        pieces: Pieces | None = None) -> RoundResult:
+  """:func:`run_round`; if a device runs out of memory, the round runs again
+  with lane chunks half as large (same keys, so the same results) down to one lane.
+
+  Raises:
+    OutOfMemoryError: one lane per chunk does not fit either.
+  """
+  while True:
+    try:
+      return run_round(engine, index, history, listener, pieces)
+    except jax.errors.JaxRuntimeError as e:
+      if not is_out_of_memory(e):
+        raise
+      pops = [engine.population(engine.buckets.find(values))
+              for values, _ in engine.sampler.buckets(engine.settings.population, index)]
+      if not [pop.shrink_chunks() for pop in pops].count(True):
+        raise OutOfMemoryError(f"round {index + 1}/{engine.settings.rounds} ran out of device "
+                               f"memory with one lane per chunk: {e}") from e
+      lanes = max(pop.lanes_per_chunk or 1 for pop in pops)
+      warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
+                    f"most {lanes} lane{'s' if lanes > 1 else ''} per chunk", RuntimeWarning,
+                    stacklevel=3)
+
+
+def _json(value: Any) -> Any:
+  return json.loads(json.dumps(value))
+
+
+def restore_rounds(engine: Engine, restored: Restored) -> list[RoundResult]:
+  """The completed rounds of a resumed run, rebuilt from their records and
+  told to the (started) sampler again.
+
+  Raises:
+    FileExistsError: the records do not replay to what the summary recorded.
+  """
+  rounds: list[RoundResult] = []
+  for index, summary in enumerate(restored.summary["rounds"]):
+    space = engine.sampler.round_space()
+    if _json(space.to_dict()) != summary["space"]:
+      raise FileExistsError(f"round {index}'s ranges in the summary are not the ones the "
+                            "earlier rounds narrowed to; the run cannot be resumed")
+    records = restored.round_records(index)
+    try:
+      if [r["trial"] for r in records] != list(range(len(records))):
+        raise ValueError(f"round {index}'s records are out of order")
+      table = TrialTable.from_records(records, engine.space, engine.settings.epochs)
+      told = engine.sampler.tell(table, rounds, round_index=index)
+      result = RoundResult(**table.columns(), index=index, space=space,
+                           next_space=told.next_space, kept=told.kept,
+                           strategy=summary["strategy"], wall_s=summary["wall_s"],
+                           compile_s=summary["compile_s"], trace_s=summary["trace_s"],
+                           compiles=summary["compiles"])
+      if _json([t.to_record() for t in result.trials()]) != records or \
+          _json(told.next_space.to_dict()) != summary["next_space"]:
+        raise ValueError(f"round {index} replayed from its records does not give the records "
+                         "and narrowed ranges the run wrote (damaged records, or a vmaptune "
+                         "that ranks or narrows differently)")
+    except (KeyError, ValueError, TypeError) as e:
+      raise FileExistsError(f"the run directory's records cannot be resumed: {e}") from e
+    rounds.append(result)
+  return rounds
+
+
+def restore_final_fit(engine: Engine, restored: Restored,
+                      rounds: list[RoundResult]) -> FinalFit | None:
+  """The saved final fit of a resumed run, if the summary holds one for the
+  chosen trial of ``rounds`` and its parameters were saved; else ``None``
+  (the fit runs again when asked for)."""
+  import flax.serialization
+
+  final, best = restored.summary.get("final_fit"), best_trial(rounds)
+  if not final or restored.params is None or best is None or \
+      (final["round"], final["trial"]) != (best.round, best.trial):
+    return None
+  bucket = engine.buckets.find(best.hparams)
+  return FinalFit(trial=best, schedule=rounds[best.round].schedule(best.trial),
+                  val_accuracy=final["val_accuracy"], val_loss=final["val_loss"],
+                  test_accuracy=final["test_accuracy"], test_loss=final["test_loss"],
+                  params=flax.serialization.msgpack_restore(restored.params),
+                  model=bucket.model, batch_size=bucket.batch_size)
+
+
+def divergence_message(result: RoundResult, engine: Engine, done: list[RoundResult]) -> str:
+  """Why a round in which every lane diverged stopped the run, and what to try."""
+  ranges = ", ".join(f"{k} {d.describe()}" for k, d in result.space.items())
+  message = (f"no trial trained round {result.index + 1}/{engine.settings.rounds}'s full "
+             f"budget without diverging ({result.num_diverged} of {result.num_trials} trials' "
+             f"training or validation loss became NaN/inf); the ranges sampled were: {ranges}.")
+  lr = engine.space.get("learning_rate")
+  if done:
+    best = best_trial(done)
+    message += (f" Earlier rounds trained (best so far: {best.hparams}), so the narrowed "
+                "ranges are unstable: try a larger keep or margin, or a lower upper bound.")
+  elif isinstance(lr, LogUniform):
+    message += (" The learning rate is the usual cause: try a lower range, e.g. "
+                f"learning_rate=LogUniform({lr.low / 1e3:.3g}, {lr.high / 1e3:.3g}).")
+  else:
+    message += " Try lower step sizes or narrower ranges."
+  return message
+
+
+def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
+               restored: Restored | None = None, listener: Listener | None = None,
+               pieces: Pieces | None = None,
+               callbacks: Sequence[Callable[[RoundResult], None]] = (),
+               first_round: int = 0) -> TuneResult:
+  """Runs (or resumes) a search: every round, each recorded as it completes.
+
+  Args:
+    engine: the run's checked inputs and populations.
+    run_dir: where records go (``None``: nowhere).
+    restored: the completed state of a resumed run (from :func:`vmaptune.rundir.open_run`).
+    listener: told about the run as it goes (see :mod:`vmaptune.events`).
+    pieces: how training is cut into reported pieces (with a listener).
+    callbacks: called with each round as it completes (not restored ones).
+    first_round: the index of the first round (its keys), for a search that
+      continues an earlier one without a run directory.
+
+  Raises:
+    AllDivergedError: every lane of a round diverged (``partial`` holds the rounds before).
+    OutOfMemoryError: a round does not fit, one lane per chunk (``partial`` likewise).
+  """
+  settings, sampler = engine.settings, engine.sampler
+  sampler.start(engine.space, settings.seed)
+  described = engine.described_settings()
+  record = {**described, "data": repr(engine.data), "model": engine.model_name,
+            "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
+
+  def on_final_fit(result: TuneResult) -> None:
+    if run_dir is not None:
+      run_dir.write_params(result.final.params)  # Before the summary that points to it.
+      run_dir.write_summary(result.summary())
+
+  def tune_result(rounds: list[RoundResult], final: FinalFit | None = None) -> TuneResult:
+    return TuneResult(rounds, engine.space, record, time.perf_counter() - start,
+                      None if run_dir is None else run_dir.path,
+                      lambda result: engine.refit(result.best, result.schedule(result.best)),
+                      final, on_final_fit=on_final_fit)
+
+  done: list[RoundResult] = []
+  final = None
+  start = time.perf_counter()
+  if restored is not None:  # Resuming: the rounds already completed, as they ran.
+    done = restore_rounds(engine, restored)
+    final = restore_final_fit(engine, restored, done)
+    start -= restored.summary.get("wall_s", 0.0)
+  tuned = tune_result(done, final)
+  if listener is not None:
+    listener.run_start(rounds=settings.rounds, population=settings.population,
+                       epochs=settings.epochs, seeds=settings.seeds,
+                       strategy=described["strategy"], sampler=described["sampler"],
+                       space=engine.space, restored=done)
+  for index in range(first_round + len(done), first_round + settings.rounds):
+    try:
+      result = run_round_in_memory(engine, index, done, listener, pieces)
+    except OutOfMemoryError as e:
+      e.partial = tune_result(list(done))
+      if run_dir is not None:
+        run_dir.write_summary({**e.partial.summary(), "error": str(e)})
+      raise
+    if run_dir is not None:
+      run_dir.append_round(result)
+    if not result.completed.any():
+      for callback in callbacks:
+        callback(result)
+      message = divergence_message(result, engine, done)
+      partial = tune_result(list(done))
+      if run_dir is not None:
+        run_dir.write_summary({**partial.summary(), "error": message})
+      raise AllDivergedError(message, partial)
+    done.append(result)
+    tuned = tune_result(list(done))
+    if run_dir is not None:
+      run_dir.write_summary(tuned.summary())
+    for callback in callbacks:
+      callback(result)
+  if listener is not None:
+    listener.run_end(tuned)
+  return tuned

@@ -1,0 +1,53 @@
+"""The run directory: its files, its one writer, resuming it, and reading it back.
+
+A run directory (``tune(..., out=DIR)``, ``vmaptune run CONFIG --out DIR``) holds:
+
+* ``config.json``: what the run is (:func:`snapshot`: settings, space, model,
+  data), written when the run starts and compared when it is resumed;
+* ``trials.jsonl``: one JSON object per trial (:class:`vmaptune.trials.Trial`),
+  appended and forced to disk after each round;
+* ``summary.json``: the chosen trial, every round's ranges and timings and,
+  after the final fit, the test accuracy; replaced atomically after each
+  round, so the rounds it lists are the run's completed rounds;
+* ``best_params.msgpack``: the final fit's parameters (``flax.serialization``).
+
+**Resuming.** Running the same config into a directory that holds a run
+continues it: the records past the last completed round (a round in
+progress, a torn last line) are cut off, and the completed rounds are handed
+back (:class:`Restored`) to be rebuilt and told to the sampler again (see
+:mod:`vmaptune.rounds`). Everything in ``config.json`` must match, except
+``rounds``, which may be raised to extend a run (or lowered, to no fewer
+than the rounds completed); the devices may differ (with a warning: results
+then match an uninterrupted run only up to float rounding). A different
+config is refused naming what differs, and the directory is left untouched.
+A directory written by an earlier vmaptune (format 1) is read as its format-2
+equivalent (:func:`upgrade`).
+
+**Reading back.** :func:`load_run` gives a :class:`Run`: the config, the
+summary, and the completed rounds' records and trial table, which
+``vmaptune show`` and the reports read.
+
+In a run over several processes only process 0 touches the directory.
+"""
+
+from vmaptune.rundir.files import (
+  CONFIG_FILE,
+  FORMAT,
+  PARAMS_FILE,
+  SUMMARY_FILE,
+  TRIALS_FILE,
+  data_fingerprint,
+  differences,
+  read_trials,
+  snapshot,
+  upgrade,
+  write_atomic,
+  write_json,
+)
+from vmaptune.rundir.reader import Run, load_best_params, load_run
+from vmaptune.rundir.writer import Restored, RunDirectory, open_run
+
+__all__ = ["CONFIG_FILE", "FORMAT", "PARAMS_FILE", "SUMMARY_FILE", "TRIALS_FILE", "Restored",
+           "Run", "RunDirectory", "data_fingerprint", "differences", "load_best_params",
+           "load_run", "open_run", "read_trials", "snapshot", "upgrade", "write_atomic",
+           "write_json"]

@@ -1,0 +1,253 @@
+"""Optuna: an Optuna study's sampler proposes the configurations, vmaptune
+trains them as populations and tells the study how each did.
+
+Any Optuna sampler (TPE, CMA-ES, QMC, random, GP), storage (an SQLite or
+other RDB URL, journal files) and the Optuna dashboard then work as usual,
+while training runs at vmaptune's speed. Each round asks the study for its
+configurations (``study.ask`` with the space converted by
+:func:`distributions`) and, when the round is over, tells it each one's
+outcome with vmaptune's figures as user attributes (``vmaptune_round``,
+``vmaptune_lane``, ``val_loss``, ``train_loss`` per epoch and, with
+``seeds=k``, ``seed_accuracy``):
+
+* trained the full budget: ``COMPLETE`` with its validation accuracy;
+* stopped early by the strategy (halved, or exploited in population-based
+  training): its accuracy reported at the epoch it reached, then ``PRUNED``;
+* diverged: ``PRUNED`` (TPE counts it among the bad trials) or ``FAIL``
+  (``diverged="fail"``; samplers ignore it).
+
+Structural parameters are asked like the others; the round's trials are then
+grouped by their structural values, each group training in its bucket's
+population, padded up to a power of two of lanes so a bucket compiles a few
+programs over a whole study. Optuna is an optional dependency:
+``pip install 'vmaptune[optuna]'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vmaptune.discrete import Choice, IntUniform
+from vmaptune.distributions import Continuous, LogUniform
+from vmaptune.errors import SpaceError
+from vmaptune.ranking import rank
+from vmaptune.samplers.base import Sampler, Told
+from vmaptune.space import Space
+from vmaptune.trials import DIVERGED, FINISHED, TrialTable, finite_or_none
+from vmaptune.validation import one_of
+
+ROUND_ATTR = "vmaptune_round"
+LANE_ATTR = "vmaptune_lane"
+INSTALL = ("the Optuna sampler needs Optuna, an optional dependency: "
+           "pip install 'vmaptune[optuna]' (or pip install 'optuna>=3.0')")
+# Optuna samplers by name, each built with the run's seed.
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+            "qmc": "QMCSampler", "gp": "GPSampler"}
+# Values Optuna's storages hold as categorical choices.
+_CATEGORICAL_TYPES = (type(None), bool, int, float, str)
+
+
+def import_optuna() -> Any:
+  """The ``optuna`` module, or an ImportError that says how to install it."""
+  try:
+    import optuna
+  except ImportError as e:
+    raise ImportError(INSTALL) from e
+  return optuna
+
+
+def distributions(space: Space) -> dict[str, Any]:
+  """The Optuna distributions of a vmaptune space.
+
+  ``LogUniform`` and ``Uniform`` become ``FloatDistribution`` (``log=True``
+  for the first), ``IntUniform`` an ``IntDistribution`` (with its ``log``),
+  ``Choice`` a ``CategoricalDistribution``.
+
+  Raises:
+    SpaceError: a ``Choice`` holds values Optuna cannot store (tuples).
+  """
+  dists = import_optuna().distributions
+  converted = {}
+  for name, dist in space.items():
+    if isinstance(dist, Continuous):
+      converted[name] = dists.FloatDistribution(float(dist.low), float(dist.high),
+                                                log=isinstance(dist, LogUniform))
+    elif isinstance(dist, IntUniform):
+      converted[name] = dists.IntDistribution(int(dist.low), int(dist.high), log=dist.log)
+    elif isinstance(dist, Choice):
+      odd = [v for v in dist.values if not isinstance(v, _CATEGORICAL_TYPES)]
+      if odd:
+        raise SpaceError(f"parameter {name!r}: Choice value {odd[0]!r} cannot be an Optuna "
+                         "categorical choice (None, bool, int, float or str); name it, e.g. "
+                         "'64x64', and map the names in a model function")
+      converted[name] = dists.CategoricalDistribution(dist.values)
+    else:
+      raise SpaceError(f"parameter {name!r}: {type(dist).__name__} has no Optuna counterpart")
+  return converted
+
+
+@dataclasses.dataclass(eq=False)
+class Optuna(Sampler):
+  """Configurations chosen by an Optuna study.
+
+  Attributes:
+    study: a single-objective study with ``direction="maximize"``, updated in
+      place; ``None`` creates an in-memory one with ``sampler`` at the start
+      of the run.
+    sampler: the Optuna sampler of a study created here, by name
+      (:data:`SAMPLERS`), seeded with the run's seed.
+    diverged: the state a diverged trial is told: ``"pruned"`` or ``"fail"``.
+
+  After a run, ``numbers[r][i]`` is the Optuna trial number of the ``i``-th
+  configuration of round ``r`` (in the order of its records).
+  """
+
+  study: Any = dataclasses.field(default=None, repr=False)
+  sampler: str = "tpe"
+  diverged: str = "pruned"
+  name = "optuna"
+
+  def check(self, space: Space, strategy: Any) -> None:
+    optuna = import_optuna()
+    one_of("diverged", self.diverged, ("pruned", "fail"), error=ValueError)
+    one_of("sampler", self.sampler, SAMPLERS, error=ValueError)
+    study = self.study
+    if study is not None and not isinstance(study, optuna.Study):
+      raise ValueError(f"study={study!r}; expected an optuna.Study "
+                       "(optuna.create_study(direction='maximize'))")
+    if study is not None and (len(study.directions) != 1
+                              or study.direction != optuna.study.StudyDirection.MAXIMIZE):
+      directions = [d.name.lower() for d in study.directions]
+      raise ValueError(f"study directions {directions}; expected one direction, 'maximize': "
+                       "each trial is told its validation accuracy "
+                       "(optuna.create_study(direction='maximize'))")
+    distributions(space)
+    if space.structural_names and getattr(strategy, "name", "") == "hyperband":
+      raise ValueError("the Optuna sampler proposes a round's structural values at once, "
+                       "but Hyperband draws each bracket apart; use strategy 'random', "
+                       "'halving' or 'pbt' with structural parameters")
+
+  def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
+    if not space.structural_names:
+      return None  # One bucket of exactly `population` configurations.
+    return tuple(sorted({2 ** k for k in range(population.bit_length()) if 2 ** k < population}
+                        | {population}))
+
+  def start(self, space: Space, seed: int) -> None:
+    super().start(space, seed)
+    optuna = import_optuna()
+    if self.study is None:
+      self.study = optuna.create_study(
+          direction="maximize", sampler=getattr(optuna.samplers, SAMPLERS[self.sampler])(seed=seed))
+    self._distributions = distributions(space)
+    self._asked: dict[tuple, list] = {}  # (round, bucket values, stream) -> asked trials.
+    self._grouped: dict[int, dict[tuple, list]] = {}  # Structural asks, by round.
+    self.numbers: list[np.ndarray] = []
+
+  def describe(self) -> str:
+    sampler = (type(self.study.sampler).__name__ if self.study is not None
+               else SAMPLERS[self.sampler])
+    return f"optuna(sampler={sampler!r}, diverged={self.diverged!r})"
+
+  def _key(self, values: dict[str, Any]) -> tuple:
+    return tuple(values[name] for name in self.space.structural_names)
+
+  def buckets(self, population: int, round_index: int) -> list[tuple[dict[str, Any], int]]:
+    names = self.space.structural_names
+    if not names:
+      return [({}, population)]
+    if round_index not in self._grouped:  # Asked once, even if the round runs again.
+      groups: dict[tuple, list] = {}
+      for _ in range(population):
+        trial = self.study.ask(self._distributions)
+        groups.setdefault(tuple(trial.params[n] for n in names), []).append(trial)
+      self._grouped[round_index] = groups
+    return [(dict(zip(names, key, strict=True)), len(trials))
+            for key, trials in self._grouped[round_index].items()]
+
+  def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
+          stream: int = 0) -> dict[str, np.ndarray]:
+    key = (round_index, self._key(bucket.values), stream)
+    if key not in self._asked:
+      self._asked[key] = (self._grouped[round_index][key[1]] if self.space.structural_names
+                          else [self.study.ask(self._distributions) for _ in range(count)])
+    trials = self._asked[key]
+    assert len(trials) == count, (len(trials), count)
+    return {name: np.array([t.params[name] for t in trials], np.float32)
+            for name in self.space.traced()}
+
+  def _asked_in_order(self, round_index: int) -> list:
+    """The round's asked trials, in the order their configurations were trained."""
+    return [t for key, ts in self._asked.items() if key[0] == round_index for t in ts]
+
+  def order(self, trials: TrialTable, *, round_index: int) -> np.ndarray | None:
+    """With structural parameters, the round's configurations in the order the
+    study asked for them (trained bucket by bucket), other trials after."""
+    if not self.space.structural_names:
+      return None
+    configurations = np.flatnonzero(trials.is_configuration)
+    numbers = [t.number for t in self._asked_in_order(round_index)]
+    by_number = configurations[np.argsort(numbers, kind="stable")]
+    return np.concatenate([by_number, np.flatnonzero(~trials.is_configuration)])
+
+  def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
+    optuna = import_optuna()
+    rows = np.flatnonzero(trials.is_configuration)
+    asked = sorted(self._asked_in_order(round_index), key=lambda t: t.number)
+    if not asked:  # A round restored from a run directory: its trials, told again.
+      asked = self._restored(trials, rows, round_index)
+    assert len(asked) == len(rows), (len(asked), len(rows))
+    for trial, row in zip(asked, rows, strict=True):
+      if isinstance(trial, optuna.trial.FrozenTrial):
+        continue  # Already in the study's storage.
+      trial.set_user_attr(ROUND_ATTR, round_index)
+      trial.set_user_attr(LANE_ATTR, int(trials.lane[row]))
+      trial.set_user_attr("val_loss", finite_or_none(trials.val_loss[row]))
+      trial.set_user_attr("train_loss", [finite_or_none(v) for v in trials.epoch_loss[row]])
+      if trials.seed_accuracy is not None:
+        trial.set_user_attr("seed_accuracy",
+                            [finite_or_none(v) for v in trials.seed_accuracy[row]])
+      status = trials.status[row]
+      if status == DIVERGED:
+        self.study.tell(trial, state=getattr(optuna.trial.TrialState, self.diverged.upper()))
+      elif status == FINISHED:
+        self.study.tell(trial, float(trials.val_accuracy[row]))
+      else:  # Stopped early by the strategy: a pruned trial, with the score it reached.
+        trial.report(float(trials.val_accuracy[row]), int(trials.reached[row]))
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    self.numbers.append(np.array([t.number for t in asked]))
+    for key in [key for key in self._asked if key[0] == round_index]:
+      del self._asked[key]
+    self._grouped.pop(round_index, None)
+    # Nothing is narrowed (the study adapts itself); the round's best trial is marked kept.
+    return Told(rank(trials)[:1], self.space)
+
+  def _restored(self, trials: TrialTable, rows: np.ndarray, round_index: int) -> list:
+    """The study's trials of a restored round: those it holds, or added from the records."""
+    optuna = import_optuna()
+    held = [t for t in self.study.get_trials(deepcopy=False)
+            if t.user_attrs.get(ROUND_ATTR) == round_index]
+    if len(held) == len(rows):
+      return held
+    added = []
+    for row in rows:
+      status = trials.status[row]
+      state = (optuna.trial.TrialState.COMPLETE if status == FINISHED else
+               getattr(optuna.trial.TrialState, self.diverged.upper()) if status == DIVERGED
+               else optuna.trial.TrialState.PRUNED)
+      value = float(trials.val_accuracy[row])
+      frozen = optuna.trial.create_trial(
+          params=trials.values(int(row), self.space), distributions=self._distributions,
+          value=value if state == optuna.trial.TrialState.COMPLETE else None,
+          intermediate_values=({int(trials.reached[row]): value}
+                               if state == optuna.trial.TrialState.PRUNED
+                               and math.isfinite(value) else None),
+          state=state, user_attrs={ROUND_ATTR: round_index, LANE_ATTR: int(trials.lane[row])})
+      self.study.add_trial(frozen)
+      added.append(self.study.trials[-1])
+    return added

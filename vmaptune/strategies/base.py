@@ -1,0 +1,125 @@
+"""What every strategy shares: the :class:`Strategy` base class and the
+:class:`RoundContext` a strategy trains with.
+
+A strategy decides how a round's configurations are trained: it asks for
+configurations (:meth:`RoundContext.sample`, which the round's sampler
+answers), trains them through the population trainer (``ctx.pop.init``,
+:meth:`RoundContext.advance` over a range of epochs, ``ctx.pop.select`` to
+keep or copy lanes, :meth:`RoundContext.evaluate`), and opens and closes
+trials in a :class:`~vmaptune.trials.TrialLog`. It touches neither the
+trainer nor the round loop. Its fields are its settings, e.g.
+``SuccessiveHalving(eta=3)``, written ``"halving(eta=3)"`` in configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from vmaptune import events
+from vmaptune.devices import to_host
+from vmaptune.space import Space
+from vmaptune.trials import DIVERGED, FINISHED, TrialLog
+from vmaptune.validation import to_spec
+
+
+@dataclasses.dataclass
+class RoundContext:
+  """What a strategy may use during one round, in one bucket.
+
+  Attributes:
+    pop: the bucket's population trainer (epoch budget ``pop.epochs``).
+    space: the traced ranges this round samples from (population-based
+      training explores inside them).
+    index: the round's index.
+    configurations: the configurations the round gives this bucket, P.
+    init_key, data_key: the round's shared keys.
+    rng: host randomness for the strategy's own choices.
+    ask: ``ask(size, stream) -> {name: float32 [size]}``, the sampler's
+      configurations for this bucket (``stream`` tells draws apart).
+    seeds: initialisation and data-order seeds each configuration trains
+      with (only :class:`~vmaptune.strategies.RandomSearch` supports more than 1).
+    listener: told about each piece of training and each evaluation
+      (see :mod:`vmaptune.events`), or ``None``.
+    pieces: how training is cut into reported pieces (with a listener).
+  """
+
+  pop: Any
+  space: Space
+  index: int
+  configurations: int
+  init_key: jax.Array
+  data_key: jax.Array
+  rng: np.random.Generator
+  ask: Callable[[int, int], dict[str, np.ndarray]]
+  seeds: int = 1
+  listener: events.Listener | None = None
+  pieces: events.Pieces | None = None
+
+  @property
+  def budget(self) -> int:
+    return self.pop.epochs
+
+  def sample(self, size: int, stream: int = 0) -> dict[str, np.ndarray]:
+    """``size`` configurations from the round's sampler: ``{name: float32 [size]}``."""
+    return self.ask(size, stream)
+
+  def advance(self, lanes: Any, first_epoch: int, num_epochs: int) -> tuple[Any, jax.Array]:
+    """:meth:`Population.advance` with the round's data key (reported in
+    pieces when there is a listener: the same computation)."""
+    if self.listener is None:
+      return self.pop.advance(lanes, self.data_key, first_epoch, num_epochs)
+    return events.advance(self.pop, lanes, self.data_key, first_epoch, num_epochs,
+                          self.pieces or events.Pieces(None), self.listener)
+
+  def evaluate(self, lanes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation accuracy, loss and divergence ``[count]`` of the real lanes
+    (NaN scores where a lane diverged)."""
+    scores = self.pop.evaluate(lanes.state.params)
+    accuracy, loss, diverged = to_host((scores.accuracy, scores.loss, lanes.state.diverged))
+    accuracy = accuracy.astype(np.float64)[:lanes.count]
+    loss = loss.astype(np.float64)[:lanes.count]
+    diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
+    accuracy[diverged] = np.nan
+    loss[diverged] = np.nan
+    if self.listener is not None:
+      self.listener.evaluated(accuracy, diverged)
+    return accuracy, loss, diverged
+
+
+class Strategy:
+  """How a round trains its configurations. Subclasses are frozen dataclasses
+  whose fields are their settings; they implement :meth:`run` and may refuse
+  settings in :meth:`check`."""
+
+  name: ClassVar[str] = "strategy"
+
+  def check(self, epochs: int, population: int) -> None:
+    """Raises ``ValueError`` if the strategy cannot run with these settings."""
+
+  def run(self, ctx: RoundContext, log: TrialLog) -> None:
+    """Trains one bucket's round: samples, trains and logs its trials."""
+    raise NotImplementedError
+
+  def describe(self) -> str:
+    """``name(key=value, ...)``, as configs write it (the name alone without settings)."""
+    return to_spec(self)
+
+
+def close_all(log: TrialLog, trials: Sequence[int], end: int, accuracy: np.ndarray,
+              loss: np.ndarray, diverged: np.ndarray, status: str = FINISHED) -> None:
+  """Closes ``trials`` (one per lane, in lane order) at epoch ``end``."""
+  for position, trial in enumerate(trials):
+    log.close(trial, end, accuracy[position], loss[position],
+              DIVERGED if diverged[position] else status)
+
+
+def record_losses(log: TrialLog, trials: Sequence[int], losses: jax.Array) -> None:
+  """Adds each lane's epoch losses ``[L, budget]`` to its trial's curve."""
+  host = to_host(losses)
+  for position, trial in enumerate(trials):
+    log.record_losses(trial, host[position])

@@ -1,0 +1,399 @@
+"""Trials: a configuration trained over some epochs, and the table that holds them.
+
+A :class:`TrialTable` is the one representation of trials: columns ``[T]``,
+one row per trial, that strategies fill (through a :class:`TrialLog`), the
+samplers and ranking read, and the run directory writes and reads back
+(:meth:`TrialTable.records`, :meth:`TrialTable.from_records`). A
+:class:`Trial` is one row as a record, the form ``trials.jsonl`` holds.
+
+A trial's ``status`` says why it stopped: ``finished`` (the full budget),
+``halved`` (left behind at a rung), ``exploited`` (overwritten by a better
+lane) or ``diverged``. A trial that started from initialisation (no parent,
+epoch 0) is a *configuration* the round sampled: :attr:`TrialTable.is_configuration`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmaptune.discrete import IntUniform
+from vmaptune.distributions import json_value
+from vmaptune.space import Space
+
+FINISHED, HALVED, EXPLOITED, DIVERGED = "finished", "halved", "exploited", "diverged"
+
+
+def finite_or_none(value: Any) -> float | None:
+  """``float(value)``, or ``None`` where it is NaN or infinite (JSON has no NaN)."""
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def _nan(value: float | None) -> float:
+  return math.nan if value is None else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  """One trial as a record (a line of ``trials.jsonl``).
+
+  Attributes:
+    round: 0-based round index.
+    trial: 0-based index of the trial within its round.
+    lane: the lane it trained on (unique within its round).
+    bracket: Hyperband bracket, -1 for other strategies.
+    hparams: ``{name: value}``: floats for traced parameters (ints for traced
+      integers), the values themselves (ints, strings, tuples, ...) for
+      structural ones.
+    start_epoch: first epoch it trained (0 unless it continued a parent).
+    epochs: epochs it trained.
+    val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
+    val_loss: mean validation cross-entropy when it stopped, ``None`` if diverged.
+    status: why it stopped (see the module docstring).
+    parent: the trial whose weights it started from (population-based
+      training), -1 if it started from initialisation.
+    kept: whether the sampler kept it (the next ranges span it).
+    seed_accuracy: with ``seeds=k``, each seed's validation accuracy (``None``
+      where that seed diverged); ``val_accuracy`` is their mean.
+    val_accuracy_std: with ``seeds=k``, the standard deviation over seeds.
+    epoch_loss: mean training loss of each epoch it trained (``epochs``
+      values, from ``start_epoch``; ``None`` where not finite).
+  """
+
+  round: int
+  trial: int
+  lane: int
+  bracket: int
+  hparams: dict[str, Any]
+  start_epoch: int
+  epochs: int
+  val_accuracy: float | None
+  val_loss: float | None
+  status: str
+  parent: int
+  kept: bool
+  seed_accuracy: list[float | None] | None = None
+  val_accuracy_std: float | None = None
+  epoch_loss: list[float | None] | None = None
+
+  def to_record(self) -> dict[str, Any]:
+    """The record as ``trials.jsonl`` holds it (tuples as lists; the seed
+    fields only with several seeds)."""
+    record = dataclasses.asdict(self)
+    record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
+    if self.seed_accuracy is None:  # One seed: no spread to record.
+      del record["seed_accuracy"], record["val_accuracy_std"]
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialTable:
+  """Trials as columns: every array has one row per trial, ``[T]``.
+
+  Attributes:
+    hparams: ``{name: [T]}``: float32 for traced parameters; for structural
+      ones the values themselves (int64, or objects for a Choice).
+    round, trial: int ``[T]``: the round, and the index within it.
+    lane, bracket, start_epoch, epochs, parent: int ``[T]`` (see :class:`Trial`;
+      ``parent`` indexes trials of the same round).
+    status: object ``[T]`` strings.
+    val_accuracy, val_loss: float64 ``[T]`` when each trial stopped, NaN if
+      it diverged.
+    epoch_loss: float32 ``[T, budget]`` mean training loss per epoch, NaN
+      outside the epochs a trial trained.
+    seed_accuracy: float64 ``[T, k]`` each seed's validation accuracy when
+      every configuration trained with ``k`` seeds (NaN where a seed
+      diverged); ``None`` for one seed.
+  """
+
+  hparams: dict[str, np.ndarray]
+  round: np.ndarray
+  trial: np.ndarray
+  lane: np.ndarray
+  bracket: np.ndarray
+  start_epoch: np.ndarray
+  epochs: np.ndarray
+  parent: np.ndarray
+  status: np.ndarray
+  val_accuracy: np.ndarray
+  val_loss: np.ndarray
+  epoch_loss: np.ndarray
+  seed_accuracy: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return len(self.status)
+
+  @property
+  def num_trials(self) -> int:
+    return len(self.status)
+
+  @property
+  def budget(self) -> int:
+    """Epochs of a full run."""
+    return int(self.epoch_loss.shape[1])
+
+  @property
+  def seeds(self) -> int:
+    """Seeds every configuration trained with."""
+    return 1 if self.seed_accuracy is None else int(self.seed_accuracy.shape[1])
+
+  @property
+  def reached(self) -> np.ndarray:
+    """int ``[T]``: the epoch each trial stopped at (its ancestors' epochs included)."""
+    return self.start_epoch + self.epochs
+
+  @property
+  def diverged(self) -> np.ndarray:
+    """bool ``[T]``."""
+    return self.status == DIVERGED
+
+  @property
+  def completed(self) -> np.ndarray:
+    """bool ``[T]``: trained to the end of the budget without diverging."""
+    return (self.reached == self.budget) & ~self.diverged
+
+  @property
+  def is_configuration(self) -> np.ndarray:
+    """bool ``[T]``: started from initialisation, a configuration a sampler
+    proposed (not a population-based-training child continuing a parent)."""
+    return (self.parent < 0) & (self.start_epoch == 0)
+
+  @property
+  def lane_epochs(self) -> int:
+    """Epochs trained, summed over trials and seeds: the training cost."""
+    return int(self.epochs.sum()) * self.seeds
+
+  def take(self, rows: np.ndarray) -> TrialTable:
+    """The trials ``rows`` (an index array or a bool mask), in that order."""
+    return TrialTable(**{
+        f.name: (None if getattr(self, f.name) is None
+                 else {k: v[rows] for k, v in self.hparams.items()} if f.name == "hparams"
+                 else getattr(self, f.name)[rows]) for f in dataclasses.fields(TrialTable)})
+
+  def columns(self) -> dict[str, Any]:
+    """The table's columns, ``{field: array}`` (to build a subclass from)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrialTable)}
+
+  @classmethod
+  def concat(cls, tables: Sequence[TrialTable]) -> TrialTable:
+    """The rows of ``tables`` one after another (their hparams' names must agree)."""
+    first = tables[0]
+    columns = {f.name: (None if getattr(first, f.name) is None
+                        else np.concatenate([getattr(t, f.name) for t in tables]))
+               for f in dataclasses.fields(TrialTable) if f.name != "hparams"}
+    columns["hparams"] = {name: np.concatenate([t.hparams[name] for t in tables])
+                          for name in first.hparams}
+    return TrialTable(**columns)
+
+  @classmethod
+  def merge_buckets(cls, parts: Sequence[tuple[Mapping[str, Any], TrialTable]],
+                    space: Space) -> TrialTable:
+    """One round's table from its buckets' tables, in bucket order.
+
+    Lanes are renumbered so they stay unique within the round (bucket
+    ``b``'s lanes follow bucket ``b - 1``'s), trials and parents are offset to
+    the merged indices, and each structural value becomes a column of
+    ``hparams``, in ``space``'s order.
+
+    Args:
+      parts: ``(structural values, table)`` per bucket.
+      space: the round's space.
+    """
+    if len(parts) == 1 and not parts[0][0]:
+      return parts[0][1]
+    lane_offset = trial_offset = 0
+    shifted = []
+    for values, table in parts:
+      count = len(table)
+      hparams = {name: (table.hparams[name] if name in table.hparams
+                        else _column(space[name], values[name], count)) for name in space}
+      shifted.append(TrialTable(**
+          {**table.columns(), "hparams": hparams, "lane": table.lane + lane_offset,
+           "trial": table.trial + trial_offset,
+           "parent": np.where(table.parent >= 0, table.parent + trial_offset, -1)}))
+      lane_offset += int(table.lane.max()) + 1 if count else 0
+      trial_offset += count
+    return cls.concat(shifted)
+
+  def reordered(self, rows: np.ndarray) -> TrialTable:
+    """The same trials, in the order ``rows`` (a permutation of every row),
+    renumbered: trial ``i`` is old row ``rows[i]``, and parents follow."""
+    position = np.empty(len(rows), np.int64)
+    position[np.asarray(rows)] = np.arange(len(rows))
+    table = self.take(np.asarray(rows))
+    first = int(self.trial.min()) if len(self) else 0
+    return TrialTable(**{**table.columns(), "trial": np.arange(len(rows)) + first,
+                         "parent": np.where(table.parent >= 0,
+                                            position[np.maximum(table.parent - first, 0)] + first,
+                                            -1)})
+
+  def row(self, round_index: int, trial: int) -> int:
+    """The row of trial ``trial`` of round ``round_index``."""
+    rows = np.flatnonzero((self.round == round_index) & (self.trial == trial))
+    if not len(rows):
+      raise KeyError(f"no trial {trial} in round {round_index}")
+    return int(rows[0])
+
+  def lineage(self, row: int) -> list[int]:
+    """The rows of ``row``'s ancestors and itself, oldest first."""
+    chain = [row]
+    while self.parent[chain[-1]] >= 0:
+      chain.append(self.row(int(self.round[chain[-1]]), int(self.parent[chain[-1]])))
+    return chain[::-1]
+
+  def curve(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training loss of a trial over every epoch of its lineage (a
+    population-based-training lane's ancestors first): ``(epochs [E], loss
+    [E])``, epochs 1-based; an ancestor counts up to its child's start."""
+    chain = self.lineage(row)
+    epochs: list[int] = []
+    losses: list[float] = []
+    for position, ancestor in enumerate(chain):
+      start = int(self.start_epoch[ancestor])
+      end = (int(self.start_epoch[chain[position + 1]]) if position + 1 < len(chain)
+             else int(self.reached[ancestor]))
+      epochs += range(start + 1, end + 1)
+      losses += self.epoch_loss[ancestor, start:end].astype(np.float64).tolist()
+    return np.array(epochs), np.array(losses)
+
+  def values(self, row: int, space: Space) -> dict[str, Any]:
+    """``{name: value}`` of a trial, every parameter (plain Python values)."""
+    return {name: space[name].value(self.hparams[name][row]) for name in self.hparams}
+
+  def traced_values(self, row: int, space: Space) -> dict[str, float]:
+    """The traced hyperparameters of a trial, as floats (what its lane was fed)."""
+    return {name: float(self.hparams[name][row]) for name in self.hparams
+            if not space[name].structural}
+
+  def trial_at(self, row: int, space: Space, kept: bool = False) -> Trial:
+    """Trial ``row`` as a record."""
+    diverged = bool(self.diverged[row])
+    start, epochs = int(self.start_epoch[row]), int(self.epochs[row])
+    spread = {}
+    if self.seed_accuracy is not None:
+      per_seed = self.seed_accuracy[row]
+      finite = per_seed[np.isfinite(per_seed)]
+      spread = {"seed_accuracy": [finite_or_none(a) for a in per_seed],
+                "val_accuracy_std": float(finite.std()) if len(finite) else None}
+    return Trial(
+        round=int(self.round[row]), trial=int(self.trial[row]), lane=int(self.lane[row]),
+        bracket=int(self.bracket[row]), hparams=self.values(row, space),
+        start_epoch=start, epochs=epochs,
+        val_accuracy=None if diverged else finite_or_none(self.val_accuracy[row]),
+        val_loss=None if diverged else finite_or_none(self.val_loss[row]),
+        status=str(self.status[row]), parent=int(self.parent[row]), kept=kept,
+        epoch_loss=[finite_or_none(v) for v in self.epoch_loss[row, start:start + epochs]],
+        **spread)
+
+  @classmethod
+  def from_records(cls, records: Sequence[Mapping[str, Any]], space: Space,
+                   budget: int) -> TrialTable:
+    """The table ``records`` (``trials.jsonl`` lines) were written from, with
+    the dtypes a round produces: exact, since traced values are recorded as
+    the float32 values' exact decimals."""
+    column = lambda key, dtype: np.array([_nan(r[key]) for r in records], dtype)
+    curves = np.full((len(records), budget), np.nan, np.float32)
+    for row, record in enumerate(records):
+      start = record["start_epoch"]
+      curves[row, start:start + record["epochs"]] = [_nan(v) for v in record["epoch_loss"]]
+    seeded = bool(records) and records[0].get("seed_accuracy") is not None
+    return cls(
+        hparams=_hparams_from_records(records, space), round=column("round", np.int64),
+        trial=column("trial", np.int64), lane=column("lane", np.int64),
+        bracket=column("bracket", np.int64), start_epoch=column("start_epoch", np.int64),
+        epochs=column("epochs", np.int64), parent=column("parent", np.int64),
+        status=np.array([r["status"] for r in records], object),
+        val_accuracy=column("val_accuracy", np.float64),
+        val_loss=column("val_loss", np.float64), epoch_loss=curves,
+        seed_accuracy=np.array([[_nan(a) for a in r["seed_accuracy"]] for r in records],
+                               np.float64) if seeded else None)
+
+
+def _column(dist: Any, value: Any, count: int) -> np.ndarray:
+  """``[count]`` copies of one structural value: int64 for integers, else objects."""
+  if isinstance(dist, IntUniform):
+    return np.full(count, value, np.int64)
+  column = np.empty(count, object)
+  column.fill(value)
+  return column
+
+
+def _hparams_from_records(records: Sequence[Mapping[str, Any]],
+                          space: Space) -> dict[str, np.ndarray]:
+  """``{name: [T]}``: float32 traced values, int64 structural integers, the
+  values themselves for a Choice (JSON lists back to tuples)."""
+  columns = {}
+  for name, dist in space.items():
+    values = [r["hparams"][name] for r in records]
+    if not dist.structural:
+      columns[name] = np.array(values, np.float32)  # Exact: the record is a float32's value.
+    elif isinstance(dist, IntUniform):
+      columns[name] = np.array(values, np.int64)
+    else:
+      columns[name] = np.empty(len(values), object)
+      for i, value in enumerate(values):
+        columns[name][i] = dist.value(value)
+  return columns
+
+
+class TrialLog:
+  """Collects one bucket's trials as a strategy opens and closes them.
+
+  Args:
+    names: the traced hyperparameters' names.
+    budget: epochs of a full run.
+    round_index: the round.
+  """
+
+  def __init__(self, names: list[str], budget: int, round_index: int = 0):
+    self.names = names
+    self.budget = budget
+    self.round_index = round_index
+    self.rows: list[dict[str, Any]] = []
+
+  def open(self, lane: int, hparams: Mapping[str, float], start_epoch: int,
+           parent: int = -1, bracket: int = -1) -> int:
+    """Starts a trial; returns its index."""
+    self.rows.append({"lane": lane, "bracket": bracket, "start_epoch": start_epoch,
+                      "parent": parent, "hparams": {k: float(hparams[k]) for k in self.names},
+                      "curve": np.full(self.budget, np.nan, np.float32)})
+    return len(self.rows) - 1
+
+  def record_losses(self, trial: int, losses: np.ndarray) -> None:
+    """Adds epoch losses ``[budget]`` (NaN where not trained) to a trial's curve."""
+    curve = self.rows[trial]["curve"]
+    self.rows[trial]["curve"] = np.fmax(curve, np.asarray(losses, np.float32))
+
+  def close(self, trial: int, end_epoch: int, accuracy: float, loss: float, status: str,
+            seed_accuracy: np.ndarray | None = None) -> None:
+    """Ends a trial; ``seed_accuracy [k]`` holds each seed's validation
+    accuracy when the configuration trained with ``k`` seeds."""
+    row = self.rows[trial]
+    row.update(epochs=end_epoch - row["start_epoch"], accuracy=accuracy, loss=loss,
+               status=status, seed_accuracy=seed_accuracy)
+
+  def table(self) -> TrialTable:
+    """The trials as a :class:`TrialTable` (traced hyperparameters only)."""
+    rows = self.rows
+    missing = [i for i, row in enumerate(rows) if "status" not in row]
+    if missing:
+      raise RuntimeError(f"trials {missing} were never closed")
+    column = lambda key, dtype: np.array([row[key] for row in rows], dtype)
+    return TrialTable(
+        hparams={k: np.array([row["hparams"][k] for row in rows], np.float32)
+                 for k in self.names},
+        round=np.full(len(rows), self.round_index, np.int64),
+        trial=np.arange(len(rows), dtype=np.int64), lane=column("lane", np.int64),
+        bracket=column("bracket", np.int64), start_epoch=column("start_epoch", np.int64),
+        epochs=column("epochs", np.int64), parent=column("parent", np.int64),
+        status=column("status", object), val_accuracy=column("accuracy", np.float64),
+        val_loss=column("loss", np.float64),
+        epoch_loss=(np.stack([row["curve"] for row in rows]) if rows
+                    else np.zeros((0, self.budget), np.float32)),
+        seed_accuracy=(np.stack([row["seed_accuracy"] for row in rows]).astype(np.float64)
+                       if rows and rows[0]["seed_accuracy"] is not None else None))
