@@ -1,5 +1,9 @@
-"""Small shared fixtures: a reduced digits set, a tiny MLP, a learning-rate space."""
+"""Shared fixtures: a reduced digits set, a tiny MLP, a learning-rate space, fast settings,
+experiment configs, and run directories (one tuned, one written by hand) for the reports."""
 
+import importlib.util
+import json
+import os
 import textwrap
 
 import numpy as np
@@ -7,6 +11,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
+from vmaptune.rundir import write_json
 
 # One CPU device per core for the whole session, as `tune` asks for it, before any test
 # (or doctest) starts JAX: results do not depend on which test ran first.
@@ -102,3 +107,80 @@ def experiment_file(tmp_path) -> str:
   path = tmp_path / "small_digits_exp.py"
   path.write_text(EXPERIMENT)
   return str(path)
+
+
+# The test extra installs matplotlib; without it the figure tests skip, and the text
+# report is still tested.
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="figures need matplotlib (the report extra)")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# A three-parameter space for the reports: every pair of parameters is a scatter panel.
+REPORT_SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
+                        weight_decay=vt.LogUniform(1e-6, 1e-2), b1=vt.Uniform(0.8, 0.95))
+
+
+@pytest.fixture(scope="session")
+def written_run(small_arrays, tmp_path_factory):
+  """Two rounds of ``REPORT_SPACE`` written to a run directory: ``(result, path)``."""
+  out = tmp_path_factory.mktemp("run") / "run"
+  data = vt.data.from_arrays(*small_arrays, val_fraction=0.2, test_fraction=0.2, seed=0,
+                             num_classes=10)
+  result = vt.tune(vt.models.MLP(hidden=(16,)), data, REPORT_SPACE, out=str(out),
+                   population=8, rounds=2, epochs=2, batch_size=32,
+                   sampler="narrow(keep=0.25)", seed=0)
+  return result, out
+
+
+@pytest.fixture(scope="session")
+def written_report(written_run):
+  """``vt.report`` of :func:`written_run`, figures included (when matplotlib is installed)."""
+  return vt.report(written_run[1], quiet=True)
+
+
+def write_run(path, space: dict, rows: list[dict], epochs: int = 1) -> None:
+  """A run directory of one round written by hand: ``rows`` of hparams and accuracy
+  (``None``: diverged), and the summary of a run stopped before its round's entry."""
+  os.makedirs(path)
+  write_json(os.path.join(path, "config.json"),
+             {"settings": {"epochs": epochs, "rounds": 1}, "space": space})
+  with open(os.path.join(path, "trials.jsonl"), "w") as f:
+    for i, row in enumerate(rows):
+      diverged = row["acc"] is None
+      f.write(json.dumps({
+          "round": 0, "trial": i, "lane": i, "bracket": -1, "hparams": row["hparams"],
+          "start_epoch": 0, "epochs": epochs, "val_accuracy": row["acc"],
+          "val_loss": None if diverged else 1 - row["acc"],
+          "status": "diverged" if diverged else "finished", "parent": -1, "kept": False,
+          "epoch_loss": [None if diverged else 1.0] * epochs}) + "\n")
+  write_json(os.path.join(path, "summary.json"),
+             {"space": space, "settings": {"epochs": epochs},
+              "rounds": [{"round": 0, "wall_s": 1.0}]})
+
+
+@pytest.fixture
+def handwritten_run():
+  """:func:`write_run`, to write a run directory by hand."""
+  return write_run
+
+
+@pytest.fixture
+def synthetic_run(tmp_path) -> str:
+  """A hand-written run of 40 trials: accuracy rises by 0.4 with the learning rate above
+  1e-2, by 0.05 with relu, and does not depend on the weight decay; the last trial (tanh,
+  highest rate) diverged."""
+  rows = []
+  for i in range(40):
+    acc = 0.5 + 0.4 * (i >= 20) + 0.05 * (i % 2 == 0)
+    rows.append({"hparams": {"learning_rate": 10 ** (-4 + 4 * i / 39),
+                             "weight_decay": 10 ** (-6 + 4 * ((i * 17) % 40) / 39),
+                             "activation": ["relu", "tanh"][i % 2], "depth": i % 3 + 1},
+                 "acc": None if i == 39 else acc})
+  space = {"learning_rate": {"type": "LogUniform", "low": 1e-4, "high": 1.0},
+           "weight_decay": {"type": "LogUniform", "low": 1e-6, "high": 1e-2},
+           "activation": {"type": "Choice", "values": ["relu", "tanh"]},
+           "depth": {"type": "IntUniform", "low": 1, "high": 3, "log": False,
+                     "structural": True}}
+  path = str(tmp_path / "synthetic")
+  write_run(path, space, rows)
+  return path

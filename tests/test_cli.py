@@ -52,6 +52,7 @@ def test_the_structural_experiment_runs_shrunk_with_one_population_per_combinati
   assert summary["chosen"]["hparams"]["activation"] in ("relu", "tanh")
 
 
+@pytest.mark.slow  # A subprocess.
 def test_the_installed_command_runs_quietly(tmp_path):
   """The `vmaptune` console script that pip installed next to this Python reaches main()."""
   script = os.path.join(os.path.dirname(sys.executable), "vmaptune")

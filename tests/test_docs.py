@@ -100,7 +100,7 @@ def _strategies(ns: dict, out: str) -> None:
   assert "halved" in set(first.status) and first.lane_epochs < 9 * 3
   assert "exploited" in set(pbt.rounds[0].status)
   schedule = pbt.final_fit().schedule
-  assert schedule[0][0] == 0 and schedule[-1][1] == 6 and "[(0, " in out
+  assert schedule[0][0] == 0 and schedule[-1][1] == 4 and "[(0, " in out
 
 
 def _experiment_config(ns: dict, out: str) -> None:

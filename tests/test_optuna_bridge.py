@@ -144,6 +144,7 @@ def test_bad_input_is_refused_before_asking_or_compiling(study, space, kwargs, m
     assert study.trials == []
 
 
+@pytest.mark.slow  # A subprocess.
 def test_without_optuna_the_bridge_says_how_to_install_it():
   code = ("import sys; sys.modules['optuna'] = None\n"
           "import vmaptune as vt\n"

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import vmaptune as vt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +94,7 @@ def test_the_top_level_is_what_a_script_uses():
   assert all(hasattr(vt, name) for name in vt.__all__)
 
 
+@pytest.mark.slow  # A subprocess.
 def test_importing_vmaptune_starts_no_jax_backend_and_imports_no_optional_library():
   code = ("import sys, vmaptune\n"
           "from jax._src import xla_bridge\n"

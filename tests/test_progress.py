@@ -12,7 +12,6 @@ import pytest
 import vmaptune as vt
 from vmaptune.cli import main
 from vmaptune.errors import SettingsError
-from vmaptune.events import Pieces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
@@ -138,18 +137,6 @@ def test_a_bad_progress_is_refused_before_compiling(progress, message, small_dat
                            space=SAFE, population=4, progress=progress)
 
 
-def test_auto_pieces_aim_at_the_interval_from_the_last_pieces_speed():
-  pieces = Pieces("auto", interval_s=0.5)
-  assert pieces.next(lanes=8, left=20) == 1  # Nothing measured yet.
-  pieces.measured(seconds=0.01, lane_epochs=8)  # 10 ms per epoch of 8 lanes: 50 in 0.5 s.
-  assert pieces.next(lanes=8, left=20) == 20
-  assert pieces.next(lanes=64, left=20) == 6  # 80 ms per epoch of 64 lanes.
-  pieces.measured(seconds=8.0, lane_epochs=8)  # Slower than the interval: one epoch at a time.
-  assert pieces.next(lanes=8, left=20) == 1
-  assert [Pieces(3).next(8, left) for left in (20, 2)] == [3, 2]
-  assert Pieces(None).next(8, 17) == 17
-
-
 @pytest.mark.parametrize("kwargs, message", [
     (dict(every=0), "every=0; expected 'auto', a whole number of epochs >= 1, or None"),
     (dict(every="fast"), "every='fast'; expected 'auto'"),
@@ -190,6 +177,7 @@ def test_quiet_prints_only_the_final_result(tmp_path, capsys):
   assert captured.out.startswith("chosen config") and "round 1/1:" not in captured.out
 
 
+@pytest.mark.slow  # A subprocess.
 def test_the_command_draws_a_live_line_on_a_terminal(tmp_path):
   """Standard output on a pseudo-terminal: the live line is the default."""
   leader, follower = pty.openpty()

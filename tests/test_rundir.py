@@ -214,6 +214,7 @@ KILLED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # A subprocess.
 def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_file, tmp_path):
   (tmp_path / "killed_script.py").write_text(KILLED_SCRIPT)
   out, marker = tmp_path / "run", tmp_path / "round-1-appended"
@@ -282,30 +283,6 @@ def test_the_command_resumes_refuses_and_shows_a_run(tmp_path, capsys):
   assert "holds no vmaptune run" in capsys.readouterr().err
 
 
-def _objects(values: list) -> np.ndarray:
-  array = np.empty(len(values), object)
-  for i, value in enumerate(values):
-    array[i] = value
-  return array
-
-
-def test_a_space_description_is_read_back_exactly_or_refused():
-  space = vt.Space(lr=vt.LogUniform(1e-4, 0.3), drop=vt.Uniform(0.0, 0.5),
-                   width=vt.IntUniform(16, 512, log=True),
-                   depth=vt.IntUniform(1, 3, structural=True),
-                   act=vt.Choice(["relu", None, ("gelu", 2), 1.5]))
-  narrowed = space.narrow({"lr": np.array([1e-3, 2e-3], np.float32),
-                           "drop": np.array([0.1, 0.2], np.float32),
-                           "width": np.array([32.0, 64.0], np.float32),
-                           "depth": np.array([2, 3]), "act": _objects([("gelu", 2), None])},
-                          0.1, space)
-  assert narrowed["act"].values == (None, ("gelu", 2))
-  for original in (space, narrowed):
-    assert vt.Space.from_dict(json.loads(json.dumps(original.to_dict()))) == original
-  with pytest.raises(vt.SpaceError, match="'lr'.*names no known distribution type"):
-    vt.Space.from_dict({"lr": {"type": "Normal", "mean": 0.0}})
-
-
 FORMAT1 = os.path.join(ROOT, "tests", "data", "format1")
 
 
@@ -348,13 +325,13 @@ def test_a_run_directory_of_the_previous_format_resumes_shows_and_reports(
   vt.tune(tiny_mlp, small_data, space, out=str(whole), rounds=3, **settings)
   assert (old / "trials.jsonl").read_text() == (whole / "trials.jsonl").read_text()
   assert json.loads((old / "config.json").read_text())["format"] == 2
-  # A structural run with halving, stopped after its first round, resumes likewise.
-  structural = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0), hidden=vt.Choice([8, 16]))
-  halving = dict(population=6, epochs=3, batch_size=32, seed=1, strategy="halving(eta=2)",
-                 sampler="narrow(keep=0.5)", rounds=2)
+  # A one-round structural run with halving: read, shown, reported.
   stopped = tmp_path / "halving_structural"
   shutil.copytree(os.path.join(FORMAT1, "halving_structural"), stopped)
-  vt.tune(mlp, small_data, structural, out=str(stopped), **halving)
-  vt.tune(mlp, small_data, structural, out=str(tmp_path / "whole2"), **halving)
-  assert (stopped / "trials.jsonl").read_text() == \
-      (tmp_path / "whole2" / "trials.jsonl").read_text()
+  run = vt.load_run(stopped)
+  assert run.settings["sampler"] == "narrow(keep=0.5, margin=0.1)"
+  assert run.settings["strategy"] == "halving(eta=2, min_epochs=1)" and run.complete
+  assert {r["status"] for r in run.records} == {"finished", "halved"}
+  assert run.best_model(mlp).hidden == (run.chosen["hparams"]["hidden"],)
+  assert main(["show", str(stopped)]) == 0 and "1 of 1 rounds" in capsys.readouterr().out
+  assert vt.report(stopped, out=tmp_path / "figures2", quiet=True).table

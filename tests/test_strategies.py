@@ -1,12 +1,15 @@
 """Strategies: segments and compaction are exact, successive halving and Hyperband stop
 bad lanes early, population-based training copies lanes and replays its lineage."""
 
+import json
+
 import jax
 import numpy as np
 import optax
 import pytest
 
 import vmaptune as vt
+from vmaptune.compilation import CompileCounter
 from vmaptune.keys import round_keys
 from vmaptune.optimizers import BUILTIN, scheduled
 from vmaptune.population import Population
@@ -14,7 +17,8 @@ from vmaptune.ranking import order_lanes as rank
 from vmaptune.strategies import parse as parse_strategy
 from vmaptune.strategies.halving import halving_budgets, ladder_size
 
-PARAM_ATOL = 1e-4  # As in test_population: regrouped lanes agree to float32 rounding.
+SEEDS = 3
+PARAM_ATOL = 1e-4  # As in test_population: rechunked lanes agree to float32 rounding.
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_training_in_segments_equals_training_at_once(population):
 
 @pytest.mark.parametrize("lanes_per_chunk", [None, 1, 2])
 def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, lanes_per_chunk):
-  # 5 lanes compacted to 3: padded over the devices, and looped over groups.
+  # 5 lanes compacted to 3: padded over the devices, and looped over chunks.
   population = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data,
                              epochs=4, batch_size=32, eval_batch_size=60,
                              lanes_per_chunk=lanes_per_chunk)
@@ -289,3 +293,66 @@ def test_pbt_explore_moves_each_value_one_step_or_resamples_it(lr_space):
   resampled = vt.strategies.PopulationBasedTraining(resample=1.0)
   values = [resampled.explore(ctx, start)["learning_rate"] for _ in range(20)]
   assert len(set(values)) == 20 and all(1e-3 <= v <= 1.0 for v in values)
+
+
+def test_tune_with_seeds_ranks_configurations_by_their_mean_and_records_the_spread(
+    small_data, tiny_mlp, lr_space, tmp_path):
+  with CompileCounter() as compiled:
+    result = vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=2, epochs=2,
+                     batch_size=32, seeds=SEEDS, out=str(tmp_path / "run"))
+  first, second = result.rounds
+  assert second.compiles == 0 and compiled.compiles == first.compiles
+  assert first.seed_accuracy.shape == (4, SEEDS) and first.seeds == SEEDS
+  assert first.lane_epochs == 4 * 2 * SEEDS
+  alive = ~first.diverged
+  np.testing.assert_allclose(first.val_accuracy[alive], first.seed_accuracy[alive].mean(axis=1))
+  # Seeds differ: not every configuration scores the same under every seed.
+  assert (first.seed_accuracy[alive].std(axis=1) > 0).any()
+  best = first.kept[0]
+  assert first.val_accuracy[best] == np.nanmax(first.val_accuracy)
+  records = [r for r in vt.read_trials(tmp_path / "run") if r["round"] == 0]
+  assert len(records) == 4
+  for record, row in zip(records, first.seed_accuracy, strict=True):
+    assert record["seed_accuracy"] == pytest.approx(row.tolist())
+    assert record["val_accuracy_std"] == pytest.approx(float(np.std(row)))
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["settings"]["seeds"] == SEEDS
+  # The final fit retrains the chosen configuration with the first seed.
+  final = result.final_fit()
+  chosen = result.rounds[result.best.round]
+  first_seed = chosen.seed_accuracy[result.best.trial, 0]
+  assert abs(final.val_accuracy - first_seed) <= 1 / len(small_data.val)
+  assert small_data.test_reads == 1
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seeds": 0}, "seeds=0; expected a whole number >= 1"),
+    ({"seeds": 2, "strategy": "halving"}, "seeds=2 needs strategy='random'"),
+])
+def test_bad_seeds_are_refused_before_anything_compiles(small_data, tiny_mlp, lr_space,
+                                                        settings, message):
+  with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
+    vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=3, batch_size=32,
+            **settings)
+  assert compiled.compiles == 0
+
+
+SPECS = {"random": "random", "halving": "halving(eta=2)", "hyperband": "hyperband(eta=2)",
+         "pbt": "pbt(interval=1)"}
+
+
+@pytest.mark.parametrize("name", sorted(vt.strategies.STRATEGIES))
+def test_every_strategy_trains_what_the_optuna_sampler_proposes(name, small_data, tiny_mlp,
+                                                               lr_space):
+  """Every strategy with a sampler other than the default narrow one (which the tests
+  above run with every strategy): the same invariants of the round's trials."""
+  pytest.importorskip("optuna")
+  spec = SPECS[name]
+  result = vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=2,
+                   batch_size=32, sampler="optuna(sampler='random')", strategy=spec)
+  r = result.rounds[0]
+  assert r.strategy == parse_strategy(spec).describe() == result.settings["strategy"]
+  assert set(r.status) <= {"finished", "halved", "exploited", "diverged"}
+  assert (r.reached <= 2).all() and r.completed.any()
+  assert r.configurations >= 4 and r.lane_epochs == int(r.epochs.sum())
+  assert result.best.status == "finished" and r.best_trial == result.best.trial

@@ -3,17 +3,12 @@
 import json
 import os
 
-import flax.linen as nn
 import numpy as np
-import optax
 import pytest
 
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter, persistent_cache
-from vmaptune.ranking import order
 from vmaptune.rundir import SUMMARY_FILE
-from vmaptune.samplers import Narrow
-from vmaptune.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -143,100 +138,6 @@ def test_when_every_lane_diverges_the_error_says_so_and_suggests_a_range(
   with open(tmp_path / "run" / SUMMARY_FILE) as f:
     summary = json.load(f)
   assert summary["error"] == message and summary["chosen"] is None
-
-
-class _BatchNormMLP(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = nn.BatchNorm(use_running_average=False)(x.reshape((x.shape[0], -1)))
-    return nn.Dense(10)(x)
-
-
-class _DropoutMLP(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = nn.Dropout(0.5, deterministic=False)(x.reshape((x.shape[0], -1)))
-    return nn.Dense(10)(x)
-
-
-class _OneExampleOnly(nn.Module):
-  """Works for one example, breaks on a batch: a shape bug the check must catch."""
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(10)(x.reshape((1, -1)))
-
-
-def _reads_a_missing_name(hparams):
-  return optax.sgd(hparams["learning_rate"])
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"population": 0}, r"population=0; expected a whole number >= 1"),
-    ({"population": 2.5}, r"population=2.5; expected a whole number"),
-    ({"sampler": "narrow(keep=0.0)"}, r"keep=0.0; expected a fraction in \(0, 1\]"),
-    ({"sampler": "narrow(keep=1.5)"}, r"keep=1.5; expected a fraction in \(0, 1\]"),
-    ({"rounds": 0}, r"rounds=0; expected a whole number >= 1"),
-    ({"epochs": 0}, r"epochs=0; expected a whole number >= 1"),
-    ({"batch_size": 361}, r"batch_size=361; expected a whole number in \[1, 360\] "
-                          r"\(the training split has 360 examples\)"),
-    ({"sampler": "narrow(margin=-0.1)"}, r"margin=-0.1; expected a fraction in \[0, 1\]"),
-    ({"keep": 0.5}, r"unknown settings \['keep'\]"),
-    ({"populaton": 8}, r"unknown settings \['populaton'\]"),
-    ({"optimizer": "adam"}, r"optimizer='adam' is unknown"),
-    ({"schedule": "linear"}, r"schedule='linear'; expected one of"),
-    ({"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
-                        dropout=vt.Uniform(0.0, 0.5))}, r"\['dropout'\] are not used by"),
-    ({"space": vt.Space(weight_decay=vt.LogUniform(1e-6, 1e-2))},
-     r"needs \['learning_rate'\] in the search space"),
-    ({"model": vt.models.MLP(hidden=(8,), num_classes=5)},
-     r"outputs shape \(32, 5\).*expected logits of shape \(32, 10\)"),
-    ({"model": _BatchNormMLP()}, r"variable collections \['batch_stats'\]"),
-    ({"model": _DropoutMLP()}, r"asks for random numbers.*dropout"),
-    ({"model": _OneExampleOnly()}, r"failed on a batch of shape \(32, 8, 8, 1\): ScopeParamShape"),
-    ({"space": vt.Space(lr=vt.LogUniform(1e-3, 1.0)), "optimizer": _reads_a_missing_name},
-     r"optimizer factory failed with the space's hyperparameters \['lr'\]: "
-     r"KeyError: 'learning_rate'"),
-    ({"seed": 2**40}, r"seed=1099511627776; expected a whole number in \[0, 4294967295\]"),
-    ({"data": (np.zeros((10, 4)), np.zeros(10))}, r"expected a vmaptune.data.Dataset"),
-])
-def test_bad_settings_fail_before_anything_compiles(change, message, small_data, tiny_mlp,
-                                                    lr_space, refused_before_compiling):
-  args = dict(model=tiny_mlp, data=small_data, space=lr_space, population=4, rounds=1,
-              epochs=1, batch_size=32)
-  refused_before_compiling(vt.SettingsError, message, **{**args, **change})
-
-
-def test_sgd_and_custom_optimizer_factories_train(small_data, tiny_mlp):
-  def lamb(hparams):
-    return optax.inject_hyperparams(optax.lamb)(learning_rate=hparams["learning_rate"])
-
-  space = vt.Space(learning_rate=vt.LogUniform(1e-1, 1.0), momentum=vt.Uniform(0.5, 0.95))
-  sgd = vt.tune(tiny_mlp, small_data, space, optimizer="sgd", population=4, rounds=1,
-                epochs=2, batch_size=32)
-  custom = vt.tune(tiny_mlp, small_data, vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)),
-                   optimizer=lamb, schedule="constant", population=4, rounds=1, epochs=2,
-                   batch_size=32)
-  assert sgd.best.val_accuracy > 0.5 and custom.best.val_accuracy > 0.5
-  assert set(sgd.best.hparams) == {"learning_rate", "momentum"}
-
-
-def test_rank_trials_orders_by_epochs_reached_then_accuracy_then_loss_and_drops_diverged():
-  accuracy = np.array([0.9, 0.8, 0.9, np.nan, 0.95])
-  loss = np.array([0.3, 0.1, 0.2, np.nan, 0.5])
-  diverged = np.array([False, False, False, True, False])
-  assert order(accuracy, loss, diverged).tolist() == [4, 2, 0, 1]
-  # A trial stopped at an early rung ranks below every trial that trained longer.
-  reached = np.array([10, 10, 10, 10, 3])
-  assert order(accuracy, loss, diverged, reached).tolist() == [2, 0, 1, 4]
-
-
-def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():
-  Settings(sampler=Narrow(keep=np.float32(0.5), margin=np.float64(0.1)),
-           population=np.int64(4)).check(100, vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)))
-  factory = lambda hparams: optax.sgd(hparams["learning_rate"])
-  assert vt.optimizers.scheduled(factory, "auto", 100) is factory
-  builtin = vt.optimizers.BUILTIN["adamw"]
-  assert vt.optimizers.scheduled(builtin, "auto", 100) is not builtin
 
 
 def test_a_second_run_loads_its_programs_from_the_persistent_cache(small_data, tiny_mlp,

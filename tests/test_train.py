@@ -2,7 +2,6 @@
 label smoothing and warmup. Each is a traced value: lanes differ in one program, new values
 never recompile, defaults reproduce the baseline, and bad input is refused before compiling."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,13 +11,11 @@ import pytest
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
 from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN, TRAINER_HPARAMS, scheduled
+from vmaptune.optimizers import BUILTIN, scheduled
 from vmaptune.population import Population
 from vmaptune.train import (
   cross_entropy,
   dropout_key,
-  make_init,
-  make_step,
   smoothed_cross_entropy,
 )
 
@@ -171,31 +168,6 @@ def test_label_smoothing_matches_optax_and_validation_stays_unsmoothed(populatio
                                                                          rel=1e-5)
 
 
-def test_warmup_scales_the_first_steps_linearly(small_data):
-  model = vt.models.MLP(hidden=(16,))
-  factory = scheduled(BUILTIN["adamw"], "constant", 100, steps_per_epoch=4, warmup=True)
-  init, step = jax.jit(make_init(model, factory)), jax.jit(make_step(model, factory))
-  x, y = small_data.train.x[:BATCH], small_data.train.y[:BATCH]
-  moves = {}
-  for warmup in (0.0, 1.0):  # 0 or 4 steps of warmup
-    hparams = {"learning_rate": np.float32(1e-2), "weight_decay": np.float32(1e-4),
-               "warmup_epochs": np.float32(warmup)}
-    state = init(hparams, jax.random.key(0), x[:1])
-    moves[warmup] = []
-    for _ in range(5):
-      before = state.params
-      state, _ = step(hparams, state, x, y)
-      moves[warmup].append(jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
-                                        state.params, before))
-  # The first step moves 1/4 as far (same gradient, same Adam state), the fourth fully.
-  _assert_close(jax.tree.map(lambda m: m / 4, moves[0.0][0]), moves[1.0][0], atol=1e-7)
-  ratios = [np.abs(jax.tree.leaves(m)[1]).sum() / np.abs(jax.tree.leaves(n)[1]).sum()
-            for m, n in zip(moves[1.0], moves[0.0], strict=True)]
-  assert ratios[0] == pytest.approx(0.25, rel=1e-4)
-  assert ratios[1] < ratios[2] < ratios[3] and ratios[3] > 0.5
-  assert vt.optimizers.warmup_multiplier(jnp.int32(0), jnp.float32(0.0)) == 1.0
-
-
 def test_adam_betas_live_in_the_optimizer_state_and_follow_mid_run_changes(population):
   init_key, data_key = round_keys(0, 2)
   rows = [{"b1": 0.8}, {"b1": 0.8}]
@@ -274,120 +246,3 @@ def test_the_dropout_layer_takes_a_traced_rate():
                                            rngs={"dropout": key}))
   np.testing.assert_array_equal(dropped(jnp.float32(0)), plain)
   assert not np.allclose(dropped(jnp.float32(0.5)), plain)
-
-
-class _NoRateArgument(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(10)(x.reshape((x.shape[0], -1)))
-
-
-class _FlaxDropout(nn.Module):
-  """Takes dropout_rate but hands it to flax's Dropout, which needs a Python float."""
-  @nn.compact
-  def __call__(self, x, dropout_rate=None):
-    x = x.reshape((x.shape[0], -1))
-    if dropout_rate is not None:
-      x = nn.Dropout(dropout_rate, deterministic=False)(x)
-    return nn.Dense(10)(x)
-
-
-class _AlwaysDrops(nn.Module):
-  """Takes dropout_rate, but drops in evaluation too."""
-  @nn.compact
-  def __call__(self, x, dropout_rate=None):
-    x = nn.Dropout(0.5, deterministic=False)(x.reshape((x.shape[0], -1)))
-    return nn.Dense(10)(x)
-
-
-class _StaticDropout(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(10)(nn.Dropout(0.5, deterministic=False)(x.reshape((x.shape[0], -1))))
-
-
-SPACE = dict(learning_rate=vt.LogUniform(1e-3, 1e-1))
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"space": vt.Space(**SPACE, dropout=vt.Uniform(0.0, 0.5))},
-     r"\['dropout'\] are not used by optimizer 'adamw', which takes \['learning_rate', "
-     r"'weight_decay', 'b1', 'b2', 'eps'\], nor by the trainer, which takes \['dropout_rate', "
-     r"'label_smoothing', 'warmup_epochs'\] \(did you mean 'dropout' -> 'dropout_rate'\?\)"),
-    ({"space": vt.Space(**SPACE, label_smothing=vt.Uniform(0.0, 0.2))},
-     r"did you mean 'label_smothing' -> 'label_smoothing'"),
-    ({"space": vt.Space(**SPACE, beta1=vt.Uniform(0.5, 0.9))}, r"\['beta1'\] are not used"),
-    ({"space": vt.Space(**SPACE, b1=vt.Uniform(0.5, 0.9)), "optimizer": "sgd"},
-     r"\['b1'\] are not used by optimizer 'sgd'"),
-    ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)),
-      "model": _NoRateArgument()},
-     r"the space searches 'dropout_rate' but model _NoRateArgument takes no dropout_rate call "
-     r"argument.*vmaptune.models.Dropout"),
-    ({"model": _StaticDropout()},
-     r"model _StaticDropout asks for random numbers.*add dropout_rate to the search space.*"
-     r"otherwise make the model deterministic"),
-    ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)), "model": _FlaxDropout()},
-     r"model _FlaxDropout failed on a batch of shape \(32, 8, 8, 1\) with a traced "
-     r"dropout_rate \(TracerBoolConversionError: .*\); the rate is one array per lane: pass "
-     r"it to .*vmaptune.models.Dropout \(flax.linen.Dropout needs a Python float\)"),
-    ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)), "model": _AlwaysDrops()},
-     r"asks for random numbers when called without dropout_rate.*must be deterministic"),
-    ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 1.0))},
-     r"'dropout_rate': range \[0, 1\] leaves \[0, 1\)"),
-    ({"space": vt.Space(**SPACE, label_smoothing=vt.Uniform(0.0, 1.5))},
-     r"'label_smoothing': range \[0, 1.5\] leaves \[0, 1\]"),
-    ({"space": vt.Space(**SPACE, b2=vt.Uniform(0.9, 1.0))}, r"'b2': range \[0.9, 1\] leaves"),
-    ({"space": vt.Space(**SPACE, warmup_epochs=vt.Uniform(-1.0, 2.0))},
-     r"'warmup_epochs': range \[-1, 2\] leaves \[0, inf\)"),
-])
-def test_bad_hyperparameters_and_models_fail_before_anything_compiles(change, message,
-                                                                      small_data, tiny_mlp):
-  args = dict(model=tiny_mlp, data=small_data, space=vt.Space(**SPACE), population=4, rounds=1,
-              epochs=1, batch_size=BATCH)
-  args.update(change)
-  with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
-    vt.tune(**args)
-  assert compiled.compiles == 0
-
-
-def test_trainer_names_are_listed_once():
-  assert tuple(TRAINER_HPARAMS) == ("dropout_rate", "label_smoothing", "warmup_epochs")
-  assert not set(TRAINER_HPARAMS) & set(BUILTIN["adamw"].accepted)
-
-
-FULL_SPACE = vt.Space(learning_rate=vt.LogUniform(3e-3, 1e-1), b1=vt.Uniform(0.7, 0.95),
-                      b2=vt.Uniform(0.9, 0.999), dropout_rate=vt.Uniform(0.0, 0.3),
-                      label_smoothing=vt.Uniform(0.0, 0.2), warmup_epochs=vt.Uniform(0.0, 1.0))
-
-
-@pytest.mark.parametrize("strategy", ["random", "pbt(interval=1, fraction=0.25)"])
-def test_tune_searches_every_new_hyperparameter(strategy, small_data, tiny_mlp):
-  result = vt.tune(tiny_mlp, small_data, FULL_SPACE, population=8, rounds=2, epochs=2,
-                   batch_size=BATCH, sampler="narrow(keep=0.25)", seed=0, strategy=strategy)
-  assert [r.compiles for r in result.rounds[1:]] == [0]
-  assert set(result.best.hparams) == set(FULL_SPACE)
-  assert result.best.val_accuracy > 0.5
-  # The final fit replays the chosen trial (for PBT its whole lineage) with its dropout masks.
-  final = result.final_fit()
-  assert abs(final.val_accuracy - result.best.val_accuracy) <= 1 / len(small_data.val)
-  if strategy.startswith("pbt"):
-    first = result.rounds[0]
-    assert (first.parent >= 0).any()
-    moved = [t for t in np.flatnonzero(first.parent >= 0)
-             if first.hparams["dropout_rate"][t] != first.hparams["dropout_rate"][first.parent[t]]]
-    assert moved  # Exploration changed dropout rates mid-run.
-
-
-def test_a_custom_factory_gets_warmup_and_the_trainer_names(small_data, tiny_mlp):
-  seen = []
-
-  def lamb(hparams):
-    seen.append(sorted(hparams))
-    return optax.inject_hyperparams(optax.lamb)(learning_rate=hparams["learning_rate"])
-
-  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), warmup_epochs=vt.Uniform(0.0, 1.0),
-                   label_smoothing=vt.Uniform(0.0, 0.1))
-  result = vt.tune(tiny_mlp, small_data, space, optimizer=lamb, population=4, rounds=1,
-                   epochs=2, batch_size=BATCH)
-  assert result.best.val_accuracy > 0.3
-  assert seen[0] == ["label_smoothing", "learning_rate", "warmup_epochs"]

@@ -78,6 +78,7 @@ def _assert_same_trials(got: list[dict], want: list[dict]) -> None:
     assert strip(a) == strip(b)
 
 
+@pytest.mark.slow  # A subprocess.
 def test_two_processes_record_what_one_process_records_and_only_process_0_writes(
     tmp_path, experiment_file):
   """Population-based training (init, advance, evaluate and lane copies between

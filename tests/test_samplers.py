@@ -1,0 +1,167 @@
+"""Samplers: which configurations each round tries. The narrow sampler (deterministic
+draws per round, bucket and stream; the top trials kept, every range shrunk to their span)
+and the Optuna sampler (a study proposes, vmaptune trains, the study is told each outcome),
+chosen by name or as objects, from scripts and config files."""
+
+import json
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune.cli import main
+from vmaptune.ranking import rank
+from vmaptune.samplers import SAMPLERS, Narrow, parse
+from vmaptune.structural import Bucket
+from vmaptune.trials import TrialTable
+
+SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 3e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
+PLAIN = Bucket(index=None, values={}, model=None, batch_size=32)
+TRAIN = dict(epochs=1, batch_size=32, seed=0, schedule="constant")
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_is_chosen_by_name_and_described_as_configs_write_it(name):
+  sampler = parse(name)
+  assert type(sampler) is SAMPLERS[name] and parse(sampler) is sampler
+  assert sampler.describe().startswith(f"{name}(")
+  with pytest.raises(ValueError, match=f"sampler {name!r} has no setting"):
+    parse(f"{name}(bogus=1)")
+
+
+def test_narrow_draws_rounds_buckets_and_streams_apart_and_the_same_for_the_same_seed():
+  sampler = Narrow()
+  sampler.start(SPACE, seed=3)
+  draw = lambda **where: sampler.ask(6, [], **{"round_index": 1, "bucket": PLAIN, **where})
+  first = draw()
+  for name in SPACE:
+    np.testing.assert_array_equal(first[name], draw()[name])
+    np.testing.assert_array_equal(first[name], SPACE.sample(3, 1, 6)[name])
+    assert first[name].dtype == np.float32
+    assert (first[name] >= SPACE[name].low).all() and (first[name] <= SPACE[name].high).all()
+    for other in (draw(stream=1), draw(round_index=2),
+                  draw(bucket=Bucket(index=0, values={}, model=None, batch_size=32))):
+      assert not np.array_equal(first[name], other[name])
+
+
+def _table(values: dict[str, np.ndarray], accuracy: np.ndarray) -> TrialTable:
+  count = len(accuracy)
+  diverged = np.isnan(accuracy)
+  return TrialTable(
+      hparams={k: np.asarray(v, np.float32) for k, v in values.items()},
+      round=np.zeros(count, np.int64), trial=np.arange(count), lane=np.arange(count),
+      bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
+      epochs=np.ones(count, np.int64), parent=np.full(count, -1),
+      status=np.where(diverged, "diverged", "finished").astype(object),
+      val_accuracy=accuracy, val_loss=np.where(diverged, np.nan, 1 - accuracy),
+      epoch_loss=np.ones((count, 1), np.float32))
+
+
+def test_narrow_keeps_the_top_fraction_and_shrinks_every_range_to_their_span():
+  sampler = Narrow(keep=0.25, margin=0.1)
+  sampler.start(SPACE, seed=0)
+  values = SPACE.sample(0, 0, 8)
+  accuracy = np.array([0.5, 0.9, np.nan, 0.7, 0.95, 0.2, 0.6, 0.1])
+  told = sampler.tell(_table(values, accuracy), [], round_index=0)
+  assert told.kept.tolist() == [4, 1]  # ceil(0.25 * 8) best; the diverged trial never.
+  expected = SPACE.narrow({k: v[[4, 1]] for k, v in values.items()}, 0.1, SPACE)
+  assert told.next_space == expected == sampler.round_space()
+  # A round in which every trial diverged keeps nothing and narrows nothing.
+  nothing = sampler.tell(_table(values, np.full(8, np.nan)), [], round_index=1)
+  assert len(nothing.kept) == 0 and nothing.next_space == expected
+  sampler.start(SPACE, seed=0)  # A new run forgets what the last one learned.
+  assert sampler.round_space() == SPACE
+
+
+def test_a_sampler_object_reused_by_a_second_run_starts_afresh(small_data, tiny_mlp):
+  sampler = Narrow(keep=0.5)
+  settings = dict(population=4, rounds=2, sampler=sampler, **TRAIN)
+  first = vt.tune(tiny_mlp, small_data, SPACE, **settings)
+  second = vt.tune(tiny_mlp, small_data, SPACE, **settings)
+  assert [t.to_record() for t in first.trials()] == [t.to_record() for t in second.trials()]
+  assert second.settings["sampler"] == "narrow(keep=0.5, margin=0.1)"
+
+
+optuna = pytest.importorskip("optuna", reason="the Optuna sampler needs optuna (the test extra)")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(seed: int = 0):
+  return optuna.create_study(direction="maximize",
+                             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
+
+
+def test_tune_with_an_optuna_study_writes_the_records_the_bridge_wrote(small_data, tiny_mlp,
+                                                                        tmp_path):
+  study = _study()
+  result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
+                   population=4, rounds=2, out=str(tmp_path / "run"), **TRAIN)
+  bridged_study = _study()
+  bridged = vt.optuna_bridge.optimize(bridged_study, tiny_mlp, small_data, SPACE, batches=2,
+                                      population=4, **TRAIN)
+  records = [t.to_record() for t in result.trials()]
+  assert records == [t.to_record() for t in bridged.trials()] == vt.read_trials(tmp_path / "run")
+  assert [(t.params, t.value, t.state) for t in study.trials] == \
+      [(t.params, t.value, t.state) for t in bridged_study.trials]
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert config["settings"]["sampler"] == "optuna(sampler='TPESampler', diverged='pruned')"
+  assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
+  assert small_data.test_reads == 0
+
+
+def test_trials_a_strategy_stops_early_are_told_pruned_at_the_epoch_they_reached(small_data,
+                                                                                tiny_mlp):
+  study = _study()
+  sampler = vt.samplers.Optuna(study)
+  result = vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, strategy="halving(eta=2)",
+                   population=4, rounds=1, **{**TRAIN, "epochs": 2})
+  r = result.rounds[0]
+  told = [study.trials[number] for number in sampler.numbers[0]]
+  assert [t.params for t in told] == [
+      {name: pytest.approx(float(r.hparams[name][row]), rel=1e-6) for name in SPACE}
+      for row in np.flatnonzero(r.is_configuration)]
+  states = set()
+  for row, trial in zip(np.flatnonzero(r.is_configuration), told, strict=True):
+    states.add(trial.state)
+    if r.status[row] == "finished":
+      assert trial.state == optuna.trial.TrialState.COMPLETE
+      assert trial.value == r.val_accuracy[row]
+    else:
+      assert r.status[row] == "halved" and trial.state == optuna.trial.TrialState.PRUNED
+      assert trial.intermediate_values == {1: r.val_accuracy[row]}
+  assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+  assert r.kept.tolist() == rank(r)[:1].tolist()  # The round's best, nothing narrowed.
+
+
+def test_a_config_file_chooses_the_optuna_sampler_by_name(experiment_file, tmp_path):
+  out = tmp_path / "run"
+  assert main(["run", experiment_file, "--quiet", "--no-cache", "--set", "rounds=1",
+               "sampler=optuna(sampler='random')", "--out", str(out)]) == 0
+  config = json.loads((out / "config.json").read_text())
+  assert config["settings"]["sampler"] == "optuna(sampler='RandomSampler', diverged='pruned')"
+  assert len(vt.read_trials(out)) == 8
+
+
+def test_a_resumed_run_tells_its_restored_rounds_to_a_new_study(small_data, tiny_mlp, tmp_path):
+  out = str(tmp_path / "run")
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(_study()), population=4,
+          rounds=1, out=out, **TRAIN)
+  study = _study()
+  result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
+                   population=4, rounds=2, out=out, **TRAIN)
+  assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
+  first = result.rounds[0]
+  assert [t.value for t in study.trials[:4]] == first.val_accuracy.tolist()
+  assert [t.params["learning_rate"] for t in study.trials[:4]] == \
+      pytest.approx(first.hparams["learning_rate"].tolist(), rel=1e-6)
+  assert len(vt.read_trials(out)) == 8
+
+
+def test_optuna_with_hyperband_over_structural_parameters_is_refused(small_data,
+                                                                      refused_before_compiling):
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), hidden=vt.Choice([8, 16]))
+  refused_before_compiling(
+      vt.SettingsError, "Hyperband draws each bracket apart",
+      model=lambda hidden: vt.models.MLP(hidden=(hidden,)), data=small_data, space=space,
+      sampler=vt.samplers.Optuna(_study()), strategy="hyperband(eta=2)", population=4,
+      rounds=1, epochs=2)
