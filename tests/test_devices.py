@@ -67,33 +67,42 @@ def test_sharded_and_chunked_lanes_equal_one_device_and_padding_is_dropped():
   assert tune == {"lanes": [5, 5], "records": 10, "devices": 4}
 
 
-def _devices_after(env: dict, code: str = "",
-                   call: str = "vmaptune.devices.configure_cpu_devices()"
-                   ) -> subprocess.CompletedProcess:
-  script = (code + "import warnings; warnings.simplefilter('always')\n"
-            f"import vmaptune, jax\n{call}\nprint(len(jax.devices('cpu')))")
+def _devices_after(cases: list[tuple[dict, str, str]]) -> list[subprocess.CompletedProcess]:
+  """For each ``(environment, code run first, call)``, a fresh Python that imports
+  vmaptune, makes the call and prints how many CPU devices JAX has; all side by side."""
   clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VMAPTUNE_CPU_DEVICES")}
-  return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                        env={**clean, **env}, cwd=ROOT, timeout=120)
+  procs = []
+  for env, code, call in cases:
+    script = (code + "import warnings; warnings.simplefilter('always')\n"
+              f"import vmaptune, jax\n{call}\nprint(len(jax.devices('cpu')))")
+    procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**clean, **env},
+                                  cwd=ROOT))
+  done = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=120)
+    done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+  return done
 
 
-@pytest.mark.slow  # A subprocess.
+@pytest.mark.slow  # Subprocesses.
 def test_tune_sets_the_cpu_device_count_unless_told_otherwise_and_import_does_not():
-  # Importing changes no JAX setting.
-  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "3"}, call="").stdout.split() == ["1"]
-  # tune asks first thing, even for a call it then refuses.
+  configure = "vmaptune.devices.configure_cpu_devices()"
   refused = ("try:\n  vmaptune.tune(None, None, None, population=0)\n"
              "except vmaptune.SettingsError:\n  pass")
-  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "3"}, call=refused).stdout.split() == ["3"]
-  assert _devices_after({"VMAPTUNE_CPU_DEVICES": "1"}).stdout.split() == ["1"]
-  # An explicit XLA flag wins.
-  flagged = _devices_after({"VMAPTUNE_CPU_DEVICES": "3",
-                            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-  assert flagged.stdout.split() == ["2"]
-  # A bad value warns and falls back to the usable cores; it never breaks the call.
-  bad = _devices_after({"VMAPTUNE_CPU_DEVICES": "many"})
+  imported, tuned, off, flagged, bad, late = _devices_after([
+      ({"VMAPTUNE_CPU_DEVICES": "3"}, "", ""),  # Importing changes no JAX setting.
+      ({"VMAPTUNE_CPU_DEVICES": "3"}, "", refused),  # tune asks first, even when it refuses.
+      ({"VMAPTUNE_CPU_DEVICES": "1"}, "", configure),
+      # An explicit XLA flag wins.
+      ({"VMAPTUNE_CPU_DEVICES": "3", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+       "", configure),
+      # A bad value warns and falls back to the usable cores; it never breaks the call.
+      ({"VMAPTUNE_CPU_DEVICES": "many"}, "", configure),
+      # Too late (JAX already running): a warning that says what to do.
+      ({"VMAPTUNE_CPU_DEVICES": "3"}, "import jax; jax.numpy.ones(2).block_until_ready()\n",
+       configure)])
+  assert imported.stdout.split() == ["1"] and tuned.stdout.split() == ["3"]
+  assert off.stdout.split() == ["1"] and flagged.stdout.split() == ["2"]
   assert bad.returncode == 0 and "VMAPTUNE_CPU_DEVICES='many'" in bad.stderr
-  # Too late (JAX already running): a warning that says what to do.
-  late = _devices_after({"VMAPTUNE_CPU_DEVICES": "3"},
-                        code="import jax; jax.numpy.ones(2).block_until_ready()\n")
   assert late.stdout.split() == ["1"] and "before running any JAX code" in late.stderr

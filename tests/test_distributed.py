@@ -4,6 +4,7 @@ and the single-process behaviour of the multi-process helpers."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,24 +89,23 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   strategy = "strategy=pbt(interval=1, fraction=0.25)"
   script = tmp_path / "tune_script.py"
   script.write_text(SCRIPT)
-  [(code, out, err)] = _run_together(
-      [([sys.executable, str(script), experiment_file, "single", strategy], _env(4))], tmp_path)
-  assert code == 0, err[-3000:]
-  single = json.loads(out.strip().splitlines()[-1])
-  assert single.pop("process") == [0, 1]
-  assert any(t["status"] == "exploited" for t in single["trials"])  # PBT did copy lanes.
-
   port = _free_port()
   cli_flags = [sys.executable, "-m", "vmaptune.cli", "run", experiment_file, "--no-cache",
                "--quiet", "--set", strategy, "--out", "p0", "--coordinator",
                f"localhost:{port}", "--num-processes", "2", "--process-id", "0"]
   api_env = [sys.executable, str(script), experiment_file, "p1", strategy]
-  (code0, out0, err0), (code1, out1, err1) = _run_together(
-      [(cli_flags, _env(2)),
+  # The single process with 4 devices, and the two processes with 2 each, side by side.
+  (code, out, err), (code0, out0, err0), (code1, out1, err1) = _run_together(
+      [([sys.executable, str(script), experiment_file, "single", strategy], _env(4)),
+       (cli_flags, _env(2)),
        (api_env, _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
                       VMAPTUNE_PROCESS_ID="1"))], tmp_path)
+  assert code == 0, err[-3000:]
   assert code0 == 0, err0[-3000:]
   assert code1 == 0, err1[-3000:]
+  single = json.loads(out.strip().splitlines()[-1])
+  assert single.pop("process") == [0, 1]
+  assert any(t["status"] == "exploited" for t in single["trials"])  # PBT did copy lanes.
 
   # Process 0 wrote the records, equal to the single process's.
   _assert_same_trials(read_trials(tmp_path / "p0"), single["trials"])
@@ -126,37 +126,39 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   for key in ("val_accuracy", "test_accuracy"):
     assert multi[key] == pytest.approx(single[key], abs=1e-6)
 
-  def again(override: str) -> list[tuple[int, str, str]]:
-    """Both processes once more into the same directory, with ``override``."""
+  def pair(override: str, out: str) -> list[tuple[list[str], dict]]:
+    """Both processes' commands once more, into ``out``, with ``override``."""
     port = _free_port()
     flags = [*cli_flags]
     flags[flags.index("--coordinator") + 1] = f"localhost:{port}"
     flags[flags.index(strategy)] = override
-    return _run_together(
-        [(flags, _env(2)),
-         (api_env[:-1] + [override],
-          _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
-               VMAPTUNE_PROCESS_ID="1"))], tmp_path)
+    flags[flags.index("--out") + 1] = out
+    return [(flags, _env(2)),
+            (api_env[:-1] + [override],
+             _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
+                  VMAPTUNE_PROCESS_ID="1"))]
 
   # Killed after round 0 (the summary lists it alone; round 1's records follow it):
   # both processes resume from what process 0 reads, and finish as the single process did.
+  # Meanwhile a different config goes into a copy of the finished run: process 0 refuses
+  # it, and so does every process.
+  shutil.copytree(tmp_path / "p0", tmp_path / "finished")
   summary_path = tmp_path / "p0" / "summary.json"
   summary_path.write_text(json.dumps({**summary, "rounds": summary["rounds"][:1],
                                       "final_fit": None}))
-  (code0, _, err0), (code1, out1, err1) = again(strategy)
+  (code0, _, err0), (code1, out1, err1), (refused0, _, error0), (refused1, _, error1) = \
+      _run_together(pair(strategy, "p0")
+                    + pair("strategy=pbt(interval=1, fraction=0.5)", "finished"), tmp_path)
   assert code0 == 0, err0[-3000:]
   assert code1 == 0, err1[-3000:]
   _assert_same_trials(read_trials(tmp_path / "p0"), single["trials"])
   _assert_same_trials(json.loads(out1.strip().splitlines()[-1])["trials"], single["trials"])
   assert json.loads(summary_path.read_text())["chosen"]["trial"] == single["best"]["trial"]
-
-  # A different config into the same directory: process 0 refuses it, and so does every
-  # process.
-  (code0, _, err0), (code1, _, err1) = again("strategy=pbt(interval=1, fraction=0.5)")
-  assert code0 == 2 and "p0 already holds a run of a different config" in err0, err0[-3000:]
-  assert "settings.strategy" in err0
-  assert code1 != 0 and "FileExistsError" in err1 and "(raised on process 0)" in err1, \
-      err1[-3000:]
+  assert refused0 == 2 and "finished already holds a run of a different config" in error0, \
+      error0[-3000:]
+  assert "settings.strategy" in error0
+  assert refused1 != 0 and "FileExistsError" in error1 and "(raised on process 0)" in error1, \
+      error1[-3000:]
   assert not (tmp_path / "p1").exists()
 
 

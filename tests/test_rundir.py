@@ -224,7 +224,9 @@ def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_fi
                             experiment_file, str(out), str(marker)],
                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                            stderr=open(tmp_path / "stderr.txt", "w"))
+  experiment = vt.override(vt.load_experiment(experiment_file), ["rounds=3"])
   try:
+    whole = experiment.tune(out=str(tmp_path / "whole"))  # Meanwhile, the uninterrupted run.
     deadline = time.monotonic() + 240
     while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
       time.sleep(0.05)
@@ -237,8 +239,6 @@ def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_fi
   assert {r["round"] for r in vt.read_trials(out)} == {0, 1}
   assert len(json.loads((out / "summary.json").read_text())["rounds"]) == 1
 
-  experiment = vt.override(vt.load_experiment(experiment_file), ["rounds=3"])
-  whole = experiment.tune(out=str(tmp_path / "whole"))
   resumed = experiment.tune(out=str(out))
   assert (out / "trials.jsonl").read_text() == (tmp_path / "whole" / "trials.jsonl").read_text()
   assert resumed.best == whole.best
@@ -334,4 +334,3 @@ def test_a_run_directory_of_the_previous_format_resumes_shows_and_reports(
   assert {r["status"] for r in run.records} == {"finished", "halved"}
   assert run.best_model(mlp).hidden == (run.chosen["hparams"]["hidden"],)
   assert main(["show", str(stopped)]) == 0 and "1 of 1 rounds" in capsys.readouterr().out
-  assert vt.report(stopped, out=tmp_path / "figures2", quiet=True).table
