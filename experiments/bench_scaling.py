@@ -11,7 +11,7 @@ batch 64), side by side in one run:
 * largest population: for P = 2**10, 2**11, ..., the per-device memory the
   compiled training program needs (its memory analysis: lane state in and
   out, data, temporaries; compiled, not run), with chunking (the automatic
-  cache-sized lane groups) and without (one vmap over each device's lanes),
+  cache-sized chunks) and without (one vmap over each device's lanes),
   against the memory this machine has free; the largest P that fits each
   way. The prediction is checked against the resident memory a real run of
   one chunked population of ``--check-lanes`` lanes adds.
@@ -130,10 +130,10 @@ def largest_population(data: vt.Dataset, sizes: list[int], budget: int) -> dict:
       layout = pop.layout(lanes)
       memory = pop.training_memory(names, layout)
       total = memory.total * layout.devices  # The CPU devices share the host's memory.
-      rows[mode][lanes] = {"group": layout.chunk, "resident_mib": memory.resident / 2**20,
+      rows[mode][lanes] = {"chunk": layout.chunk, "resident_mib": memory.resident / 2**20,
                            "working_mib": memory.working / 2**20,
                            "all_devices_mib": total / 2**20, "fits": total <= budget}
-      print(f"  {mode:9s} P={lanes:8d}: groups of {layout.chunk:7d}, "
+      print(f"  {mode:9s} P={lanes:8d}: chunks of {layout.chunk:7d}, "
             f"{total / 2**20:9.1f} MiB ({memory.resident / 2**20:.1f} state and data + "
             f"{memory.working / 2**20:.1f} temporaries per device)", flush=True)
       if total > budget:

@@ -3,7 +3,7 @@
 In one process, on the same data, model, epochs, batch size and search space:
 
 * vmaptune: the population trainer as the tuner runs it (P lanes, one program,
-  sharded over every local device, lanes grouped to fit the cache on CPU);
+  sharded over every local device, lanes in chunks that fit the cache on CPU);
 * sequential: the same single-configuration training program (``lax.scan``
   inside ``jit``), compiled once and called P times from a Python loop;
 * optuna: Optuna's RandomSampler over the same ranges for P trials, each trained
@@ -296,19 +296,19 @@ PASSES = {"vmaptune": REPEATS, "vmaptune_1dev": REPEATS, "sequential": REPEATS, 
 
 def layout_ablation(lanes: int = 256) -> dict:
   """The digits MLP population at P lanes under different layouts, side by side:
-  one device or all of them, one vmap over a device's lanes or groups of G."""
+  one device or all of them, one vmap over a device's lanes or chunks of G."""
   workload, data = WORKLOADS["digits_mlp"], WORKLOADS["digits_mlp"].data()
   first = jax.devices()[:1]
   cases = [("1 device, one vmap", first, lanes), ("all devices, one vmap", None, lanes)]
-  cases += [(f"all devices, groups of {g}", None, g) for g in (2, 4, 8, 16, 32, 64)]
-  cases.append(("all devices, automatic groups", None, None))
+  cases += [(f"all devices, chunks of {g}", None, g) for g in (2, 4, 8, 16, 32, 64)]
+  cases.append(("all devices, automatic chunks", None, None))
   rows = {}
   print(f"\nlayout ablation, digits_mlp, P={lanes} (train seconds, best of {REPEATS})")
-  for label, devices, group in cases:
-    r = run_vmaptune(workload, data, lanes, devices=devices, lanes_per_chunk=group)
+  for label, devices, chunk in cases:
+    r = run_vmaptune(workload, data, lanes, devices=devices, lanes_per_chunk=chunk)
     rows[label] = {"train_s": r["train_s"], "devices": r["devices"],
                    "lanes_per_chunk": r["lanes_per_chunk"]}
-    print(f"  {label:32s} {r['train_s']:7.3f}s  (groups of {r['lanes_per_chunk']})", flush=True)
+    print(f"  {label:32s} {r['train_s']:7.3f}s  (chunks of {r['lanes_per_chunk']})", flush=True)
   return {"lanes": lanes, "rows": rows}
 
 
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="skip a (method, P) whose estimated time exceeds this (default 120, "
                            "quick 15)")
   parser.add_argument("--no-ablation", action="store_true",
-                      help="skip the devices x lane-group comparison on the digits MLP")
+                      help="skip the devices x chunk comparison on the digits MLP")
   parser.add_argument("--no-cache-check", action="store_true",
                       help="skip the two-process compilation cache measurement")
   parser.add_argument("--out", help="results JSON (default experiments/results/"

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "lanes_per_chunk": pop.lanes_per_chunk, "epochs": args.epochs, "steps": steps,
             "wall_s_under_profiler": wall,
             "op_seconds_summed_over_devices": op_seconds, "rows": rows}
-  print(f"{args.lanes} lanes on {len(jax.devices())} {device.platform} device(s), groups of "
+  print(f"{args.lanes} lanes on {len(jax.devices())} {device.platform} device(s), chunks of "
         f"{pop.lanes_per_chunk}, {steps} steps: {wall:.2f}s under the profiler; op time summed "
         f"over devices {op_seconds:.2f}s")
   for row in rows:
