@@ -90,6 +90,22 @@ def test_a_config_without_get_config_is_refused(tmp_path, capsys):
   assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_config_of_the_previous_version_says_where_keep_went(tmp_path, capsys):
+  config = tmp_path / "old.py"
+  config.write_text(textwrap.dedent("""
+      import vmaptune as vt
+
+      def get_config():
+        return vt.Experiment(model=vt.models.MLP(), data=vt.data.digits,
+                             space=vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)), keep=0.3)
+  """))
+  assert main(["run", str(config)]) == 2
+  error = capsys.readouterr().err
+  assert "get_config() failed" in error and "keep are the narrow sampler's settings now" in error
+  assert main(["run", DEFAULT, "--set", "margin=0.2"]) == 2
+  assert "margin is the narrow sampler's setting now" in capsys.readouterr().err
+
+
 def test_get_config_must_return_an_experiment(tmp_path, capsys):
   config = tmp_path / "dict_config.py"
   config.write_text(textwrap.dedent("""

@@ -3,6 +3,7 @@ across modules, and a top level that only re-exports what a script uses."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -104,3 +105,23 @@ def test_importing_vmaptune_starts_no_jax_backend_and_imports_no_optional_librar
                         cwd=ROOT, timeout=120)
   assert done.returncode == 0, done.stderr
   assert done.stdout.split() == ["False", "False", "False"]
+
+
+def test_imports_point_up_the_module_map_of_the_design_page():
+  """docs/design.md lists the modules in rows; a module imports only its own row's or the
+  rows above (so the page's map is the true one)."""
+  rows = []
+  with open(os.path.join(ROOT, "docs", "design.md")) as f:
+    for line in f:
+      cell = re.match(r"\| (`[^|]+`) \|", line)
+      if cell:
+        rows.append([name.strip("`/") for name in re.findall(r"`[^`]+`", cell.group(1))])
+  row_of = {name: i for i, names in enumerate(rows) for name in names}
+  row = lambda module: row_of.get(module.split(".")[1]) if "." in module else -1
+  unplaced = [name for name in MODULES if row(name) is None]
+  assert not unplaced, f"modules missing from the design page's map: {unplaced}"
+  upward = [f"{name} (row {row(name)}) imports {imported} (row {row(imported)})"
+            for name, path in MODULES.items() if name != "vmaptune"
+            for imported, _, _ in _imports(path) if imported != "vmaptune"
+            and row(imported) > row(name)]
+  assert not upward, upward

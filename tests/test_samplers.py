@@ -25,6 +25,7 @@ def test_every_sampler_is_chosen_by_name_and_described_as_configs_write_it(name)
   sampler = parse(name)
   assert type(sampler) is SAMPLERS[name] and parse(sampler) is sampler
   assert sampler.describe().startswith(f"{name}(")
+  assert parse(sampler.describe()).describe() == sampler.describe()  # Configs read it back.
   with pytest.raises(ValueError, match=f"sampler {name!r} has no setting"):
     parse(f"{name}(bogus=1)")
 
@@ -104,7 +105,7 @@ def test_tune_with_an_optuna_study_writes_the_records_the_bridge_wrote(small_dat
   assert [(t.params, t.value, t.state) for t in study.trials] == \
       [(t.params, t.value, t.state) for t in bridged_study.trials]
   config = json.loads((tmp_path / "run" / "config.json").read_text())
-  assert config["settings"]["sampler"] == "optuna(sampler='TPESampler', diverged='pruned')"
+  assert config["settings"]["sampler"] == "optuna(sampler='tpe', diverged='pruned')"
   assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
   assert small_data.test_reads == 0
 
@@ -138,13 +139,18 @@ def test_a_config_file_chooses_the_optuna_sampler_by_name(experiment_file, tmp_p
   assert main(["run", experiment_file, "--quiet", "--no-cache", "--set", "rounds=1",
                "sampler=optuna(sampler='random')", "--out", str(out)]) == 0
   config = json.loads((out / "config.json").read_text())
-  assert config["settings"]["sampler"] == "optuna(sampler='RandomSampler', diverged='pruned')"
+  assert config["settings"]["sampler"] == "optuna(sampler='random', diverged='pruned')"
   assert len(vt.read_trials(out)) == 8
 
 
 def test_a_resumed_run_tells_its_restored_rounds_to_a_new_study(small_data, tiny_mlp, tmp_path):
+  """The restored rounds are added to the new study, values at a range's bound included
+  (recorded as float32, an ulp past it); later rounds continue that study, which is not
+  the uninterrupted run's: the study's sampler state is not in the run directory."""
   out = str(tmp_path / "run")
-  vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(_study()), population=4,
+  first_study = _study()
+  first_study.enqueue_trial({"learning_rate": 3e-1, "weight_decay": 1e-6})  # Both bounds.
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(first_study), population=4,
           rounds=1, out=out, **TRAIN)
   study = _study()
   result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
@@ -157,11 +163,28 @@ def test_a_resumed_run_tells_its_restored_rounds_to_a_new_study(small_data, tiny
   assert len(vt.read_trials(out)) == 8
 
 
-def test_optuna_with_hyperband_over_structural_parameters_is_refused(small_data,
-                                                                      refused_before_compiling):
+@pytest.mark.parametrize("change, message", [
+    (dict(strategy="halving(eta=2)"), "use strategy 'random' with structural parameters"),
+    (dict(sampler=vt.samplers.Optuna(optuna.create_study(direction="maximize"),
+                                     sampler="random")), "give one or the other"),
+    (dict(sampler="optuna(sampler='annealing')"), r"sampler='annealing'; expected one of"),
+])
+def test_what_the_optuna_sampler_cannot_do_is_refused_before_asking(change, message, small_data,
+                                                                     refused_before_compiling):
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), hidden=vt.Choice([8, 16]))
-  refused_before_compiling(
-      vt.SettingsError, "Hyperband draws each bracket apart",
-      model=lambda hidden: vt.models.MLP(hidden=(hidden,)), data=small_data, space=space,
-      sampler=vt.samplers.Optuna(_study()), strategy="hyperband(eta=2)", population=4,
-      rounds=1, epochs=2)
+  study = _study()
+  settings = {"sampler": vt.samplers.Optuna(study), "population": 4, "rounds": 1, "epochs": 2,
+              **change}
+  refused_before_compiling(vt.SettingsError, message,
+                           model=lambda hidden: vt.models.MLP(hidden=(hidden,)),
+                           data=small_data, space=space, **settings)
+  assert study.trials == []
+
+
+def test_a_sampler_object_given_no_study_starts_a_new_study_each_run(small_data, tiny_mlp):
+  sampler = vt.samplers.Optuna(sampler="random")
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **TRAIN)
+  first = sampler.active_study
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **TRAIN)
+  assert sampler.active_study is not first and len(sampler.active_study.trials) == 4
+  assert sampler.study is None

@@ -232,8 +232,8 @@ def _returns_a_dict(hidden):
      r"model function _returns_a_dict returned dict for hidden=8; expected a flax.linen Module"),
     ({"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0), hidden=vt.Choice([8, 16])),
       "strategy": "pbt(interval=1)", "population": 2, "epochs": 2},
-     r"population=1; population-based training needs >= 2 lanes \(each combination of "
-     r"structural values gets 1 lane\)"),
+     r"population=1; population-based training needs >= 2 configurations \(a combination of "
+     r"structural values gets as few as 1 configuration\)"),
 ])
 def test_bad_structural_settings_fail_before_anything_compiles(change, message, small_data,
                                                                refused_before_compiling):

@@ -22,7 +22,7 @@ from vmaptune import distributed
 from vmaptune.data import Dataset
 from vmaptune.distributed import Processes
 from vmaptune.errors import ConfigError
-from vmaptune.settings import Settings
+from vmaptune.settings import MOVED_TO_SAMPLER, Settings
 from vmaptune.space import Space
 from vmaptune.tuner import tune
 from vmaptune.validation import is_whole
@@ -114,7 +114,13 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
   if not callable(get_config):
     raise ConfigError(f"config file {path!r} defines no get_config(); expected a function "
                       "returning vmaptune.Experiment(...)")
-  experiment = get_config()
+  try:
+    experiment = get_config()
+  except TypeError as e:  # E.g. a setting of the previous version.
+    moved = [name for name in MOVED_TO_SAMPLER if f"'{name}'" in str(e)]
+    hint = (f"; {' and '.join(moved)} are the narrow sampler's settings now: "
+            "sampler='narrow(keep=0.2, margin=0.1)'" if moved else "")
+    raise ConfigError(f"{path}: get_config() failed: {e}{hint}") from e
   if not isinstance(experiment, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(experiment).__name__}; "
                       "expected a vmaptune.Experiment")
@@ -147,6 +153,9 @@ def override(experiment: Experiment, assignments: Iterable[str]) -> Experiment:
     if not sep or not key:
       raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. population=512")
     if key not in SETTABLE:
-      raise ConfigError(f"--set {key}: unknown key; settable keys are {', '.join(SETTABLE)}")
+      hint = (f" ({key} is the narrow sampler's setting now: 'sampler=narrow({key}=...)')"
+              if key in MOVED_TO_SAMPLER else "")
+      raise ConfigError(f"--set {key}: unknown key; settable keys are "
+                        f"{', '.join(SETTABLE)}{hint}")
     changes[key] = _parse_value(key, text.strip(), getattr(experiment, key))
   return dataclasses.replace(experiment, **changes)

@@ -82,9 +82,13 @@ def _requested_count() -> int:
   return usable_cores()
 
 
-def configure_cpu_devices(count: int | None = None) -> int | None:
+def configure_cpu_devices(count: int | None = None, *, stacklevel: int = 2) -> int | None:
   """Asks JAX for ``count`` CPU devices (default: ``VMAPTUNE_CPU_DEVICES``, else
   one per usable core) while that is still possible.
+
+  Args:
+    count: the devices to ask for.
+    stacklevel: the frame a warning names (2: this function's caller).
 
   Returns:
     The count set, or ``None`` when nothing was changed. Warns if JAX's
@@ -101,7 +105,7 @@ def configure_cpu_devices(count: int | None = None) -> int | None:
       warnings.warn(f"JAX started before vmaptune could ask for {count} CPU devices; lanes "
                     f"will run on {have}. Call vmaptune.devices.configure_cpu_devices() "
                     "before running any JAX code (or set VMAPTUNE_CPU_DEVICES=1 to silence "
-                    "this).", stacklevel=3)
+                    "this).", stacklevel=stacklevel)
     return None
   jax.config.update("jax_num_cpu_devices", count)
   return count

@@ -4,7 +4,7 @@ An :class:`IntUniform` is traced by default (a whole number per lane, fed as
 float32) or structural; a :class:`Choice` is always structural: each
 combination of structural values is a *bucket*, its own compiled population
 (see :mod:`vmaptune.structural`). A categorical parameter narrows to the
-categories found among the kept lanes.
+categories found among the kept configurations.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class IntUniform(Distribution):
     holds every kept value, and never leaves ``bounds``.
 
     Args:
-      kept: the kept lanes' values ``[K]``, K >= 1 (whole numbers).
+      kept: the kept configurations' values ``[K]``, K >= 1 (whole numbers).
       margin: fraction of the current width added to each side.
       bounds: the original distribution.
     """
@@ -176,7 +176,7 @@ class Choice(Distribution):
 
   Always structural: each value is static in the compiled program, so the
   tuner trains one population per combination of structural values and
-  narrows a Choice to the categories found among the kept lanes. Values may
+  narrows a Choice to the categories found among the kept configurations. Values may
   be bools, ints, floats, strings, ``None``, or tuples of them (lists are
   turned into tuples); they must differ from each other (``1``, ``1.0`` and
   ``True`` are equal in Python, so at most one of them).

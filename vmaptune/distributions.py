@@ -47,7 +47,7 @@ class Distribution:
     raise NotImplementedError
 
   def narrowed(self, kept: np.ndarray, margin: float, bounds: Any) -> Distribution:
-    """The distribution the next round samples, given the kept lanes' values ``[K]``."""
+    """The distribution the next round samples, given the kept configurations' values ``[K]``."""
     raise NotImplementedError
 
   def perturbed(self, value: Any, rng: np.random.Generator, factor: float) -> Any:

@@ -24,7 +24,6 @@ from vmaptune.errors import SettingsError
 from vmaptune.keys import replica_keys, round_keys
 from vmaptune.population import Population
 from vmaptune.results import FinalFit
-from vmaptune.samplers import Sampler
 from vmaptune.settings import Settings
 from vmaptune.space import Space
 from vmaptune.structural import Bucket, Buckets, ModelSpec
@@ -40,8 +39,6 @@ class Engine:
     data: the dataset; its test split is read only by :meth:`refit`.
     space: the search space.
     settings: the run's settings.
-    sampler: the run's sampler (its bucket sizes may vary, see
-      :meth:`vmaptune.samplers.Sampler.lane_sizes`).
 
   Attributes:
     model, data, space, settings, sampler, strategy: as checked (an NNX model wrapped).
@@ -52,9 +49,9 @@ class Engine:
     SettingsError, SpaceError, DataError: bad input, before anything compiles.
   """
 
-  def __init__(self, model: ModelSpec, data: Dataset, space: Space, settings: Settings,
-               sampler: Sampler | None = None):
-    devices.configure_cpu_devices()  # One CPU device per core, before JAX starts.
+  def __init__(self, model: ModelSpec, data: Dataset, space: Space, settings: Settings):
+    # One CPU device per core, before JAX starts; a warning points at tune's caller.
+    devices.configure_cpu_devices(stacklevel=4)
     if not isinstance(data, Dataset):
       raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
                           "(see vmaptune.data.from_arrays)")
@@ -67,7 +64,7 @@ class Engine:
     self.model, self.data, self.space, self.settings = model, data, space, settings
     num_train = len(data.train)
     settings.check(num_train, space)
-    self.sampler = sampler or settings.parsed_sampler()
+    self.sampler = settings.parsed_sampler()
     self.strategy = settings.parsed_strategy()
     traced = space.traced()
     try:
@@ -77,8 +74,9 @@ class Engine:
       optimizers.check_ranges(traced, self._factory)
     except ValueError as e:
       raise SettingsError(str(e)) from None
-    if len(self.buckets) > 1:
-      settings.check(num_train, space, lanes=self.buckets.min_lanes())
+    fewest = self.sampler.fewest_configurations(space, settings.population)
+    if fewest != settings.population:
+      settings.check(num_train, space, lanes=fewest)
     self.parameters = []
     for bucket in self.buckets:  # Every bucket the run may train, before compiling any.
       try:
@@ -90,7 +88,9 @@ class Engine:
           raise
         raise SettingsError(f"with {bucket.describe()}: {e}") from e
       self.parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
-    self._lane_sizes = self.sampler.lane_sizes(space, settings.population)
+    sizes = self.sampler.lane_sizes(space, settings.population)
+    # Sizes count configurations; with seeds, every configuration takes `seeds` lanes.
+    self._lane_sizes = None if sizes is None else tuple(s * settings.seeds for s in sizes)
     self._populations: dict[tuple, Population] = {}
 
   @property

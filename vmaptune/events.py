@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmaptune.devices import to_host
-from vmaptune.validation import whole_number
+from vmaptune.validation import greater_than, whole_number
 
 # Epoch-loss records of consecutive pieces hold NaN outside their own epochs.
 _merge_losses = jax.jit(jnp.fmax)
@@ -79,9 +79,7 @@ class Pieces:
     if every not in (None, "auto"):
       whole_number("every", every, 1, what="'auto', a whole number of epochs",
                    why=", or None (one report per segment)", error=ValueError)
-    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) \
-        or not interval_s > 0:
-      raise ValueError(f"interval_s={interval_s!r}; expected a number of seconds > 0")
+    greater_than("interval_s", interval_s, 0, what="a number of seconds", error=ValueError)
     self.every = every
     self.interval_s = float(interval_s)
     self._lane_epoch_s: float | None = None  # Measured by the latest piece.

@@ -99,7 +99,7 @@ def draw_pair(ax: Any, run: Run, round_index: int, x: str, y: str | None,
   and the next round's as a red box.
 
   Returns:
-    The panel as drawn (see :class:`vmaptune.reporting.Report`'s ``panels``).
+    The panel as drawn (see :class:`vmaptune.report.Report`'s ``panels``).
   """
   trials = run.trials
   rows = np.flatnonzero(trials.round == round_index)

@@ -20,12 +20,10 @@ they train with new keys.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from vmaptune.data import Dataset
 from vmaptune.engine import Engine
-from vmaptune.errors import SettingsError
 from vmaptune.results import RoundResult, TuneResult
 from vmaptune.rounds import run_rounds
 from vmaptune.samplers.optuna import ROUND_ATTR, Optuna, distributions, import_optuna
@@ -52,10 +50,8 @@ class BridgeResult(TuneResult):
       of each trial of each batch.
   """
 
-  def __init__(self, result: TuneResult, sampler: Optuna):
-    self.__dict__.update(result.__dict__)
-    self.study = sampler.study
-    self.numbers = sampler.numbers
+  study: Any = None
+  numbers: list | None = None
 
   def optuna_trial(self, trial: Trial) -> Any:
     """The study's record of a vmaptune trial (e.g. ``result.best``)."""
@@ -64,10 +60,11 @@ class BridgeResult(TuneResult):
 
 
 def _first_round(study: Any) -> int:
-  """One past the last round an earlier call told this study (0 for a new one)."""
-  told = [t.user_attrs[ROUND_ATTR] for t in study.get_trials(deepcopy=False)
-          if ROUND_ATTR in t.user_attrs]
-  return max(told, default=-1) + 1
+  """One past the last round an earlier call told this study (0 for a new one;
+  ``vmaptune_batch`` is what the previous version called the round)."""
+  told = [t.user_attrs.get(ROUND_ATTR, t.user_attrs.get("vmaptune_batch"))
+          for t in study.get_trials(deepcopy=False)]
+  return max((r for r in told if r is not None), default=-1) + 1
 
 
 def _describe(result: RoundResult, number: int, batches: int, study: Any) -> str:
@@ -106,14 +103,12 @@ def optimize(study: Any, model: ModelSpec, data: Dataset, space: Space, *, batch
   """
   whole_number("batches", batches, 1)
   whole_number("population", population, 1)
-  known = [f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_APPLICABLE]
-  unknown = sorted(set(settings) - set(known))
-  if unknown:
-    raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
   sampler = Optuna(study, diverged=diverged)
-  engine = Engine(model, data, space, Settings(population=population, rounds=batches,
-                                               sampler=sampler, **settings))
+  engine = Engine(model, data, space, Settings.from_kwargs(
+      settings, _NOT_APPLICABLE, population=population, rounds=batches, sampler=sampler))
   first = _first_round(study)
   callbacks = [lambda r: print(_describe(r, r.index - first, batches, study), flush=True)]
-  result = run_rounds(engine, callbacks=callbacks if verbose else (), first_round=first)
-  return BridgeResult(result, sampler)
+  result = run_rounds(engine, callbacks=callbacks if verbose else (), first_round=first,
+                      result_type=BridgeResult)
+  result.study, result.numbers = study, sampler.numbers
+  return result

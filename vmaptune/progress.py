@@ -70,6 +70,7 @@ import numpy as np
 
 from vmaptune.distributed import is_first_process
 from vmaptune.events import Listener, Pieces
+from vmaptune.trials import finite_or_none
 
 Event = dict[str, Any]
 
@@ -251,10 +252,6 @@ def pieces_for(sink: Progress) -> Pieces:
   return Pieces(every, sink.interval_s)
 
 
-def _finite(value: float) -> float | None:
-  return float(value) if value is not None and math.isfinite(value) else None
-
-
 class Reporter(Listener):
   """Turns what a run reports into events for a :class:`Progress` sink.
 
@@ -315,7 +312,7 @@ class Reporter(Listener):
 
   def evaluated(self, accuracy: np.ndarray, diverged: np.ndarray) -> None:
     alive = accuracy[~diverged]
-    best = _finite(float(alive.max())) if len(alive) else None
+    best = finite_or_none(alive.max()) if len(alive) else None
     if self.epoch == self.budget and self.seeds == 1:
       # With seeds a lane is one seed; a configuration's score (the mean) comes at round_end.
       self._improve(best)

@@ -169,8 +169,10 @@ def divergence_message(result: RoundResult, engine: Engine, done: list[RoundResu
   lr = engine.space.get("learning_rate")
   if done:
     best = best_trial(done)
-    message += (f" Earlier rounds trained (best so far: {best.hparams}), so the narrowed "
-                "ranges are unstable: try a larger keep or margin, or a lower upper bound.")
+    message += (f" Earlier rounds trained (best so far: {best.hparams}), so the ranges sampled "
+                "are unstable: try a lower upper bound"
+                + (", or a larger keep or margin (sampler='narrow(keep=..., margin=...)')."
+                   if engine.sampler.name == "narrow" else "."))
   elif isinstance(lr, LogUniform):
     message += (" The learning rate is the usual cause: try a lower range, e.g. "
                 f"learning_rate=LogUniform({lr.low / 1e3:.3g}, {lr.high / 1e3:.3g}).")
@@ -183,7 +185,8 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
                restored: Restored | None = None, listener: Listener | None = None,
                pieces: Pieces | None = None,
                callbacks: Sequence[Callable[[RoundResult], None]] = (),
-               first_round: int = 0) -> TuneResult:
+               on_restored: Callable[[list[RoundResult]], None] | None = None,
+               first_round: int = 0, result_type: type[TuneResult] = TuneResult) -> TuneResult:
   """Runs (or resumes) a search: every round, each recorded as it completes.
 
   Args:
@@ -193,8 +196,10 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
     listener: told about the run as it goes (see :mod:`vmaptune.events`).
     pieces: how training is cut into reported pieces (with a listener).
     callbacks: called with each round as it completes (not restored ones).
+    on_restored: called with the restored rounds once they are checked.
     first_round: the index of the first round (its keys), for a search that
       continues an earlier one without a run directory.
+    result_type: the :class:`TuneResult` (sub)class returned.
 
   Raises:
     AllDivergedError: every lane of a round diverged (``partial`` holds the rounds before).
@@ -212,10 +217,10 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
       run_dir.write_summary(result.summary())
 
   def tune_result(rounds: list[RoundResult], final: FinalFit | None = None) -> TuneResult:
-    return TuneResult(rounds, engine.space, record, time.perf_counter() - start,
-                      None if run_dir is None else run_dir.path,
-                      lambda result: engine.refit(result.best, result.schedule(result.best)),
-                      final, on_final_fit=on_final_fit)
+    return result_type(rounds, engine.space, record, time.perf_counter() - start,
+                       None if run_dir is None else run_dir.path,
+                       lambda result: engine.refit(result.best, result.schedule(result.best)),
+                       final, on_final_fit=on_final_fit)
 
   done: list[RoundResult] = []
   final = None
@@ -224,6 +229,9 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
     done = restore_rounds(engine, restored)
     final = restore_final_fit(engine, restored, done)
     start -= restored.summary.get("wall_s", 0.0)
+    run_dir.write_config(restored.config)  # Only now that the records were checked.
+    if on_restored is not None:
+      on_restored(done)
   tuned = tune_result(done, final)
   if listener is not None:
     listener.run_start(rounds=settings.rounds, population=settings.population,

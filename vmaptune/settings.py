@@ -17,6 +17,9 @@ from vmaptune.errors import SettingsError
 from vmaptune.space import Space
 from vmaptune.validation import one_of, optional_whole_number, whole_number
 
+# Settings of the previous version that are the narrow sampler's now.
+MOVED_TO_SAMPLER = ("keep", "margin")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -70,13 +73,18 @@ class Settings:
   memory_budget_bytes: int | None = None
 
   @classmethod
-  def from_kwargs(cls, values: Mapping[str, Any]) -> Settings:
-    """Settings from keyword arguments, refusing names that are not settings."""
-    known = [f.name for f in dataclasses.fields(cls)]
+  def from_kwargs(cls, values: Mapping[str, Any], excluded: tuple[str, ...] = (),
+                  **fixed: Any) -> Settings:
+    """Settings from keyword arguments, refusing names that are not settings (or
+    are ``excluded``: set by the caller, ``fixed``)."""
+    known = [f.name for f in dataclasses.fields(cls) if f.name not in excluded]
     unknown = sorted(set(values) - set(known))
     if unknown:
-      raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
-    return cls(**values)
+      moved = sorted(set(unknown) & set(MOVED_TO_SAMPLER))
+      hint = (f"; {' and '.join(moved)} are the narrow sampler's settings now, e.g. "
+              "sampler='narrow(keep=0.2, margin=0.1)'" if moved else "")
+      raise SettingsError(f"unknown settings {unknown}; expected some of {known}{hint}")
+    return cls(**values, **fixed)
 
   def parsed_strategy(self) -> strategies.Strategy:
     try:
@@ -97,8 +105,9 @@ class Settings:
       num_train: examples in the training split.
       space: the search space (a searched ``batch_size`` replaces the
         setting, which is then not checked; the sampler must take the space).
-      lanes: configurations each bucket trains at the fewest (default
-        ``population``), which the strategy must be able to run with.
+      lanes: configurations a bucket trains at the fewest (default
+        ``population``; see :meth:`vmaptune.samplers.Sampler.fewest_configurations`),
+        which the strategy must be able to run with.
     """
     whole_number("population", self.population, 1)
     whole_number("rounds", self.rounds, 1)
@@ -117,8 +126,8 @@ class Settings:
     try:
       strategy.check(self.epochs, lanes or self.population)
     except ValueError as e:
-      share = (f" (each combination of structural values gets {lanes} "
-               f"lane{'s' if lanes > 1 else ''})"
+      share = (f" (a combination of structural values gets as few as {lanes} "
+               f"configuration{'s' if lanes > 1 else ''})"
                if lanes and lanes != self.population else "")
       raise SettingsError(f"{e}{share}") from None
     if self.seeds > 1 and strategy.name != "random":

@@ -140,7 +140,7 @@ class Space(Mapping[str, Distribution]):
     to the categories kept).
 
     Args:
-      kept: ``{name: array [K]}`` values of the kept lanes, for every name.
+      kept: ``{name: array [K]}`` values of the kept configurations, for every name.
       margin: fraction of each current range added to each side.
       bounds: the original space, which the result never leaves.
     """

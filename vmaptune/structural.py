@@ -43,15 +43,14 @@ depends neither on the other buckets nor on which categories have been dropped.
 >>> buckets = Buckets(vt.models.MLP(), space, population=8, batch_size=64, num_train=1000)
 >>> [(b.values, b.model.hidden, b.batch_size) for b in buckets][:2]
 [({'hidden': 16, 'batch_size': 32}, 16, 32), ({'hidden': 16, 'batch_size': 64}, 16, 64)]
->>> buckets.min_lanes()
-2
+>>> len(buckets)
+4
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -155,7 +154,7 @@ class Buckets:
     model: a Linen module whose fields the structural names set, or a
       function ``model(**values) -> nn.Module`` taking them.
     space: the original search space.
-    population: lanes per round, P; the combinations must not outnumber it.
+    population: configurations per round, P; the combinations must not outnumber it.
     batch_size: the batch size of buckets that do not search ``batch_size``.
     num_train: examples in the training split (bounds the batch sizes).
 
@@ -212,7 +211,3 @@ class Buckets:
   def find(self, values: Mapping[str, Any]) -> Bucket:
     """The bucket of a configuration (structural names looked up, others ignored)."""
     return self._buckets[self._key(values)]
-
-  def min_lanes(self) -> int:
-    """The fewest lanes a bucket ever gets (the original space's share)."""
-    return math.ceil(self.population / len(self))

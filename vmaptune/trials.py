@@ -6,10 +6,8 @@ samplers and ranking read, and the run directory writes and reads back
 (:meth:`TrialTable.records`, :meth:`TrialTable.from_records`). A
 :class:`Trial` is one row as a record, the form ``trials.jsonl`` holds.
 
-A trial's ``status`` says why it stopped: ``finished`` (the full budget),
-``halved`` (left behind at a rung), ``exploited`` (overwritten by a better
-lane) or ``diverged``. A trial that started from initialisation (no parent,
-epoch 0) is a *configuration* the round sampled: :attr:`TrialTable.is_configuration`.
+A trial that started from initialisation (no parent, epoch 0) is a
+configuration the round sampled: :attr:`TrialTable.is_configuration`.
 """
 
 from __future__ import annotations
@@ -54,7 +52,8 @@ class Trial:
     epochs: epochs it trained.
     val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
     val_loss: mean validation cross-entropy when it stopped, ``None`` if diverged.
-    status: why it stopped (see the module docstring).
+    status: why it stopped: ``finished`` (the full budget), ``halved`` (left
+      behind at a rung), ``exploited`` (overwritten by a better lane) or ``diverged``.
     parent: the trial whose weights it started from (population-based
       training), -1 if it started from initialisation.
     kept: whether the sampler kept it (the next ranges span it).
@@ -221,12 +220,15 @@ class TrialTable:
     return cls.concat(shifted)
 
   def reordered(self, rows: np.ndarray) -> TrialTable:
-    """The same trials, in the order ``rows`` (a permutation of every row),
-    renumbered: trial ``i`` is old row ``rows[i]``, and parents follow."""
+    """The same trials of one round, in the order ``rows`` (a permutation of
+    every row), renumbered: trial ``i`` is old row ``rows[i]``, and parents follow."""
+    first = int(self.trial.min()) if len(self) else 0
+    if sorted(np.asarray(rows).tolist()) != list(range(len(self))) or \
+        self.trial.tolist() != list(range(first, first + len(self))):
+      raise ValueError("reordered takes a permutation of the rows of one round's table")
     position = np.empty(len(rows), np.int64)
     position[np.asarray(rows)] = np.arange(len(rows))
     table = self.take(np.asarray(rows))
-    first = int(self.trial.min()) if len(self) else 0
     return TrialTable(**{**table.columns(), "trial": np.arange(len(rows)) + first,
                          "parent": np.where(table.parent >= 0,
                                             position[np.maximum(table.parent - first, 0)] + first,
@@ -302,7 +304,7 @@ class TrialTable:
       start = record["start_epoch"]
       curves[row, start:start + record["epochs"]] = [_nan(v) for v in record["epoch_loss"]]
     seeded = bool(records) and records[0].get("seed_accuracy") is not None
-    return cls(
+    return TrialTable(
         hparams=_hparams_from_records(records, space), round=column("round", np.int64),
         trial=column("trial", np.int64), lane=column("lane", np.int64),
         bracket=column("bracket", np.int64), start_epoch=column("start_epoch", np.int64),
@@ -342,13 +344,8 @@ def _hparams_from_records(records: Sequence[Mapping[str, Any]],
 
 
 class TrialLog:
-  """Collects one bucket's trials as a strategy opens and closes them.
-
-  Args:
-    names: the traced hyperparameters' names.
-    budget: epochs of a full run.
-    round_index: the round.
-  """
+  """Collects one bucket's trials as a strategy opens and closes them; ``names``
+  are the traced hyperparameters, ``budget`` the epochs of a full run."""
 
   def __init__(self, names: list[str], budget: int, round_index: int = 0):
     self.names = names

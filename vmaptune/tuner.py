@@ -96,9 +96,11 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   run_dir, restored = (None, None) if out is None else rundir.open_run(
       out, rundir.snapshot(engine.described_settings(), space, engine.model_name,
                            engine.parameters, data), resume=resume, copy_files=copy_files)
-  if verbose and is_first_process() and restored is not None:
-    print(f"resuming {out}: {len(restored.summary['rounds'])} of {settings.rounds} rounds "
-          "restored from its records", flush=True)
+  def announce(done: list[RoundResult]) -> None:
+    if verbose and is_first_process():
+      print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
+            "records", flush=True)
+
   listener = None if sink is None else progress_events.Reporter(sink)
   callbacks = [] if listener is None else [listener.round_end]  # First: clears a live line.
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
@@ -107,4 +109,4 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     callbacks.append(on_round)
   return run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
                     pieces=None if sink is None else progress_events.pieces_for(sink),
-                    callbacks=callbacks)
+                    callbacks=callbacks, on_restored=announce)

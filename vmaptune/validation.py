@@ -82,6 +82,16 @@ def real_number(name: str, value: Any, low: float, high: float, *, low_open: boo
   return float(value)
 
 
+def greater_than(name: str, value: Any, bound: float, *, what: str = "a number",
+                 error: type[Exception] = SettingsError) -> float:
+  """``value`` as a float, if it is a finite number above ``bound``."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, float, np.integer, np.floating)) or not math.isfinite(value) \
+      or not value > bound:
+    raise error(f"{name}={value!r}; expected {what} > {bound:g}")
+  return float(value)
+
+
 def fraction(name: str, value: Any, *, low_open: bool = False, high_open: bool = False,
              error: type[Exception] = SettingsError) -> float:
   """:func:`real_number` in ``[0, 1]`` (ends excluded as asked), called a fraction."""

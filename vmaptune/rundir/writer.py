@@ -54,6 +54,12 @@ class RunDirectory:
     if self.writes:
       write_json(self.file(SUMMARY_FILE), summary)
 
+  def write_config(self, config: dict[str, Any] | None) -> None:
+    """Rewrites ``config.json`` (a resumed run's, when ``rounds``, the environment or
+    the format changed; ``None``: nothing to write)."""
+    if self.writes and config is not None:
+      write_json(self.file(CONFIG_FILE), config)
+
   def write_params(self, params: Any) -> None:
     """Writes a parameter pytree (no lane axis) as ``flax.serialization`` msgpack."""
     if self.writes:
@@ -68,11 +74,15 @@ class Restored:
     summary: ``summary.json``; its ``rounds`` are the completed rounds.
     records: the completed rounds' records, in file order.
     params: ``best_params.msgpack``'s bytes when the summary holds a final fit.
+    config: the ``config.json`` to write once the rounds are restored (``None``
+      when the stored one is the same: only ``rounds``, the environment or the
+      format may differ).
   """
 
   summary: dict[str, Any]
   records: list[dict[str, Any]]
   params: bytes | None
+  config: dict[str, Any] | None = None
 
   def round_records(self, index: int) -> list[dict[str, Any]]:
     return [r for r in self.records if r["round"] == index]
@@ -123,14 +133,14 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
   if os.path.exists(files[TRIALS_FILE]) and os.path.getsize(files[TRIALS_FILE]) > end:
     os.truncate(files[TRIALS_FILE], end)  # The round in progress when the run stopped.
   _warn_if_moved(path, stored["environment"], config["environment"])
-  if stored != config:  # Only `rounds`, the format or the environment changed.
-    write_json(files[CONFIG_FILE], config)
   params_path = os.path.join(path, PARAMS_FILE)
   params = None
   if summary.get("final_fit") and os.path.exists(params_path):
     with open(params_path, "rb") as f:
       params = f.read()
-  return {"summary": summary, "records": records, "params": params}
+  # Only `rounds`, the format or the environment may differ: written once restored.
+  return {"summary": summary, "records": records, "params": params,
+          "config": None if stored == config else config}
 
 
 def _warn_if_moved(path: str, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
@@ -169,5 +179,5 @@ def open_run(path: str | os.PathLike, config: dict[str, Any], *, resume: bool = 
   state = json.loads(share_from_first_process(json.dumps(state).encode() if first else None))
   if state is not None:
     params = share_from_first_process(params if first else None) or None
-    state = Restored(state["summary"], state["records"], params)
+    state = Restored(state["summary"], state["records"], params, state["config"])
   return RunDirectory(path), state

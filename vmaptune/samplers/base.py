@@ -55,6 +55,11 @@ class Sampler:
     """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy``
     (called before anything compiles)."""
 
+  def fewest_configurations(self, space: Space, population: int) -> int:
+    """The fewest configurations a bucket can get (a strategy must run with that
+    many): by default the equal share of :meth:`buckets` over every combination."""
+    return math.ceil(population / len(space.combinations()))
+
   def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
     """Population sizes a bucket's lane count is rounded up to (so buckets of
     varying sizes share compiled programs), or ``None`` (sizes are fixed)."""

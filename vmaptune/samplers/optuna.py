@@ -16,10 +16,10 @@ outcome with vmaptune's figures as user attributes (``vmaptune_round``,
 * diverged: ``PRUNED`` (TPE counts it among the bad trials) or ``FAIL``
   (``diverged="fail"``; samplers ignore it).
 
-Structural parameters are asked like the others; the round's trials are then
-grouped by their structural values, each group training in its bucket's
-population, padded up to a power of two of lanes so a bucket compiles a few
-programs over a whole study. Optuna is an optional dependency:
+Structural parameters are asked like the others; each bucket then trains the
+configurations the study put in it, padded up to a power of two of lanes so a
+bucket compiles a few programs over a whole study (with the random strategy
+only: the study decides how many configurations a bucket gets). Optuna is an optional dependency:
 ``pip install 'vmaptune[optuna]'``.
 """
 
@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from vmaptune.discrete import Choice, IntUniform
@@ -46,8 +47,8 @@ LANE_ATTR = "vmaptune_lane"
 INSTALL = ("the Optuna sampler needs Optuna, an optional dependency: "
            "pip install 'vmaptune[optuna]' (or pip install 'optuna>=3.0')")
 # Optuna samplers by name, each built with the run's seed.
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
-            "qmc": "QMCSampler", "gp": "GPSampler"}
+OPTUNA_SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+                   "qmc": "QMCSampler", "gp": "GPSampler"}
 # Values Optuna's storages hold as categorical choices.
 _CATEGORICAL_TYPES = (type(None), bool, int, float, str)
 
@@ -97,29 +98,34 @@ class Optuna(Sampler):
 
   Attributes:
     study: a single-objective study with ``direction="maximize"``, updated in
-      place; ``None`` creates an in-memory one with ``sampler`` at the start
-      of the run.
+      place and continued by every run given it; ``None`` (the default)
+      creates a new in-memory study at the start of each run.
     sampler: the Optuna sampler of a study created here, by name
-      (:data:`SAMPLERS`), seeded with the run's seed.
+      (:data:`OPTUNA_SAMPLERS`; ``None``: ``"tpe"``), seeded with the run's seed.
     diverged: the state a diverged trial is told: ``"pruned"`` or ``"fail"``.
 
-  After a run, ``numbers[r][i]`` is the Optuna trial number of the ``i``-th
-  configuration of round ``r`` (in the order of its records).
+  During and after a run, :attr:`active_study` is the study in use and
+  ``numbers[r][i]`` the Optuna trial number of the ``i``-th configuration of
+  round ``r`` (in the order of its records).
   """
 
   study: Any = dataclasses.field(default=None, repr=False)
-  sampler: str = "tpe"
+  sampler: str | None = None
   diverged: str = "pruned"
   name = "optuna"
 
   def check(self, space: Space, strategy: Any) -> None:
     optuna = import_optuna()
     one_of("diverged", self.diverged, ("pruned", "fail"), error=ValueError)
-    one_of("sampler", self.sampler, SAMPLERS, error=ValueError)
     study = self.study
     if study is not None and not isinstance(study, optuna.Study):
       raise ValueError(f"study={study!r}; expected an optuna.Study "
                        "(optuna.create_study(direction='maximize'))")
+    if study is not None and self.sampler is not None:
+      raise ValueError(f"sampler={self.sampler!r} with a study: the study brings its own "
+                       "sampler; give one or the other")
+    if self.sampler is not None:
+      one_of("sampler", self.sampler, OPTUNA_SAMPLERS, error=ValueError)
     if study is not None and (len(study.directions) != 1
                               or study.direction != optuna.study.StudyDirection.MAXIMIZE):
       directions = [d.name.lower() for d in study.directions]
@@ -127,10 +133,17 @@ class Optuna(Sampler):
                        "each trial is told its validation accuracy "
                        "(optuna.create_study(direction='maximize'))")
     distributions(space)
-    if space.structural_names and getattr(strategy, "name", "") == "hyperband":
-      raise ValueError("the Optuna sampler proposes a round's structural values at once, "
-                       "but Hyperband draws each bracket apart; use strategy 'random', "
-                       "'halving' or 'pbt' with structural parameters")
+    if space.structural_names and getattr(strategy, "name", "random") != "random":
+      raise ValueError("the Optuna sampler chooses how many configurations each combination "
+                       "of structural values gets, so a strategy that stops or copies lanes "
+                       "could be left with one; use strategy 'random' with structural "
+                       "parameters")
+    if jax.process_count() > 1:
+      raise ValueError("the Optuna sampler asks and tells its study from one process; run "
+                       "it in a single process")
+
+  def fewest_configurations(self, space: Space, population: int) -> int:
+    return 1 if space.structural_names else population  # The study splits the buckets.
 
   def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
     if not space.structural_names:
@@ -141,17 +154,20 @@ class Optuna(Sampler):
   def start(self, space: Space, seed: int) -> None:
     super().start(space, seed)
     optuna = import_optuna()
-    if self.study is None:
-      self.study = optuna.create_study(
-          direction="maximize", sampler=getattr(optuna.samplers, SAMPLERS[self.sampler])(seed=seed))
+    sampler = getattr(optuna.samplers, OPTUNA_SAMPLERS[self.sampler or "tpe"])
+    self.active_study = self.study or optuna.create_study(direction="maximize",
+                                                          sampler=sampler(seed=seed))
     self._distributions = distributions(space)
     self._asked: dict[tuple, list] = {}  # (round, bucket values, stream) -> asked trials.
     self._grouped: dict[int, dict[tuple, list]] = {}  # Structural asks, by round.
     self.numbers: list[np.ndarray] = []
 
   def describe(self) -> str:
-    sampler = (type(self.study.sampler).__name__ if self.study is not None
-               else SAMPLERS[self.sampler])
+    if self.study is None:
+      sampler = self.sampler or "tpe"
+    else:  # A study's own sampler, by name where it has one.
+      kind = type(self.study.sampler).__name__
+      sampler = next((name for name, cls in OPTUNA_SAMPLERS.items() if cls == kind), kind)
     return f"optuna(sampler={sampler!r}, diverged={self.diverged!r})"
 
   def _key(self, values: dict[str, Any]) -> tuple:
@@ -164,7 +180,7 @@ class Optuna(Sampler):
     if round_index not in self._grouped:  # Asked once, even if the round runs again.
       groups: dict[tuple, list] = {}
       for _ in range(population):
-        trial = self.study.ask(self._distributions)
+        trial = self.active_study.ask(self._distributions)
         groups.setdefault(tuple(trial.params[n] for n in names), []).append(trial)
       self._grouped[round_index] = groups
     return [(dict(zip(names, key, strict=True)), len(trials))
@@ -175,7 +191,7 @@ class Optuna(Sampler):
     key = (round_index, self._key(bucket.values), stream)
     if key not in self._asked:
       self._asked[key] = (self._grouped[round_index][key[1]] if self.space.structural_names
-                          else [self.study.ask(self._distributions) for _ in range(count)])
+                          else [self.active_study.ask(self._distributions) for _ in range(count)])
     trials = self._asked[key]
     assert len(trials) == count, (len(trials), count)
     return {name: np.array([t.params[name] for t in trials], np.float32)
@@ -214,12 +230,12 @@ class Optuna(Sampler):
                             [finite_or_none(v) for v in trials.seed_accuracy[row]])
       status = trials.status[row]
       if status == DIVERGED:
-        self.study.tell(trial, state=getattr(optuna.trial.TrialState, self.diverged.upper()))
+        self.active_study.tell(trial, state=getattr(optuna.trial.TrialState, self.diverged.upper()))
       elif status == FINISHED:
-        self.study.tell(trial, float(trials.val_accuracy[row]))
+        self.active_study.tell(trial, float(trials.val_accuracy[row]))
       else:  # Stopped early by the strategy: a pruned trial, with the score it reached.
         trial.report(float(trials.val_accuracy[row]), int(trials.reached[row]))
-        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self.active_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     self.numbers.append(np.array([t.number for t in asked]))
     for key in [key for key in self._asked if key[0] == round_index]:
       del self._asked[key]
@@ -227,10 +243,19 @@ class Optuna(Sampler):
     # Nothing is narrowed (the study adapts itself); the round's best trial is marked kept.
     return Told(rank(trials)[:1], self.space)
 
+  def _inside(self, params: dict[str, Any]) -> dict[str, Any]:
+    """Recorded values inside their distributions: a float32 record of a bound
+    (``float32(0.1)``) can lie an ulp past it."""
+    dists = import_optuna().distributions
+    return {name: (min(max(value, dist.low), dist.high)
+                   if isinstance(dist, dists.FloatDistribution) else value)
+            for name, (value, dist) in
+            ((n, (v, self._distributions[n])) for n, v in params.items())}
+
   def _restored(self, trials: TrialTable, rows: np.ndarray, round_index: int) -> list:
     """The study's trials of a restored round: those it holds, or added from the records."""
     optuna = import_optuna()
-    held = [t for t in self.study.get_trials(deepcopy=False)
+    held = [t for t in self.active_study.get_trials(deepcopy=False)
             if t.user_attrs.get(ROUND_ATTR) == round_index]
     if len(held) == len(rows):
       return held
@@ -242,12 +267,13 @@ class Optuna(Sampler):
                else optuna.trial.TrialState.PRUNED)
       value = float(trials.val_accuracy[row])
       frozen = optuna.trial.create_trial(
-          params=trials.values(int(row), self.space), distributions=self._distributions,
+          params=self._inside(trials.values(int(row), self.space)),
+          distributions=self._distributions,
           value=value if state == optuna.trial.TrialState.COMPLETE else None,
           intermediate_values=({int(trials.reached[row]): value}
                                if state == optuna.trial.TrialState.PRUNED
                                and math.isfinite(value) else None),
           state=state, user_attrs={ROUND_ATTR: round_index, LANE_ATTR: int(trials.lane[row])})
-      self.study.add_trial(frozen)
-      added.append(self.study.trials[-1])
+      self.active_study.add_trial(frozen)
+      added.append(self.active_study.trials[-1])
     return added

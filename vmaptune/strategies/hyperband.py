@@ -32,18 +32,18 @@ class Hyperband(SuccessiveHalving):
   name = "hyperband"
 
   def brackets(self, epochs: int, population: int) -> list[tuple[int, list[int]]]:
-    """``[(lanes, rung budgets), ...]`` from the most exploratory bracket down."""
+    """``[(configurations, rung budgets), ...]`` from the most exploratory bracket down."""
     s_max = len(halving_budgets(epochs, self.eta, population, self.min_epochs)) - 1
     plan = []
     for s in range(s_max, -1, -1):
-      lanes = population if s == s_max else ladder_size(
+      count = population if s == s_max else ladder_size(
           population * (s_max + 1) / (s + 1) / self.eta ** (s_max - s))
-      plan.append((lanes, rung_budgets(epochs, self.eta, s, self.min_epochs)))
+      plan.append((count, rung_budgets(epochs, self.eta, s, self.min_epochs)))
     return plan
 
   def run(self, ctx: RoundContext, log: TrialLog) -> None:
     offset = 0
-    for bracket, (lanes, budgets) in enumerate(self.brackets(ctx.budget, ctx.configurations)):
-      halve(ctx, log, ctx.sample(lanes, stream=bracket + 1), budgets, self.eta,
+    for bracket, (count, budgets) in enumerate(self.brackets(ctx.budget, ctx.configurations)):
+      halve(ctx, log, ctx.sample(count, stream=bracket + 1), budgets, self.eta,
             bracket=bracket, lane_offset=offset)
-      offset += lanes
+      offset += count

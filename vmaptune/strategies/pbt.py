@@ -12,7 +12,7 @@ import numpy as np
 from vmaptune.ranking import order_lanes
 from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
 from vmaptune.trials import DIVERGED, EXPLOITED, TrialLog
-from vmaptune.validation import real_number, whole_number
+from vmaptune.validation import greater_than, real_number, whole_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +40,12 @@ class PopulationBasedTraining(Strategy):
                  error=ValueError)
     real_number("fraction", self.fraction, 0.0, 0.5, low_open=True, expected="a fraction in",
                 error=ValueError)
-    if isinstance(self.perturb, bool) or not isinstance(self.perturb, int | float) \
-        or not self.perturb > 1:
-      raise ValueError(f"perturb={self.perturb!r}; expected a factor > 1")
+    greater_than("perturb", self.perturb, 1, what="a factor", error=ValueError)
     real_number("resample", self.resample, 0.0, 1.0, expected="a probability in",
                 error=ValueError)
     if population < 2:
-      raise ValueError(f"population={population}; population-based training needs >= 2 lanes")
+      raise ValueError(f"population={population}; population-based training needs >= 2 "
+                       "configurations")
     if self.interval >= epochs:
       raise ValueError(f"interval={self.interval} with epochs={epochs}: no lane would ever be "
                        "exploited; use an interval shorter than the epoch budget")
