@@ -27,6 +27,9 @@ from vmaptune.trials import FINISHED, Trial, TrialTable, finite_or_none
 class RoundResult(TrialTable):
   """Every trial one round trained (the table's columns, ``[T]`` each), and the round.
 
+  Table operations (``take``, ``concat``, ``reordered``) give plain
+  :class:`~vmaptune.trials.TrialTable` s; :meth:`record` is trial ``i`` as a record.
+
   Attributes:
     index: 0-based round index.
     space: the ranges this round sampled from.
