@@ -86,23 +86,24 @@ def test_the_idx_config_without_its_variable_reads_the_digits_written_as_idx(mon
   np.testing.assert_array_equal(np.bincount(labels), np.bincount(load_digits().target))
 
 
-def _load_script(name: str):
+def _run_script(name: str, args: list[str], out) -> dict:
+  """Runs ``experiments/<name>.py``'s ``main(args + ["--out", out])`` in this process and
+  returns the results it wrote."""
   spec = importlib.util.spec_from_file_location(
       name, os.path.join(ROOT, "experiments", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = module  # Its dataclasses look themselves up there.
   spec.loader.exec_module(module)
-  return module
+  assert module.main([*args, "--out", str(out)]) == 0
+  return json.loads(out.read_text())
 
 
 @pytest.mark.slow
 def test_the_throughput_benchmark_runs_and_writes_its_results(tmp_path):
   """A smoke run (tiny sizes, no Optuna): the script must not rot between full runs."""
-  bench = _load_script("bench_throughput")
-  out = tmp_path / "bench.json"
-  assert bench.main(["--sizes", "3", "--workloads", "digits_mlp", "--methods", "vmaptune",
-                     "sequential", "--no-cache-check", "--out", str(out)]) == 0
-  report = json.loads(out.read_text())
+  report = _run_script("bench_throughput", ["--sizes", "3", "--workloads", "digits_mlp",
+                                             "--methods", "vmaptune", "sequential",
+                                             "--no-cache-check"], tmp_path / "bench.json")
   sizes = report["workloads"]["digits_mlp"]["sizes"]
   assert set(sizes) == {"3"}
   ratios = sizes["3"]["ratios"]
@@ -113,11 +114,9 @@ def test_the_throughput_benchmark_runs_and_writes_its_results(tmp_path):
 @pytest.mark.slow
 def test_the_strategies_benchmark_runs_and_writes_its_results(tmp_path):
   """A smoke run (one seed, a tiny population): the script must not rot."""
-  bench = _load_script("bench_strategies")
-  out = tmp_path / "strategies.json"
-  assert bench.main(["--problems", "digits_mlp", "--seeds", "1", "--set", "population=6",
-                     "rounds=1", "epochs=3", "--out", str(out)]) == 0
-  report = json.loads(out.read_text())
+  report = _run_script("bench_strategies", ["--problems", "digits_mlp", "--seeds", "1", "--set",
+                                             "population=6", "rounds=1", "epochs=3"],
+                        tmp_path / "strategies.json")
   summary = report["problems"]["digits_mlp"]["summary"]
   assert set(summary) == {"random", "halving", "hyperband", "pbt"}
   assert summary["halving"]["lane_epochs"]["mean"] < summary["random"]["lane_epochs"]["mean"]
