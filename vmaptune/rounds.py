@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.serialization
 import jax
 import numpy as np
 
@@ -146,8 +147,6 @@ def restore_final_fit(engine: Engine, restored: Restored,
   """The saved final fit of a resumed run, if the summary holds one for the
   chosen trial of ``rounds`` and its parameters were saved; else ``None``
   (the fit runs again when asked for)."""
-  import flax.serialization
-
   final, best = restored.summary.get("final_fit"), best_trial(rounds)
   if not final or restored.params is None or best is None or \
       (final["round"], final["trial"]) != (best.round, best.trial):
