@@ -246,11 +246,12 @@ class Optuna(Sampler):
   def _inside(self, params: dict[str, Any]) -> dict[str, Any]:
     """Recorded values inside their distributions: a float32 record of a bound
     (``float32(0.1)``) can lie an ulp past it."""
-    dists = import_optuna().distributions
-    return {name: (min(max(value, dist.low), dist.high)
-                   if isinstance(dist, dists.FloatDistribution) else value)
-            for name, (value, dist) in
-            ((n, (v, self._distributions[n])) for n, v in params.items())}
+    floats = import_optuna().distributions.FloatDistribution
+    inside = {}
+    for name, value in params.items():
+      dist = self._distributions[name]
+      inside[name] = min(max(value, dist.low), dist.high) if isinstance(dist, floats) else value
+    return inside
 
   def _restored(self, trials: TrialTable, rows: np.ndarray, round_index: int) -> list:
     """The study's trials of a restored round: those it holds, or added from the records."""
