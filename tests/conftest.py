@@ -60,7 +60,8 @@ def lr_space() -> vt.Space:
 
 
 # Settings that make a run take about a second on a 2-core CPU.
-FAST = dict(population=8, rounds=3, epochs=2, batch_size=32, seed=0)
+# The confirmation stage is off: tests of it ask for it (test_confirmation.py).
+FAST = dict(population=8, rounds=3, epochs=2, batch_size=32, seed=0, confirm="off")
 
 
 @pytest.fixture

@@ -71,7 +71,8 @@ def test_the_installed_command_runs_quietly(tmp_path):
     (["population=many"], "--set population=many: expected a whole number"),
     (["keep=0.5"], "--set keep: unknown key; settable keys are population"),
     (["sampler=narrow(keep=high)"], "sampler='narrow(keep=high)': expected name"),
-    (["sampler=bogus"], "sampler='bogus' is unknown; expected one of ['narrow', 'optuna']"),
+    (["sampler=bogus"], "sampler='bogus' is unknown; expected one of ['density', 'evolution', "
+                        "'narrow', 'optuna']"),
     (["population"], "expected key=value"),
     (["population=0"], "population=0; expected a whole number >= 1"),
 ])

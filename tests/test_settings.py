@@ -32,7 +32,8 @@ def test_settings_are_described_for_records_with_the_sampler_and_strategy_spelle
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(sampler="bogus"), r"sampler='bogus' is unknown; expected one of \['narrow', 'optuna'\]"),
+    (dict(sampler="bogus"),
+     r"sampler='bogus' is unknown; expected one of \['density', 'evolution', 'narrow', 'optuna'\]"),
     (dict(sampler="narrow(keep=2)"), r"keep=2; expected a fraction in \(0, 1\]"),
     (dict(strategy="pbt(fraction=0.9)"), r"fraction=0.9; expected a fraction in \(0, 0.5\]"),
     (dict(seeds=2, strategy="halving"), "seeds=2 needs strategy='random'"),

@@ -197,7 +197,7 @@ def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tin
   assert set(np.flatnonzero(first.status == "finished").tolist()) == set(order[:4].tolist())
   summary = result.summary()
   assert summary["programs_compiled"] == result.rounds[0].compiles > 0
-  assert summary["lane_epochs"] == 2 * 40
+  assert summary["lane_epochs"] == 2 * 40 + result.confirmation.lane_epochs
   records = vt.read_trials(tmp_path / "run")
   assert {r["status"] for r in records} == {"finished", "halved"}
   assert all(r["epochs"] == (6 if r["status"] == "finished" else 2) for r in records)
@@ -299,7 +299,7 @@ def test_tune_with_seeds_ranks_configurations_by_their_mean_and_records_the_spre
     small_data, tiny_mlp, lr_space, tmp_path):
   with CompileCounter() as compiled:
     result = vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=2, epochs=2,
-                     batch_size=32, seeds=SEEDS, out=str(tmp_path / "run"))
+                     batch_size=32, seeds=SEEDS, confirm="off", out=str(tmp_path / "run"))
   first, second = result.rounds
   assert second.compiles == 0 and compiled.compiles == first.compiles
   assert first.seed_accuracy.shape == (4, SEEDS) and first.seeds == SEEDS

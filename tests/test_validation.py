@@ -60,7 +60,8 @@ def test_specs_read_and_write_names_with_settings():
   assert from_spec(to_spec(narrow), registry, "sampler", "narrow") == narrow
   with pytest.raises(ValueError, match=r"sampler 'narrow' has no setting \['eta'\]"):
     from_spec("narrow(eta=3)", registry, "sampler", "narrow")
-  with pytest.raises(ValueError, match=r"sampler=3; expected one of \['narrow', 'optuna'\]"):
+  with pytest.raises(ValueError, match=r"sampler=3; expected one of \['density', 'evolution', "
+                                       r"'narrow', 'optuna'\]"):
     from_spec(3, registry, "sampler", "narrow")
 
 

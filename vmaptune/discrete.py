@@ -135,6 +135,20 @@ class IntUniform(Distribution):
       moved = int(np.clip(round(value) + direction, self.low, self.high))
     return float(moved)
 
+  def to_unit(self, values: np.ndarray) -> np.ndarray:
+    """Each integer at the centre of its cell ``[k - 1/2, k + 1/2]`` (see the
+    class docstring), as a position in ``[0, 1]``."""
+    if self.structural:
+      return super().to_unit(values)
+    lo, hi = self._cells()
+    return np.clip((self._to_scale(values) - lo) / (hi - lo), 0.0, 1.0)
+
+  def from_unit(self, unit: np.ndarray) -> np.ndarray:
+    if self.structural:
+      return super().from_unit(unit)
+    lo, hi = self._cells()
+    return self._rounded(lo + np.clip(unit, 0.0, 1.0) * (hi - lo)).astype(np.float32)
+
   def options(self) -> tuple:
     if not self.structural:
       return super().options()

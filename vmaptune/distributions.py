@@ -54,6 +54,16 @@ class Distribution:
     """``value`` moved one step (population-based training's explore move)."""
     raise TypeError(f"{type(self).__name__} values cannot be perturbed")
 
+  def to_unit(self, values: np.ndarray) -> np.ndarray:
+    """A traced parameter's values ``[N]`` as positions in ``[0, 1]`` of its
+    range, in its own scale (float64 ``[N]``): where model-based samplers work."""
+    raise TypeError(f"{type(self).__name__} is structural; it has no unit scale")
+
+  def from_unit(self, unit: np.ndarray) -> np.ndarray:
+    """Positions ``[N]`` in ``[0, 1]`` (clipped) as values: float32 ``[N]``
+    inside the range (whole numbers for an integer); inverts :meth:`to_unit`."""
+    raise TypeError(f"{type(self).__name__} is structural; it has no unit scale")
+
   def options(self) -> tuple:
     """Every value a structural parameter can take, in order."""
     raise TypeError(f"{type(self).__name__} is not structural; it has no finite options")
@@ -157,6 +167,15 @@ class Continuous(Distribution):
     step = math.log(factor) if self.scale_name == "log" else (factor - 1) * (hi - lo)
     moved = float(self.from_scale(np.array([x + step * rng.choice((-1.0, 1.0))]))[0])
     return min(max(moved, self.low), self.high)
+
+  def to_unit(self, values: np.ndarray) -> np.ndarray:
+    lo, hi = self.to_scale(np.array([self.low, self.high]))
+    return np.clip((self.to_scale(values) - lo) / (hi - lo), 0.0, 1.0)
+
+  def from_unit(self, unit: np.ndarray) -> np.ndarray:
+    lo, hi = self.to_scale(np.array([self.low, self.high]))
+    values = self.from_scale(lo + np.clip(unit, 0.0, 1.0) * (hi - lo))
+    return np.clip(values, self.low, self.high).astype(np.float32)
 
   def width(self) -> float:
     """Width of the range in this distribution's own scale."""

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import IO, Any
 
+from vmaptune.confirmation import describe as describe_confirmation
 from vmaptune.distributions import describe_values
 from vmaptune.importance import Importance, format_value, importance
 from vmaptune.ranking import rank
@@ -53,6 +54,8 @@ def describe_run(run: Run, top: int = 10) -> str:
                                         or math.isnan(test) else f"{test:.4f}")
       scores += f"\n  best parameters: {os.path.join(run.path, PARAMS_FILE)}"
     lines.append(scores)
+    if run.summary.get("confirmation"):
+      lines.append(describe_confirmation(run.summary["confirmation"]))
   best = run.top(top) if run.records else []
   if best:
     lines.append(f"top {len(best)} of {len(run.records)} trials:")
@@ -117,6 +120,8 @@ class Report:
                    f"{chosen['val_accuracy']:.4f}"
                    + (f", test accuracy {final['test_accuracy']:.4f}"
                       if final and final.get("test_accuracy") is not None else ""))
+      if run.summary.get("confirmation"):
+        lines.append(describe_confirmation(run.summary["confirmation"]))
     lines += ["", "top trials (full budget first, then validation accuracy):", self.table, "",
               "importance (spread of mean val accuracy over groups of a parameter's "
               "first-round values):"]

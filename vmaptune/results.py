@@ -248,13 +248,17 @@ class TuneResult:
     settings: the run's settings (population, epochs, ...), JSON-ready.
     wall_s: wall time of the search.
     out_dir: the run directory, or ``None`` when records were not written.
+    confirmation: the :class:`vmaptune.confirmation.Confirmation` that chose
+      the configuration, or ``None`` (turned off, or before it ran).
   """
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
                wall_s: float, out_dir: str | None,
                refit: Callable[[TuneResult], FinalFit] | None, final: FinalFit | None = None,
-               on_final_fit: Callable[[TuneResult], None] | None = None):
+               on_final_fit: Callable[[TuneResult], None] | None = None,
+               confirmation: Any = None):
     self.rounds = rounds
+    self.confirmation = confirmation
     self.space = space
     self.settings = settings
     self.wall_s = wall_s
@@ -265,7 +269,10 @@ class TuneResult:
 
   @property
   def best(self) -> Trial | None:
-    """The chosen trial: the best of all rounds (see :func:`best_trial`)."""
+    """The chosen trial: the confirmation's choice, or without one the best of
+    all rounds (see :func:`best_trial`)."""
+    if self.confirmation is not None:
+      return self.confirmation.trial
     return best_trial(self.rounds)
 
   @property
@@ -316,12 +323,20 @@ class TuneResult:
         "final_fit": None if self._final is None else self._final.summary(),
         "settings": self.settings, "space": self.space.to_dict(),
         "rounds": [r.summary() for r in self.rounds],
+        "confirmation": None if self.confirmation is None else self.confirmation.summary(),
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         # XLA programs compiled (or loaded from the cache) over the whole search:
         # one set per population size a strategy used, reused by later rounds.
         "programs_compiled": sum(r.compiles for r in self.rounds),
-        "lane_epochs": sum(r.lane_epochs for r in self.rounds),
+        # The rounds' and the confirmation's.
+        "lane_epochs": self.lane_epochs,
     }
+
+  @property
+  def lane_epochs(self) -> int:
+    """Epochs trained, summed over every lane of the rounds and the confirmation."""
+    return sum(r.lane_epochs for r in self.rounds) + (
+        0 if self.confirmation is None else self.confirmation.lane_epochs)
 
   def describe(self) -> str:
     """The chosen configuration, its validation and (after the final fit) test
@@ -337,8 +352,11 @@ class TuneResult:
       lines += [f"  lineage: epochs {a}-{b}: {config(h)}" for a, b, h in schedule]
     lines.append(f"  val accuracy  {best.val_accuracy:.4f} (search)")
     if self._final is not None:
-      test = self._final.test_accuracy
       lines[-1] += f"  {self._final.val_accuracy:.4f} (refit alone)"
+    if self.confirmation is not None:
+      lines.append(self.confirmation.describe())
+    if self._final is not None:
+      test = self._final.test_accuracy
       lines.append("  test accuracy " + ("n/a (empty test split)" if math.isnan(test)
                                          else f"{test:.4f} (test split read once)"))
     lines.append(f"  search wall time {self.wall_s:.1f}s, of which compiling "

@@ -23,6 +23,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from vmaptune import confirmation as confirmation_stage
 from vmaptune.chunks import is_out_of_memory
 from vmaptune.compilation import CompileCounter
 from vmaptune.distributions import LogUniform
@@ -142,12 +143,12 @@ def restore_rounds(engine: Engine, restored: Restored) -> list[RoundResult]:
   return rounds
 
 
-def restore_final_fit(engine: Engine, restored: Restored,
-                      rounds: list[RoundResult]) -> FinalFit | None:
+def restore_final_fit(engine: Engine, restored: Restored, rounds: list[RoundResult],
+                      best: Any) -> FinalFit | None:
   """The saved final fit of a resumed run, if the summary holds one for the
-  chosen trial of ``rounds`` and its parameters were saved; else ``None``
-  (the fit runs again when asked for)."""
-  final, best = restored.summary.get("final_fit"), best_trial(rounds)
+  chosen trial ``best`` of ``rounds`` and its parameters were saved; else
+  ``None`` (the fit runs again when asked for)."""
+  final = restored.summary.get("final_fit")
   if not final or restored.params is None or best is None or \
       (final["round"], final["trial"]) != (best.round, best.trial):
     return None
@@ -185,6 +186,7 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
                pieces: Pieces | None = None,
                callbacks: Sequence[Callable[[RoundResult], None]] = (),
                on_restored: Callable[[list[RoundResult]], None] | None = None,
+               on_confirmed: Callable[[Any], None] | None = None,
                first_round: int = 0, result_type: type[TuneResult] = TuneResult) -> TuneResult:
   """Runs (or resumes) a search: every round, each recorded as it completes.
 
@@ -196,6 +198,8 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
     pieces: how training is cut into reported pieces (with a listener).
     callbacks: called with each round as it completes (not restored ones).
     on_restored: called with the restored rounds once they are checked.
+    on_confirmed: called with the :class:`vmaptune.confirmation.Confirmation`
+      once it ran (not with one restored).
     first_round: the index of the first round (its keys), for a search that
       continues an earlier one without a run directory.
     result_type: the :class:`TuneResult` (sub)class returned.
@@ -215,18 +219,28 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
       run_dir.write_params(result.final.params)  # Before the summary that points to it.
       run_dir.write_summary(result.summary())
 
-  def tune_result(rounds: list[RoundResult], final: FinalFit | None = None) -> TuneResult:
+  def tune_result(rounds: list[RoundResult], final: FinalFit | None = None,
+                  confirmed: Any = None) -> TuneResult:
     return result_type(rounds, engine.space, record, time.perf_counter() - start,
                        None if run_dir is None else run_dir.path,
                        lambda result: engine.refit(result.best, result.schedule(result.best)),
-                       final, on_final_fit=on_final_fit)
+                       final, on_final_fit=on_final_fit, confirmation=confirmed)
 
+  def schedule(trial: Any) -> list:
+    return next(r for r in done if r.index == trial.round).schedule(trial.trial)
+
+  size = settings.confirm_size()
   done: list[RoundResult] = []
-  final = None
+  final = confirmed = None
   start = time.perf_counter()
   if restored is not None:  # Resuming: the rounds already completed, as they ran.
     done = restore_rounds(engine, restored)
-    final = restore_final_fit(engine, restored, done)
+    if size is not None and len(done) == settings.rounds:
+      confirmed = confirmation_stage.restore(restored.summary.get("confirmation"), done,
+                                             *size, settings.epochs)
+    if size is None or confirmed is not None:
+      final = restore_final_fit(engine, restored, done,
+                                best_trial(done) if confirmed is None else confirmed.trial)
     start -= restored.summary.get("wall_s", 0.0)
     run_dir.write_config(restored.config)  # Only now that the records were checked.
     if on_restored is not None:
@@ -261,6 +275,15 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
       run_dir.write_summary(tuned.summary())
     for callback in callbacks:
       callback(result)
+  if size is not None and confirmed is None and done:
+    confirmed = confirmation_stage.confirm(engine, done, *size, schedule)
+    tuned = tune_result(list(done), confirmed=confirmed)
+    if run_dir is not None:
+      run_dir.write_summary(tuned.summary())
+    if on_confirmed is not None and confirmed is not None:
+      on_confirmed(confirmed)
+  elif confirmed is not None:  # A finished run, resumed: its confirmation restored.
+    tuned = tune_result(list(done), final, confirmed)
   if listener is not None:
     listener.run_end(tuned)
   return tuned

@@ -50,6 +50,11 @@ class Settings:
       with, side by side in the same population (``population * seeds``
       lanes); configurations are ranked by their mean validation accuracy
       (``strategy="random"`` only).
+    confirm: the confirmation stage after the last round (see
+      :mod:`vmaptune.confirmation`): ``"KxS"`` retrains the search's top ``K``
+      configurations with ``S`` fresh seeds each and chooses by the mean;
+      ``"auto"`` (the default) takes a quarter of ``population`` in lanes,
+      4 seeds each (:meth:`confirm_size`); ``"off"`` keeps the search's best.
     max_lanes_per_chunk: at most this many lanes trained together per device
       (default: automatic: cache-sized chunks on CPU, and on GPUs/TPUs as few
       chunks as fit the device's free memory).
@@ -69,6 +74,7 @@ class Settings:
   sampler: Any = "narrow"
   strategy: Any = "random"
   seeds: int = 1
+  confirm: Any = "auto"
   max_lanes_per_chunk: int | None = None
   memory_budget_bytes: int | None = None
 
@@ -85,6 +91,34 @@ class Settings:
               "sampler='narrow(keep=0.2, margin=0.1)'" if moved else "")
       raise SettingsError(f"unknown settings {unknown}; expected some of {known}{hint}")
     return cls(**values, **fixed)
+
+  def confirm_size(self) -> tuple[int, int] | None:
+    """``(configurations, seeds)`` the confirmation stage trains, or ``None`` (off).
+
+    ``"auto"``: a quarter of the population in lanes (at least 2), 4 seeds
+    per configuration where that leaves at least one.
+
+    >>> [Settings(population=p).confirm_size() for p in (256, 64, 8)]
+    [(16, 4), (4, 4), (1, 2)]
+    >>> Settings(confirm="8x3").confirm_size(), Settings(confirm="off").confirm_size()
+    ((8, 3), None)
+
+    Raises:
+      SettingsError: ``confirm`` is none of these.
+    """
+    value = self.confirm
+    if value in ("off", None, False):
+      return None
+    if value == "auto":
+      lanes = max(2, self.population // 4)
+      seeds = min(4, lanes)
+      return lanes // seeds, seeds
+    parts = value.lower().split("x") if isinstance(value, str) else []
+    if len(parts) == 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts):
+      return int(parts[0]), int(parts[1])
+    raise SettingsError(f"confirm={value!r}; expected 'auto', 'off', or 'KxS' with whole "
+                        "numbers K, S >= 1 (retrain the top K configurations with S seeds "
+                        "each), e.g. '16x4'")
 
   def parsed_strategy(self) -> strategies.Strategy:
     try:
@@ -118,6 +152,7 @@ class Settings:
     whole_number("eval_batch_size", self.eval_batch_size, 1)
     whole_number("seed", self.seed, 0, 2**32 - 1)
     whole_number("seeds", self.seeds, 1)
+    self.confirm_size()
     optional_whole_number("max_lanes_per_chunk", self.max_lanes_per_chunk, 1)
     optional_whole_number("memory_budget_bytes", self.memory_budget_bytes, 1)
     one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)

@@ -147,6 +147,32 @@ class Space(Mapping[str, Distribution]):
     return Space({name: dist.narrowed(kept[name], margin, bounds[name])
                   for name, dist in self._params.items()})
 
+  def to_unit(self, hparams: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The traced parameters' values as points of the unit cube, each axis a
+    parameter's range in its own scale (see ``Distribution.to_unit``).
+
+    Args:
+      hparams: ``{name: [N]}`` for (at least) every traced parameter.
+
+    Returns:
+      float64 ``[N, D]``, D the traced parameters in the space's order.
+    """
+    traced = self.traced()
+    return np.stack([dist.to_unit(np.asarray(hparams[name], np.float64))
+                     for name, dist in traced.items()], axis=-1)
+
+  def from_unit(self, unit: np.ndarray) -> dict[str, np.ndarray]:
+    """Points ``[N, D]`` of the unit cube (clipped) as ``{name: float32 [N]}``
+    of the traced parameters: the inverse of :meth:`to_unit`.
+
+    >>> space = Space(lr=LogUniform(1e-4, 1.0), layers=IntUniform(1, 4))
+    >>> {k: v.tolist() for k, v in space.from_unit(np.array([[0.5, 0.0]])).items()}
+    {'lr': [0.009999999776482582], 'layers': [1.0]}
+    """
+    unit = np.asarray(unit, np.float64)
+    return {name: dist.from_unit(unit[:, d])
+            for d, (name, dist) in enumerate(self.traced().items())}
+
   def describe(self, indent: str = "    ") -> str:
     """One line per parameter: name, range (or values) and scale."""
     width = max(len(name) for name in self._params)

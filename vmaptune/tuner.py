@@ -69,7 +69,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     **settings: any field of :class:`vmaptune.settings.Settings`:
       ``population`` (256), ``rounds`` (4), ``epochs`` (5), ``batch_size``
       (64), ``seed`` (0), ``sampler`` ("narrow"), ``strategy`` ("random"),
-      ``seeds`` (1), ``optimizer`` ("adamw"), ``schedule`` ("auto"),
+      ``seeds`` (1), ``confirm`` ("auto"), ``optimizer`` ("adamw"), ``schedule`` ("auto"),
       ``eval_batch_size`` (1024), ``matmul_precision`` ("default"),
       ``max_lanes_per_chunk`` and ``memory_budget_bytes`` (None: automatic).
 
@@ -109,4 +109,6 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     callbacks.append(on_round)
   return run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
                     pieces=None if sink is None else progress_events.pieces_for(sink),
-                    callbacks=callbacks, on_restored=announce)
+                    callbacks=callbacks, on_restored=announce,
+                    on_confirmed=(lambda c: print(c.describe(), flush=True))
+                    if verbose and is_first_process() else None)

@@ -20,8 +20,9 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "best_params.msgpack"
 FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1 had keep and margin).
-# Config entries that may change between a run and its resumption.
-MAY_CHANGE = ("settings.rounds",)
+# Config entries that may change between a run and its resumption (the
+# confirmation follows the last round; a changed one runs again).
+MAY_CHANGE = ("settings.rounds", "settings.confirm")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> str:
@@ -85,7 +86,8 @@ def snapshot(settings: Mapping[str, Any], space: Space, model: str,
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   """``config.json`` in the current format: format 1 (no ``format`` 2) named
-  the narrowing settings ``keep`` and ``margin``, now the narrow sampler's."""
+  the narrowing settings ``keep`` and ``margin``, now the narrow sampler's,
+  and had no confirmation stage (``confirm="off"``)."""
   settings = config.get("settings", {})
   if config.get("format", 1) >= 2 or "keep" not in settings:
     return config
@@ -96,6 +98,7 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     if key == "strategy":
       upgraded["sampler"] = f"narrow(keep={keep!r}, margin={margin!r})"
     upgraded[key] = value
+  upgraded.setdefault("confirm", "off")
   return {**config, "format": 2, "settings": upgraded}
 
 

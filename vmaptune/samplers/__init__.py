@@ -2,6 +2,11 @@
 
 * :class:`Narrow` (``"narrow"``, the default): the classic recipe; random
   search whose ranges narrow around the best trials, round by round.
+* :class:`Density` (``"density"``): a sampler of the TPE family that proposes
+  a whole round at once from good and bad densities of every trial so far,
+  kept diverse, with a share of exploration.
+* :class:`Evolution` (``"evolution"``): CMA-ES (evosax's, an optional
+  dependency) whose generation is the round.
 * :class:`Optuna` (``"optuna"``, or ``Optuna(study)``): an Optuna study's
   sampler (TPE by default) proposes the configurations (needs the
   ``optuna`` extra).
@@ -19,11 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 from vmaptune.samplers.base import Sampler, Told
+from vmaptune.samplers.density import Density
+from vmaptune.samplers.evolution import Evolution
 from vmaptune.samplers.narrow import Narrow
 from vmaptune.samplers.optuna import Optuna
 from vmaptune.validation import from_spec
 
-SAMPLERS: dict[str, type[Sampler]] = {cls.name: cls for cls in (Narrow, Optuna)}
+SAMPLERS: dict[str, type[Sampler]] = {cls.name: cls for cls in (Narrow, Density, Evolution,
+                                                                Optuna)}
 
 
 def parse(spec: Any) -> Sampler:
@@ -40,4 +48,4 @@ def parse(spec: Any) -> Sampler:
   return from_spec(spec, SAMPLERS, "sampler", "narrow(keep=0.2)")
 
 
-__all__ = ["SAMPLERS", "Narrow", "Optuna", "Sampler", "Told", "parse"]
+__all__ = ["SAMPLERS", "Density", "Evolution", "Narrow", "Optuna", "Sampler", "Told", "parse"]

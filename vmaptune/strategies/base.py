@@ -79,16 +79,23 @@ class RoundContext:
   def evaluate(self, lanes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validation accuracy, loss and divergence ``[count]`` of the real lanes
     (NaN scores where a lane diverged)."""
-    scores = self.pop.evaluate(lanes.state.params)
-    accuracy, loss, diverged = to_host((scores.accuracy, scores.loss, lanes.state.diverged))
-    accuracy = accuracy.astype(np.float64)[:lanes.count]
-    loss = loss.astype(np.float64)[:lanes.count]
-    diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
-    accuracy[diverged] = np.nan
-    loss[diverged] = np.nan
+    accuracy, loss, diverged = lane_scores(self.pop, lanes)
     if self.listener is not None:
       self.listener.evaluated(accuracy, diverged)
     return accuracy, loss, diverged
+
+
+def lane_scores(pop: Any, lanes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validation accuracy, loss (float64) and divergence ``[count]`` of the real
+  lanes of ``lanes``, on the host; NaN scores where a lane diverged."""
+  scores = pop.evaluate(lanes.state.params)
+  accuracy, loss, diverged = to_host((scores.accuracy, scores.loss, lanes.state.diverged))
+  accuracy = accuracy.astype(np.float64)[:lanes.count]
+  loss = loss.astype(np.float64)[:lanes.count]
+  diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
+  accuracy[diverged] = np.nan
+  loss[diverged] = np.nan
+  return accuracy, loss, diverged
 
 
 class Strategy:

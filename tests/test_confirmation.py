@@ -1,0 +1,91 @@
+"""The confirmation stage: the search's top K configurations retrained with S
+fresh seeds each (K x S lanes), the choice made by the mean over seeds, the
+optimism recorded, kept in the run directory and restored on resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune.confirmation import Confirmation, top_candidates
+from vmaptune.keys import REPLICA
+from vmaptune.population import Population
+from vmaptune.trials import Trial
+
+
+def _trial(index: int, accuracy: float) -> Trial:
+  return Trial(round=0, trial=index, lane=index, bracket=-1, hparams={"learning_rate": 0.1},
+               start_epoch=0, epochs=2, val_accuracy=accuracy, val_loss=1 - accuracy,
+               status="finished", parent=-1, kept=False)
+
+
+def test_the_choice_is_the_best_mean_over_seeds_not_the_best_search_score():
+  confirmation = Confirmation(
+      candidates=(_trial(0, 0.95), _trial(1, 0.93), _trial(2, 0.92)),
+      seed_accuracy=np.array([[0.90, 0.86], [0.91, 0.92], [0.99, np.nan]]),
+      seed_loss=np.array([[0.3, 0.4], [0.3, 0.3], [0.1, np.nan]]), epochs=2, wall_s=1.0)
+  # Candidate 2 has the best seed but one seed diverged: never chosen.
+  assert confirmation.chosen == 1 and confirmation.trial.trial == 1
+  assert confirmation.optimism == pytest.approx(0.93 - 0.915)
+  assert confirmation.spread[1] == pytest.approx(np.std([0.91, 0.92], ddof=1))
+  assert confirmation.lane_epochs == 3 * 2 * 2
+  summary = confirmation.summary()
+  assert summary["chosen"] == 1 and summary["candidates"][2]["seed_accuracy"] == [0.99, None]
+  assert json.loads(json.dumps(summary)) == summary
+
+
+def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_choice(
+    small_data, tiny_mlp, lr_space, fast_settings, monkeypatch, tmp_path):
+  lanes = []
+  init = Population.init
+
+  def counting(self, hparams, init_key):
+    lanes.append((len(next(iter(hparams.values()))), REPLICA in hparams))
+    return init(self, hparams, init_key)
+
+  monkeypatch.setattr(Population, "init", counting)
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "3x2"},
+                   out=str(tmp_path / "run"))
+  assert lanes == [(8, False)] * 3 + [(6, True)]  # Three rounds of 8, then 3 x 2.
+  confirmation = result.confirmation
+  assert confirmation.seed_accuracy.shape == (3, 2)
+  assert confirmation.candidates == tuple(top_candidates(result.rounds, 3))
+  means = confirmation.seed_accuracy.mean(axis=1)
+  assert means[confirmation.chosen] == np.nanmax(means)
+  assert result.best == confirmation.trial
+  assert small_data.test_reads == 0  # The test split is still untouched.
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["confirmation"]["optimism"] == pytest.approx(confirmation.optimism)
+  assert summary["chosen"]["trial"] == confirmation.trial.trial
+  assert summary["lane_epochs"] == sum(r.lane_epochs for r in result.rounds) + 3 * 2 * 2
+  assert "over 2 fresh seeds" in result.describe()
+  # Resumed, the finished run restores its confirmation without training anything.
+  lanes.clear()
+  again = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "3x2"},
+                  out=str(tmp_path / "run"))
+  assert lanes == [] and again.best == result.best
+  np.testing.assert_array_equal(again.confirmation.seed_accuracy, confirmation.seed_accuracy)
+  # Asked for a different confirmation, the resumed run trains that one alone.
+  third = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "2x3"},
+                  out=str(tmp_path / "run"))
+  assert lanes == [(6, True)] and third.confirmation.seeds == 3
+
+
+def test_a_lineage_of_population_based_training_is_confirmed_as_it_was_trained(small_data,
+                                                                               tiny_mlp,
+                                                                               lr_space):
+  result = vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=4,
+                   batch_size=32, strategy="pbt(interval=2)", confirm="2x2")
+  confirmation = result.confirmation
+  assert confirmation.seed_accuracy.shape == (2, 2) and np.isfinite(confirmation.mean).any()
+  for trial in confirmation.candidates:
+    assert result.schedule(trial)[-1][1] == 4
+
+
+@pytest.mark.parametrize("value", ["3", "0x2", "many", 5, "2x"])
+def test_a_bad_confirm_setting_names_the_value(value, small_data, tiny_mlp, lr_space,
+                                               refused_before_compiling):
+  refused_before_compiling(vt.SettingsError, f"confirm={value!r}; expected 'auto', 'off'",
+                           model=tiny_mlp, data=small_data, space=lr_space, population=4,
+                           rounds=1, epochs=1, confirm=value)

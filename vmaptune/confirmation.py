@@ -1,0 +1,205 @@
+"""The confirmation stage: the search's top configurations trained again with
+fresh seeds, and the final choice made by their mean.
+
+The best of hundreds of noisy validation scores is optimistic: it selects
+luck as much as quality (and population-based training selects on the
+validation split every few epochs). So after the last round the top ``K``
+distinct configurations of the whole search (ranked as
+:mod:`vmaptune.ranking` ranks; a population-based-training trial with its
+whole lineage) train again, ``S`` seeds each: ``K x S`` lanes in one
+population per bucket, from keys no round uses. The chosen configuration is
+the one with the best mean validation accuracy over its seeds (one for which
+any seed diverged is never chosen), and its **optimism** is its search score
+minus that mean: how much the search flattered it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmaptune.keys import REPLICA, round_keys
+from vmaptune.ranking import order, rank
+from vmaptune.strategies.base import lane_scores
+from vmaptune.trials import Trial, TrialTable, finite_or_none
+
+# The round index whose keys the confirmation trains with (folded per seed):
+# no run has that many rounds, so its seeds are fresh.
+CONFIRMATION_ROUND = 2 ** 32 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+  """The top configurations retrained with ``S`` seeds each, and the choice.
+
+  Attributes:
+    candidates: the search's top ``K`` distinct trials, best first.
+    seed_accuracy, seed_loss: float64 ``[K, S]`` validation accuracy and
+      loss of each candidate's seeds (NaN where a seed diverged).
+    epochs: the epoch budget each seed trained.
+    wall_s: wall time of the stage, compilation included.
+  """
+
+  candidates: tuple[Trial, ...]
+  seed_accuracy: np.ndarray
+  seed_loss: np.ndarray
+  epochs: int
+  wall_s: float
+
+  @property
+  def seeds(self) -> int:
+    return int(self.seed_accuracy.shape[1])
+
+  @property
+  def diverged(self) -> np.ndarray:
+    """bool ``[K]``: some seed of the candidate diverged."""
+    return np.isnan(self.seed_accuracy).any(axis=1)
+
+  @property
+  def mean(self) -> np.ndarray:
+    """float64 ``[K]`` mean validation accuracy over seeds (NaN if one diverged)."""
+    return self.seed_accuracy.mean(axis=1)
+
+  @property
+  def spread(self) -> np.ndarray:
+    """float64 ``[K]`` standard deviation over seeds (0 with one seed)."""
+    return self.seed_accuracy.std(axis=1, ddof=1 if self.seeds > 1 else 0)
+
+  @property
+  def chosen(self) -> int:
+    """Index of the chosen candidate: the best mean (ties by mean loss, then
+    search rank); the search's best if every candidate diverged somewhere."""
+    ranked = order(self.mean, self.seed_loss.mean(axis=1), self.diverged)
+    return int(ranked[0]) if len(ranked) else 0
+
+  @property
+  def trial(self) -> Trial:
+    """The chosen trial."""
+    return self.candidates[self.chosen]
+
+  @property
+  def optimism(self) -> float:
+    """The chosen trial's search score minus its confirmation mean."""
+    return float(self.trial.val_accuracy - self.mean[self.chosen])
+
+  @property
+  def lane_epochs(self) -> int:
+    return self.seed_accuracy.size * self.epochs
+
+  def summary(self) -> dict[str, Any]:
+    chosen = self.chosen
+    return {
+        "configurations": len(self.candidates), "seeds": self.seeds, "chosen": chosen,
+        "search_val_accuracy": self.trial.val_accuracy,
+        "mean": finite_or_none(self.mean[chosen]), "sd": finite_or_none(self.spread[chosen]),
+        "optimism": finite_or_none(self.optimism), "lane_epochs": self.lane_epochs,
+        "wall_s": self.wall_s,
+        "candidates": [{"round": t.round, "trial": t.trial, "hparams": t.to_record()["hparams"],
+                        "search_val_accuracy": t.val_accuracy,
+                        "mean": finite_or_none(self.mean[i]),
+                        "sd": finite_or_none(self.spread[i]),
+                        "seed_accuracy": [finite_or_none(v) for v in self.seed_accuracy[i]],
+                        "seed_loss": [finite_or_none(v) for v in self.seed_loss[i]]}
+                       for i, t in enumerate(self.candidates)],
+    }
+
+  def describe(self) -> str:
+    """Two lines: the chosen configuration's confirmation and what was compared."""
+    return describe(self.summary())
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+  """Two lines from a confirmation's summary (as ``summary.json`` holds it)."""
+  number = lambda value, form: "n/a" if value is None else format(value, form)
+  optimism = summary["optimism"]
+  return (f"  confirmed     {number(summary['mean'], '.4f')} +- {number(summary['sd'], '.4f')} "
+          f"over {summary['seeds']} fresh seeds (optimism of the search score "
+          f"{number(None if optimism is None else 100 * optimism, '+.1f')} points)\n"
+          f"  chosen as the best mean of the top {summary['configurations']} configurations "
+          f"retrained ({summary['lane_epochs']} lane-epochs, {summary['wall_s']:.1f}s)")
+
+
+def top_candidates(rounds: Sequence[Any], count: int) -> list[Trial]:
+  """The best ``count`` trials of ``rounds`` that trained the full budget,
+  best first, one per distinct lineage (a copied configuration counts once)."""
+  table = TrialTable.concat(list(rounds))
+  by_index = {r.index: r for r in rounds}
+  chosen: list[Trial] = []
+  seen: set[str] = set()
+  for row in rank(table):
+    if len(chosen) == count or not table.completed[row]:
+      break
+    result = by_index[int(table.round[row])]
+    trial = result.record(int(table.trial[row]))
+    key = repr((result.structural(trial.trial), result.schedule(trial.trial)))
+    if key not in seen:
+      seen.add(key)
+      chosen.append(trial)
+  return chosen
+
+
+def confirm(engine: Any, rounds: Sequence[Any], count: int, seeds: int,
+            schedule: Callable[[Trial], list]) -> Confirmation | None:
+  """Retrains the top ``count`` configurations of ``rounds`` with ``seeds``
+  fresh seeds each (``None`` if no trial trained the full budget).
+
+  Args:
+    engine: the run's :class:`vmaptune.engine.Engine`.
+    rounds: the completed :class:`vmaptune.results.RoundResult` s.
+    count, seeds: ``K`` and ``S``.
+    schedule: a trial's ``[(first_epoch, end_epoch, hparams), ...]``.
+  """
+  start = time.perf_counter()
+  candidates = top_candidates(rounds, count)
+  if not candidates:
+    return None
+  accuracy = np.full((len(candidates), seeds), np.nan)
+  loss = np.full((len(candidates), seeds), np.nan)
+  groups: dict[tuple, list[int]] = {}
+  for i, trial in enumerate(candidates):
+    groups.setdefault(tuple(engine.buckets.find(trial.hparams).values.items()), []).append(i)
+  init_key, data_key = round_keys(engine.settings.seed, CONFIRMATION_ROUND)
+  for members in groups.values():
+    pop = engine.population(engine.buckets.find(candidates[members[0]].hparams))
+    schedules = [schedule(candidates[i]) for i in members]
+    cuts = sorted({first for s in schedules for first, _, _ in s} | {pop.epochs})
+
+    def at(epoch: int, schedules: list = schedules) -> dict[str, np.ndarray]:
+      """Every lane's hyperparameters at ``epoch``: lane ``s * k + i`` is member ``i``,
+      seed ``s``."""
+      current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
+      hparams = {name: np.tile(np.array([h[name] for h in current], np.float32), seeds)
+                 for name in current[0]}
+      hparams[REPLICA] = np.repeat(np.arange(seeds), len(schedules)).astype(np.float32)
+      return hparams
+
+    lanes = pop.init(at(0), init_key)
+    for first, end in zip(cuts, cuts[1:], strict=False):
+      if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
+        lanes = pop.select(lanes, np.arange(lanes.count), at(first))
+      lanes, _ = pop.advance(lanes, data_key, first, end - first)
+    scored, scored_loss, _ = lane_scores(pop, lanes)
+    accuracy[members] = scored.reshape(seeds, len(members)).T
+    loss[members] = scored_loss.reshape(seeds, len(members)).T
+  return Confirmation(tuple(candidates), accuracy, loss, engine.settings.epochs,
+                      time.perf_counter() - start)
+
+
+def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
+            seeds: int, epochs: int) -> Confirmation | None:
+  """The confirmation a run directory's summary holds, if it confirmed the
+  same candidates with as many seeds; else ``None`` (it runs again)."""
+  if not saved or saved.get("seeds") != seeds:
+    return None
+  candidates = top_candidates(rounds, count)
+  stored = [(c["round"], c["trial"]) for c in saved.get("candidates", [])]
+  if stored != [(t.round, t.trial) for t in candidates]:
+    return None
+  as_array = lambda key: np.array([[np.nan if v is None else v for v in c[key]]
+                                   for c in saved["candidates"]], np.float64)
+  return Confirmation(tuple(candidates), as_array("seed_accuracy"), as_array("seed_loss"),
+                      epochs, saved["wall_s"])
