@@ -25,7 +25,6 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,38 +34,18 @@ import vmaptune as vt
 from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # The shared problems, also when this file is loaded by path.
+  sys.path.insert(0, HERE)
+from problems import STRATEGY_PROBLEMS as PROBLEMS  # noqa: E402
+from problems import Problem  # noqa: E402
+
 STRATEGIES = ("random", "halving", "hyperband", "pbt")
-SPACE = vt.Space(learning_rate=vt.LogUniform(1e-4, 1e0), weight_decay=vt.LogUniform(1e-8, 1e-1))
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  name: str
-  model: Any
-  data: Callable[[int], vt.Dataset]  # seed -> dataset (the split varies with the seed)
-  settings: dict
-
-
-PROBLEMS = {
-    "digits_mlp": Problem(
-        "digits_mlp", vt.models.MLP(hidden=(128,)), lambda seed: vt.data.digits(seed=seed),
-        dict(population=256, rounds=4, epochs=20, batch_size=64)),
-    "digits_cnn": Problem(
-        "digits_cnn", vt.models.CNN(), lambda seed: vt.data.digits(seed=seed),
-        # 9 epochs: the fewest that leave successive halving (eta 3) two halvings.
-        dict(population=32, rounds=3, epochs=9, batch_size=64)),
-    "teacher_mlp": Problem(
-        "teacher_mlp", vt.models.MLP(hidden=(64, 64)),
-        lambda seed: vt.data.teacher(n=8000, features=32, hidden=32, label_noise=0.1,
-                                     seed=seed),
-        dict(population=128, rounds=3, epochs=12, batch_size=128)),
-}
 
 
 def run_one(problem: Problem, strategy: str, seed: int) -> dict:
   data = problem.data(seed)
   start = time.perf_counter()
-  result = vt.tune(problem.model, data, SPACE, strategy=strategy, seed=seed,
+  result = vt.tune(problem.model, data, problem.space, strategy=strategy, seed=seed,
                    **problem.settings)
   final = result.final_fit()
   wall = time.perf_counter() - start

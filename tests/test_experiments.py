@@ -121,3 +121,57 @@ def test_the_strategies_benchmark_runs_and_writes_its_results(tmp_path):
   assert set(summary) == {"random", "halving", "hyperband", "pbt"}
   assert summary["halving"]["lane_epochs"]["mean"] < summary["random"]["lane_epochs"]["mean"]
   assert set(report["problems"]["digits_mlp"]["targets"]) == {"halving", "pbt"}
+
+
+
+@pytest.fixture(scope="module")
+def gpu_check_dry(tmp_path_factory):
+  """``experiments/gpu_check.sh --dry`` run once: the GPU machine's steps, tiny, on CPU. Its
+  search step is the search benchmark's smoke run (one task and seed, a tiny population, the
+  default and Optuna TPE driving the sequential trainer). Returns the folder it wrote."""
+  import subprocess
+
+  out = tmp_path_factory.mktemp("gpu-check") / "out"
+  done = subprocess.run(["bash", os.path.join(ROOT, "experiments", "gpu_check.sh"), "--dry"],
+                        env={**os.environ, "OUT": str(out), "PYTHON": sys.executable},
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout + done.stderr
+  return out
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_steps_tiny_on_cpu(gpu_check_dry):
+  assert {"machine.txt", "throughput.log", "throughput.json", "search.log",
+          "search.json"} <= {p.name for p in gpu_check_dry.iterdir()}
+  throughput = json.loads((gpu_check_dry / "throughput.json").read_text())
+  assert set(throughput["workloads"]["digits_mlp"]["sizes"]) == {"2"}
+  assert "search" in (gpu_check_dry / "search.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_gives_the_baseline_the_defaults_budget(gpu_check_dry):
+  """Every figure is there, and the baseline spent what the default did: its trials and
+  the retrains that measure its optimism within the default's lane-epochs, and about its
+  wall time."""
+  report = json.loads((gpu_check_dry / "search.json").read_text())
+  default, epochs = report["default"], 2
+  task = report["tasks"]["digits_mlp"]
+  assert task["settings"]["epochs"] == epochs
+  [budget] = task["budgets"]
+  for table in ("equal_wall", "equal_lane_epochs"):
+    assert set(task[table]["summary"]) == {default, "tpe-sequential"}
+    [ours] = task[table]["runs"][default]
+    [tpe] = task[table]["runs"]["tpe-sequential"]
+    for run in (ours, tpe):
+      assert 0 < run["test_accuracy"] <= 1 and -1 <= run["optimism"] <= 1
+      assert run["configurations"] >= 1 and run["lane_epochs"] >= epochs
+    assert (ours["wall_s"], ours["lane_epochs"]) == (budget["wall_s"], budget["lane_epochs"])
+    assert task[table]["summary"]["tpe-sequential"]["test_accuracy"]["mean"] == \
+        tpe["test_accuracy"]
+  by_wall, by_epochs = (task[t]["runs"]["tpe-sequential"][0] for t in ("equal_wall",
+                                                                      "equal_lane_epochs"))
+  assert by_epochs["lane_epochs"] == epochs * (by_epochs["configurations"]
+                                               + report["retrain_seeds"])
+  assert by_epochs["lane_epochs"] <= budget["lane_epochs"] < by_epochs["lane_epochs"] + epochs
+  assert by_wall["wall_s"] == pytest.approx(budget["wall_s"], rel=0.5)
+  assert set(task["targets"]) == {"vs_tpe_sequential", "optimism"}
