@@ -359,8 +359,10 @@ class TuneResult:
       test = self._final.test_accuracy
       lines.append("  test accuracy " + ("n/a (empty test split)" if math.isnan(test)
                                          else f"{test:.4f} (test split read once)"))
-    lines.append(f"  search wall time {self.wall_s:.1f}s, of which compiling "
-                 f"{self.compile_s:.1f}s and tracing {self.trace_s:.1f}s")
+    confirmed = ("" if self.confirmation is None
+                 else f" (the confirmation's {self.confirmation.wall_s:.1f}s included)")
+    lines.append(f"  search wall time {self.wall_s:.1f}s{confirmed}, of which the rounds' "
+                 f"compiling {self.compile_s:.1f}s and tracing {self.trace_s:.1f}s")
     if self.out_dir is not None:
       lines.append(f"records: {os.path.join(self.out_dir, TRIALS_FILE)}, "
                    f"{os.path.join(self.out_dir, SUMMARY_FILE)}")

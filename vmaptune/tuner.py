@@ -109,6 +109,4 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     callbacks.append(on_round)
   return run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
                     pieces=None if sink is None else progress_events.pieces_for(sink),
-                    callbacks=callbacks, on_restored=announce,
-                    on_confirmed=(lambda c: print(c.describe(), flush=True))
-                    if verbose and is_first_process() else None)
+                    callbacks=callbacks, on_restored=announce)
