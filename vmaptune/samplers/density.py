@@ -69,7 +69,7 @@ class Kernels:
     count = len(self.centres)
     uniform = np.full(len(x), -np.log(count + 1.0))  # The prior's weight, 1 / (K + 1).
     if not count:
-      return uniform + np.log(1.0)
+      return uniform
     low = log_ndtr((0.0 - self.centres) / self.bandwidth)
     high = ndtr((1.0 - self.centres) / self.bandwidth)
     # log of each kernel's mass inside [0, 1] per axis: [K, D].
@@ -143,8 +143,7 @@ class Density(FromHistory):
     whole_number("candidates", self.candidates, 1, error=ValueError)
 
   def propose(self, count: int, rng: np.random.Generator, bucket: Any) -> np.ndarray:
-    unit = self.space.to_unit(self.history.hparams)
-    is_good = self.is_good
+    unit, is_good = self.unit, self.is_good
     own = self.rows_of(bucket)
     # A bucket's own trials once it has a few good ones; before, every bucket's.
     if own.all() or (is_good & own).sum() >= 2 * unit.shape[1] + 2:

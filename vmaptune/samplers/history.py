@@ -89,6 +89,7 @@ class FromHistory(Sampler):
     super().start(space, seed)
     self.history: TrialTable | None = None  # Every configuration trained so far.
     self.is_good: np.ndarray | None = None  # bool [N]: among the top `good` fraction.
+    self.unit: np.ndarray | None = None  # [N, D]: the history's points in the unit cube.
 
   def buckets(self, population: int, round_index: int) -> list[tuple[dict[str, Any], int]]:
     combinations = self.space.combinations()
@@ -141,8 +142,9 @@ class FromHistory(Sampler):
     ranked = rank(self.history)
     self.is_good = np.zeros(len(self.history), bool)
     self.is_good[ranked[:max(1, math.ceil(self.good * len(self.history)))]] = True
-    self.learn(configurations, self.space.to_unit(configurations.hparams),
-               rank(configurations))
+    unit = self.space.to_unit(configurations.hparams)
+    self.unit = unit if self.unit is None else np.concatenate([self.unit, unit])
+    self.learn(configurations, unit, rank(configurations))
     # Kept: the round's trials among all the good ones so far (at least its best), best first.
     first = len(self.history) - len(configurations)
     rows = np.flatnonzero(trials.is_configuration)

@@ -38,6 +38,7 @@ from vmaptune.distributions import Continuous, LogUniform
 from vmaptune.errors import SpaceError
 from vmaptune.ranking import rank
 from vmaptune.samplers.base import Sampler, Told
+from vmaptune.samplers.history import power_of_two_sizes
 from vmaptune.space import Space
 from vmaptune.trials import DIVERGED, FINISHED, TrialTable, finite_or_none
 from vmaptune.validation import one_of
@@ -148,8 +149,7 @@ class Optuna(Sampler):
   def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
     if not space.structural_names:
       return None  # One bucket of exactly `population` configurations.
-    return tuple(sorted({2 ** k for k in range(population.bit_length()) if 2 ** k < population}
-                        | {population}))
+    return power_of_two_sizes(population)
 
   def start(self, space: Space, seed: int) -> None:
     super().start(space, seed)
