@@ -89,9 +89,15 @@ SETTABLE = tuple(f.name for f in dataclasses.fields(Settings)) + ("name",)
 def load_experiment(path: str | os.PathLike) -> Experiment:
   """Imports a config file and returns its ``get_config()``.
 
+  The file is compiled afresh on every call: a cached bytecode file is matched
+  to its source by size and whole seconds, so an edit made within the same
+  second could otherwise load the old config.
+
   Raises:
-    ConfigError: the file is missing, has no ``get_config()``, or it does not
-      return an :class:`Experiment`.
+    ConfigError: the file is missing or unreadable, fails to compile or run
+      (the message names the file and the original error), has no
+      ``get_config()``, or ``get_config()`` fails or does not return an
+      :class:`Experiment`.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -106,7 +112,11 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
   config_dir = os.path.dirname(os.path.abspath(path))
   sys.path.insert(0, config_dir)
   try:
-    spec.loader.exec_module(module)
+    code = spec.loader.source_to_code(spec.loader.get_data(path), path)
+    exec(code, module.__dict__)
+  except Exception as e:  # A config is code: any error compiling or running it is the file's.
+    raise ConfigError(f"{path}: the config file failed to load: {type(e).__name__}: {e}; "
+                      "expected a Python file defining get_config()") from e
   finally:
     sys.modules.pop(module_name, None)
     sys.path.remove(config_dir)
@@ -116,11 +126,12 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
                       "returning vmaptune.Experiment(...)")
   try:
     experiment = get_config()
-  except TypeError as e:  # E.g. a setting of the previous version.
+  except Exception as e:  # E.g. a setting of the previous version (a TypeError), a typo.
     moved = [name for name in MOVED_TO_SAMPLER if f"'{name}'" in str(e)]
     hint = (f"; {' and '.join(moved)} are the narrow sampler's settings now: "
-            "sampler='narrow(keep=0.2, margin=0.1)'" if moved else "")
-    raise ConfigError(f"{path}: get_config() failed: {e}{hint}") from e
+            "sampler='narrow(keep=0.2, margin=0.1)'" if moved and isinstance(e, TypeError)
+            else "")
+    raise ConfigError(f"{path}: get_config() failed: {type(e).__name__}: {e}{hint}") from e
   if not isinstance(experiment, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(experiment).__name__}; "
                       "expected a vmaptune.Experiment")
@@ -130,8 +141,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
 def _parse_value(key: str, text: str, current: Any) -> Any:
   try:
     value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text  # A bare word, e.g. optimizer=sgd.
+  except (ValueError, SyntaxError, MemoryError, RecursionError):  # Deep nesting exhausts
+    value = text  # the parser. Or a bare word, e.g. optimizer=sgd.
   if isinstance(current, str):
     return value if isinstance(value, str) else text
   if is_whole(current) and not is_whole(value):
@@ -146,8 +157,14 @@ def override(experiment: Experiment, assignments: Iterable[str]) -> Experiment:
     ConfigError: a malformed assignment, an unknown key, or a value of the
       wrong type; the message lists the keys that can be set.
   """
+  if isinstance(assignments, str):
+    raise ConfigError(f"assignments={assignments!r}; expected a list of key=value strings, "
+                      "e.g. ['population=512']")
   changes: dict[str, Any] = {}
   for assignment in assignments:
+    if not isinstance(assignment, str):
+      raise ConfigError(f"--set {assignment!r}: expected a key=value string, e.g. "
+                        "population=512")
     key, sep, text = assignment.partition("=")
     key = key.strip()
     if not sep or not key:

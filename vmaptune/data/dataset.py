@@ -17,6 +17,9 @@ import numpy as np
 from vmaptune.errors import DataError
 from vmaptune.validation import is_whole
 
+# Labels are int32 on the device: a larger one would wrap around.
+_MAX_LABEL = np.iinfo(np.int32).max
+
 
 class Split(NamedTuple):
   """One split: features ``x [N, ...]`` float32, labels ``y [N]`` int32."""
@@ -33,8 +36,7 @@ def _as_split(name: str, split) -> Split:
     x, y = split
   except (TypeError, ValueError):
     raise DataError(f"{name} split must be a pair (x, y), got {type(split).__name__}") from None
-  x = np.asarray(x)
-  y = np.asarray(y)
+  x, y = _as_array(name, "features", x), _as_array(name, "labels", y)
   if x.ndim < 2:
     raise DataError(f"{name} features have shape {x.shape}; expected [N, ...] "
                     "with one row per example")
@@ -51,22 +53,40 @@ def _as_split(name: str, split) -> Split:
   if 0 in x.shape[1:]:
     raise DataError(f"{name} features have shape {x.shape}: no values per example; "
                     "expected [N, ...] with every trailing dimension at least 1")
-  if np.issubdtype(x.dtype, np.complexfloating) or not (
-      np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+  if x.dtype.kind not in "biuf":  # Not complex, dates, durations, strings or objects.
     raise DataError(f"{name} features have dtype {x.dtype}; expected real numbers")
-  x = x.astype(np.float32)
-  bad = ~np.isfinite(x)
+  with np.errstate(over="ignore", invalid="ignore"):  # Reported below, with the row.
+    cast = x.astype(np.float32)
+  bad = ~np.isfinite(cast)
   if bad.any():
-    row = int(np.argwhere(bad)[0][0])
-    raise DataError(f"{name} features contain {int(bad.sum())} NaN/inf values "
-                    f"(first in row {row}); clean or impute them first")
-  if np.issubdtype(y.dtype, np.floating):
+    stored = ~np.isfinite(x)
+    row = int(np.argwhere(stored if stored.any() else bad)[0][0])
+    if stored.any():
+      raise DataError(f"{name} features contain {int(stored.sum())} NaN/inf values "
+                      f"(first in row {row}); clean or impute them first")
+    raise DataError(f"{name} features hold {int(bad.sum())} values beyond float32's range "
+                    f"(first in row {row}); expected magnitudes below 3.4e38: rescale them")
+  if y.dtype.kind == "f":
     if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
       raise DataError(f"{name} labels must be whole numbers, got dtype {y.dtype} "
                       "with fractional or non-finite values")
-  elif not np.issubdtype(y.dtype, np.integer):
+  elif y.dtype.kind not in "iu":
     raise DataError(f"{name} labels have dtype {y.dtype}; expected integers")
-  return Split(x, y.astype(np.int64))
+  with np.errstate(over="ignore"):  # float16 holds no such bound, nor a label beyond it.
+    huge = (y > _MAX_LABEL) | (y < -_MAX_LABEL)
+  if huge.any():
+    raise DataError(f"{name} labels must lie in [0, num_classes) with num_classes at most "
+                    f"2**31 (labels are int32) but {int(huge.sum())} do not "
+                    f"(e.g. {y[np.argmax(huge)].item()!r})")
+  return Split(cast, y.astype(np.int64))
+
+
+def _as_array(name: str, what: str, values) -> np.ndarray:
+  try:
+    return np.asarray(values)
+  except (ValueError, TypeError, OverflowError) as e:  # E.g. rows of different lengths.
+    raise DataError(f"{name} {what} cannot be made an array ({e}); expected a NumPy array "
+                    "or equally long nested lists of numbers") from None
 
 
 def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> None:
@@ -102,8 +122,9 @@ class Dataset:
   def __init__(self, train, val, test, num_classes: int | None = None,
                name: str = "arrays"):
     if num_classes is not None:
-      if not is_whole(num_classes) or num_classes < 2:
-        raise DataError(f"num_classes={num_classes!r}; expected an integer >= 2")
+      if not is_whole(num_classes) or not 2 <= num_classes <= _MAX_LABEL + 1:
+        raise DataError(f"num_classes={num_classes!r}; expected an integer >= 2 (at most "
+                        "2**31: labels are int32)")
       num_classes = int(num_classes)
     splits = {n: _as_split(n, s)
               for n, s in (("train", train), ("val", val), ("test", test))}
@@ -111,8 +132,9 @@ class Dataset:
       for n, s in splits.items():
         _check_labels(n, s.y, None)
       # Inferred from the splits the search may read: the test split must not shape it.
-      num_classes = max(2, max(int(s.y.max()) + 1 for n, s in splits.items()
-                               if len(s) and n != "test"))
+      # Both train and val empty: refused below, with a clearer message than max()'s.
+      num_classes = max(2, max((int(s.y.max()) + 1 for n, s in splits.items()
+                                if len(s) and n != "test"), default=2))
     for n, s in splits.items():
       _check_labels(n, s.y, num_classes)
     splits = {n: Split(s.x, s.y.astype(np.int32)) for n, s in splits.items()}

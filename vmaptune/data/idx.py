@@ -51,8 +51,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f"no such IDX file: {path}")
-  with open(path, "rb") as f:
-    raw = f.read()
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:  # E.g. no permission to read it.
+    raise DataError(f"{path}: cannot be read ({e}); expected a readable IDX file") from None
   if raw[:2] == _GZIP_MAGIC:
     try:
       raw = gzip.decompress(raw)
@@ -83,7 +86,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     raise DataError(f"{path}: {problem}: the header declares dims {dims} of "
                     f"{dtype.newbyteorder('=').name}, {expected} bytes of data, but the file "
                     f"holds {found}")
-  values = np.frombuffer(raw, dtype, offset=header).reshape(dims)
+  try:
+    values = np.frombuffer(raw, dtype, count=math.prod(dims), offset=header).reshape(dims)
+  except ValueError as e:  # Sizes that match the data yet are more axes than NumPy holds, or
+    # a zero beside sizes whose product overflows: nothing was allocated.
+    raise DataError(f"{path}: the header declares dims {dims}, which no NumPy array can "
+                    f"hold ({e}); expected the dims of an array such as [N, H, W]") from None
   return values.astype(dtype.newbyteorder("="))
 
 

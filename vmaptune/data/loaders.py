@@ -10,13 +10,16 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import zipfile
 
 import numpy as np
 
 from vmaptune.data.dataset import Dataset
 from vmaptune.errors import DataError
-from vmaptune.validation import fraction
+from vmaptune.validation import fraction, whole_number
 
 
 def from_arrays(x, y, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
@@ -35,7 +38,11 @@ def from_arrays(x, y, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
   Returns:
     A :class:`Dataset` whose splits are disjoint and cover all ``N`` examples.
   """
-  x, y = np.asarray(x), np.asarray(y)
+  try:
+    x, y = np.asarray(x), np.asarray(y)
+  except (ValueError, TypeError, OverflowError) as e:  # E.g. rows of different lengths.
+    raise DataError(f"x or y cannot be made an array ({e}); expected NumPy arrays or equally "
+                    "long nested lists of numbers") from None
   if x.ndim == 0 or y.ndim == 0:
     raise DataError(f"x has shape {x.shape} and y {y.shape}; expected features [N, ...] "
                     "and labels [N]")
@@ -52,6 +59,7 @@ def split_indices(n: int, val_fraction: float, test_fraction: float,
   """Splits ``range(n)`` at random into train / val / test index arrays."""
   val_fraction = fraction("val_fraction", val_fraction, high_open=True, error=DataError)
   test_fraction = fraction("test_fraction", test_fraction, high_open=True, error=DataError)
+  seed = whole_number("seed", seed, 0, error=DataError)
   if val_fraction + test_fraction >= 1:
     raise DataError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} "
                     "leaves no training data; expected a sum below 1")
@@ -120,26 +128,109 @@ def load_npz(path: str | os.PathLike, *, val_fraction: float = 0.2,
   Two layouts are accepted: ``x_train, y_train, x_val, y_val, x_test, y_test``
   (splits as given; the test pair may be absent), or ``x, y`` (split here by
   :func:`from_arrays` with the given fractions and seed).
+
+  Raises:
+    DataError: a missing or damaged file, arrays of neither layout, an array
+      of Python objects (a pickle, never loaded), or arrays the
+      :class:`Dataset` checks refuse.
   """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise DataError(f"no such .npz file: {path}")
-  with np.load(path, allow_pickle=False) as f:
-    keys = set(f.files)
-    name = os.path.splitext(os.path.basename(path))[0]
+  name = os.path.splitext(os.path.basename(path))[0]
+  with _open_npz(path) as archive:
+    members = _npz_members(archive)
+    keys = set(members)
+
+    def read(key: str) -> np.ndarray:
+      return _npz_array(archive, members[key], f"{path}: array {key!r}")
+
     if {"x_train", "y_train", "x_val", "y_val"} <= keys:
       if ("x_test" in keys) != ("y_test" in keys):
         raise DataError(f"{path}: has only one of x_test / y_test")
-      test = ((f["x_test"], f["y_test"]) if "x_test" in keys else
-              (np.zeros((0,) + f["x_train"].shape[1:], np.float32), np.zeros(0, np.int32)))
-      return Dataset(train=(f["x_train"], f["y_train"]), val=(f["x_val"], f["y_val"]),
+      x_train = read("x_train")
+      test = ((read("x_test"), read("y_test")) if "x_test" in keys else
+              (np.zeros((0,) + x_train.shape[1:], np.float32), np.zeros(0, np.int32)))
+      return Dataset(train=(x_train, read("y_train")), val=(read("x_val"), read("y_val")),
                      test=test, num_classes=num_classes, name=name)
     if {"x", "y"} <= keys:
-      return from_arrays(f["x"], f["y"], val_fraction=val_fraction,
+      return from_arrays(read("x"), read("y"), val_fraction=val_fraction,
                          test_fraction=test_fraction, seed=seed,
                          num_classes=num_classes, name=name)
   raise DataError(f"{path}: arrays {sorted(keys)}; expected x, y or "
                   "x_train, y_train, x_val, y_val[, x_test, y_test]")
+
+
+# A .npz is a zip archive of .npy files. It is read here rather than by np.load, whose reader
+# allocates the shape a header declares before reading the data, so that a damaged header
+# is refused before anything is allocated, and every failure becomes a DataError.
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _open_npz(path: str) -> zipfile.ZipFile:
+  try:
+    return zipfile.ZipFile(path)
+  except Exception as e:  # zipfile raises many types on what is not a sound archive.
+    try:
+      with open(path, "rb") as f:
+        one_array = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+    except OSError:
+      one_array = False
+    if one_array:
+      raise DataError(f"{path}: a .npy file, one array; expected a .npz archive of arrays "
+                      "(np.savez(path, x=..., y=...))") from None
+    raise DataError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e}); "
+                    "expected a zip archive of arrays as np.savez writes") from None
+
+
+def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
+  """``{key: member name}`` as np.load names them: ``x.npy`` is ``x``; an exact name wins."""
+  names = archive.namelist()
+  members = {name[:-4]: name for name in names if name.endswith(".npy")}
+  members.update((name, name) for name in names if not name.endswith(".npy"))
+  return members
+
+
+def _npz_array(archive: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
+  """One ``.npy`` member as an array ``[...]`` of its stored shape and dtype (read-only).
+
+  Raises:
+    DataError: a damaged member, a header that is not .npy's or declares another
+      size than the data holds, or Python objects (a pickle); ``where`` starts the message.
+  """
+  try:
+    raw = archive.read(member)
+  except Exception as e:  # zipfile, zlib, bz2 and lzma raise their own types on damage.
+    raise DataError(f"{where} cannot be read ({type(e).__name__}: {e}); expected an intact "
+                    "archive as np.savez writes") from None
+  stream = io.BytesIO(raw)
+  try:
+    version = np.lib.format.read_magic(stream)
+    if version not in _NPY_HEADERS:  # 3.0 is only written for non-Latin-1 field names.
+      raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
+    shape, fortran_order, dtype = _NPY_HEADERS[version](stream)
+  except Exception as e:  # NumPy's parser (ast, tokenize, dtypes) raises many types on garbage.
+    raise DataError(f"{where} is not a valid .npy array ({e}); expected one as np.savez "
+                    "writes") from None
+  if dtype.hasobject:
+    raise DataError(f"{where} holds Python objects (dtype {dtype}), stored as a pickle, "
+                    "which is never loaded; expected an array of numbers")
+  count = math.prod(shape)
+  expected, found = count * dtype.itemsize, len(raw) - stream.tell()
+  if any(d < 0 for d in shape):
+    raise DataError(f"{where}: its header declares shape {shape}; expected sizes >= 0")
+  if found != expected:
+    problem = "truncated" if found < expected else "too long"
+    raise DataError(f"{where} is {problem}: its header declares shape {shape} of {dtype}, "
+                    f"{expected} bytes of data, but it holds {found}")
+  try:
+    values = np.frombuffer(raw, dtype, count=count, offset=stream.tell())
+    return values.reshape(shape, order="F" if fortran_order else "C")
+  except ValueError as e:  # E.g. more axes than NumPy holds, or a zero-sized dtype.
+    raise DataError(f"{where}: shape {shape} of {dtype} cannot be held by a NumPy array "
+                    f"({e}); expected an array such as [N, ...]") from None
 
 
 def as_images(x, layout: str) -> np.ndarray:

@@ -1,0 +1,643 @@
+"""Fuzzed inputs: the IDX and ``.npz`` loaders, the dataset checks, config loading and
+``--set`` overrides, fed seeded random and mutated inputs, either succeed or raise
+vmaptune's own error: no crash, no hang, no other exception type.
+
+Cases per test (the constants below): ``IDX_CASES`` IDX files, pairs and directories
+(random bytes; valid files, plain and gzip, with bits flipped, bytes cut, inserted or
+deleted, header dims set to huge values, type codes changed; images and labels of
+mismatched counts); ``NPZ_CASES`` ``.npz`` files (both layouts, arrays of the wrong dtype,
+shape or values, members renamed or their headers garbled, bytes damaged);
+``ARRAY_CASES`` array sets given to :class:`vt.Dataset` and :func:`vt.data.from_arrays`;
+``CONFIG_CASES`` config files (a copy of ``experiments/digits_mlp.py`` with characters,
+lines or bytes changed); ``OVERRIDE_CASES`` lists of ``key=value`` overrides, each result
+checked as a run would check it. Inputs hold a few dozen values, so each test takes about a
+second; a wall-clock guard turns a hang into a failure.
+"""
+
+import contextlib
+import gzip
+import io
+import os
+import signal
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune.config import SETTABLE, load_experiment, override
+from vmaptune.settings import MOVED_TO_SAMPLER
+
+IDX_CASES = 3000
+NPZ_CASES = 3000
+ARRAY_CASES = 3000
+CONFIG_CASES = 2000
+OVERRIDE_CASES = 3000
+
+# Every fuzz test must finish within this many seconds (a generous bound: each takes ~1 s).
+DEADLINE_S = 120
+
+
+class _Hang(BaseException):
+  """Raised by the deadline; a BaseException, so that no handler under test swallows it."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+  """Fails the test when its body runs longer than ``seconds`` (POSIX main thread only)."""
+  if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def expire(signum, frame):
+    raise _Hang(f"still running after {seconds} s: a loader hangs")
+
+  previous = signal.signal(signal.SIGALRM, expire)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+class _Tally:
+  """Outcomes of one fuzz run: accepted, refused with the allowed error, or escaped (any
+  other exception: a bug, listed in the failure)."""
+
+  def __init__(self, *allowed: type[Exception]):
+    self.allowed = allowed
+    self.accepted = self.refused = 0
+    self.escaped: list[str] = []
+    self.messages: list[str] = []
+
+  @property
+  def tried(self) -> int:
+    return self.accepted + self.refused + len(self.escaped)
+
+  def run(self, what: str, function, *args, check=None, names: str = "", **kwargs):
+    """``function(*args, **kwargs)``; a result must pass ``check`` (when given), an error
+    must be allowed and its message contain ``names`` (e.g. the file)."""
+    try:
+      result = function(*args, **kwargs)
+      if check is not None:
+        check(result)
+    except self.allowed as e:
+      if names not in str(e):
+        self.escaped.append(f"{what[:300]}: the message does not name {names}: {e}")
+        return None
+      self.refused += 1
+      self.messages.append(str(e))
+      return None
+    except Exception as e:  # Recorded, not swallowed: the test fails listing every escape.
+      self.escaped.append(f"{what[:300]}: {type(e).__name__}: {str(e)[:200]}")
+      return None
+    self.accepted += 1
+    return result
+
+  def assert_sound(self, cases: int, min_refused: float, min_accepted: float) -> None:
+    allowed = " or ".join(error.__name__ for error in self.allowed)
+    assert not self.escaped, (f"{len(self.escaped)} of {self.tried} inputs raised another "
+                              f"exception than {allowed}:\n"
+                              + "\n".join(sorted(set(self.escaped))[:30]))
+    assert self.tried == cases
+    # The fuzzer must reach the error paths and still feed some inputs that pass.
+    assert self.refused >= min_refused * cases, (self.refused, cases)
+    assert self.accepted >= min_accepted * cases, (self.accepted, cases)
+    assert all(self.messages), "an error without a message"
+
+
+# Byte-level mutations, shared by the IDX and .npz fuzzers.
+
+def _random_bytes(rng: np.random.Generator, low: int = 0, high: int = 64) -> bytes:
+  return rng.integers(0, 256, int(rng.integers(low, high + 1)), dtype=np.uint8).tobytes()
+
+
+def _mutate_bytes(rng: np.random.Generator, data: bytes) -> bytes:
+  """One to three of: bit flips, truncation, insertion, deletion, overwrite."""
+  data = bytearray(data)
+  for _ in range(int(rng.integers(1, 4))):
+    op = rng.integers(5)
+    at = int(rng.integers(0, len(data) + 1))
+    if op == 0 and data:
+      for _ in range(int(rng.integers(1, 5))):
+        i = int(rng.integers(len(data)))
+        data[i] ^= 1 << int(rng.integers(8))
+    elif op == 1:
+      del data[at:]
+    elif op == 2:
+      data[at:at] = _random_bytes(rng, 1, 16)
+    elif op == 3:
+      del data[at:at + int(rng.integers(1, 16))]
+    else:
+      chunk = _random_bytes(rng, 1, 8)
+      data[at:at + len(chunk)] = chunk
+  return bytes(data)
+
+
+def _write(path, data: bytes) -> str:
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(path)  # A new file: truncating one can cost a flush (ext4), 20x the time.
+  with open(path, "wb") as f:
+    f.write(data)
+  return os.fspath(path)
+
+
+# IDX.
+
+_IDX_DTYPES = (np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64)
+_HUGE = (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x10000, 0)
+
+
+def _idx_image_array(rng: np.random.Generator, n: int) -> np.ndarray:
+  shape = (n, *rng.integers(1, 5, int(rng.choice([2, 3]))))
+  if rng.random() < 0.8:
+    return rng.integers(0, 256, shape).astype(np.uint8)
+  dtype = _IDX_DTYPES[rng.integers(len(_IDX_DTYPES))]
+  values = (rng.normal(size=shape) * 100).astype(dtype)
+  if values.size and values.dtype.kind == "f" and rng.random() < 0.2:
+    values.flat[rng.integers(values.size)] = np.nan
+  return values
+
+
+def _idx_label_array(rng: np.random.Generator, n: int) -> np.ndarray:
+  dtype = np.uint8 if rng.random() < 0.8 else _IDX_DTYPES[rng.integers(len(_IDX_DTYPES))]
+  labels = rng.integers(-2 if rng.random() < 0.1 else 0, 10, n)
+  if rng.random() < 0.05:
+    labels = labels.reshape(n, 1)
+  return labels.astype(dtype)
+
+
+def _idx_bytes(rng: np.random.Generator, array: np.ndarray, tmp, damage: float = 0.85) -> bytes:
+  """``array`` as IDX bytes (written by write_idx, gzipped or not), damaged with probability
+  ``damage``."""
+  gz = rng.random() < 0.3
+  path = os.path.join(tmp, "array.idx.gz" if gz else "array.idx")
+  vt.data.write_idx(path, array)
+  with open(path, "rb") as f:
+    data = f.read()
+  os.remove(path)  # See _write.
+  plain = gzip.decompress(data) if gz else data
+  kind = int(rng.integers(1, 6)) if rng.random() < damage else 0
+  if kind == 0:  # Kept valid.
+    return data
+  if kind == 1:  # The bytes on disk damaged (for .gz: the compressed stream).
+    return _mutate_bytes(rng, data)
+  if kind == 2:  # The IDX bytes damaged, then gzipped: a sound archive of a broken file.
+    return gzip.compress(_mutate_bytes(rng, plain), mtime=0)
+  header = bytearray(plain)
+  if kind == 3:  # A dimension set to a huge (or zero) size: nothing that large is allocated.
+    dim = int(rng.integers(header[3])) if header[3] else 0
+    header[4 + 4 * dim:8 + 4 * dim] = int(rng.choice(_HUGE)).to_bytes(4, "big")
+  elif kind == 4:  # Another type code.
+    header[2] = int(rng.integers(256)) if rng.random() < 0.5 else int(rng.choice([8, 9, 11,
+                                                                                  12, 13, 14]))
+  else:  # Another number of dimensions (up to 255; NumPy holds 64 at most).
+    header[3] = int(rng.choice([0, 1, 2, 3, 4, 40, 70, 255, int(rng.integers(256))]))
+  return gzip.compress(bytes(header), mtime=0) if gz and rng.random() < 0.5 else bytes(header)
+
+
+def _idx_consistent_header(rng: np.random.Generator) -> bytes:
+  """A header whose data size matches what follows but whose dims NumPy cannot hold: more
+  axes than it allows, or a zero beside sizes whose product overflows."""
+  code = int(rng.choice(list(vt.data.IDX_TYPES)))
+  if rng.random() < 0.5:
+    dims = [1] * int(rng.integers(1, 256))
+  else:
+    dims = [int(rng.choice(_HUGE[:3])) for _ in range(int(rng.integers(1, 8)))] + [0]
+    rng.shuffle(dims)
+  count = int(np.prod(dims, dtype=object))
+  return (bytes([0, 0, code, len(dims)]) + np.asarray(dims, ">u4").tobytes()
+          + bytes(count * vt.data.IDX_TYPES[code].itemsize))
+
+
+def _idx_case(rng: np.random.Generator, tmp, n: int) -> bytes:
+  if rng.random() < 0.05:
+    return _idx_consistent_header(rng)
+  if rng.random() < 0.15:  # Random bytes, sometimes behind a plausible magic number.
+    prefix = [b"", b"\x1f\x8b", b"\0\0\x08\x03", b"\0\0\x08\x01", b"\0\0"][rng.integers(5)]
+    return prefix + _random_bytes(rng)
+  array = _idx_image_array(rng, n) if rng.random() < 0.5 else _idx_label_array(rng, n)
+  return _idx_bytes(rng, array, tmp)
+
+
+def _check_array(array) -> None:
+  assert isinstance(array, np.ndarray) and array.dtype.isnative and array.ndim >= 1
+
+
+def _check_dataset(data) -> None:
+  assert isinstance(data, vt.Dataset)
+  assert len(data.train) and len(data.val)
+  assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
+  assert np.isfinite(data.train.x).all() and (data.train.y >= 0).all()
+  assert (data.train.y < data.num_classes).all()
+
+
+def _idx_files(rng, tmp, names: list[str], counts: list[int]) -> list[str]:
+  """Images and labels files (alternating) of ``counts`` examples each, a third damaged."""
+  paths = []
+  for i, (name, n) in enumerate(zip(names, counts, strict=True)):
+    array = _idx_image_array(rng, n) if i % 2 == 0 else _idx_label_array(rng, n)
+    paths.append(_write(os.path.join(tmp, name), _idx_bytes(rng, array, tmp, damage=0.3)))
+  return paths
+
+
+def test_idx_loaders_raise_only_data_errors(tmp_path):
+  rng = np.random.default_rng(12)
+  tally = _Tally(vt.DataError)
+  tmp = os.fspath(tmp_path)
+  with _deadline(DEADLINE_S):
+    for case in range(IDX_CASES):
+      kind = case % 10
+      if kind < 7:  # One file.
+        path = _write(tmp_path / "case-idx", _idx_case(rng, tmp, int(rng.integers(1, 30))))
+        tally.run(f"read_idx case {case}", vt.data.read_idx, path, check=_check_array,
+                  names=path)
+      elif kind < 9:  # A pair, perhaps with test files; counts sometimes mismatched.
+        n = int(rng.integers(2, 30))
+        counts = [n, n if rng.random() < 0.7 else int(rng.integers(0, 30))]
+        with_test = rng.random() < 0.4
+        if with_test:
+          m = int(rng.integers(0, 12))
+          counts += [m, m if rng.random() < 0.7 else int(rng.integers(0, 12))]
+        names = ["images", "labels", "test-images.gz", "test-labels"][:len(counts)]
+        paths = _idx_files(rng, tmp, names, counts)
+        tally.run(f"load_idx case {case}", vt.data.load_idx, *paths, val_fraction=0.25,
+                  test_fraction=None if with_test else 0.25, check=_check_dataset)
+      else:  # A directory of MNIST's file names, some missing.
+        directory = tmp_path / f"dir{case}"
+        directory.mkdir()
+        n, m = (int(v) for v in rng.integers(1, 30, 2))
+        names = [f"{stem}.gz" if rng.random() < 0.5 else stem
+                 for stem in vt.data.IDX_FILES.values()]
+        paths = _idx_files(rng, os.fspath(directory), names, [n, n, m, m])
+        for path in paths:
+          if rng.random() < 0.1:
+            os.remove(path)
+        tally.run(f"load_idx_dir case {case}", vt.data.load_idx_dir, directory,
+                  val_fraction=0.25, check=_check_dataset)
+  tally.assert_sound(IDX_CASES, min_refused=0.4, min_accepted=0.1)
+
+
+# .npz.
+
+def _with_first(array: np.ndarray, value) -> np.ndarray:
+  """A copy of ``array`` whose first value (if any) is ``value``."""
+  array = array.copy()
+  array.flat[:1] = value
+  return array
+
+
+def _bad_array(rng: np.random.Generator, array: np.ndarray, labels: bool) -> np.ndarray:
+  """``array`` made wrong: a dtype, shape or values the dataset checks must refuse (a few
+  are still valid: whole float labels, bool or float16 features, big-endian bytes)."""
+  n = len(array)
+  options = [
+      lambda: np.array([1, "a", None] * max(1, n // 3), dtype=object),  # Stored as a pickle.
+      lambda: np.array(["a"] * n),
+      lambda: np.array(b"bytes"),
+      lambda: np.float32(3.0),  # 0-d.
+      lambda: array[:-1],
+      lambda: np.concatenate([array, array[:2]]),
+      lambda: array[:0],
+      lambda: array.astype(np.complex64),
+      lambda: array.astype(bool),
+      lambda: array.astype(np.float16),
+      lambda: array.astype(array.dtype.newbyteorder(">")),
+      lambda: np.asfortranarray(array[..., None]),
+      lambda: np.zeros(n, "datetime64[s]"),
+      lambda: np.zeros(n, "timedelta64[s]"),
+      lambda: np.zeros(n, [("a", "<i4"), ("b", "<f4")]),
+      lambda: np.zeros((n, 0)),
+      lambda: array[:, None],
+  ]
+  if labels:
+    options += [
+        lambda: array + 0.5,
+        lambda: array.astype(np.float64),
+        lambda: _with_first(array, -1),
+        lambda: _with_first(array, 2**31),
+        lambda: _with_first(array.astype(np.int64), 2**40),
+        lambda: _with_first(array.astype(np.uint64), np.iinfo(np.uint64).max),
+        lambda: _with_first(array.astype(np.float64), -1e30),
+        lambda: _with_first(array.astype(np.float64), np.nan),
+        lambda: np.eye(4)[array % 4],
+    ]
+  else:
+    options += [
+        lambda: _with_first(array.astype(np.float64), np.nan),
+        lambda: _with_first(array, -np.inf),
+        lambda: array.astype(np.float64) * 1e300,
+        lambda: array.astype(np.float64) * 1e30,  # Beyond float32's range: inf once cast.
+        lambda: array.reshape(-1),
+    ]
+  return options[rng.integers(len(options))]()
+
+
+def _npz_arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """The arrays of either layout, now and then one made wrong, missing or extra."""
+  n = int(rng.integers(6, 30))
+  x = rng.normal(size=(n, *rng.integers(1, 4, int(rng.integers(1, 3))))).astype(np.float32)
+  y = rng.integers(0, 4, n)
+  if rng.random() < 0.5:
+    arrays = {"x": x, "y": y}
+  else:
+    a, b = sorted(int(v) for v in rng.integers(1, n, 2))
+    arrays = {"x_train": x[:a], "y_train": y[:a], "x_val": x[a:b], "y_val": y[a:b],
+              "x_test": x[b:], "y_test": y[b:]}
+    if rng.random() < 0.3:
+      del arrays["x_test"], arrays["y_test"]
+  roll = rng.random()
+  key = list(arrays)[rng.integers(len(arrays))]
+  if roll < 0.5:
+    arrays[key] = _bad_array(rng, arrays[key], labels=key.startswith("y"))
+  elif roll < 0.6:
+    del arrays[key]
+  elif roll < 0.65:
+    arrays["extra"] = np.arange(3)
+  return arrays
+
+
+def _npz_bytes(rng: np.random.Generator, arrays: dict[str, np.ndarray]) -> bytes:
+  buffer = io.BytesIO()
+  (np.savez_compressed if rng.random() < 0.3 else np.savez)(buffer, **arrays)
+  return buffer.getvalue()
+
+
+def _garble_npy(rng: np.random.Generator, data: bytes) -> bytes:
+  """One ``.npy`` member with its header changed, the header length kept consistent: a
+  huge, negative or wrong shape, an object or unknown dtype, another version, bad text."""
+  if not data.startswith(b"\x93NUMPY") or len(data) < 10:
+    return data
+  size = 2 if data[6] == 1 else 4
+  start = 8 + size
+  length = int.from_bytes(data[8:start], "little")
+  header, body = data[start:start + length].decode("latin1"), data[start + length:]
+  edits = [("'shape': (", "'shape': (10000000000, "), ("'shape': (", "'shape': (-3, "),
+           ("'shape': (", "'shape': (0, 4294967295, 4294967295, "), ("'shape': (", "'shape': ("
+           + "1, " * 70), ("'shape': (", "'shape': [1], 'x': ("),
+           ("'descr': '", "'descr': '|O', 'old': '"), ("'descr': '", "'descr': '<U3', 'o': '"),
+           ("'descr': '", "'descr': 'bogus', 'o': '"), ("'descr': '", "'descr': '<V0', 'o': '"),
+           ("'descr': '", "'descr': ['a', 'b'], 'o': '"),
+           ("'fortran_order': ", "'fortran_order': 1 or "),
+           ("{", "["), ("{", "{{" * 150), (": ", " "), ("'", "\"")]
+  old, new = edits[rng.integers(len(edits))]
+  header = header.replace(old, new, 1)
+  version = data[6:8] if rng.random() < 0.9 else bytes([int(rng.integers(4)), 0])
+  encoded = header.encode("latin1")
+  return (data[:6] + version + len(encoded).to_bytes(size, "little") + encoded + body)
+
+
+def _rezip(rng: np.random.Generator, data: bytes) -> bytes:
+  """The archive rewritten with one member renamed or its ``.npy`` header garbled."""
+  with zipfile.ZipFile(io.BytesIO(data)) as source:
+    members = [(info.filename, source.read(info)) for info in source.infolist()]
+  if not members:
+    return data
+  i = int(rng.integers(len(members)))
+  name, content = members[i]
+  if rng.random() < 0.4:
+    renames = [name[:-4], name.upper(), "x.npy", "y.npy", "x_val.npy", "../" + name,
+               name + ".npy", "a/" + name, "\u00e9" + name]
+    name = renames[rng.integers(len(renames))]
+    members = [(n, c) for n, c in members if n != name]
+    i = min(i, len(members))
+    members.insert(i, (name, content))
+  else:
+    members[i] = (name, _garble_npy(rng, content))
+  buffer = io.BytesIO()
+  method = zipfile.ZIP_DEFLATED if rng.random() < 0.3 else zipfile.ZIP_STORED
+  with zipfile.ZipFile(buffer, "w", method) as target:
+    for name, content in members:
+      target.writestr(name, content)
+  return buffer.getvalue()
+
+
+def _npz_case(rng: np.random.Generator) -> bytes:
+  roll = rng.random()
+  if roll < 0.05:  # Random bytes, sometimes behind a zip or .npy magic number.
+    return [b"", b"PK\x03\x04", b"\x93NUMPY", b"PK\x05\x06"][rng.integers(4)] + \
+        _random_bytes(rng, 0, 200)
+  if roll < 0.08:  # One .npy array, not an archive.
+    buffer = io.BytesIO()
+    np.save(buffer, rng.normal(size=(5, 2)))
+    return buffer.getvalue()
+  data = _npz_bytes(rng, _npz_arrays(rng))
+  if roll < 0.45:
+    return data
+  if roll < 0.7:
+    return _rezip(rng, data)
+  return _mutate_bytes(rng, data)
+
+
+def test_npz_loader_raises_only_data_errors(tmp_path):
+  rng = np.random.default_rng(5)
+  tally = _Tally(vt.DataError)
+  with _deadline(DEADLINE_S):
+    for case in range(NPZ_CASES):
+      path = _write(tmp_path / "case.npz", _npz_case(rng))
+      tally.run(f"load_npz case {case}", vt.data.load_npz, path, check=_check_dataset)
+  tally.assert_sound(NPZ_CASES, min_refused=0.5, min_accepted=0.1)
+
+
+# Arrays given directly.
+
+_NUM_CLASSES = (None, None, None, 4, 10, 2, 1, 0, -3, 2**31, 2**31 + 1, 10**20, 4.0, True,
+                "10", np.int64(6), np.uint64(2**64 - 1))
+
+
+def _random_values(rng: np.random.Generator, good: np.ndarray, labels: bool):
+  """``good`` (features ``[n, ...]`` or labels ``[n]``) made wrong, or not an array at all."""
+  n = len(good)
+  roll = rng.random()
+  if roll < 0.6:
+    return _bad_array(rng, good, labels)
+  if roll < 0.7:
+    return good.tolist()
+  others = [None, "text", 3, {"a": 1}, object(), [None] * n, [[1, 2], [3]] * n,
+            [[1, "a"]] * n, [10**30] * n, [[10**30, 1]] * n, [1.5j] * n, np.array([]),
+            [[[]]], (good, good)]
+  return others[rng.integers(len(others))]
+
+
+def _good_arrays(rng: np.random.Generator, n: int, shape) -> list[np.ndarray]:
+  return [rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 4, n)]
+
+
+def test_dataset_checks_raise_only_data_errors():
+  rng = np.random.default_rng(7)
+  tally = _Tally(vt.DataError)
+  with _deadline(DEADLINE_S):
+    for case in range(ARRAY_CASES):
+      num_classes = (_NUM_CLASSES[rng.integers(len(_NUM_CLASSES))] if rng.random() < 0.2
+                     else None)
+      shape = rng.integers(1, 4, int(rng.integers(1, 3)))
+      sizes = rng.integers(0, 20, 3) if case % 2 else rng.integers(0, 40, 1)
+      arrays = [a for n in sizes for a in _good_arrays(rng, int(n), shape)]
+      if rng.random() < 0.7:  # One of them made wrong.
+        i = int(rng.integers(len(arrays)))
+        arrays[i] = _random_values(rng, arrays[i], labels=i % 2 == 1)
+      if case % 2:
+        splits = [tuple(arrays[i:i + 2]) for i in (0, 2, 4)]
+        if rng.random() < 0.05:
+          splits[int(rng.integers(3))] = [None, "xy", (1, 2, 3), 5][rng.integers(4)]
+        tally.run(f"Dataset case {case}", vt.Dataset, *splits, num_classes=num_classes,
+                  check=_check_dataset)
+      else:
+        fractions = [0.2, 0.0, 0.5, 0.99, 1.0, -0.1, float("nan"), "0.2", None]
+        val, test = ((fractions[i] for i in rng.integers(0, len(fractions), 2))
+                     if rng.random() < 0.2 else (0.2, 0.2))
+        seed = [0, 1, 2**40, -1, 1.5, "0", None][rng.integers(7)] if rng.random() < 0.2 else 0
+        tally.run(f"from_arrays case {case}", vt.data.from_arrays, *arrays, val_fraction=val,
+                  test_fraction=test, seed=seed, num_classes=num_classes, check=_check_dataset)
+  tally.assert_sound(ARRAY_CASES, min_refused=0.5, min_accepted=0.1)
+
+
+# Config files: the shipped default config, mutated. It holds no loop and calls nothing that
+# runs long at import, and mutations of a few characters or lines cannot make one: a power
+# needs two characters inserted between digits already there (as in 2**56), so no number they
+# write takes long to compute.
+_CONFIG = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "experiments", "digits_mlp.py")).read()
+assert "population=256" in _CONFIG and "for " not in _CONFIG and "while " not in _CONFIG
+_CHARACTERS = "()[]{}=,.:;'\"\\#_ -+*/%<>!?@&|^~0123456789aeiouxyzAEXZ\t\n\x00\x7f\u00e9\u2028"
+
+
+def _mutate_text(rng: np.random.Generator, text: str) -> str:
+  """One to three of: characters replaced, deleted or inserted; lines dropped, duplicated
+  or swapped."""
+  for _ in range(int(rng.integers(1, 4))):
+    op = rng.integers(6)
+    at = int(rng.integers(len(text) + 1))
+    char = _CHARACTERS[rng.integers(len(_CHARACTERS))]
+    if op == 0:
+      text = text[:at] + char + text[at + 1:]
+    elif op == 1:
+      text = text[:at] + text[at + int(rng.integers(1, 6)):]
+    elif op == 2:
+      text = text[:at] + char + text[at:]
+    else:
+      lines = text.split("\n")
+      i, j = (int(v) for v in rng.integers(len(lines), size=2))
+      if op == 3:
+        del lines[i]
+      elif op == 4:
+        lines.insert(i, lines[j])
+      else:
+        lines[i], lines[j] = lines[j], lines[i]
+      text = "\n".join(lines)
+  return text
+
+
+def _mutate_encoded(rng: np.random.Generator, data: bytes) -> bytes:
+  """Bytes a text editor would not write: invalid UTF-8, NUL, a BOM, a wrong coding line."""
+  inserts = [b"\xff", b"\x80", b"\xc3", b"\x00", b"\xed\xa0\x80", b"\xef\xbb\xbf"]
+  roll = rng.random()
+  if roll < 0.2:
+    return [b"# -*- coding: latin-1 -*-\n", b"# coding: bogus\n", b"\xef\xbb\xbf"][
+        rng.integers(3)] + data
+  if roll < 0.4:
+    return _mutate_bytes(rng, data)
+  at = int(rng.integers(len(data) + 1))
+  return data[:at] + inserts[rng.integers(len(inserts))] + data[at:]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::SyntaxWarning")
+def test_config_loading_raises_only_config_errors(tmp_path, monkeypatch):
+  # Bytecode caching on, as for most users: a config loaded from a stale cache would show.
+  monkeypatch.setattr(sys, "dont_write_bytecode", False)
+  rng = np.random.default_rng(3)
+  tally = _Tally(vt.ConfigError)
+  path = tmp_path / "digits_mlp.py"
+  edited = 0
+  with _deadline(DEADLINE_S):
+    for case in range(CONFIG_CASES):
+      roll = rng.random()
+      population = None
+      if roll < 0.1:  # A valid edit of the same size: loaded as written, not from a cache.
+        population = int(rng.integers(100, 1000))
+        data = _CONFIG.replace("population=256", f"population={population}").encode()
+      elif roll < 0.8:
+        data = _mutate_text(rng, _CONFIG).encode("utf-8", "surrogatepass")
+      else:
+        data = _mutate_encoded(rng, _CONFIG.encode())
+      _write(path, data)
+
+      def check(experiment, population=population):
+        assert isinstance(experiment, vt.Experiment)
+        assert population is None or experiment.population == population
+
+      experiment = tally.run(f"load_experiment case {case}: {data!r}", load_experiment, path,
+                             check=check, names=str(path))
+      if population is not None and experiment is not None:
+        edited += 1
+  tally.assert_sound(CONFIG_CASES, min_refused=0.5, min_accepted=0.15)
+  assert edited > 0.05 * CONFIG_CASES
+
+
+# --set overrides.
+
+_VALUES = [
+    "0", "1", "2", "8", "-1", "3", "16", "64", "2**31", str(10**30), "1_000", "0x10", "1.5",
+    "nan", "inf", "1e999", "-0.0", "True", "None", "[]", "[1, 2]", "{'a': 1}", "(1,)", "{1}",
+    "b'x'", "'adamw'", "adamw", "sgd", "lamb", "cosine", "constant", "auto", "bfloat16", "off",
+    "4x2", "0x4", "x", "2x", "10x10", "narrow", "narrow(keep=0.5)", "narrow(keep=[1])",
+    "narrow(keep=nan)", "narrow(margin=-1)", "narrow(keep=0.5", "narrow(1)", "narrow(foo=1)",
+    "density", "density(good=2)", "density(candidates=0)", "evolution(sigma=-1)",
+    "evolution(good='a')", "random", "halving", "halving(eta=4, min_epochs=2)", "halving(eta=0)",
+    "halving(eta=1.5)", "hyperband(eta='a')", "hyperband", "pbt", "pbt(interval=0)",
+    "pbt(fraction=2)", "pbt(perturb=nan)", "pbt(resample=None)", "bogus(x=1)", "(" * 300,
+    "-" * 5000 + "1", "[" * 100 + "]" * 100, "9" * 5000, "\x00", "\udcff", "'\\x00'", "é", "",
+    " ", "=", "lambda: 1", "__import__('os')",
+]
+
+
+# Valid values of some keys, so that a good share of override lists pass every check.
+_GOOD = {"population": ["8", "16"], "rounds": ["1", "3"], "epochs": ["2", "4"],
+         "batch_size": ["16", "32"], "seed": ["0", "7"], "eval_batch_size": ["64"],
+         "optimizer": ["sgd", "adamw"], "schedule": ["constant", "cosine"],
+         "matmul_precision": ["float32"], "sampler": ["narrow(keep=0.5)", "density"],
+         "strategy": ["random", "halving(eta=2)"], "confirm": ["off", "2x2"],
+         "max_lanes_per_chunk": ["4"], "memory_budget_bytes": ["1000000"], "name": ["x"]}
+
+
+def _assignment(rng: np.random.Generator) -> str:
+  roll = rng.random()
+  keys = (*SETTABLE, *MOVED_TO_SAMPLER)
+  key = (keys[rng.integers(len(keys))] if roll < 0.85 else
+         ["", " ", "population ", "Population", "model", "data", "space", "x=y",
+          _random_bytes(rng, 1, 8).decode("latin1")][rng.integers(9)])
+  good = _GOOD.get(key.strip(), [])
+  roll = rng.random()
+  value = (good[rng.integers(len(good))] if good and roll < 0.5 else
+           _VALUES[rng.integers(len(_VALUES))] if roll < 0.9 else
+           _random_bytes(rng, 0, 12).decode("latin1"))
+  sep = "=" if rng.random() < 0.95 else ["", "==", " = ", ":"][rng.integers(4)]
+  return key + sep + value
+
+
+def _check_override(experiment) -> None:
+  """What a run checks before compiling anything; any error must be vmaptune's own."""
+  assert isinstance(experiment, vt.Experiment)
+  experiment.check(360, experiment.space)
+  experiment.to_dict()
+
+
+def test_overrides_raise_only_vmaptune_errors(tmp_path):
+  """A bad value is refused by override (ConfigError) or by the checks a run makes before
+  compiling (SettingsError): never another exception, never later."""
+  rng = np.random.default_rng(4)
+  tally = _Tally(vt.ConfigError, vt.SettingsError)
+  base = load_experiment(_write(tmp_path / "digits_mlp.py", _CONFIG.encode()))
+  with _deadline(DEADLINE_S):
+    for case in range(OVERRIDE_CASES):
+      if rng.random() < 0.02:
+        assignments = ["population=8", b"rounds=1", None, 3, "population=8"][
+            rng.integers(5):][:2]
+      else:
+        assignments = [_assignment(rng) for _ in range(int(rng.integers(1, 4)))]
+      tally.run(f"override case {case}: {assignments!r}", override, base, assignments,
+                check=_check_override)
+  tally.assert_sound(OVERRIDE_CASES, min_refused=0.5, min_accepted=0.1)
