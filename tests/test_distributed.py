@@ -5,17 +5,19 @@ and the single-process behaviour of the multi-process helpers."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune import cli, devices, distributed
+from vmaptune import cli, devices, distributed, watchdog
 from vmaptune.rundir import RunDirectory, open_run, read_trials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +67,34 @@ def _run_together(commands: list[tuple[list[str], dict]], cwd) -> list[tuple[int
       proc.communicate()
     pytest.fail(f"the processes did not finish within {TIMEOUT_S}s")
   return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
+
+
+def _start_pair(command: list[str], cwd) -> list:
+  """``command`` as processes 0 and 1 of a run (2 CPU devices each), output to files."""
+  port = _free_port()
+  procs = []
+  for index in range(2):
+    env = _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
+               VMAPTUNE_PROCESS_ID=str(index))
+    with open(cwd / f"out{index}.txt", "w") as out, open(cwd / f"err{index}.txt", "w") as err:
+      procs.append(subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err))
+  return procs
+
+
+def _exit_times(procs: list, timeout_s: float = TIMEOUT_S) -> list[float]:
+  """When each process exited (``time.time()``), killing all after ``timeout_s``."""
+  deadline, ended = time.time() + timeout_s, [None] * len(procs)
+  while None in ended and time.time() < deadline:
+    for i, proc in enumerate(procs):
+      if ended[i] is None and proc.poll() is not None:
+        ended[i] = time.time()
+    time.sleep(0.02)
+  for proc in procs:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert None not in ended, f"a process did not exit within {timeout_s}s"
+  return ended
 
 
 def _assert_same_trials(got: list[dict], want: list[dict]) -> None:
@@ -157,9 +187,128 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   assert refused0 == 2 and "finished already holds a run of a different config" in error0, \
       error0[-3000:]
   assert "settings.strategy" in error0
-  assert refused1 != 0 and "FileExistsError" in error1 and "(raised on process 0)" in error1, \
+  assert refused1 != 0 and "RunDirectoryError" in error1 and "(raised on process 0)" in error1, \
       error1[-3000:]
   assert not (tmp_path / "p1").exists()
+
+
+# When process 0 fails, the others stop within seconds (not after JAX's 100 s heartbeat
+# timeout), and so does process 0.
+FAILING_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import vmaptune as vt
+    from vmaptune.rundir import RunDirectory
+
+    processes = vt.distributed.initialize()
+    append_round, appended = RunDirectory.append_round, []
+
+    def failing_append(self, result):
+      appended.append(result)
+      if processes.process_id == 0 and len(appended) == 2:  # Round 1, on process 0 only.
+        with open(sys.argv[3], "w") as f:
+          f.write(repr(time.time()))
+        raise RuntimeError("disk full (simulated)")
+      append_round(self, result)
+
+    RunDirectory.append_round = failing_append
+    vt.override(vt.load_experiment(sys.argv[1]), sys.argv[4:]).tune(out=sys.argv[2])
+    print("finished")
+""")
+
+
+@pytest.mark.slow  # Subprocesses.
+def test_when_process_0_raises_every_process_exits_at_once_naming_the_error(
+    tmp_path, experiment_file):
+  script = tmp_path / "failing.py"
+  script.write_text(FAILING_SCRIPT)
+  procs = _start_pair([sys.executable, str(script), experiment_file, "run",
+                       str(tmp_path / "failed_at")], tmp_path)
+  ended = _exit_times(procs)
+  failed_at = float((tmp_path / "failed_at").read_text())
+  err0, err1 = ((tmp_path / f"err{i}.txt").read_text() for i in range(2))
+  assert procs[0].returncode == 1, err0[-3000:]  # Python's status for an uncaught exception.
+  assert "RuntimeError: disk full (simulated)" in err0
+  assert procs[1].returncode == 1, err1[-3000:]
+  assert ("vmaptune: process 0 failed: RuntimeError: disk full (simulated); process 1 stops"
+          in err1), err1[-3000:]
+  assert "finished" not in (tmp_path / "out1.txt").read_text()
+  # Measured on 2 busy cores: both exit within about a second.
+  assert ended[1] - failed_at < 15, (ended[1] - failed_at, err1[-3000:])
+  assert ended[0] - failed_at < 15, (ended[0] - failed_at, err0[-3000:])
+
+
+@pytest.mark.slow  # Subprocesses.
+def test_when_process_0_is_killed_the_others_exit_at_once(tmp_path, experiment_file):
+  script = tmp_path / "tune_script.py"
+  script.write_text(SCRIPT)
+  # Rounds enough to still be running when process 0 is killed after round 0.
+  procs = _start_pair([sys.executable, str(script), experiment_file, "run", "rounds=50"],
+                      tmp_path)
+  summary = tmp_path / "run" / "summary.json"
+  deadline = time.time() + TIMEOUT_S
+  while not summary.exists() and procs[0].poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert summary.exists(), (tmp_path / "err0.txt").read_text()[-3000:]
+  procs[0].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  ended = _exit_times(procs)
+  err1 = (tmp_path / "err1.txt").read_text()
+  assert procs[0].returncode == -signal.SIGKILL
+  assert procs[1].returncode != 0, err1[-3000:]
+  # The watchdog's word, or JAX's when its own check of the coordinator comes first.
+  assert ("vmaptune: lost process 0 (the coordinator)" in err1
+          or "JAX distributed service detected fatal errors" in err1), err1[-3000:]
+  assert ended[1] - killed_at < 30, (ended[1] - killed_at, err1[-3000:])
+
+
+class FakeClient:
+  """JAX's coordination client, as the watchdog and abort_others use it."""
+
+  def __init__(self, answers=()):
+    self.answers, self.set = list(answers), []
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    self.set.append((key, value))
+    if key.endswith("/1"):
+      raise RuntimeError("UNAVAILABLE: cannot be told")
+
+  def blocking_key_value_get(self, key, timeout_ms):
+    answer = self.answers.pop(0)
+    if isinstance(answer, Exception):
+      raise answer
+    return answer
+
+
+def test_abort_others_tells_every_other_process_once_and_never_raises(monkeypatch):
+  distributed.abort_others("nothing to tell")  # One process: nothing happens.
+  assert not jax.distributed.is_initialized()
+  client = FakeClient()
+  monkeypatch.setattr(watchdog, "_watch", watchdog._Watch())
+  monkeypatch.setattr(watchdog, "_coordination", lambda: (client, 0, 3))
+  distributed.abort_others("disk\n full")
+  distributed.abort_others("a second word")
+  assert client.set == [("vmaptune/stop/1", "failed:disk full"),
+                        ("vmaptune/stop/2", "failed:disk full")]
+  monkeypatch.setattr(watchdog, "_coordination", lambda: (client, 1, 3))
+  monkeypatch.setattr(watchdog, "_watch", watchdog._Watch())
+  distributed.abort_others("not process 0")
+  assert len(client.set) == 2
+
+
+@pytest.mark.parametrize("answers, stopped", [
+    (["done"], None),  # A normal end woke the watchdog.
+    ([RuntimeError("CANCELLED: CANCELLED")], None),  # This process's client shut down.
+    ([RuntimeError("DEADLINE_EXCEEDED: no key yet"), "failed:disk full"],
+     "process 0 failed: disk full"),
+    ([RuntimeError("UNAVAILABLE: Socket closed\nmore")],
+     "lost process 0 (the coordinator): UNAVAILABLE: Socket closed"),
+])
+def test_the_watchdog_stops_the_process_only_when_process_0_failed(monkeypatch, answers,
+                                                                    stopped):
+  seen = []
+  monkeypatch.setattr(watchdog, "_stop", lambda index, reason, client: seen.append(reason))
+  watchdog._wait_for_process_0(FakeClient(answers), 1)
+  assert seen == ([stopped] if stopped else [])
 
 
 # Settings: where they come from and what is refused. None of these joins a run.
@@ -254,6 +403,7 @@ def test_only_the_first_process_writes_and_its_errors_reach_every_process(tmp_pa
   assert run_dir.writes and restored is None
   run_dir.write_summary({"ok": True})
   assert (tmp_path / "run" / "summary.json").exists()
+  run_dir.release()  # The run ended: its writer lock is free again.
   (tmp_path / "run" / "trials.jsonl").write_text("")
   with pytest.raises(FileExistsError, match="already holds a run"):
     open_run(tmp_path / "run", {"settings": {}}, resume=False)

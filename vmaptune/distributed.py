@@ -17,6 +17,9 @@ also honours its own ``JAX_COORDINATOR_ADDRESS``). Given none of them, it
 leaves the detection to JAX (SLURM, Open MPI, Cloud TPU pods, ...) when such a
 cluster with more than one process is found (only before JAX has run
 anything), and otherwise does nothing: one process, as before.
+
+**When process 0 fails**, the others stop within seconds: see
+:mod:`vmaptune.watchdog` (:func:`abort_others`, started by :func:`initialize`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from vmaptune import errors, watchdog
 from vmaptune.devices import backend_started, configure_cpu_devices
 from vmaptune.errors import DistributedError
 from vmaptune.validation import whole_number
+from vmaptune.watchdog import HEARTBEAT_TIMEOUT_S, abort_others
+
+__all__ = ["ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "HEARTBEAT_TIMEOUT_S",
+           "Processes", "abort_others", "current", "initialize", "is_first_process",
+           "on_first_process", "settings", "share_from_first_process"]
 
 ENV_COORDINATOR = "VMAPTUNE_COORDINATOR"
 ENV_NUM_PROCESSES = "VMAPTUNE_NUM_PROCESSES"
@@ -183,6 +192,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if clash:
       raise DistributedError(f"this process already joined a run as process "
                              f"{have.process_id} of {have.num_processes}; asked for {clash}")
+    watchdog.watch_process_0()  # Joined by jax.distributed.initialize itself, perhaps.
     return have
   if given.get("num_processes") == 1:
     return Processes()  # One process needs no coordinator.
@@ -215,7 +225,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   jax.distributed.initialize(coordinator_address=requested["coordinator"],
                              num_processes=requested["num_processes"],
                              process_id=requested["process_id"],
-                             initialization_timeout=timeout_s)
+                             initialization_timeout=timeout_s,
+                             heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+  watchdog.watch_process_0()
   return current()
 
 
@@ -270,6 +282,9 @@ def on_first_process(fn: Callable[[], T]) -> T | None:
   if not text:
     return value
   kind, _, detail = text.partition(": ")
-  if kind == "FileExistsError":  # A refused run directory: a user error, as on process 0.
+  refused = getattr(errors, kind, None)  # One of vmaptune's errors: a user error, as on 0.
+  if isinstance(refused, type) and issubclass(refused, errors.VmaptuneError):
+    raise refused(f"{detail} (raised on process 0)")
+  if kind == "FileExistsError":
     raise FileExistsError(f"{detail} (raised on process 0)")
   raise RuntimeError(f"process 0 failed: {text}")
