@@ -156,7 +156,7 @@ def write_run(path, space: dict, rows: list[dict], epochs: int = 1) -> None:
           "epoch_loss": [None if diverged else 1.0] * epochs}) + "\n")
   write_json(os.path.join(path, "summary.json"),
              {"space": space, "settings": {"epochs": epochs},
-              "rounds": [{"round": 0, "wall_s": 1.0}]})
+              "rounds": [{"round": 0, "trials": len(rows), "wall_s": 1.0}] if rows else []})
 
 
 @pytest.fixture

@@ -59,7 +59,9 @@ def test_report_without_matplotlib_prints_the_table_and_how_to_install(written_r
 @pytest.mark.parametrize("make, args, message", [
     (lambda d, write: None, [], "holds no vmaptune run (no config.json)"),
     (lambda d, write: os.makedirs(d), [], "holds no vmaptune run (no config.json)"),
-    (lambda d, write: write(d, {}, []), [], "holds no completed round yet"),
+    (lambda d, write: write(d, {"learning_rate": {"type": "LogUniform", "low": 1e-3,
+                                                "high": 1.0}}, []),
+     [], "holds no completed round yet"),
     (lambda d, write: write(d, {"learning_rate": {"type": "LogUniform", "low": 1e-3,
                                                 "high": 1.0}},
                           [{"hparams": {"learning_rate": 0.01}, "acc": 0.5}]),

@@ -35,8 +35,22 @@ def compilation_cache(cache_dir):
     yield
 
 
+class _Sha256:
+  def __eq__(self, other):
+    return isinstance(other, str) and len(other) == 64
+
+
+ANY_SHA = _Sha256()
+
+
 def _files(path) -> dict[str, bytes]:
-  return {name: (path / name).read_bytes() for name in sorted(os.listdir(path))}
+  """The run's files (the writer lock, which names its last holder, aside)."""
+  return {name: (path / name).read_bytes() for name in sorted(os.listdir(path))
+          if name != vt.rundir.LOCK_FILE}
+
+
+def _summary(path) -> dict:
+  return json.loads((path / "summary.json").read_text())
 
 
 def _untimed(summary: dict) -> dict:
@@ -58,8 +72,15 @@ def test_a_run_directory_holds_the_run_and_gives_the_best_model_back(
   assert vt.Space.from_dict(config["space"]) == lr_space
   assert config["data"]["fingerprint"] == data_fingerprint(small_data)
   assert config["model"]["parameters"] == [64 * 16 + 16 + 16 * 10 + 10]
-  with pytest.raises(FileNotFoundError, match="no best parameters yet"):
-    vt.load_best_params(out)
+  # Before the final fit: the best trial's parameters as it trained in the search,
+  # saved with the round that found it (an interrupted run has a model to load).
+  searched = vt.load_run(out)
+  best = result.best
+  assert searched.params_trial == {"from": "search", "round": best.round, "trial": best.trial,
+                                   "hparams": best.to_record()["hparams"], "sha256": ANY_SHA}
+  logits = tiny_mlp.apply({"params": vt.load_best_params(out, tiny_mlp)}, small_data.val.x)
+  assert float((np.argmax(logits, -1) == small_data.val.y).mean()) == \
+      pytest.approx(best.val_accuracy, abs=1e-6)
 
   final = result.final_fit()
   run = vt.load_run(out)
@@ -67,6 +88,7 @@ def test_a_run_directory_holds_the_run_and_gives_the_best_model_back(
   assert run.records == vt.read_trials(out) and len(run.records) == 8 * 3
   assert run.chosen == result.best.to_record()
   assert run.final_fit["test_accuracy"] == final.test_accuracy
+  assert run.params_trial["from"] == "final_fit" and run.params_trial["trial"] == best.trial
   assert run.top(1)[0] == result.best.to_record()
   params = vt.load_best_params(out, tiny_mlp)
   logits = tiny_mlp.apply({"params": params}, small_data.val.x)
@@ -184,7 +206,7 @@ def test_a_resumed_run_equals_the_uninterrupted_run(case, stop, small_data, tiny
   assert (out / "trials.jsonl").read_text() == (tmp_path / "whole" / "trials.jsonl").read_text()
   assert resumed.best == whole.best
   assert [r.next_space for r in resumed.rounds] == [r.next_space for r in whole.rounds]
-  assert _untimed(json.loads((out / "summary.json").read_text())) == _untimed(whole.summary())
+  assert _untimed(_summary(out)) == _untimed(_summary(tmp_path / "whole"))
   for a, b in zip(resumed.rounds[:1], whole.rounds[:1], strict=True):  # Restored from records.
     np.testing.assert_array_equal(a.epoch_loss, b.epoch_loss)
     np.testing.assert_array_equal(a.kept, b.kept)
@@ -245,7 +267,7 @@ def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_fi
   resumed = experiment.tune(out=str(out))
   assert (out / "trials.jsonl").read_text() == (tmp_path / "whole" / "trials.jsonl").read_text()
   assert resumed.best == whole.best
-  assert _untimed(json.loads((out / "summary.json").read_text())) == _untimed(whole.summary())
+  assert _untimed(_summary(out)) == _untimed(_summary(tmp_path / "whole"))
 
 
 CLI_SHRUNK = ["population=4", "rounds=2", "epochs=1"]

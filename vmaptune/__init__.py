@@ -26,9 +26,13 @@ from vmaptune.distributions import LogUniform, Uniform
 from vmaptune.errors import (
   AllDivergedError,
   ConfigError,
+  DamagedRunError,
   DataError,
   DistributedError,
   OutOfMemoryError,
+  RunDirectoryBusyError,
+  RunDirectoryError,
+  RunDirectoryWriteError,
   SettingsError,
   SpaceError,
   VmaptuneError,
@@ -52,9 +56,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AllDivergedError", "Choice", "ConfigError", "DataError", "Dataset", "DistributedError",
-    "Experiment", "FinalFit", "IntUniform", "LogUniform", "OutOfMemoryError", "RoundResult",
-    "Run", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult", "Uniform",
+    "AllDivergedError", "Choice", "ConfigError", "DamagedRunError", "DataError", "Dataset",
+    "DistributedError", "Experiment", "FinalFit", "IntUniform", "LogUniform",
+    "OutOfMemoryError", "RoundResult", "Run", "RunDirectoryBusyError", "RunDirectoryError",
+    "RunDirectoryWriteError", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult",
+    "Uniform",
     "VmaptuneError", "data", "load_best_params", "load_experiment", "load_run", "models",
     "override", "read_trials", "report", "samplers", "strategies", "tune",
 ]

@@ -3,6 +3,7 @@
     vmaptune run experiments/digits_mlp.py
     vmaptune run experiments/digits_mlp.py --set population=512 rounds=5 --out runs/digits
     vmaptune run experiments/digits_mlp.py --out runs/digits   # again: resumes it
+    vmaptune run experiments/digits_mlp.py --out runs/digits --resume-from-intact
     vmaptune show runs/digits
     vmaptune run experiments/digits_mlp.py --log-format json > run.jsonl
     vmaptune report runs/digits
@@ -19,18 +20,19 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import shlex
 import sys
 import time
 
 import numpy as np
 from jax.experimental.multihost_utils import broadcast_one_to_all
 
-from vmaptune import devices
+from vmaptune import devices, distributed
 from vmaptune import progress as progress_events
 from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, load_experiment, override
 from vmaptune.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
-from vmaptune.errors import AllDivergedError, VmaptuneError
+from vmaptune.errors import AllDivergedError, DamagedRunError, VmaptuneError
 from vmaptune.report import describe_run
 from vmaptune.report import report as write_report
 from vmaptune.rundir import load_run
@@ -51,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                    "holding a run of the same config is resumed after its last completed round")
   run.add_argument("--no-resume", action="store_true",
                    help="refuse a run directory that holds a run instead of resuming it")
+  run.add_argument("--resume-from-intact", action="store_true",
+                   help="when a file of the run directory is damaged, resume from the rounds "
+                   "whose records and summary agree, copying the damaged files into "
+                   "OUT/damaged/<time>/ first (nothing is deleted)")
   run.add_argument("--quiet", action="store_true", help="print only the final result")
   run.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text (default): a summary per round, and a live progress line when "
@@ -129,9 +135,16 @@ def run(args: argparse.Namespace) -> int:
     if progress is not None:
       stack.callback(progress.close)  # Clears a live line, also after an error.
     start = time.perf_counter()
-    result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
-                             copy_files={CONFIG_COPY: args.config}, progress=progress)
-    fit = result.final_fit()
+    try:
+      result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
+                               resume_from_intact=args.resume_from_intact,
+                               copy_files={CONFIG_COPY: args.config}, progress=progress)
+      fit = result.final_fit()
+    except KeyboardInterrupt:
+      if processes.writes:
+        distributed.abort_others("interrupted (Ctrl-C)")
+        print(_interrupted(args, out, experiment.rounds), file=sys.stderr, flush=True)
+      return 130
   if processes.writes and args.log_format == "json":
     print(progress_events.json_line({"event": "final_fit",
                                      "t": round(time.perf_counter() - start, 4),
@@ -141,8 +154,36 @@ def run(args: argparse.Namespace) -> int:
   return 0
 
 
+def _interrupted(args: argparse.Namespace, out: str, rounds: int) -> str:
+  """What Ctrl-C left on disk, and the command that resumes it."""
+  try:
+    done = load_run(out).rounds_completed
+  except (OSError, ValueError):
+    done = 0
+  recorded = (f"rounds 1-{done} of {rounds} are recorded in {out}" if done
+              else f"no round had completed ({out} holds the run's config)")
+  command = ["vmaptune", "run", args.config, "--out", out]
+  if args.set:
+    command += ["--set", *args.set]
+  return (f"vmaptune: interrupted: {recorded}; the round in progress is dropped. "
+          f"Resume with:\n  {shlex.join(command)}")
+
+
+@contextlib.contextmanager
+def _read_back(run_dir: str):
+  """Turns what odd but well-formed values make the readers raise into one error."""
+  try:
+    yield
+  except (KeyError, TypeError, IndexError, AttributeError) as e:
+    raise DamagedRunError(f"{run_dir}: its summary.json or trials.jsonl holds a value "
+                          f"vmaptune cannot read ({type(e).__name__}: {e}); restore the file "
+                          "from a copy, or run the config again into another directory",
+                          run_dir) from None
+
+
 def show(args: argparse.Namespace) -> int:
-  print(describe_run(load_run(args.run_dir), top=args.top))
+  with _read_back(args.run_dir):
+    print(describe_run(load_run(args.run_dir), top=args.top))
   return 0
 
 
@@ -159,7 +200,8 @@ def _progress(args: argparse.Namespace,
 
 
 def report(args: argparse.Namespace) -> int:
-  write_report(args.run_dir, args.out, top=args.top, curves=args.curves)
+  with _read_back(args.run_dir):
+    write_report(args.run_dir, args.out, top=args.top, curves=args.curves)
   return 0
 
 

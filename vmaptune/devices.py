@@ -168,6 +168,16 @@ def to_host(tree: Any) -> Any:
   return jax.tree.map(one, tree)
 
 
+# One lane of a lane-axis tree, traced once per tree structure (the index is traced).
+_take_lane = jax.jit(lambda tree, index: jax.tree.map(lambda a: a[index], tree))
+
+
+def lane_to_host(tree: Any, index: int) -> Any:
+  """Lane ``index`` of a tree of ``[L, ...]`` arrays as NumPy ``[...]`` arrays,
+  gathered from every process (a collective, like :func:`to_host`)."""
+  return to_host(_take_lane(tree, np.int32(index)))
+
+
 def local(tree: Any, device: jax.Device) -> Any:
   """``tree`` on one of this process's devices.
 

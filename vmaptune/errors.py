@@ -3,7 +3,9 @@
 Each is a :class:`VmaptuneError`, so ``except vt.VmaptuneError`` catches what
 vmaptune refuses or reports, and each also derives from the built-in error it
 refines (``ValueError`` for bad input, ``RuntimeError`` for a run that cannot
-go on), so code written against those keeps working. Bad input is refused
+go on, ``FileExistsError`` for a run directory that cannot be used as asked,
+``OSError`` for one that cannot be written), so code written against those
+keeps working. Bad input is refused
 before anything compiles, with a message that names the bad value and what
 was expected.
 """
@@ -54,5 +56,42 @@ class OutOfMemoryError(VmaptuneError, RuntimeError):
 
   :func:`vmaptune.tune` sets ``partial`` to the rounds finished before it.
   """
+
+  partial: Any = None
+
+
+class RunDirectoryError(VmaptuneError, FileExistsError):
+  """A run directory cannot be used as asked: it holds a run of another config,
+  another process is writing it, or a file in it is damaged. Nothing was changed."""
+
+
+class RunDirectoryBusyError(RunDirectoryError):
+  """Another process holds the run directory's writer lock; ``holder`` says who
+  (``{"host", "pid", "started"}``, as the holder wrote it)."""
+
+  def __init__(self, message: str, holder: dict[str, Any] | None = None):
+    super().__init__(message)
+    self.holder = holder
+
+
+class DamagedRunError(RunDirectoryError):
+  """A file of a run directory is unreadable or disagrees with the others.
+
+  Attributes:
+    file: the damaged file's path.
+    intact_rounds: the leading rounds whose records and summary agree, which
+      ``resume_from_intact`` (``--resume-from-intact``) resumes from.
+  """
+
+  def __init__(self, message: str, file: str = "", intact_rounds: int = 0):
+    super().__init__(message)
+    self.file = file
+    self.intact_rounds = intact_rounds
+
+
+class RunDirectoryWriteError(VmaptuneError, OSError):
+  """Writing the run directory failed (a full disk, a read-only directory).
+  Every round completed before it is on disk; :func:`vmaptune.tune` sets
+  ``partial`` to those rounds."""
 
   partial: Any = None

@@ -53,6 +53,10 @@ def describe_run(run: Run, top: int = 10) -> str:
       scores += "\n  test accuracy " + ("n/a (empty test split)" if test is None
                                         or math.isnan(test) else f"{test:.4f}")
       scores += f"\n  best parameters: {os.path.join(run.path, PARAMS_FILE)}"
+    elif run.params_trial is not None:
+      saved = run.params_trial
+      scores += (f"\n  best parameters so far: {os.path.join(run.path, PARAMS_FILE)} (round "
+                 f"{saved['round'] + 1}, trial {saved['trial']}, as trained in the search)")
     lines.append(scores)
     if run.summary.get("confirmation"):
       lines.append(describe_confirmation(run.summary["confirmation"]))

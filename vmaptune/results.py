@@ -8,6 +8,7 @@ ranges, timings); a :class:`TuneResult` holds the rounds, the chosen trial
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -52,6 +53,8 @@ class RoundResult(TrialTable):
   compile_s: float
   trace_s: float
   compiles: int
+  # The best finished trial's parameters, no lane axis (None when restored from records).
+  best_params: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
   def configurations(self) -> int:
@@ -256,7 +259,8 @@ class TuneResult:
                wall_s: float, out_dir: str | None,
                refit: Callable[[TuneResult], FinalFit] | None, final: FinalFit | None = None,
                on_final_fit: Callable[[TuneResult], None] | None = None,
-               confirmation: Any = None):
+               confirmation: Any = None,
+               final_fit_guard: Callable[[], contextlib.AbstractContextManager] | None = None):
     self.rounds = rounds
     self.confirmation = confirmation
     self.space = space
@@ -266,6 +270,7 @@ class TuneResult:
     self._refit = refit
     self._final = final  # Restored from the run directory when a finished run is resumed.
     self._on_final_fit = on_final_fit  # Saves the fit's parameters and summary.
+    self._final_fit_guard = final_fit_guard  # Holds the run directory over the final fit.
 
   @property
   def best(self) -> Trial | None:
@@ -306,9 +311,11 @@ class TuneResult:
         raise RuntimeError("no round completed, so there is no configuration to refit")
       if self._refit is None:
         raise RuntimeError("this result has no data or model attached to refit with")
-      self._final = self._refit(self)
-      if self._on_final_fit is not None:
-        self._on_final_fit(self)
+      guard = self._final_fit_guard or contextlib.nullcontext
+      with guard():
+        self._final = self._refit(self)
+        if self._on_final_fit is not None:
+          self._on_final_fit(self)
     return self._final
 
   @property

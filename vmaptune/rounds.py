@@ -13,7 +13,9 @@ until the final fit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,21 +28,42 @@ import numpy as np
 from vmaptune import confirmation as confirmation_stage
 from vmaptune.chunks import is_out_of_memory
 from vmaptune.compilation import CompileCounter
+from vmaptune.devices import lane_to_host
 from vmaptune.distributions import LogUniform
 from vmaptune.engine import Engine
-from vmaptune.errors import AllDivergedError, OutOfMemoryError
+from vmaptune.errors import (
+  AllDivergedError,
+  DamagedRunError,
+  OutOfMemoryError,
+  RunDirectoryWriteError,
+)
 from vmaptune.events import Listener, Pieces
 from vmaptune.keys import round_keys
+from vmaptune.ranking import best_row
 from vmaptune.results import FinalFit, RoundResult, TuneResult, best_trial
-from vmaptune.rundir import Restored, RunDirectory
+from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
+from vmaptune.rundir.damage import intact_advice
+from vmaptune.rundir.writer import kept_params
 from vmaptune.strategies import RoundContext
 from vmaptune.trials import TrialLog, TrialTable
 
 
+def _best_lane_params(log: TrialLog, table: TrialTable) -> Any:
+  """The parameters of a bucket's best finished trial (``None`` if none finished)."""
+  row = best_row(table)
+  if row is None or row not in log.placed:
+    return None
+  lanes, position = log.placed[row]
+  return lane_to_host(lanes.state.params, position)
+
+
 def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
-              listener: Listener | None = None, pieces: Pieces | None = None) -> RoundResult:
+              listener: Listener | None = None, pieces: Pieces | None = None,
+              keep_params: bool = False) -> RoundResult:
   """Round ``index``: the strategy in every bucket the sampler gives it, all
-  the trials merged (bucket order) and told to the sampler."""
+  the trials merged (bucket order) and told to the sampler; with
+  ``keep_params``, the best finished trial's parameters come along
+  (``RoundResult.best_params``, to be saved)."""
   settings, sampler, strategy = engine.settings, engine.sampler, engine.strategy
   start = time.perf_counter()
   space = sampler.round_space()
@@ -49,7 +72,7 @@ def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
   plan = sampler.buckets(settings.population, index)
   if listener is not None:
     listener.round_start(index, space, len(plan))
-  parts = []
+  parts, candidates = [], []
   with CompileCounter() as compiled:
     # Buckets share the round's keys: a configuration's result does not depend
     # on which other buckets the round has.
@@ -67,20 +90,28 @@ def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
       log = TrialLog(list(traced), settings.epochs, index)
       strategy.run(ctx, log)
       parts.append((bucket.values, log.table()))
+      if keep_params:
+        candidates.append((bucket, _best_lane_params(log, parts[-1][1])))
   table = TrialTable.merge_buckets(parts, space)
   rows = sampler.order(table, round_index=index)
   if rows is not None:
     table = table.reordered(rows)
   told = sampler.tell(table, history, round_index=index)
-  return RoundResult(**table.columns(), index=index, space=space, next_space=told.next_space,
-                     kept=told.kept, strategy=strategy.describe(),
-                     wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
-                     trace_s=compiled.trace_seconds, compiles=compiled.compiles)
+  result = RoundResult(**table.columns(), index=index, space=space, next_space=told.next_space,
+                       kept=told.kept, strategy=strategy.describe(),
+                       wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
+                       trace_s=compiled.trace_seconds, compiles=compiled.compiles)
+  row = best_row(result)
+  if row is None or not keep_params:
+    return result
+  bucket = engine.buckets.find(result.structural(row))
+  return dataclasses.replace(result, best_params=next(
+      (params for found, params in candidates if found is bucket), None))
 
 
 def run_round_in_memory(engine: Engine, index: int, history: Sequence[RoundResult],
-                        listener: Listener | None = None,
-                        pieces: Pieces | None = None) -> RoundResult:
+                        listener: Listener | None = None, pieces: Pieces | None = None,
+                        keep_params: bool = False) -> RoundResult:
   """:func:`run_round`; if a device runs out of memory, the round runs again
   with lane chunks half as large (same keys, so the same results) down to one lane.
 
@@ -89,7 +120,7 @@ def run_round_in_memory(engine: Engine, index: int, history: Sequence[RoundResul
   """
   while True:
     try:
-      return run_round(engine, index, history, listener, pieces)
+      return run_round(engine, index, history, listener, pieces, keep_params)
     except jax.errors.JaxRuntimeError as e:
       if not is_out_of_memory(e):
         raise
@@ -108,23 +139,27 @@ def _json(value: Any) -> Any:
   return json.loads(json.dumps(value))
 
 
-def restore_rounds(engine: Engine, restored: Restored) -> list[RoundResult]:
+def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | None = None,
+                   resume_from_intact: bool = False) -> list[RoundResult]:
   """The completed rounds of a resumed run, rebuilt from their records and
   told to the (started) sampler again.
 
+  Args:
+    run_dir: the run directory, cut back to the rounds that replay when
+      ``resume_from_intact`` (its damaged files copied aside first).
+
   Raises:
-    FileExistsError: the records do not replay to what the summary recorded.
+    DamagedRunError: the records do not replay to what the summary recorded
+      (without ``resume_from_intact``).
   """
   rounds: list[RoundResult] = []
   for index, summary in enumerate(restored.summary["rounds"]):
     space = engine.sampler.round_space()
-    if _json(space.to_dict()) != summary["space"]:
-      raise FileExistsError(f"round {index}'s ranges in the summary are not the ones the "
-                            "earlier rounds narrowed to; the run cannot be resumed")
     records = restored.round_records(index)
     try:
-      if [r["trial"] for r in records] != list(range(len(records))):
-        raise ValueError(f"round {index}'s records are out of order")
+      if _json(space.to_dict()) != summary["space"]:
+        raise ValueError(f"round {index + 1}'s ranges in the summary are not the ones the "
+                         "earlier rounds narrowed to")
       table = TrialTable.from_records(records, engine.space, engine.settings.epochs)
       told = engine.sampler.tell(table, rounds, round_index=index)
       result = RoundResult(**table.columns(), index=index, space=space,
@@ -132,13 +167,29 @@ def restore_rounds(engine: Engine, restored: Restored) -> list[RoundResult]:
                            strategy=summary["strategy"], wall_s=summary["wall_s"],
                            compile_s=summary["compile_s"], trace_s=summary["trace_s"],
                            compiles=summary["compiles"])
-      if _json([t.to_record() for t in result.trials()]) != records or \
-          _json(told.next_space.to_dict()) != summary["next_space"]:
-        raise ValueError(f"round {index} replayed from its records does not give the records "
-                         "and narrowed ranges the run wrote (damaged records, or a vmaptune "
-                         "that ranks or narrows differently)")
+      replayed = _json(result.summary())
+      differs = [key for key in summary if replayed.get(key, summary[key]) != summary[key]]
+      if _json([t.to_record() for t in result.trials()]) != records or differs:
+        raise ValueError(f"round {index + 1} replayed from its records does not give the "
+                         f"records and summary the run wrote ({', '.join(differs) or 'records'}"
+                         " differ: damaged records, or a vmaptune that ranks or narrows "
+                         "differently)")
     except (KeyError, ValueError, TypeError) as e:
-      raise FileExistsError(f"the run directory's records cannot be resumed: {e}") from e
+      where = "the run directory" if run_dir is None else run_dir.path
+      if not resume_from_intact or run_dir is None:
+        trials = os.path.join(where, TRIALS_FILE)
+        raise DamagedRunError(
+            f"{trials} and {os.path.join(where, SUMMARY_FILE)} disagree: {e}. "
+            f"{intact_advice(where, index, engine.settings.rounds)}", trials, index) from e
+      aside = run_dir.keep_rounds(restored.summary, index)
+      engine.sampler.start(engine.space, engine.settings.seed)  # Told the damaged round: again.
+      for done in rounds:
+        engine.sampler.round_space()
+        engine.sampler.tell(done, rounds[:done.index], round_index=done.index)
+      if aside is not None:  # Process 0, which moved them.
+        warnings.warn(f"{e}; resuming {where} from its {index} intact rounds; the damaged "
+                      f"files were copied to {aside}", RuntimeWarning, stacklevel=3)
+      break
     rounds.append(result)
   return rounds
 
@@ -148,9 +199,10 @@ def restore_final_fit(engine: Engine, restored: Restored, rounds: list[RoundResu
   """The saved final fit of a resumed run, if the summary holds one for the
   chosen trial ``best`` of ``rounds`` and its parameters were saved; else
   ``None`` (the fit runs again when asked for)."""
-  final = restored.summary.get("final_fit")
+  final, pointer = restored.summary.get("final_fit"), restored.summary.get("best_params")
   if not final or restored.params is None or best is None or \
-      (final["round"], final["trial"]) != (best.round, best.trial):
+      (final["round"], final["trial"]) != (best.round, best.trial) or \
+      (pointer is not None and pointer.get("from") != "final_fit"):
     return None
   bucket = engine.buckets.find(best.hparams)
   return FinalFit(trial=best, schedule=rounds[best.round].schedule(best.trial),
@@ -187,12 +239,14 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
                callbacks: Sequence[Callable[[RoundResult], None]] = (),
                on_restored: Callable[[list[RoundResult]], None] | None = None,
                on_confirmed: Callable[[Any], None] | None = None,
-               first_round: int = 0, result_type: type[TuneResult] = TuneResult) -> TuneResult:
+               first_round: int = 0, result_type: type[TuneResult] = TuneResult,
+               resume_from_intact: bool = False) -> TuneResult:
   """Runs (or resumes) a search: every round, each recorded as it completes.
 
   Args:
     engine: the run's checked inputs and populations.
-    run_dir: where records go (``None``: nowhere).
+    run_dir: where records go (``None``: nowhere); its writer lock is released
+      when the search ends, however it ends.
     restored: the completed state of a resumed run (from :func:`vmaptune.rundir.open_run`).
     listener: told about the run as it goes (see :mod:`vmaptune.events`).
     pieces: how training is cut into reported pieces (with a listener).
@@ -203,46 +257,94 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
     first_round: the index of the first round (its keys), for a search that
       continues an earlier one without a run directory.
     result_type: the :class:`TuneResult` (sub)class returned.
+    resume_from_intact: restored rounds that do not replay cut the run back
+      to the ones before them (see :func:`restore_rounds`).
 
   Raises:
     AllDivergedError: every lane of a round diverged (``partial`` holds the rounds before).
     OutOfMemoryError: a round does not fit, one lane per chunk (``partial`` likewise).
+    RunDirectoryWriteError: a write failed (``partial`` holds the rounds on disk).
+    DamagedRunError: restored records do not replay (without ``resume_from_intact``).
   """
+  try:
+    return _search(engine, run_dir, restored, listener, pieces, callbacks, on_restored,
+                   on_confirmed, first_round, result_type, resume_from_intact)
+  finally:
+    if run_dir is not None:
+      run_dir.release()
+
+
+def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | None,
+            listener: Listener | None, pieces: Pieces | None,
+            callbacks: Sequence[Callable[[RoundResult], None]],
+            on_restored: Callable[[list[RoundResult]], None] | None,
+            on_confirmed: Callable[[Any], None] | None, first_round: int,
+            result_type: type[TuneResult], resume_from_intact: bool) -> TuneResult:
+  """:func:`run_rounds`, its lock aside."""
   settings, sampler = engine.settings, engine.sampler
   sampler.start(engine.space, settings.seed)
   described = engine.described_settings()
   record = {**described, "data": repr(engine.data), "model": engine.model_name,
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
+  # Whose parameters best_params.msgpack holds (the summary's "best_params"; None: nobody's).
+  saved: dict[str, Any] | None = None
+
+  def summary_of(result: TuneResult) -> dict[str, Any]:
+    return {**result.summary(), "best_params": saved}
 
   def on_final_fit(result: TuneResult) -> None:
+    nonlocal saved
     if run_dir is not None:
-      run_dir.write_params(result.final.params)  # Before the summary that points to it.
-      run_dir.write_summary(result.summary())
+      best = result.final.trial
+      saved = {"from": "final_fit", "round": best.round, "trial": best.trial,
+               "hparams": best.to_record()["hparams"]}
+      run_dir.write_final(result.final.params, summary_of(result))
 
   def tune_result(rounds: list[RoundResult], final: FinalFit | None = None,
                   confirmed: Any = None) -> TuneResult:
     return result_type(rounds, engine.space, record, time.perf_counter() - start,
                        None if run_dir is None else run_dir.path,
                        lambda result: engine.refit(result.best, result.schedule(result.best)),
-                       final, on_final_fit=on_final_fit, confirmation=confirmed)
+                       final, on_final_fit=on_final_fit, confirmation=confirmed,
+                       final_fit_guard=None if run_dir is None else run_dir.final_fit_guard)
 
   def schedule(trial: Any) -> list:
     return next(r for r in done if r.index == trial.round).schedule(trial.trial)
+
+  def commit(result: RoundResult, summary: dict[str, Any], params: Any = None) -> None:
+    if run_dir is None:
+      return
+    try:
+      run_dir.commit_round(result, summary, params)
+    except RunDirectoryWriteError as e:
+      e.partial = tune_result([r for r in done if r is not result])
+      raise
 
   size = settings.confirm_size()
   done: list[RoundResult] = []
   final = confirmed = None
   start = time.perf_counter()
   if restored is not None:  # Resuming: the rounds already completed, as they ran.
-    done = restore_rounds(engine, restored)
-    if size is not None and len(done) == settings.rounds:
-      confirmed = confirmation_stage.restore(restored.summary.get("confirmation"), done,
-                                             *size, settings.epochs)
-    if size is None or confirmed is not None:
+    done = restore_rounds(engine, restored, run_dir, resume_from_intact)
+    run_dir.tidy()  # The records replayed: what a killed writer left can go.
+    cut = len(done) < len(restored.summary["rounds"])
+    if restored.params is not None and run_dir.writes:
+      saved = restored.summary.get("best_params")
+      if cut:
+        saved = kept_params(run_dir.path, restored.summary, len(done))
+    if size is not None and len(done) == settings.rounds and not cut:
+      try:
+        confirmed = confirmation_stage.restore(restored.summary.get("confirmation"), done,
+                                               *size, settings.epochs)
+      except (KeyError, TypeError, ValueError):  # Odd values in a summary: it runs again.
+        confirmed = None
+    if (size is None or confirmed is not None) and not cut:
       final = restore_final_fit(engine, restored, done,
                                 best_trial(done) if confirmed is None else confirmed.trial)
-    start -= restored.summary.get("wall_s", 0.0)
+    start -= sum(r.wall_s for r in done) if cut else restored.summary.get("wall_s", 0.0)
     run_dir.write_config(restored.config)  # Only now that the records were checked.
+    if cut or restored.repaired:  # The cut summary lacks the choice: written again now.
+      run_dir.write_summary(summary_of(tune_result(done, final, confirmed)))
     if on_restored is not None:
       on_restored(done)
   tuned = tune_result(done, final)
@@ -253,33 +355,35 @@ def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
                        space=engine.space, restored=done)
   for index in range(first_round + len(done), first_round + settings.rounds):
     try:
-      result = run_round_in_memory(engine, index, done, listener, pieces)
+      result = run_round_in_memory(engine, index, done, listener, pieces,
+                                   keep_params=run_dir is not None)
     except OutOfMemoryError as e:
       e.partial = tune_result(list(done))
       if run_dir is not None:
-        run_dir.write_summary({**e.partial.summary(), "error": str(e)})
+        run_dir.write_summary({**summary_of(e.partial), "error": str(e)})
       raise
-    if run_dir is not None:
-      run_dir.append_round(result)
     if not result.completed.any():
       for callback in callbacks:
         callback(result)
       message = divergence_message(result, engine, done)
       partial = tune_result(list(done))
-      if run_dir is not None:
-        run_dir.write_summary({**partial.summary(), "error": message})
+      commit(result, {**summary_of(partial), "error": message})
       raise AllDivergedError(message, partial)
     done.append(result)
     tuned = tune_result(list(done))
-    if run_dir is not None:
-      run_dir.write_summary(tuned.summary())
+    best, params = best_trial(done), None
+    if best is not None and best.round == result.index and result.best_params is not None:
+      params = result.best_params  # The best so far: saved with the round.
+      saved = {"from": "search", "round": best.round, "trial": best.trial,
+               "hparams": best.to_record()["hparams"]}
+    commit(result, summary_of(tuned), params)
     for callback in callbacks:
       callback(result)
   if size is not None and confirmed is None and done:
     confirmed = confirmation_stage.confirm(engine, done, *size, schedule)
     tuned = tune_result(list(done), confirmed=confirmed)
     if run_dir is not None:
-      run_dir.write_summary(tuned.summary())
+      run_dir.write_summary(summary_of(tuned))
     if on_confirmed is not None and confirmed is not None:
       on_confirmed(confirmed)
   elif confirmed is not None:  # A finished run, resumed: its confirmation restored.

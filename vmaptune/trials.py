@@ -352,6 +352,7 @@ class TrialLog:
     self.budget = budget
     self.round_index = round_index
     self.rows: list[dict[str, Any]] = []
+    self.placed: dict[int, tuple[Any, int]] = {}  # Finished trial: (its lanes, its position).
 
   def open(self, lane: int, hparams: Mapping[str, float], start_epoch: int,
            parent: int = -1, bracket: int = -1) -> int:

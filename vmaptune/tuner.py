@@ -28,8 +28,9 @@ from vmaptune.structural import ModelSpec
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
-         resume: bool = True, copy_files: Mapping[str, str] | None = None,
-         progress: Any = None, **settings: Any) -> TuneResult:
+         resume: bool = True, resume_from_intact: bool = False,
+         copy_files: Mapping[str, str] | None = None, progress: Any = None,
+         **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space``, ``rounds`` rounds of ``population``
   configurations, each round one compiled population per bucket.
 
@@ -54,7 +55,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       (:class:`vmaptune.Choice`, ``IntUniform(..., structural=True)``) train
       one population per combination.
     out: run directory for ``config.json``, ``trials.jsonl``, ``summary.json``
-      and, after the final fit, ``best_params.msgpack``.
+      and ``best_params.msgpack`` (the best trial's parameters so far, then
+      the final fit's); one writer at a time (see :mod:`vmaptune.rundir`).
     verbose: print a summary of each round (on process 0 of a multi-process run).
     on_round: called with each :class:`RoundResult` as it completes (not
       with the rounds a resumed run restores).
@@ -62,6 +64,10 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       last completed round (a finished run returns at once, its saved final
       fit included); ``False`` refuses any existing run. A run of a different
       config is always refused, naming what differs, and left untouched.
+    resume_from_intact: when a file of ``out`` is damaged, resume from the
+      rounds whose records and summary agree, copying the damaged files into
+      ``out/damaged/<time>/`` first (without it, a damaged file is refused,
+      naming it and what is wrong).
     copy_files: ``{name: source path}`` copied into a new run directory.
     progress: ``"bar"`` (a live line), ``"json"`` (one JSON object per
       event), a function of one event dict, or a
@@ -78,6 +84,10 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
 
   Raises:
     SettingsError, SpaceError, DataError: bad input, before any compilation.
+    RunDirectoryError: ``out`` holds another run, is damaged, or another
+      process writes it (:class:`~vmaptune.errors.RunDirectoryBusyError`); before
+      any compilation, nothing changed.
+    RunDirectoryWriteError: writing ``out`` failed; every completed round is on disk.
     AllDivergedError: every lane of a round diverged.
 
   >>> import vmaptune as vt
@@ -95,7 +105,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   engine = Engine(model, data, space, settings)
   run_dir, restored = (None, None) if out is None else rundir.open_run(
       out, rundir.snapshot(engine.described_settings(), space, engine.model_name,
-                           engine.parameters, data), resume=resume, copy_files=copy_files)
+                           engine.parameters, data), resume=resume,
+      resume_from_intact=resume_from_intact, copy_files=copy_files)
   def announce(done: list[RoundResult]) -> None:
     if verbose and is_first_process():
       print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
@@ -109,4 +120,5 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     callbacks.append(on_round)
   return run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
                     pieces=None if sink is None else progress_events.pieces_for(sink),
-                    callbacks=callbacks, on_restored=announce)
+                    callbacks=callbacks, on_restored=announce,
+                    resume_from_intact=resume_from_intact)

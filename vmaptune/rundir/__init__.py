@@ -9,7 +9,16 @@ A run directory (``tune(..., out=DIR)``, ``vmaptune run CONFIG --out DIR``) hold
 * ``summary.json``: the chosen trial, every round's ranges and timings and,
   after the final fit, the test accuracy; replaced atomically after each
   round, so the rounds it lists are the run's completed rounds;
-* ``best_params.msgpack``: the final fit's parameters (``flax.serialization``).
+* ``best_params.msgpack``: the best trial's parameters so far, saved when a
+  round improves on it, then the final fit's (``flax.serialization``); the
+  summary's ``best_params`` says whose they are and holds their SHA-256;
+* ``.lock``: the writer lock, naming the process that holds it.
+
+**One writer** (:mod:`vmaptune.rundir.lock`): the run holds an exclusive lock
+on the directory from opening it to its end; a second writer is refused at
+once, naming the holder, and the directory is left untouched. The operating
+system releases the lock when the process dies, however it dies. Readers take
+no lock and see the completed rounds only.
 
 **Resuming.** Running the same config into a directory that holds a run
 continues it: the records past the last completed round (a round in
@@ -23,6 +32,13 @@ config is refused naming what differs, and the directory is left untouched.
 A directory written by an earlier vmaptune (format 1) is read as its format-2
 equivalent (:func:`upgrade`).
 
+**Damage** (:mod:`vmaptune.rundir.damage`): a file that is unreadable or
+disagrees with the others is refused with one error naming it, what is wrong
+and how many rounds are intact; ``resume_from_intact`` resumes from those,
+copying the damaged files into ``damaged/<time>/`` first. A write that fails
+raises :class:`vmaptune.errors.RunDirectoryWriteError` with every completed
+round still on disk.
+
 **Reading back.** :func:`load_run` gives a :class:`Run`: the config, the
 summary, and the completed rounds' records and trial table, which
 ``vmaptune show`` and the reports read.
@@ -33,6 +49,7 @@ In a run over several processes only process 0 touches the directory.
 from vmaptune.rundir.files import (
   CONFIG_FILE,
   FORMAT,
+  LOCK_FILE,
   PARAMS_FILE,
   SUMMARY_FILE,
   TRIALS_FILE,
@@ -44,10 +61,12 @@ from vmaptune.rundir.files import (
   write_atomic,
   write_json,
 )
+from vmaptune.rundir.lock import WriterLock
+from vmaptune.rundir.opening import Restored, open_run
 from vmaptune.rundir.reader import Run, load_best_params, load_run
-from vmaptune.rundir.writer import Restored, RunDirectory, open_run
+from vmaptune.rundir.writer import RunDirectory, interrupts_deferred
 
-__all__ = ["CONFIG_FILE", "FORMAT", "PARAMS_FILE", "SUMMARY_FILE", "TRIALS_FILE", "Restored",
-           "Run", "RunDirectory", "data_fingerprint", "differences", "load_best_params",
-           "load_run", "open_run", "read_trials", "snapshot", "upgrade", "write_atomic",
-           "write_json"]
+__all__ = ["CONFIG_FILE", "FORMAT", "LOCK_FILE", "PARAMS_FILE", "SUMMARY_FILE", "TRIALS_FILE",
+           "Restored", "Run", "RunDirectory", "WriterLock", "data_fingerprint", "differences",
+           "interrupts_deferred", "load_best_params", "load_run", "open_run", "read_trials",
+           "snapshot", "upgrade", "write_atomic", "write_json"]

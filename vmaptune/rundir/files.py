@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,12 +14,18 @@ import jax
 import numpy as np
 
 from vmaptune.data import Dataset
+from vmaptune.errors import DamagedRunError
 from vmaptune.space import Space
 
 TRIALS_FILE = "trials.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "best_params.msgpack"
+# New parameters, until the summary that points to them is written (then renamed).
+PENDING_PARAMS_FILE = "best_params.next.msgpack"
+LOCK_FILE = ".lock"  # Held by the one writer (see vmaptune.rundir.lock).
+DAMAGED_DIR = "damaged"  # Where resume_from_intact moves damaged files.
+TEMP_SUFFIX = ".tmp"
 FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1 had keep and margin).
 # Config entries that may change between a run and its resumption (the
 # confirmation follows the last round; a changed one runs again).
@@ -28,16 +35,52 @@ MAY_CHANGE = ("settings.rounds", "settings.confirm")
 def write_atomic(path: str | os.PathLike, data: bytes) -> str:
   """Writes ``data`` to ``path`` atomically and durably: a crash (or a kill)
   leaves either the old file or the new one, never a mix; creates parent
-  directories. Returns the path written."""
+  directories. The temporary file has a name of its own (two writers never
+  share one) and is removed if the write fails. Returns the path written."""
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
+                     f"{secrets.token_hex(4)}{TEMP_SUFFIX}")
+  try:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  sync_directory(directory)
   return path
+
+
+def sync_directory(directory: str) -> None:
+  """Forces a directory's entries (a rename, a new file) to disk, where the
+  platform allows it."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass  # Some file systems cannot sync a directory; the rename itself is atomic.
+  finally:
+    os.close(fd)
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+  """Removes the temporary files a killed writer left (see :func:`write_atomic`);
+  call it only while holding the writer lock. Returns the names removed."""
+  removed = []
+  for name in os.listdir(directory):
+    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+      os.unlink(os.path.join(directory, name))
+      removed.append(name)
+  return removed
 
 
 def write_json(path: str | os.PathLike, value: Any) -> str:
@@ -46,12 +89,27 @@ def write_json(path: str | os.PathLike, value: Any) -> str:
 
 
 def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Reads ``trials.jsonl`` from a run directory (or the file itself), every line."""
+  """Reads ``trials.jsonl`` from a run directory (or the file itself), every
+  line, a round in progress included (:func:`vmaptune.load_run` gives the
+  completed rounds only).
+
+  Raises:
+    DamagedRunError: a line is not JSON (a line cut short by a kill included).
+  """
   path = os.fspath(path)
   if os.path.isdir(path):
     path = os.path.join(path, TRIALS_FILE)
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records = []
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except ValueError as e:
+        raise DamagedRunError(f"{path}: line {number} is not valid JSON ({e}); "
+                              "vmaptune.load_run reads the completed rounds only", path) from None
+  return records
 
 
 def data_fingerprint(data: Dataset) -> str:
@@ -128,29 +186,3 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
   return [f"{key}: {shown(old, key)} in the run directory, {shown(new, key)} now"
           for key in sorted(set(old) | set(new))
           if key not in old or key not in new or old[key] != new[key]]
-
-
-def read_records(path: str, completed: int) -> tuple[list[dict[str, Any]], int]:
-  """The records of rounds ``< completed`` and the byte offset they end at;
-  what follows (a round in progress, a torn line) is not returned."""
-  records, end = [], 0
-  if not os.path.exists(path):
-    return records, end
-  with open(path, "rb") as f:
-    for line in f:
-      if not line.endswith(b"\n"):
-        break  # Torn by a kill mid-write.
-      try:
-        record = json.loads(line)
-      except ValueError:
-        break
-      if record["round"] >= completed:
-        break
-      records.append(record)
-      end += len(line)
-  return records, end
-
-
-def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)

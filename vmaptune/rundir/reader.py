@@ -6,22 +6,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 
+from vmaptune.errors import DamagedRunError
 from vmaptune.ranking import rank
-from vmaptune.rundir.files import (
-  CONFIG_FILE,
-  PARAMS_FILE,
-  SUMMARY_FILE,
-  TRIALS_FILE,
-  read_json,
-  read_records,
-  upgrade,
-)
+from vmaptune.rundir.damage import damage_error, inspect_run, read_config, read_params
+from vmaptune.rundir.files import CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE, upgrade
 from vmaptune.space import Space
 from vmaptune.structural import BATCH_SIZE, ModelSpec, build_model
 from vmaptune.trials import TrialTable
@@ -94,18 +89,34 @@ class Run:
     :mod:`vmaptune.ranking`); diverged trials left out."""
     return [self.records[row] for row in rank(self.trials)[:count]]
 
+  @property
+  def params_trial(self) -> dict[str, Any] | None:
+    """Which trial ``best_params.msgpack`` holds: ``{"from": "search" | "final_fit",
+    "round", "trial", "hparams"}`` (``None`` before any was saved)."""
+    if not self.summary:
+      return None
+    pointer = self.summary.get("best_params")
+    if pointer is None and self.final_fit and self.chosen:  # Written by an earlier vmaptune.
+      pointer = {"from": "final_fit", "round": self.chosen["round"],
+                 "trial": self.chosen["trial"], "hparams": self.chosen["hparams"]}
+    return pointer
+
   def best_model(self, model: ModelSpec) -> Any:
-    """The module the best parameters belong to: ``model`` with the chosen
-    trial's structural values (``model`` itself without structure)."""
-    if self.chosen is None:
+    """The module the best parameters belong to: ``model`` with the structural
+    values of the trial they hold (``model`` itself without structure)."""
+    trial = self.params_trial or self.chosen
+    if trial is None:
       raise ValueError(f"{self.path}: no round completed, so nothing was chosen")
     space = self.space
-    values = {name: space[name].value(self.chosen["hparams"][name])
+    values = {name: space[name].value(trial["hparams"][name])
               for name in space.structural_names if name != BATCH_SIZE}
     return build_model(model, values)
 
   def best_params(self, model: ModelSpec | None = None) -> Any:
-    """The final fit's parameters (``{"params"}`` contents, no lane axis).
+    """The best parameters saved (``{"params"}`` contents, no lane axis): the
+    final fit's once it ran, before that the best trial's so far as it
+    trained in the search, saved at the end of every round (see
+    :attr:`params_trial`).
 
     Args:
       model: the run's model (a module, or a function of the structural
@@ -113,18 +124,37 @@ class Run:
         it initialises with (see :meth:`best_model`).
 
     Raises:
-      FileNotFoundError: no final fit was saved yet.
+      FileNotFoundError: no round completed yet.
+      DamagedRunError: the file is not the one the summary points to, or unreadable.
       ValueError: the parameters do not fit ``model``.
     """
     path = os.path.join(self.path, PARAMS_FILE)
-    if not self.final_fit or not os.path.exists(path):
-      raise FileNotFoundError(f"{self.path} holds no best parameters yet: the run's final fit "
-                              "has not finished; run the same config into it again to resume "
-                              "the run and fit")
-    with open(path, "rb") as f:
-      params = flax.serialization.msgpack_restore(f.read())
+    run = self
+    for attempt in range(3):
+      data, problem = read_params(run.path, run.summary or {})
+      if data is not None or run.params_trial is None or attempt == 2:
+        break
+      time.sleep(0.05 * (attempt + 1))  # A round may have committed since: read it again.
+      run = load_run(self.path)
+    if data is None and run.params_trial is None:
+      raise FileNotFoundError(
+          f"{run.path} holds no best parameters yet: "
+          + ("no round has completed; they are saved at the end of every round that improves "
+             "on the best" if not run.rounds_completed else
+             "none are saved for its rounds (they were moved aside as damaged, or an earlier "
+             "vmaptune wrote the run); the final fit saves them: run the same config again"))
+    if data is None:
+      raise DamagedRunError(f"{problem}. Running the same config with --resume-from-intact "
+                            "moves them aside, and the final fit writes them again", path,
+                            run.rounds_completed)
+    try:
+      params = flax.serialization.msgpack_restore(data)
+    except Exception as e:  # A damaged file matching no digest (an earlier vmaptune's).
+      raise DamagedRunError(f"{path} is not readable msgpack ({type(e).__name__}: {e}); "
+                            "move it aside and run the same config again: the final fit "
+                            "writes it again", path, run.rounds_completed) from None
     if model is not None:
-      _check_params(params, self.best_model(model), self.config["data"]["feature_shape"])
+      _check_params(params, run.best_model(model), run.config["data"]["feature_shape"])
     return params
 
 
@@ -148,23 +178,29 @@ def _check_params(params: Any, model: Any, feature_shape: list[int]) -> None:
 
 
 def load_run(path: str | os.PathLike) -> Run:
-  """Reads a run directory back (read-only: a killed run is left as it is),
+  """Reads a run directory back (read-only: a killed run is left as it is, and
+  a run that is writing may be read: only its completed rounds are seen),
   e.g. ``load_run(out).chosen["hparams"]`` or ``load_run(out).top(5)``.
 
   Raises:
     FileNotFoundError: ``path`` holds no run (no ``config.json``).
+    DamagedRunError: a file is unreadable or disagrees with the others; the
+      message names it and says how to resume from the intact rounds.
   """
   path = os.fspath(path)
-  config_path = os.path.join(path, CONFIG_FILE)
-  if not os.path.exists(config_path):
+  if not os.path.exists(os.path.join(path, CONFIG_FILE)):
     raise FileNotFoundError(f"{path} holds no vmaptune run (no {CONFIG_FILE}); expected the "
                             "directory given as out= / --out")
-  config = upgrade(read_json(config_path))
-  summary_path = os.path.join(path, SUMMARY_FILE)
-  summary = read_json(summary_path) if os.path.exists(summary_path) else None
-  completed = len(summary["rounds"]) if summary else 0
-  records, _ = read_records(os.path.join(path, TRIALS_FILE), completed)
-  return Run(path, config, summary, records)
+  config = read_config(path)
+  for attempt in range(3):
+    inspection = inspect_run(path, config)
+    if inspection.damage is None:
+      break
+    time.sleep(0.05 * (attempt + 1))  # A writer may be cutting the records back right now.
+  else:
+    raise damage_error(inspection, reading=True)
+  summary = inspection.summary if os.path.exists(os.path.join(path, SUMMARY_FILE)) else None
+  return Run(path, upgrade(config), summary, inspection.records)
 
 
 def load_best_params(path: str | os.PathLike, model: ModelSpec | None = None) -> Any:
@@ -175,11 +211,13 @@ def load_best_params(path: str | os.PathLike, model: ModelSpec | None = None) ->
     model: the run's model, to check the parameters against (optional).
 
   Returns:
-    The parameter pytree: ``model.apply({"params": params}, x)`` gives logits
-    (for a structural run, apply ``load_run(path).best_model(model)``).
+    The parameter pytree (the final fit's, or before it the best trial's so
+    far; see :meth:`Run.best_params`): ``model.apply({"params": params}, x)``
+    gives logits (for a structural run, apply ``load_run(path).best_model(model)``).
 
   Raises:
-    FileNotFoundError: no run, or no final fit saved yet.
+    FileNotFoundError: no run, or no round completed yet.
+    DamagedRunError: a damaged file.
     ValueError: the parameters do not fit ``model``.
   """
   return load_run(path).best_params(model)

@@ -1,183 +1,298 @@
-"""Writing a run directory, and opening one to resume it (see :mod:`vmaptune.rundir`)."""
+"""Writing a run directory (see :mod:`vmaptune.rundir`; :mod:`vmaptune.rundir.opening` opens one).
+
+The writer holds the directory's lock (:class:`~vmaptune.rundir.lock.WriterLock`)
+from :func:`open_run` to the end of the run. A round is committed in one
+step (:meth:`RunDirectory.commit_round`): its records appended and forced to
+disk, then the best parameters so far, then the summary that lists the
+round, replaced atomically; Ctrl-C waits until the commit is on disk. A write
+that fails (a full disk, a read-only directory) raises
+:class:`~vmaptune.errors.RunDirectoryWriteError` naming the file, with every
+earlier round still on disk and a torn append cut back.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import datetime
 import json
 import os
 import shutil
-import warnings
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import flax.serialization
 import jax
 
-from vmaptune.distributed import is_first_process, on_first_process, share_from_first_process
+from vmaptune import distributed
+from vmaptune.distributed import is_first_process
+from vmaptune.errors import RunDirectoryError, RunDirectoryWriteError
+from vmaptune.rundir.damage import digest, read_params, settle_params
 from vmaptune.rundir.files import (
   CONFIG_FILE,
+  DAMAGED_DIR,
   PARAMS_FILE,
+  PENDING_PARAMS_FILE,
   SUMMARY_FILE,
   TRIALS_FILE,
-  differences,
-  read_json,
-  read_records,
+  remove_stale_temporaries,
+  sync_directory,
   write_atomic,
   write_json,
 )
+from vmaptune.rundir.lock import WriterLock
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+  """Holds Ctrl-C (SIGINT) back until the block ends, then raises
+  ``KeyboardInterrupt``: what the block writes is written whole. Only in the
+  main thread, and only over Python's own SIGINT handler."""
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  if received:
+    raise KeyboardInterrupt
 
 
 class RunDirectory:
   """Writes a run's records (process 0 only: elsewhere it keeps the path and
-  writes nothing). Opened by :func:`open_run`."""
+  writes nothing). Opened by :func:`open_run`, which takes the writer lock.
 
-  def __init__(self, path: str | os.PathLike):
+  Attributes:
+    path: the directory.
+    writes: whether this process writes (process 0).
+    committed: the rounds on disk (listed by ``summary.json``).
+  """
+
+  def __init__(self, path: str | os.PathLike, lock: WriterLock | None = None,
+               committed: int = 0, records_end: int | None = None):
     self.path = os.fspath(path)
     self.writes = is_first_process()
+    self.lock = lock
+    self.committed = committed
+    self.records_end = records_end  # Where a resumed run's checked records end.
+    self.summary_digest = self._digest()  # Of the summary this run last read or wrote.
+
+  def _digest(self) -> str | None:
+    if not self.writes or not os.path.exists(self.file(SUMMARY_FILE)):
+      return None
+    with open(self.file(SUMMARY_FILE), "rb") as f:
+      return digest(f.read())
+
+  def tidy(self) -> None:
+    """Once a resumed run's records replayed: removes what a killed writer left
+    (records of the round in progress, temporary files, new parameters no
+    summary points to). Before that, a refused directory is left untouched."""
+    if not self.writes:
+      return
+    trials = self.file(TRIALS_FILE)
+    with self._writing(TRIALS_FILE):
+      if self.records_end is not None and os.path.exists(trials) and \
+          os.path.getsize(trials) > self.records_end:
+        os.truncate(trials, self.records_end)  # The round in progress when the run stopped.
+      remove_stale_temporaries(self.path)
+      settle_params(self.path)
+    self.records_end = None
 
   def file(self, name: str) -> str:
     return os.path.join(self.path, name)
 
-  def append_round(self, result: Any) -> None:
-    """Appends one line per trial of a :class:`vmaptune.results.RoundResult`
-    and forces it to disk."""
+  @contextlib.contextmanager
+  def _writing(self, name: str, undo: Any = None) -> Iterator[None]:
+    """Turns a failed write of file ``name`` into a :class:`RunDirectoryWriteError`
+    (after ``undo()``), and tells the other processes of a run that process 0 stopped."""
+    try:
+      yield
+    except OSError as e:
+      if undo is not None:
+        with contextlib.suppress(OSError):
+          undo()
+      on_disk = (f"rounds 1-{self.committed} are on disk" if self.committed
+                 else "no round had completed")
+      message = (f"could not write {self.file(name)}: {e.strerror or e} (errno {e.errno}). The "
+                 f"run stopped; {on_disk}, and running the same command again resumes "
+                 "after them once the directory can be written (free space, or make it "
+                 "writable)")
+      distributed.abort_others(message)
+      raise RunDirectoryWriteError(message) from e
+
+  def commit_round(self, result: Any, summary: dict[str, Any],
+                   params: Any = None) -> None:
+    """Commits a round: its records (:class:`vmaptune.results.RoundResult`),
+    the best parameters so far when they changed (``params``, with the
+    summary's ``best_params`` pointing to them), then ``summary``."""
     if not self.writes:
       return
-    with open(self.file(TRIALS_FILE), "a") as f:
-      for trial in result.trials():
-        f.write(json.dumps(trial.to_record()) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    with interrupts_deferred():
+      self.append_round(result)
+      self._write_with_params(summary, params)
+
+  def append_round(self, result: Any) -> None:
+    """Appends one line per trial of a :class:`vmaptune.results.RoundResult` and
+    forces it to disk (part of :meth:`commit_round`); a failed append is cut back."""
+    if not self.writes:
+      return
+    path = self.file(TRIALS_FILE)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    data = "".join(json.dumps(t.to_record()) + "\n" for t in result.trials()).encode()
+    with self._writing(TRIALS_FILE, undo=lambda: os.truncate(path, size)):
+      with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+  def _write_summary(self, summary: dict[str, Any]) -> None:
+    data = (json.dumps(summary, indent=2) + "\n").encode()
+    with self._writing(SUMMARY_FILE):
+      write_atomic(self.file(SUMMARY_FILE), data)
+    self.committed = len(summary.get("rounds", []))
+    self.summary_digest = digest(data)
+
+  def _write_with_params(self, summary: dict[str, Any], params: Any) -> None:
+    """Writes ``summary``, and before it new ``params`` that its ``best_params``
+    then points to. The new file keeps a name of its own until the summary is
+    written, so at every moment one file matches the summary's digest."""
+    if params is None:
+      self._write_summary(summary)
+      return
+    data = flax.serialization.to_bytes(jax.device_get(params))
+    with self._writing(PARAMS_FILE):
+      write_atomic(self.file(PENDING_PARAMS_FILE), data)
+    summary["best_params"]["sha256"] = digest(data)
+    self._write_summary(summary)
+    with self._writing(PARAMS_FILE):
+      os.replace(self.file(PENDING_PARAMS_FILE), self.file(PARAMS_FILE))
+      sync_directory(self.path)
 
   def write_summary(self, summary: dict[str, Any]) -> None:
     """Writes ``summary.json`` atomically (a crash leaves the old one intact)."""
     if self.writes:
-      write_json(self.file(SUMMARY_FILE), summary)
+      with interrupts_deferred():
+        self._write_summary(summary)
 
   def write_config(self, config: dict[str, Any] | None) -> None:
     """Rewrites ``config.json`` (a resumed run's, when ``rounds``, the environment or
     the format changed; ``None``: nothing to write)."""
     if self.writes and config is not None:
-      write_json(self.file(CONFIG_FILE), config)
+      with self._writing(CONFIG_FILE):
+        write_json(self.file(CONFIG_FILE), config)
 
-  def write_params(self, params: Any) -> None:
-    """Writes a parameter pytree (no lane axis) as ``flax.serialization`` msgpack."""
-    if self.writes:
-      write_atomic(self.file(PARAMS_FILE), flax.serialization.to_bytes(jax.device_get(params)))
+  def write_final(self, params: Any, summary: dict[str, Any]) -> None:
+    """Saves the final fit: its parameters, then the summary pointing to them.
+    Takes the writer lock again if the run released it (``tune`` returned).
+
+    Raises:
+      RunDirectoryBusyError: another process writes the directory now.
+    """
+    if not self.writes:
+      return
+    with self.locked(), interrupts_deferred():
+      self._write_with_params(summary, params)
+
+  @contextlib.contextmanager
+  def locked(self) -> Iterator[None]:
+    """The writer lock, held for the block (taken again if it was released)."""
+    if self.lock is not None and self.lock.held:
+      yield
+      return
+    self.lock = WriterLock(self.path)
+    try:
+      yield
+    finally:
+      self.lock.release()
+
+  @contextlib.contextmanager
+  def final_fit_guard(self) -> Iterator[None]:
+    """Holds the writer lock over a final fit (trained, then saved), after
+    checking that the directory still holds the search it fits: another run
+    may have resumed or extended it since this one's search ended.
+
+    Raises:
+      RunDirectoryBusyError: another process writes the directory now.
+      RunDirectoryError: the directory changed since the search ended.
+    """
+    if not self.writes:
+      yield
+      return
+    with self.locked():
+      if self._digest() != self.summary_digest:
+        raise RunDirectoryError(
+            f"{self.path} changed since this search ended (another run resumed or extended "
+            "it), so this result's final fit would overwrite that run's records; nothing "
+            "was trained. Run the same config into it again: it resumes the directory as it "
+            "is now, and fits from there")
+      yield
+
+  def release(self) -> None:
+    """Releases the writer lock (the run ended)."""
+    if self.lock is not None:
+      self.lock.release()
+
+  def keep_rounds(self, summary: dict[str, Any], count: int) -> str | None:
+    """Cuts the run back to its first ``count`` rounds, first copying the files
+    it changes into ``damaged/<time>/`` (never deleting anything). Returns
+    that directory (``None`` on processes other than 0)."""
+    if not self.writes:
+      return None
+    return keep_rounds(self.path, summary, count)
 
 
-@dataclasses.dataclass(frozen=True)
-class Restored:
-  """What a resumed run starts from (the same on every process).
-
-  Attributes:
-    summary: ``summary.json``; its ``rounds`` are the completed rounds.
-    records: the completed rounds' records, in file order.
-    params: ``best_params.msgpack``'s bytes when the summary holds a final fit.
-    config: the ``config.json`` to write once the rounds are restored (``None``
-      when the stored one is the same: only ``rounds``, the environment or the
-      format may differ).
-  """
-
-  summary: dict[str, Any]
-  records: list[dict[str, Any]]
-  params: bytes | None
-  config: dict[str, Any] | None = None
-
-  def round_records(self, index: int) -> list[dict[str, Any]]:
-    return [r for r in self.records if r["round"] == index]
+def _aside(path: str) -> str:
+  stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+  base = os.path.join(path, DAMAGED_DIR, stamp)
+  target, copy = base, 1
+  while os.path.exists(target):
+    copy += 1
+    target = f"{base}-{copy}"
+  os.makedirs(target)
+  return target
 
 
-def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
-                           copy_files: Mapping[str, str]) -> dict[str, Any] | None:
-  """Creates the run directory, or checks and trims an existing run; returns
-  the completed state of a resumed run (``None`` for a new one)."""
-  files = {name: os.path.join(path, name) for name in (CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE)}
-  held = [name for name, file in files.items() if os.path.exists(file)]
-  if not held:
-    os.makedirs(path, exist_ok=True)
-    write_json(files[CONFIG_FILE], config)
-    for name, source in copy_files.items():
-      target = os.path.join(path, name)
-      if not (os.path.exists(target) and os.path.samefile(source, target)):
-        shutil.copyfile(source, target)
+def kept_params(path: str, summary: dict[str, Any], count: int) -> dict[str, Any] | None:
+  """The summary's ``best_params`` pointer if it stays valid when the run is cut
+  back to ``count`` rounds: the search's parameters of one of those rounds, on
+  disk as the summary says. ``None`` otherwise."""
+  pointer = summary.get("best_params")
+  if not isinstance(pointer, dict) or pointer.get("from") != "search" or \
+      not isinstance(pointer.get("round"), int) or pointer["round"] >= count:
     return None
-  if not resume:
-    raise FileExistsError(f"{path} already holds a run ({', '.join(held)}); choose another "
-                          "--out / out directory so its records are not overwritten, or "
-                          "resume it with the same config")
-  if CONFIG_FILE not in held:
-    raise FileExistsError(f"{path} already holds a run but no {CONFIG_FILE} (an earlier "
-                          "vmaptune wrote it), so it cannot be checked for resuming; choose "
-                          "another --out / out directory")
-  stored = read_json(files[CONFIG_FILE])
-  changed = differences(stored, config)
-  if changed:
-    raise FileExistsError(f"{path} already holds a run of a different config, which is "
-                          f"neither resumed nor overwritten; it differs in "
-                          f"{'; '.join(changed)}. Choose another --out / out directory, or "
-                          "run the same config to resume it")
-  summary = read_json(files[SUMMARY_FILE]) if SUMMARY_FILE in held else {"rounds": []}
-  completed = len(summary["rounds"])
-  rounds = config["settings"]["rounds"]
-  if rounds < completed:
-    raise FileExistsError(f"{path} already holds {completed} completed rounds; rounds={rounds} "
-                          f"cannot resume it (expected rounds >= {completed})")
-  records, end = read_records(files[TRIALS_FILE], completed)
-  counts = [sum(r["round"] == i for r in records) for i in range(completed)]
-  if counts != [r["trials"] for r in summary["rounds"]]:
-    raise FileExistsError(f"{path}: {TRIALS_FILE} holds {counts} trials for the completed "
-                          f"rounds but {SUMMARY_FILE} lists "
-                          f"{[r['trials'] for r in summary['rounds']]}; the records are "
-                          "damaged, so the run cannot be resumed")
-  if os.path.exists(files[TRIALS_FILE]) and os.path.getsize(files[TRIALS_FILE]) > end:
-    os.truncate(files[TRIALS_FILE], end)  # The round in progress when the run stopped.
-  _warn_if_moved(path, stored["environment"], config["environment"])
-  params_path = os.path.join(path, PARAMS_FILE)
-  params = None
-  if summary.get("final_fit") and os.path.exists(params_path):
-    with open(params_path, "rb") as f:
-      params = f.read()
-  # Only `rounds`, the format or the environment may differ: written once restored.
-  return {"summary": summary, "records": records, "params": params,
-          "config": None if stored == config else config}
+  return pointer if read_params(path, summary)[0] is not None else None
 
 
-def _warn_if_moved(path: str, stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
-  if (len(stored["devices"]), stored["processes"]) != (len(current["devices"]),
-                                                      current["processes"]):
-    warnings.warn(f"resuming {path} on {len(current['devices'])} devices in "
-                  f"{current['processes']} processes; it ran on {len(stored['devices'])} in "
-                  f"{stored['processes']}: later rounds equal an uninterrupted run only up to "
-                  "float rounding", RuntimeWarning, stacklevel=5)
-
-
-def open_run(path: str | os.PathLike, config: dict[str, Any], *, resume: bool = True,
-             copy_files: Mapping[str, str] | None = None) -> tuple[RunDirectory, Restored | None]:
-  """Opens a run directory for a run of ``config`` (every process calls it).
-
-  A missing or empty directory is created with ``config.json`` and the
-  ``copy_files`` (``{name in the directory: source path}``). A directory that
-  holds a run of the same config is resumed (with ``resume``): records past
-  its last completed round are cut off, and its completed state is returned.
-
-  Returns:
-    The :class:`RunDirectory` to write to, and the :class:`Restored` state
-    (``None`` for a new run).
-
-  Raises:
-    FileExistsError: the directory holds a run of a different config (the
-      message names each difference), damaged records, more completed rounds
-      than ``rounds``, or any run when ``resume`` is false; nothing was
-      changed. Raised on every process.
-  """
-  path = os.fspath(path)
-  state = on_first_process(lambda: _open_on_first_process(path, config, resume,
-                                                          dict(copy_files or {})))
-  first = is_first_process()
-  params = None if state is None else state.pop("params")
-  state = json.loads(share_from_first_process(json.dumps(state).encode() if first else None))
-  if state is not None:
-    params = share_from_first_process(params if first else None) or None
-    state = Restored(state["summary"], state["records"], params, state["config"])
-  return RunDirectory(path), state
+def keep_rounds(path: str, summary: dict[str, Any], count: int) -> str:
+  """Copies the summary and records aside, then rewrites them with the first
+  ``count`` rounds only (each atomically); parameters of a round cut off (or
+  damaged) are moved aside too."""
+  aside = _aside(path)
+  for name in (SUMMARY_FILE, TRIALS_FILE):
+    if os.path.exists(os.path.join(path, name)):
+      shutil.copy2(os.path.join(path, name), os.path.join(aside, name))
+  pointer = kept_params(path, summary, count)
+  if pointer is None:  # The next round that improves on the best writes them again.
+    for name in (PARAMS_FILE, PENDING_PARAMS_FILE):
+      if os.path.exists(os.path.join(path, name)):
+        os.replace(os.path.join(path, name), os.path.join(aside, name))
+  sync_directory(aside)
+  rounds = summary["rounds"][:count]
+  records = sum(entry["trials"] for entry in rounds)
+  trials = os.path.join(path, TRIALS_FILE)
+  kept = b""
+  if os.path.exists(trials):
+    with open(trials, "rb") as f:
+      kept = b"".join(line for _, line in zip(range(records), f, strict=False))
+  write_atomic(trials, kept)
+  kept = {"rounds": rounds, "wall_s": sum(entry["wall_s"] for entry in rounds),
+          "best_params": pointer}
+  if count == len(summary["rounds"]) and summary.get("confirmation"):
+    kept["confirmation"] = summary["confirmation"]  # Checked again when it is restored.
+  write_json(os.path.join(path, SUMMARY_FILE), kept)
+  return aside

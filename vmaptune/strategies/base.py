@@ -118,11 +118,15 @@ class Strategy:
 
 
 def close_all(log: TrialLog, trials: Sequence[int], end: int, accuracy: np.ndarray,
-              loss: np.ndarray, diverged: np.ndarray, status: str = FINISHED) -> None:
-  """Closes ``trials`` (one per lane, in lane order) at epoch ``end``."""
+              loss: np.ndarray, diverged: np.ndarray, status: str = FINISHED,
+              lanes: Any = None) -> None:
+  """Closes ``trials`` (one per lane, in lane order) at epoch ``end``; given
+  the ``lanes`` they end in, the round can save the best one's parameters."""
   for position, trial in enumerate(trials):
     log.close(trial, end, accuracy[position], loss[position],
               DIVERGED if diverged[position] else status)
+  if lanes is not None:
+    log.placed.update({trial: (lanes, position) for position, trial in enumerate(trials)})
 
 
 def record_losses(log: TrialLog, trials: Sequence[int], losses: jax.Array) -> None:

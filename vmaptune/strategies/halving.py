@@ -69,7 +69,7 @@ def halve(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
     record_losses(log, trials, losses)
     accuracy, loss, diverged = ctx.evaluate(lanes)
     if rung == len(budgets) - 1:
-      close_all(log, trials, budget, accuracy, loss, diverged)
+      close_all(log, trials, budget, accuracy, loss, diverged, lanes=lanes)
       return
     ranked = order_lanes(accuracy, loss, diverged)
     alive = int((~diverged).sum())

@@ -72,7 +72,7 @@ class PopulationBasedTraining(Strategy):
       record_losses(log, current, losses)
       accuracy, loss, diverged = ctx.evaluate(lanes)
       if end == ctx.budget:
-        close_all(log, current, end, accuracy, loss, diverged)
+        close_all(log, current, end, accuracy, loss, diverged, lanes=lanes)
         return
       ranked = order_lanes(accuracy, loss, diverged)
       top = ranked[:quota][~diverged[ranked[:quota]]]

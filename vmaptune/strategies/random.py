@@ -28,7 +28,7 @@ class RandomSearch(Strategy):
       return
     lanes, losses = ctx.advance(ctx.pop.init(hparams, ctx.init_key), 0, ctx.budget)
     record_losses(log, trials, losses)
-    close_all(log, trials, ctx.budget, *ctx.evaluate(lanes))
+    close_all(log, trials, ctx.budget, *ctx.evaluate(lanes), lanes=lanes)
 
   @staticmethod
   def _run_seeds(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
@@ -46,6 +46,7 @@ class RandomSearch(Strategy):
     bad = diverged.any(axis=0)
     with np.errstate(invalid="ignore"):
       mean_curve = curves.mean(axis=0)
+    log.placed.update({trial: (lanes, i) for i, trial in enumerate(trials)})  # Seed 0's lane.
     for i, trial in enumerate(trials):
       log.record_losses(trial, mean_curve[i])
       log.close(trial, ctx.budget, np.nan if bad[i] else accuracy[:, i].mean(),

@@ -1,0 +1,378 @@
+"""Checking a run directory's files against each other: what is intact, what is damaged.
+
+:func:`inspect_run` reads ``config.json``, ``summary.json`` and
+``trials.jsonl`` and finds the leading rounds whose records and summary agree
+(the *intact* rounds): the summary lists the round with well-formed fields,
+and ``trials.jsonl`` holds exactly its records, numbered in order, each one
+well-formed. Records past the last round the summary lists are a round in
+progress (a killed run), not damage. The first disagreement is reported as a
+:class:`Damage` naming the file and what is wrong; :func:`damage_error` turns
+it into the one error a user sees, with what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from vmaptune.errors import DamagedRunError
+from vmaptune.rundir.files import (
+  CONFIG_FILE,
+  DAMAGED_DIR,
+  PARAMS_FILE,
+  PENDING_PARAMS_FILE,
+  SUMMARY_FILE,
+  TRIALS_FILE,
+  upgrade,
+)
+from vmaptune.space import Space
+from vmaptune.trials import TrialTable
+
+# A summary's round entry: the fields resuming reads, and their types.
+ROUND_FIELDS: dict[str, tuple[type, ...]] = {
+    "round": (int,), "trials": (int,), "space": (dict,), "next_space": (dict,),
+    "strategy": (str,), "wall_s": (int, float), "compile_s": (int, float),
+    "trace_s": (int, float), "compiles": (int,)}
+# A trial record's fields and their types (None where a diverged trial has no score).
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "round": (int,), "trial": (int,), "lane": (int,), "bracket": (int,),
+    "hparams": (dict,), "start_epoch": (int,), "epochs": (int,),
+    "val_accuracy": (int, float, type(None)), "val_loss": (int, float, type(None)),
+    "status": (str,), "parent": (int,), "kept": (bool,), "epoch_loss": (list,)}
+CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
+    "settings": (dict,), "space": (dict,), "model": (dict,), "data": (dict,),
+    "environment": (dict,)}
+# What reading a run back needs (resuming it needs every field above).
+READ_ROUND_FIELDS = ("round", "trials")
+READ_CONFIG_FIELDS = ("settings", "space")
+NUMBER = (int, float, type(None))  # None: NaN, as JSON writes it.
+# The parts of a summary that resuming and showing read, and their fields.
+PART_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "chosen": {"round": (int,), "trial": (int,), "hparams": (dict,), "val_accuracy": NUMBER,
+               "val_loss": NUMBER, "epochs": (int,), "start_epoch": (int,)},
+    "final_fit": {"round": (int,), "trial": (int,), "val_accuracy": NUMBER,
+                  "val_loss": NUMBER, "test_accuracy": NUMBER, "test_loss": NUMBER},
+    "best_params": {"from": (str,), "round": (int,), "trial": (int,), "hparams": (dict,),
+                    "sha256": (str,)},
+    "confirmation": {"seeds": (int,), "candidates": (list,), "wall_s": (int, float)}}
+CANDIDATE_FIELDS: dict[str, tuple[type, ...]] = {
+    "round": (int,), "trial": (int,), "hparams": (dict,), "seed_accuracy": (list,),
+    "seed_loss": (list,)}
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "rounds": (list,), "chosen": (dict, type(None)), "final_fit": (dict, type(None)),
+    "confirmation": (dict, type(None)), "best_params": (dict, type(None)),
+    "wall_s": (int, float)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+  """What is wrong: the damaged ``file`` (a path) and ``what`` (a sentence)."""
+
+  file: str
+  what: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+  """A run directory's files, read and checked against each other.
+
+  Attributes:
+    path: the run directory.
+    config: ``config.json`` as stored (``None``: there is none).
+    summary: ``summary.json`` (``{"rounds": []}`` when there is none, or the
+      part that is intact when it is damaged: its intact rounds).
+    records: the intact rounds' records, in file order.
+    end: the byte offset of ``trials.jsonl`` where those records end.
+    intact: how many leading rounds are intact.
+    listed: how many rounds ``summary.json`` lists (``intact`` when undamaged).
+    damage: the first damage found, ``None`` when the files agree.
+  """
+
+  path: str
+  config: dict[str, Any] | None
+  summary: dict[str, Any]
+  records: list[dict[str, Any]]
+  end: int
+  intact: int
+  listed: int
+  damage: Damage | None
+
+
+def _type_problem(value: Any, fields: Mapping[str, tuple[type, ...]],
+                  optional: tuple[str, ...] = ()) -> str | None:
+  """What is wrong with a JSON object's fields (``optional`` ones may be absent,
+  but not of another type), or ``None``."""
+  if not isinstance(value, dict):
+    return f"a JSON {type(value).__name__} where an object was expected"
+  for key, types in fields.items():
+    if key not in value:
+      if key in optional:
+        continue
+      return f"no {key!r} field"
+    item = value[key]
+    if isinstance(item, bool) and bool not in types:  # JSON true is not a count.
+      return f"{key!r} is {item!r}, expected {' or '.join(t.__name__ for t in types)}"
+    if not isinstance(item, types):
+      return f"{key!r} is {type(item).__name__}, expected {' or '.join(t.__name__ for t in types)}"
+  return None
+
+
+def _read_json(path: str) -> tuple[Any, str | None]:
+  """A JSON file's value, or what makes it unreadable."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    return None, f"cannot be read ({e.strerror or e})"
+  if not raw.strip():
+    return None, "is empty"
+  try:
+    return json.loads(raw.decode("utf-8")), None
+  except UnicodeDecodeError:
+    return None, "is not text (it holds bytes that are not UTF-8)"
+  except ValueError as e:
+    return None, f"is not valid JSON ({e})"
+
+
+def _optional(fields: Mapping[str, tuple[type, ...]], resuming: bool,
+              read: tuple[str, ...]) -> tuple[str, ...]:
+  """The fields that may be absent: resuming needs them all, reading only ``read``."""
+  return () if resuming else tuple(k for k in fields if k not in read)
+
+
+def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
+  """``config.json`` of run directory ``path`` (``None`` when there is none).
+
+  Args:
+    resuming: check every field a resumed run compares, not only what reading
+      the run back needs.
+
+  Raises:
+    DamagedRunError: it is unreadable or lacks what a run's config holds.
+  """
+  file = os.path.join(path, CONFIG_FILE)
+  if not os.path.exists(file):
+    return None
+  config, problem = _read_json(file)
+  if problem is None:
+    problem = _type_problem(config, CONFIG_FIELDS,
+                            _optional(CONFIG_FIELDS, resuming, READ_CONFIG_FIELDS))
+  if problem is None:
+    try:
+      Space.from_dict(upgrade(config)["space"])
+      rounds = config["settings"]["rounds"]
+      if not isinstance(rounds, int) or isinstance(rounds, bool):
+        problem = f"settings.rounds is {rounds!r}, expected a whole number"
+      epochs = config["settings"]["epochs"]
+      if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        problem = f"settings.epochs is {epochs!r}, expected a whole number >= 1"
+    except Exception as e:  # Whatever a garbled space makes the parser raise.
+      problem = f"holds no valid run config ({type(e).__name__}: {e})"
+  if problem is not None:
+    raise DamagedRunError(
+        f"{file} {problem if problem.startswith(('is ', 'cannot')) else 'is damaged: ' + problem}"
+        f". It records what the run is, so the run cannot be read or resumed without it: "
+        f"restore it from a copy (the run's config file is kept beside it as config.py when "
+        f"vmaptune run wrote the directory), or start again with another --out / out "
+        f"directory; nothing in {path} was changed", file, 0)
+  return config
+
+
+def _parts_problem(summary: dict[str, Any]) -> str | None:
+  """What is wrong with the chosen trial, final fit, parameters or confirmation."""
+  for part, fields in PART_FIELDS.items():
+    value = summary.get(part)
+    problem = None if value is None else _type_problem(value, fields)
+    if problem is None and value is not None and part == "confirmation":
+      problem = next((f"a candidate: {found}" for candidate in value["candidates"]
+                      if (found := _type_problem(candidate, CANDIDATE_FIELDS))), None)
+    if problem is not None:
+      return f"its {part!r} is damaged: {problem}"
+  return None
+
+
+def _summary_rounds(summary: dict[str, Any], resuming: bool) -> tuple[int, str | None]:
+  """How many leading round entries are well-formed, and what is wrong with the next."""
+  optional = _optional(ROUND_FIELDS, resuming, READ_ROUND_FIELDS)
+  for index, entry in enumerate(summary["rounds"]):
+    problem = _type_problem(entry, ROUND_FIELDS, optional)
+    if problem is None and entry["round"] != index:
+      problem = f"'round' is {entry['round']}, expected {index}"
+    if problem is None and entry["trials"] < 1:
+      problem = f"'trials' is {entry['trials']}, expected at least 1"
+    if problem is not None:
+      return index, f"its entry for round {index + 1} is damaged: {problem}"
+  return len(summary["rounds"]), None
+
+
+def _check_round(records: list[dict[str, Any]], index: int, space: Space,
+                 epochs: int) -> str | None:
+  """What is wrong with round ``index``'s complete records, or ``None``."""
+  try:
+    TrialTable.from_records(records, space, epochs)
+  except Exception as e:  # Values a garbled record holds (wrong names, lengths, types).
+    return f"round {index + 1}'s records do not form a round ({type(e).__name__}: {e})"
+  return None
+
+
+def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> Inspection:
+  """Reads a run directory and finds its intact rounds (see the module).
+
+  Args:
+    path: the run directory.
+    config: its ``config.json`` (see :func:`read_config`), which gives the
+      space and the epoch budget the records are checked against.
+    resuming: check every field resuming reads (not only what reading the
+      run back needs), and the parameters: after :func:`settle_params`, only
+      damage makes them differ from the ones the summary points to.
+  """
+  summary_path, trials_path = (os.path.join(path, name) for name in (SUMMARY_FILE, TRIALS_FILE))
+  summary: dict[str, Any] = {"rounds": []}
+  damage: Damage | None = None
+  listed = 0
+  if os.path.exists(summary_path):
+    value, problem = _read_json(summary_path)
+    if problem is None:
+      problem = _type_problem(value, SUMMARY_FIELDS,
+                              optional=tuple(k for k in SUMMARY_FIELDS if k != "rounds"))
+      problem = None if problem is None else f"is damaged: {problem}"
+    if problem is not None:
+      damage = Damage(summary_path, f"{summary_path} {problem}")
+    else:  # Its rounds can be read: damage past them leaves them intact.
+      summary = value
+      listed, problem = _summary_rounds(summary, resuming)
+      problem = problem or _parts_problem(summary)
+      if problem is not None:
+        damage = Damage(summary_path, f"{summary_path}: {problem}")
+  rounds = summary["rounds"][:listed]
+  space = Space.from_dict(upgrade(config)["space"])
+  epochs = config["settings"]["epochs"]
+
+  records: list[dict[str, Any]] = []
+  current: list[dict[str, Any]] = []
+  intact = end = offset = 0
+  problem = None
+  for line_number, line in enumerate(_lines(trials_path), 1):
+    if intact == len(rounds):
+      break  # What follows is the round in progress when the run stopped.
+    if not line.endswith(b"\n"):
+      problem = f"line {line_number} is cut short (no line end)"
+      break
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      problem = f"line {line_number} is not valid JSON ({e})"
+      break
+    field_problem = _type_problem(record, RECORD_FIELDS)
+    if field_problem is not None:
+      problem = f"line {line_number} is not a trial record: {field_problem}"
+      break
+    if (record["round"], record["trial"]) != (intact, len(current)):
+      problem = (f"line {line_number} holds round {record['round'] + 1}'s trial "
+                 f"{record['trial']} where round {intact + 1}'s trial {len(current)} was "
+                 "expected (records reordered, or some missing)")
+      break
+    current.append(record)
+    offset += len(line)
+    if len(current) == rounds[intact]["trials"]:
+      problem = _check_round(current, intact, space, epochs)
+      if problem is not None:
+        break
+      records += current
+      intact, end, current = intact + 1, offset, []
+  if intact < len(rounds):
+    problem = problem or (f"it holds {len(current)} records of round {intact + 1} where "
+                          f"{SUMMARY_FILE} lists {rounds[intact]['trials']} (cut short?)")
+    damage = Damage(trials_path, f"{trials_path}: {problem}")
+  if damage is None and resuming and summary.get("best_params"):
+    data, problem = read_params(path, summary)
+    if data is None:
+      damage = Damage(os.path.join(path, PARAMS_FILE), problem)
+  kept = dict(summary, rounds=rounds[:intact]) if damage is not None else summary
+  return Inspection(path, config, kept, records, end, intact,
+                    len(summary["rounds"]), damage)
+
+
+def _lines(path: str) -> list[bytes]:
+  if not os.path.exists(path):
+    return []
+  with open(path, "rb") as f:
+    return f.readlines()
+
+
+def intact_advice(path: str, intact: int, total: Any, reading: bool = False) -> str:
+  """What a damaged run still holds and what to do: the sentences after the damage."""
+  kept = (f"Rounds 1-{intact} of {total} are intact (their records and summary agree)"
+          if intact else "No round is intact")
+  resume = "resumes from them" if intact else "starts the run over"
+  return (f"{kept}. Running the same config again with --resume-from-intact (Python: "
+          f"resume_from_intact=True) {resume}, moving the damaged files into "
+          f"{os.path.join(path, DAMAGED_DIR)}/ (nothing is deleted)"
+          + ("; until then the directory cannot be read back" if reading
+             else "; nothing was changed"))
+
+
+def damage_error(inspection: Inspection, reading: bool = False) -> DamagedRunError:
+  """The error for ``inspection.damage``: the file, what is wrong, and what to do.
+
+  Args:
+    reading: the error stops a reader (``load_run``, ``show``, ``report``),
+      not a resumed run.
+  """
+  total = (inspection.config or {}).get("settings", {}).get("rounds", "?")
+  advice = intact_advice(inspection.path, inspection.intact, total, reading)
+  return DamagedRunError(f"{inspection.damage.what}. {advice}", inspection.damage.file,
+                         inspection.intact)
+
+
+def digest(data: bytes) -> str:
+  """SHA-256 of a file's bytes (the summary records its parameters' digest)."""
+  return hashlib.sha256(data).hexdigest()
+
+
+def read_params(path: str, summary: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
+  """The bytes of the parameters ``summary`` points to (its ``best_params.sha256``):
+  ``best_params.msgpack``, or ``best_params.next.msgpack`` when the run stopped
+  between writing the summary and renaming the new file; ``None`` and why when
+  neither matches. A summary without a digest (an earlier vmaptune's) points
+  to the final fit's ``best_params.msgpack``."""
+  pointer = summary.get("best_params")
+  if pointer is None and not summary.get("final_fit"):
+    return None, "no parameters were saved yet"
+  files = [os.path.join(path, name) for name in (PARAMS_FILE, PENDING_PARAMS_FILE)]
+  if not os.path.exists(files[0]) and not os.path.exists(files[1]):
+    return None, f"{files[0]} is missing"
+  for file in files:
+    if not os.path.exists(file):
+      continue
+    with open(file, "rb") as f:
+      data = f.read()
+    if not isinstance(pointer, dict) or pointer.get("sha256") == digest(data):
+      return data, None
+  return None, (f"{files[0]} is not the file {SUMMARY_FILE} points to (its SHA-256 differs: "
+                "damaged, or replaced by hand)")
+
+
+def settle_params(path: str) -> None:
+  """Finishes what a writer stopped between the summary and the rename: a
+  pending parameter file the summary points to becomes ``best_params.msgpack``;
+  one it does not point to (a round that did not complete) is removed; with a
+  summary that cannot be read, it is left for the damage to be dealt with.
+  Call it only while holding the writer lock."""
+  pending = os.path.join(path, PENDING_PARAMS_FILE)
+  if not os.path.exists(pending):
+    return
+  summary, problem = _read_json(os.path.join(path, SUMMARY_FILE))
+  if problem is not None and os.path.exists(os.path.join(path, SUMMARY_FILE)):
+    return
+  pointer = summary.get("best_params") if isinstance(summary, dict) else None
+  with open(pending, "rb") as f:
+    found = digest(f.read())
+  if isinstance(pointer, dict) and pointer.get("sha256") == found:
+    os.replace(pending, os.path.join(path, PARAMS_FILE))
+  else:
+    os.unlink(pending)
