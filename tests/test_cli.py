@@ -14,6 +14,9 @@ from vmaptune.cli import main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
 SHRUNK = ["population=8", "rounds=2", "epochs=1"]
+# The confirmation stage compiles one more program per run: the default experiment's run keeps it
+# (as the command runs it) and the runs that test other things leave it out.
+NO_CONFIRMATION = "confirm=off"
 
 
 def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, capsys):
@@ -26,7 +29,7 @@ def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, cap
   for expected in (f"compilation cache: {cache}", "round 1/2: 8 configurations",
                    "round 2/2: 8 configurations", "trials/s",
                    "learning_rate  [0.0001, 1] log", "best", "median", "diverged 0/8",
-                   "chosen config", "test accuracy", f"records: {out}"):
+                   "chosen config", "over 2 fresh seeds", "test accuracy", f"records: {out}"):
     assert expected in printed, expected
   assert len(vt.read_trials(out)) == 16
   assert (out / "summary.json").exists()
@@ -37,7 +40,7 @@ def test_the_structural_experiment_runs_shrunk_with_one_population_per_combinati
   out = tmp_path / "run"
   config = os.path.join(ROOT, "experiments", "digits_mlp_structural.py")
   assert main(["run", config, "--no-cache", "--set", "population=4", "rounds=2", "epochs=1",
-               "sampler=narrow(keep=1)", "--out", str(out)]) == 0
+               "sampler=narrow(keep=1)", NO_CONFIRMATION, "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   for expected in ("hidden         {32, 128} choice", "activation     {'relu', 'tanh'} choice",
                    "by bucket:", "hidden=128 activation='tanh': 1 configuration, best",
@@ -58,7 +61,7 @@ def test_the_installed_command_runs_quietly(tmp_path):
   script = os.path.join(os.path.dirname(sys.executable), "vmaptune")
   assert os.path.exists(script), "install the package (pip install -e .) to get the command"
   result = subprocess.run([script, "run", DEFAULT, "--quiet", "--no-cache",
-                           "--set", "population=4", "rounds=1", "epochs=1",
+                           "--set", "population=4", "rounds=1", "epochs=1", NO_CONFIRMATION,
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
@@ -136,7 +139,7 @@ def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_pa
   """))
   out = tmp_path / "run"
   assert main(["run", str(tmp_path / "mine.py"), "--quiet", "--no-cache", "--set", "population=3",
-               "--set", "rounds=1", "epochs=1", "--out", str(out)]) == 0
+               "--set", "rounds=1", "epochs=1", "--set", NO_CONFIRMATION, "--out", str(out)]) == 0
   records = vt.read_trials(out)
   assert len(records) == 3 and {r["round"] for r in records} == {0}
 
@@ -144,7 +147,7 @@ def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_pa
 def test_a_strategy_is_chosen_with_set(tmp_path, capsys):
   out = tmp_path / "run"
   assert main(["run", DEFAULT, "--no-cache", "--set", "population=6", "rounds=1", "epochs=4",
-               "strategy=pbt(interval=2)", "--out", str(out)]) == 0
+               "strategy=pbt(interval=2)", NO_CONFIRMATION, "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   assert "exploited" in printed and "chosen config" in printed
   assert {r["status"] for r in vt.read_trials(out)} >= {"finished", "exploited"}

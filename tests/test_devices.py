@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
           "kernel": np.asarray(out.params["Dense_0"]["kernel"][:4]).ravel()[::97].tolist()}
     space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0))
     tuned = vt.tune(vt.models.MLP(hidden=(16,)), data, space, population=5, rounds=2, epochs=1,
-                    batch_size=32)
+                    batch_size=32, confirm="off")  # The rounds' lanes, not the confirmation's.
     results["tune"] = {"lanes": [r.configurations for r in tuned.rounds],
                        "records": len(tuned.trials()), "devices": len(jax.devices())}
     print(json.dumps(results))

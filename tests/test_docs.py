@@ -2,7 +2,8 @@
 
 Every ```python block right after a ``<!-- test: NAME -->`` line in README.md or
 docs/*.md runs here, in a fresh namespace with the repository root as the
-working directory, and its results are checked by ``CHECKS[NAME]``.
+working directory, and its results are checked by ``CHECKS[NAME]``. Runs skip
+the confirmation stage unless the example sets ``confirm`` or ``CONFIRMED`` names it.
 """
 
 import glob
@@ -57,6 +58,8 @@ def _readme(ns: dict, out: str) -> None:
   assert len(result.rounds) == 3 and final.test_accuracy > 0.5
   assert "round 3/3" in out
   assert result.settings["sampler"] == "narrow(keep=0.2, margin=0.1)"
+  # "The chosen trial": the confirmation's choice.
+  assert result.confirmation is not None and result.best == result.confirmation.trial
 
 
 def _regularized(ns: dict, out: str) -> None:
@@ -135,6 +138,11 @@ CHECKS: dict[str, Callable[[dict, str], None]] = {
 }
 # Examples that need an optional dependency: skipped without it.
 REQUIRES = {"optuna": "optuna"}
+# The confirmation stage (``confirm="auto"``, the default) compiles and trains one more program
+# after a run's last round; test_confirmation.py tests it. The README's example runs exactly as
+# shown, confirmation included (its check asks for it); the other examples, each about something
+# else, run with ``confirm="off"`` unless they set ``confirm`` themselves.
+CONFIRMED = {"readme"}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
@@ -142,6 +150,9 @@ def test_the_example_runs(example, capsys, monkeypatch):
   if example.name in REQUIRES:
     pytest.importorskip(REQUIRES[example.name])
   monkeypatch.chdir(ROOT)
+  if example.name not in CONFIRMED:
+    tune = vt.tune
+    monkeypatch.setattr(vt, "tune", lambda *a, **kw: tune(*a, **{"confirm": "off", **kw}))
   namespace: dict = {}
   exec(compile(example.code, os.path.join(ROOT, example.page), "exec"), namespace)  # noqa: S102
   CHECKS[example.name](namespace, capsys.readouterr().out)

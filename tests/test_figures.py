@@ -52,7 +52,7 @@ def test_one_numeric_parameter_draws_accuracy_against_it_and_a_lineage_curve(tmp
   out = tmp_path / "run"
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1))
   vt.tune(tiny_mlp, small_data, space, out=str(out), population=4, rounds=1, epochs=4,
-          batch_size=32, strategy="pbt(interval=2)")
+          batch_size=32, strategy="pbt(interval=2)", confirm="off")  # Figures of the search.
   found = vt.report(out, quiet=True)
   assert [(p["x"], p["y"]) for p in found.panels] == [("learning_rate", "val_accuracy")]
   assert set(found.panels[0]["box"]) == {"learning_rate"}

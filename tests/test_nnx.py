@@ -49,7 +49,10 @@ def _weights(module: NNXMLP) -> tuple:
                for layer in (module.hidden, module.out))
 
 
+# With the confirmation stage (the default): the Linen and NNX runs confirm the same choice.
 RUN = dict(population=6, rounds=2, epochs=2, batch_size=32, seed=0)
+# Without it, for the tests of other things (one program less to compile).
+UNCONFIRMED = dict(RUN, confirm="off")
 SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 3e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
 
 
@@ -77,6 +80,8 @@ def test_the_same_mlp_in_linen_and_nnx_gives_the_same_records(form, linen_run, s
     np.testing.assert_allclose(a.epoch_loss, b.epoch_loss, rtol=1e-4)
     np.testing.assert_allclose(a.val_loss, b.val_loss, rtol=1e-4)
     assert np.abs(a.val_accuracy - b.val_accuracy).max() <= 1 / 120
+  np.testing.assert_allclose(linen.confirmation.seed_accuracy, ours.confirmation.seed_accuracy,
+                             atol=1 / 120)
   assert linen.best.trial == ours.best.trial and linen.best.round == ours.best.round
   assert linen.best.val_accuracy > 0.5  # Trained, so the agreement is not between noise.
   final = ours.final_fit()
@@ -118,7 +123,7 @@ def test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone(smal
 
 def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1), dropout_rate=vt.Uniform(0.0, 0.5))
-  result = vt.tune(NNXMLP, small_data, space, **RUN)
+  result = vt.tune(NNXMLP, small_data, space, **UNCONFIRMED)
   assert result.rounds[1].compiles == 0  # New rates, same program.
   # A rate of 0 is the run without dropout; a high rate changes training.
   pop = Population(vt.nnx.NNXModel(NNXMLP), BUILTIN["adamw"], small_data, epochs=1,
@@ -134,7 +139,8 @@ def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data
 def test_structural_values_are_nnx_constructor_arguments(small_data, refused_before_compiling):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1), hidden=vt.Choice([8, 24]))
   build = lambda rngs, hidden: NNXMLP(hidden, rngs=rngs)
-  result = vt.tune(build, small_data, space, population=4, rounds=1, epochs=1, batch_size=32)
+  result = vt.tune(build, small_data, space, population=4, rounds=1, epochs=1, batch_size=32,
+                   confirm="off")
   assert sorted(set(result.rounds[0].hparams["hidden"].tolist())) == [8, 24]
   final = result.final_fit()
   assert final.model.merge(final.params).hidden.kernel.shape == (64, result.best.hparams["hidden"])

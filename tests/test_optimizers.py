@@ -12,6 +12,8 @@ from vmaptune.optimizers import BUILTIN, TRAINER_HPARAMS, scheduled
 from vmaptune.train import make_init, make_step
 
 BATCH = 32
+# The runs here test optimizers, not the confirmation stage (test_confirmation.py does): off.
+CONFIRM = "off"
 
 
 def _assert_close(a, b, atol):
@@ -56,7 +58,8 @@ FULL_SPACE = vt.Space(learning_rate=vt.LogUniform(3e-3, 1e-1), b1=vt.Uniform(0.7
 @pytest.mark.parametrize("strategy", ["random", "pbt(interval=1, fraction=0.25)"])
 def test_tune_searches_every_new_hyperparameter(strategy, small_data, tiny_mlp):
   result = vt.tune(tiny_mlp, small_data, FULL_SPACE, population=8, rounds=2, epochs=2,
-                   batch_size=BATCH, sampler="narrow(keep=0.25)", seed=0, strategy=strategy)
+                   batch_size=BATCH, sampler="narrow(keep=0.25)", seed=0, strategy=strategy,
+                   confirm=CONFIRM)
   assert [r.compiles for r in result.rounds[1:]] == [0]
   assert set(result.best.hparams) == set(FULL_SPACE)
   assert result.best.val_accuracy > 0.5
@@ -81,7 +84,7 @@ def test_a_custom_factory_gets_warmup_and_the_trainer_names(small_data, tiny_mlp
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), warmup_epochs=vt.Uniform(0.0, 1.0),
                    label_smoothing=vt.Uniform(0.0, 0.1))
   result = vt.tune(tiny_mlp, small_data, space, optimizer=lamb, population=4, rounds=1,
-                   epochs=2, batch_size=BATCH)
+                   epochs=2, batch_size=BATCH, confirm=CONFIRM)
   assert result.best.val_accuracy > 0.3
   assert seen[0] == ["label_smoothing", "learning_rate", "warmup_epochs"]
 
@@ -92,9 +95,9 @@ def test_sgd_and_custom_optimizer_factories_train(small_data, tiny_mlp):
 
   space = vt.Space(learning_rate=vt.LogUniform(1e-1, 1.0), momentum=vt.Uniform(0.5, 0.95))
   sgd = vt.tune(tiny_mlp, small_data, space, optimizer="sgd", population=4, rounds=1,
-                epochs=2, batch_size=32)
+                epochs=2, batch_size=32, confirm=CONFIRM)
   custom = vt.tune(tiny_mlp, small_data, vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)),
                    optimizer=lamb, schedule="constant", population=4, rounds=1, epochs=2,
-                   batch_size=32)
+                   batch_size=32, confirm=CONFIRM)
   assert sgd.best.val_accuracy > 0.5 and custom.best.val_accuracy > 0.5
   assert set(sgd.best.hparams) == {"learning_rate", "momentum"}

@@ -26,7 +26,9 @@ class Hungry(vt.strategies.RandomSearch):
     super().run(ctx, log)
 
 
-SETTINGS = dict(population=8, rounds=2, epochs=2, batch_size=32, max_lanes_per_chunk=8)
+# No confirmation stage: the results compared are the rounds'.
+SETTINGS = dict(population=8, rounds=2, epochs=2, batch_size=32, max_lanes_per_chunk=8,
+                confirm="off")
 
 
 def _tune(data, strategy, out=None):

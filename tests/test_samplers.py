@@ -18,6 +18,10 @@ from vmaptune.trials import TrialTable
 SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 3e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
 PLAIN = Bucket(index=None, values={}, model=None, batch_size=32)
 TRAIN = dict(epochs=1, batch_size=32, seed=0, schedule="constant")
+# The confirmation stage after the last round trains lanes of its own and tells no sampler: the
+# runs here go without it (confirm="off"), but for the tune whose study is compared with the
+# bridge's, which keeps it (the default): the comparison shows it tells the study nothing.
+OFF = dict(TRAIN, confirm="off")
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -76,7 +80,7 @@ def test_narrow_keeps_the_top_fraction_and_shrinks_every_range_to_their_span():
 
 def test_a_sampler_object_reused_by_a_second_run_starts_afresh(small_data, tiny_mlp):
   sampler = Narrow(keep=0.5)
-  settings = dict(population=4, rounds=2, sampler=sampler, **TRAIN)
+  settings = dict(population=4, rounds=2, sampler=sampler, **OFF)
   first = vt.tune(tiny_mlp, small_data, SPACE, **settings)
   second = vt.tune(tiny_mlp, small_data, SPACE, **settings)
   assert [t.to_record() for t in first.trials()] == [t.to_record() for t in second.trials()]
@@ -97,9 +101,11 @@ def test_tune_with_an_optuna_study_writes_the_records_the_bridge_wrote(small_dat
   study = _study()
   result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
                    population=4, rounds=2, out=str(tmp_path / "run"), **TRAIN)
+  # The tune has the confirmation stage (the default), the bridge not: their studies are equal,
+  # so the confirmation told the study nothing.
   bridged_study = _study()
   bridged = vt.optuna_bridge.optimize(bridged_study, tiny_mlp, small_data, SPACE, batches=2,
-                                      population=4, **TRAIN)
+                                      population=4, **OFF)
   records = [t.to_record() for t in result.trials()]
   assert records == [t.to_record() for t in bridged.trials()] == vt.read_trials(tmp_path / "run")
   assert [(t.params, t.value, t.state) for t in study.trials] == \
@@ -115,7 +121,7 @@ def test_trials_a_strategy_stops_early_are_told_pruned_at_the_epoch_they_reached
   study = _study()
   sampler = vt.samplers.Optuna(study)
   result = vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, strategy="halving(eta=2)",
-                   population=4, rounds=1, **{**TRAIN, "epochs": 2})
+                   population=4, rounds=1, **{**OFF, "epochs": 2})
   r = result.rounds[0]
   told = [study.trials[number] for number in sampler.numbers[0]]
   assert [t.params for t in told] == [
@@ -137,7 +143,7 @@ def test_trials_a_strategy_stops_early_are_told_pruned_at_the_epoch_they_reached
 def test_a_config_file_chooses_the_optuna_sampler_by_name(experiment_file, tmp_path):
   out = tmp_path / "run"
   assert main(["run", experiment_file, "--quiet", "--no-cache", "--set", "rounds=1",
-               "sampler=optuna(sampler='random')", "--out", str(out)]) == 0
+               "sampler=optuna(sampler='random')", "confirm=off", "--out", str(out)]) == 0
   config = json.loads((out / "config.json").read_text())
   assert config["settings"]["sampler"] == "optuna(sampler='random', diverged='pruned')"
   assert len(vt.read_trials(out)) == 8
@@ -151,10 +157,10 @@ def test_a_resumed_run_tells_its_restored_rounds_to_a_new_study(small_data, tiny
   first_study = _study()
   first_study.enqueue_trial({"learning_rate": 3e-1, "weight_decay": 1e-6})  # Both bounds.
   vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(first_study), population=4,
-          rounds=1, out=out, **TRAIN)
+          rounds=1, out=out, **OFF)
   study = _study()
   result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
-                   population=4, rounds=2, out=out, **TRAIN)
+                   population=4, rounds=2, out=out, **OFF)
   assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
   first = result.rounds[0]
   assert [t.value for t in study.trials[:4]] == first.val_accuracy.tolist()
@@ -183,8 +189,8 @@ def test_what_the_optuna_sampler_cannot_do_is_refused_before_asking(change, mess
 
 def test_a_sampler_object_given_no_study_starts_a_new_study_each_run(small_data, tiny_mlp):
   sampler = vt.samplers.Optuna(sampler="random")
-  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **TRAIN)
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **OFF)
   first = sampler.active_study
-  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **TRAIN)
+  vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **OFF)
   assert sampler.active_study is not first and len(sampler.active_study.trials) == 4
   assert sampler.study is None

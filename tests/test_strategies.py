@@ -156,6 +156,9 @@ def test_parse_strategy_reads_names_and_settings():
 
 
 RUN = dict(population=12, rounds=2, epochs=6, batch_size=32, sampler="narrow(keep=0.25)", seed=0)
+# Without the confirmation stage, for the tests of the rounds alone (halving's test keeps it: it
+# counts the confirmation's lane-epochs).
+ROUNDS_ONLY = dict(RUN, confirm="off")
 
 
 def _trainer(data, model) -> Population:
@@ -212,7 +215,7 @@ def test_hyperband_runs_brackets_that_start_later_with_fewer_lanes(small_data, t
   plan = strategy.brackets(6, 12)
   # s_max = 1; bracket 0: 12 lanes halved at 2 epochs; bracket 1: ceil(12 * 2 / 1 / 3) = 8.
   assert plan == [(12, [2, 6]), (8, [6])]
-  result = vt.tune(tiny_mlp, small_data, lr_space, strategy=strategy, **RUN)
+  result = vt.tune(tiny_mlp, small_data, lr_space, strategy=strategy, **ROUNDS_ONLY)
   first = result.rounds[0]
   assert first.configurations == 20 and first.num_trials == 20
   assert (first.bracket == 0).sum() == 12 and (first.bracket == 1).sum() == 8
@@ -225,7 +228,7 @@ def test_hyperband_runs_brackets_that_start_later_with_fewer_lanes(small_data, t
 def test_population_based_training_copies_lanes_and_replays_the_best_lineage(
     small_data, tiny_mlp, lr_space, tmp_path):
   result = vt.tune(tiny_mlp, small_data, lr_space, out=str(tmp_path / "run"),
-                   strategy="pbt(interval=2, fraction=0.25)", **RUN)
+                   strategy="pbt(interval=2, fraction=0.25)", **ROUNDS_ONLY)
   first = result.rounds[0]
   # Every 2 epochs the worst 3 of 12 lanes are overwritten: 2 exploits x 3 lanes.
   assert (first.status == "exploited").sum() + (first.status == "diverged").sum() >= 6
@@ -269,7 +272,7 @@ def test_diverged_lanes_are_never_kept_copied_or_used_for_narrowing(strategy, sm
                                                                      tiny_mlp):
   # AdamW steps of up to 1e30 overflow the logits: about half the lanes diverge.
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e30))
-  result = vt.tune(tiny_mlp, small_data, space, strategy=strategy, **dict(RUN, rounds=1))
+  result = vt.tune(tiny_mlp, small_data, space, strategy=strategy, **dict(ROUNDS_ONLY, rounds=1))
   r = result.rounds[0]
   diverged = np.flatnonzero(r.status == "diverged")
   assert len(diverged) >= 2
