@@ -1,6 +1,12 @@
-"""Collection settings for the whole tree (the doctests under vmaptune/ included)."""
+"""Collection settings for the whole tree (the doctests under vmaptune/ included).
 
-try:
-  import optuna  # noqa: F401
-except ImportError:  # Optional: without it, its tests skip and its module's doctests are left out.
-  collect_ignore = ["vmaptune/optuna_bridge.py"]
+Modules that import an optional package (the Optuna shim, the MLflow and TensorBoard
+trackers) are left out of the doctests without it; their tests skip."""
+
+import importlib.util
+
+collect_ignore = [path for path, package in (
+    ("vmaptune/optuna_bridge.py", "optuna"),
+    ("vmaptune/tracking/mlflow_tracker.py", "mlflow"),
+    ("vmaptune/tracking/tensorboard_tracker.py", "tensorboard"))
+    if importlib.util.find_spec(package) is None]

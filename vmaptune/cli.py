@@ -7,6 +7,8 @@
     vmaptune show runs/digits
     vmaptune run experiments/digits_mlp.py --log-format json > run.jsonl
     vmaptune report runs/digits
+    vmaptune export runs/digits --to mlflow           # or --to tensorboard
+    vmaptune run experiments/digits_mlp.py --log-to mlflow   # live
 
 Over several processes (hosts), the same command on each, with its own id::
 
@@ -27,7 +29,7 @@ import time
 import numpy as np
 from jax.experimental.multihost_utils import broadcast_one_to_all
 
-from vmaptune import devices, distributed
+from vmaptune import devices, distributed, tracking
 from vmaptune import progress as progress_events
 from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, load_experiment, override
@@ -36,6 +38,7 @@ from vmaptune.errors import AllDivergedError, DamagedRunError, VmaptuneError
 from vmaptune.report import describe_run
 from vmaptune.report import report as write_report
 from vmaptune.rundir import load_run
+from vmaptune.tracking import TRACKERS
 
 CONFIG_COPY = "config.py"  # The config file's copy in a new run directory.
 USER_ERRORS = (VmaptuneError, FileExistsError, FileNotFoundError)
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                    "standard output is a terminal; json: one JSON object per line for each "
                    "event (round start/end, training segments, evaluations, the final fit) "
                    "and nothing else on standard output")
+  _tracker_options(run, "--log-to", "send the run live to a tracker as it goes (repeat for "
+                   "several)")
   run.add_argument("--cache-dir", help="persistent compilation cache (default: "
                    "$VMAPTUNE_CACHE_DIR or ~/.cache/vmaptune/jax)")
   run.add_argument("--no-cache", action="store_true",
@@ -84,11 +89,46 @@ def _parser() -> argparse.ArgumentParser:
       "report", help="print a run's top trials and hyperparameter importance; write its "
       "figures (PNG; needs matplotlib: pip install 'vmaptune[report]')")
   report.add_argument("run_dir", help="a run directory (trials.jsonl, summary.json)")
-  report.add_argument("--out", help="directory for the figures (default: RUN_DIR/report)")
+  report.add_argument("--out", help="directory for the figures and report.html (default: "
+                      "RUN_DIR/report)")
   report.add_argument("--top", type=int, default=10, help="trials in the table (10)")
   report.add_argument("--curves", type=int, default=8,
                       help="best trials whose learning curves are drawn (8)")
+  export = commands.add_parser(
+      "export", help="send a run directory (finished or running) to MLflow or TensorBoard")
+  export.add_argument("run_dir", help="the run directory")
+  _tracker_options(export, "--to", "the tracker to send it to (repeat for several)",
+                   required=True)
   return parser
+
+
+def _tracker_options(parser: argparse.ArgumentParser, flag: str, text: str,
+                     required: bool = False) -> None:
+  parser.add_argument(flag, dest="trackers", action="append", choices=sorted(TRACKERS),
+                      required=required, default=None, help=text)
+  parser.add_argument("--tracking-uri", help="MLflow's store (default: $MLFLOW_TRACKING_URI, "
+                      "else sqlite:///mlflow.db here: a local file, no server)")
+  parser.add_argument("--logdir", help="TensorBoard's log directory (default: runs/tensorboard)")
+
+
+def _trackers(args: argparse.Namespace) -> list:
+  """The trackers named on the command line, built with their options."""
+  options = {"mlflow": {"tracking_uri": args.tracking_uri},
+             "tensorboard": {"logdir": args.logdir}}
+  return [tracking.make(name, **{k: v for k, v in options.get(name, {}).items()
+                                 if v is not None}) for name in args.trackers or []]
+
+
+def export(args: argparse.Namespace) -> int:
+  trackers = _trackers(args)
+  with _read_back(args.run_dir):
+    run = load_run(args.run_dir)
+  for tracker in trackers:
+    start = time.perf_counter()
+    tracking.export(run, tracker)
+    print(f"exported {args.run_dir} to {tracker.name}: {run.rounds_completed} rounds, "
+          f"{len(run.records)} trials in {time.perf_counter() - start:.1f}s", flush=True)
+  return 0
 
 
 def _default_out(name: str, shared: bool = False) -> str:
@@ -138,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     try:
       result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
                                resume_from_intact=args.resume_from_intact,
-                               copy_files={CONFIG_COPY: args.config}, progress=progress)
+                               copy_files={CONFIG_COPY: args.config}, progress=progress,
+                               loggers=_trackers(args))
       fit = result.final_fit()
     except KeyboardInterrupt:
       if processes.writes:
@@ -218,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("--quiet prints only the final result and --log-format json prints every "
                  "event; choose one")
   try:
+    if args.command == "export":
+      return export(args)
     return show(args) if args.command == "show" else run(args)
   except AllDivergedError as e:
     print(f"vmaptune: error: {e}", file=sys.stderr)

@@ -5,7 +5,8 @@ the records of its completed rounds and its summary), prints a table of the
 top trials and an importance ranking of the hyperparameters (see
 :mod:`vmaptune.importance`; no extra dependency), and, when matplotlib is
 installed (``pip install 'vmaptune[report]'``), writes PNG figures (see
-:mod:`vmaptune.figures`). :func:`describe_run` is what ``vmaptune show`` prints.
+:mod:`vmaptune.figures`), and one page of it all, ``report.html`` (see
+:mod:`vmaptune.report_page`). :func:`describe_run` is what ``vmaptune show`` prints.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from vmaptune.confirmation import describe as describe_confirmation
 from vmaptune.distributions import describe_values
 from vmaptune.importance import Importance, format_value, importance
 from vmaptune.ranking import rank
+from vmaptune.report_page import render as render_page
 from vmaptune.rundir import PARAMS_FILE, Run, load_run
 from vmaptune.validation import whole_number
 
 INSTALL_HINT = ("matplotlib is not installed, so no figures were written; install it with "
                 "`pip install 'vmaptune[report]'` (or `pip install matplotlib`) and run the "
                 "report again")
+PAGE_FILE = "report.html"
+PAGE_TOP = 50  # Trials in the page's table (the printed one has ``top``).
 
 
 def describe_run(run: Run, top: int = 10) -> str:
@@ -70,8 +74,9 @@ def describe_run(run: Run, top: int = 10) -> str:
   return "\n".join(lines)
 
 
-def top_table(run: Run, top: int = 10) -> str:
-  """The ``top`` best trials (as the tuner ranks them) as aligned text columns."""
+def top_rows(run: Run, top: int = 10) -> tuple[list[str], list[list[str]]]:
+  """The ``top`` best trials (as the tuner ranks them): the header and one row
+  of text cells per trial, best first."""
   names = list(run.space)
   trials = run.trials
   header = ["#", "round", "trial", "status", "epochs", "val_acc", "val_loss"] + names
@@ -85,6 +90,12 @@ def top_table(run: Run, top: int = 10) -> str:
                  record["status"], str(trials.reached[i]), accuracy,
                  f"{trials.val_loss[i]:.4f}"]
                 + [format_value(record["hparams"][n]) for n in names])
+  return header, rows
+
+
+def top_table(run: Run, top: int = 10) -> str:
+  """The ``top`` best trials (as the tuner ranks them) as aligned text columns."""
+  header, rows = top_rows(run, top)
   widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
   return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
                    for row in [header] + rows)
@@ -105,6 +116,7 @@ class Report:
       (low, high)}`` of the next round's ranges as drawn, ``None`` when the
       summary has no next space for that round).
     note: why no figures were written, or ``None``.
+    page: the path of ``report.html`` (see :mod:`vmaptune.report_page`).
   """
 
   table: str
@@ -112,6 +124,7 @@ class Report:
   figures: dict[str, str]
   panels: list[dict[str, Any]]
   note: str | None = None
+  page: str | None = None
 
   def describe(self, run: Run) -> str:
     chosen, final = run.summary.get("chosen"), run.summary.get("final_fit")
@@ -137,6 +150,8 @@ class Report:
       lines += [f"  {path}" for path in self.figures.values()]
     else:
       lines.append(self.note or "no figures")
+    if self.page:
+      lines.append(f"page (open it in a browser): {self.page}")
     return "\n".join(lines)
 
 
@@ -152,12 +167,16 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
   ``learning_curves.png`` (training loss per epoch of the ``curves`` best
   trials); ``importance.png``; and ``overview.png``, one of each on a page.
   Without matplotlib the text is printed all the same, with how to install it.
+  And always ``report.html``, one self-contained page of it all (settings,
+  each round's ranges, the chosen configuration, importance, the figures
+  embedded, the top ``max(top, 50)`` trials in a sortable table; see
+  :mod:`vmaptune.report_page`).
 
   Args:
     run_dir: a run directory (the ``out`` of :func:`vmaptune.tune`); the
       rounds it completed are reported (a round it was stopped in is not).
-    out: directory for the figures.
-    top: trials in the table.
+    out: directory for the figures and the page.
+    top: trials in the printed table.
     curves: trials whose learning curves are drawn.
     quiet: print nothing.
     stream: where to print (default: standard output).
@@ -186,14 +205,19 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
     raise ValueError(f"{run.path} holds no completed round yet")
   ranking = importance(run.trials, run.space)
   table = top_table(run, top)
+  out = os.path.join(run.path, "report") if out is None else os.fspath(out)
   try:
     from vmaptune import figures as drawn
   except ImportError:
     result = Report(table, ranking, {}, [], note=INSTALL_HINT)
   else:
-    out = os.path.join(run.path, "report") if out is None else os.fspath(out)
     figures, panels = drawn.write_figures(run, ranking, out, curves=curves)
     result = Report(table, ranking, figures, panels)
+  result.page = os.path.join(out, PAGE_FILE)
+  os.makedirs(out, exist_ok=True)
+  with open(result.page, "w", encoding="utf-8") as f:
+    f.write(render_page(run, *top_rows(run, max(top, PAGE_TOP)), ranking, result.figures,
+                        result.note))
   if not quiet:
     stream = stream or sys.stdout
     stream.write(result.describe(run) + "\n")

@@ -271,6 +271,7 @@ class TuneResult:
     self._final = final  # Restored from the run directory when a finished run is resumed.
     self._on_final_fit = on_final_fit  # Saves the fit's parameters and summary.
     self._final_fit_guard = final_fit_guard  # Holds the run directory over the final fit.
+    self._after_final_fit: list[Callable[[TuneResult], None]] = []
 
   @property
   def best(self) -> Trial | None:
@@ -316,7 +317,14 @@ class TuneResult:
         self._final = self._refit(self)
         if self._on_final_fit is not None:
           self._on_final_fit(self)
+      for callback in self._after_final_fit:
+        callback(self)
     return self._final
+
+  def after_final_fit(self, callback: Callable[[TuneResult], None]) -> None:
+    """Calls ``callback(self)`` once the final fit ran and was saved (e.g. to
+    send it to a tracker)."""
+    self._after_final_fit.append(callback)
 
   @property
   def final(self) -> FinalFit | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vmaptune import progress as progress_events
-from vmaptune import rundir
+from vmaptune import rundir, tracking
 from vmaptune.data import Dataset
 from vmaptune.distributed import is_first_process
 from vmaptune.engine import Engine
@@ -24,13 +24,14 @@ from vmaptune.rounds import run_rounds
 from vmaptune.settings import Settings
 from vmaptune.space import Space
 from vmaptune.structural import ModelSpec
+from vmaptune.tracking.live import LiveLogging
 
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
          resume: bool = True, resume_from_intact: bool = False,
          copy_files: Mapping[str, str] | None = None, progress: Any = None,
-         **settings: Any) -> TuneResult:
+         loggers: Any = None, **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space``, ``rounds`` rounds of ``population``
   configurations, each round one compiled population per bucket.
 
@@ -72,6 +73,9 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     progress: ``"bar"`` (a live line), ``"json"`` (one JSON object per
       event), a function of one event dict, or a
       :class:`vmaptune.progress.Progress`; ``None`` (default) reports nothing.
+    loggers: trackers told the run as it goes: names (``"mlflow"``,
+      ``"tensorboard"``) or :class:`vmaptune.tracking.Tracker` instances
+      (see :mod:`vmaptune.tracking`).
     **settings: any field of :class:`vmaptune.settings.Settings`:
       ``population`` (256), ``rounds`` (4), ``epochs`` (5), ``batch_size``
       (64), ``seed`` (0), ``sampler`` ("narrow"), ``strategy`` ("random"),
@@ -102,23 +106,35 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     sink = progress_events.resolve(progress)
   except ValueError as e:
     raise SettingsError(str(e)) from None
+  trackers = tracking.resolve(loggers)
   engine = Engine(model, data, space, settings)
+  config = rundir.snapshot(engine.described_settings(), space, engine.model_name,
+                           engine.parameters, data)
   run_dir, restored = (None, None) if out is None else rundir.open_run(
-      out, rundir.snapshot(engine.described_settings(), space, engine.model_name,
-                           engine.parameters, data), resume=resume,
-      resume_from_intact=resume_from_intact, copy_files=copy_files)
+      out, config, resume=resume, resume_from_intact=resume_from_intact,
+      copy_files=copy_files)
+  live = LiveLogging(trackers, config, out) if trackers else None
+
   def announce(done: list[RoundResult]) -> None:
     if verbose and is_first_process():
       print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
             "records", flush=True)
+    if live is not None:
+      live.restored(done)
 
   listener = None if sink is None else progress_events.Reporter(sink)
   callbacks = [] if listener is None else [listener.round_end]  # First: clears a live line.
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.append(lambda r: print(r.describe(settings.rounds), flush=True))
+  if live is not None:
+    callbacks.append(live.log_round)
   if on_round is not None:
     callbacks.append(on_round)
-  return run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
-                    pieces=None if sink is None else progress_events.pieces_for(sink),
-                    callbacks=callbacks, on_restored=announce,
-                    resume_from_intact=resume_from_intact)
+  result = run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
+                      pieces=None if sink is None else progress_events.pieces_for(sink),
+                      callbacks=callbacks, on_restored=announce,
+                      resume_from_intact=resume_from_intact)
+  if live is not None:
+    live.finish(result)
+    result.after_final_fit(live.finish)
+  return result

@@ -160,11 +160,12 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   return {**config, "format": 2, "settings": upgraded}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+  """Nested dicts as one dict of dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
   if isinstance(value, dict) and value:
     flat = {}
     for key, item in value.items():
-      flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+      flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
     return flat
   return {prefix: value}
 
@@ -178,7 +179,7 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
   """What differs between two snapshots (the environment and ``rounds`` aside),
   as ``"path: <stored> in the run directory, <current> now"`` lines."""
   def compared(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in _flatten(upgrade(dict(snapshot))).items()
+    return {k: v for k, v in flatten(upgrade(dict(snapshot))).items()
             if not k.startswith("environment") and k not in MAY_CHANGE}
 
   old, new = compared(stored), compared(current)

@@ -1,0 +1,191 @@
+"""MLflow: a run directory exported, and a run logged live, read back with MlflowClient; once
+against a real ``mlflow server`` on localhost."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import vmaptune as vt
+from vmaptune import tracking
+from vmaptune.cli import main
+from vmaptune.errors import SettingsError
+
+mlflow = pytest.importorskip("mlflow", reason="the MLflow tests need the mlflow extra")
+from mlflow import MlflowClient  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
+                                        "ignore::FutureWarning", "ignore::UserWarning")
+
+
+def _uri(tmp_path) -> str:
+  return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _read(uri: str, key: str) -> tuple:
+  """The parent run of run directory ``key`` and its nested runs."""
+  client = MlflowClient(tracking_uri=uri)
+  experiment = client.get_experiment_by_name("vmaptune")
+  parents = client.search_runs([experiment.experiment_id],
+                               f"tags.`vmaptune.run_key` = '{os.path.abspath(key)}'")
+  assert len(parents) == 1
+  parent = parents[0]
+  children = client.search_runs([experiment.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                max_results=5000)
+  return client, parent, {(int(c.data.tags["vmaptune.round"]) - 1,
+                           int(c.data.tags["vmaptune.trial"])): c for c in children}
+
+
+def _check_trials(client, children: dict, records: list[dict]) -> None:
+  """Every record is one nested run, with its hyperparameters, scores and curve."""
+  assert sorted(children) == sorted((r["round"], r["trial"]) for r in records)
+  for record in records:
+    child = children[(record["round"], record["trial"])]
+    assert child.data.params == {k: str(v) for k, v in record["hparams"].items()}
+    assert child.data.tags["status"] == record["status"]
+    assert child.data.tags["lane"] == str(record["lane"])
+    assert child.info.status == "FINISHED"
+    if record["val_accuracy"] is None:
+      assert "val_accuracy" not in child.data.metrics
+    else:
+      assert child.data.metrics["val_accuracy"] == pytest.approx(record["val_accuracy"])
+      assert child.data.metrics["val_loss"] == pytest.approx(record["val_loss"])
+    history = client.get_metric_history(child.info.run_id, "epoch_loss")
+    curve = {m.step: m.value for m in history}
+    expected = {record["start_epoch"] + i: v for i, v in enumerate(record["epoch_loss"])
+                if v is not None}
+    assert curve.keys() == expected.keys()
+    np.testing.assert_allclose([curve[k] for k in sorted(curve)],
+                               [expected[k] for k in sorted(expected)], rtol=1e-6)
+
+
+def test_a_run_directory_exports_to_mlflow_once_however_often(written_run, tmp_path):
+  result, out = written_run
+  uri, run = _uri(tmp_path), vt.load_run(out)
+  tracking.export(run, tracking.make("mlflow", tracking_uri=uri))
+  client, parent, children = _read(uri, out)
+  _check_trials(client, children, run.records)
+  params = parent.data.params
+  assert params["settings.population"] == "8" and params["settings.sampler"] == \
+      "narrow(keep=0.25, margin=0.1)"
+  assert set(vt.load_run(out).space) <= {k[len("space."):] for k in params
+                                         if k.startswith("space.")}
+  assert parent.data.tags["round_1.ranges"].startswith("learning_rate [0.001, 1] log, ")
+  best = client.get_metric_history(parent.info.run_id, "best_val_accuracy")
+  assert [m.step for m in best] == [0, 1]
+  assert [m.value for m in best] == pytest.approx(
+      [run.round_entry(i)["best_val_accuracy"] for i in range(2)])
+  chosen = run.chosen
+  assert parent.data.tags["chosen.learning_rate"] == str(chosen["hparams"]["learning_rate"])
+  artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+  assert {"config.json", "summary.json", "rounds"} <= artifacts
+  # Again: nothing recorded twice.
+  tracking.export(vt.load_run(out), tracking.make("mlflow", tracking_uri=uri))
+  client, again, children_again = _read(uri, out)
+  assert again.info.run_id == parent.info.run_id and children_again.keys() == children.keys()
+  assert len(client.get_metric_history(parent.info.run_id, "best_val_accuracy")) == 2
+
+
+def test_a_run_logs_live_to_mlflow_as_the_export_would(small_data, tiny_mlp, lr_space,
+                                                       fast_settings, tmp_path):
+  out, uri = tmp_path / "run", _uri(tmp_path)
+  result = vt.tune(tiny_mlp, small_data, lr_space, out=str(out), loggers=[
+      tracking.make("mlflow", tracking_uri=uri)], **{**fast_settings, "confirm": "2x2"})
+  client, parent, children = _read(uri, out)
+  run = vt.load_run(out)
+  _check_trials(client, children, run.records)
+  assert parent.data.metrics["confirmation_mean"] == pytest.approx(
+      run.summary["confirmation"]["mean"])
+  assert "final_test_accuracy" not in parent.data.metrics
+  final = result.final_fit()  # Logged too, with the parameters.
+  client, parent, _ = _read(uri, out)
+  assert parent.data.metrics["final_test_accuracy"] == pytest.approx(final.test_accuracy)
+  assert "best_params.msgpack" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+  assert parent.info.status == "FINISHED"
+
+
+def test_the_commands_export_and_log_live(experiment_file, tmp_path, capsys):
+  uri = _uri(tmp_path)
+  out = tmp_path / "run"
+  assert main(["run", experiment_file, "--no-cache", "--quiet", "--out", str(out),
+               "--set", "rounds=1", "confirm=off", "--log-to", "mlflow",
+               "--tracking-uri", uri]) == 0
+  client, parent, children = _read(uri, out)
+  assert len(children) == 8 and "final_test_accuracy" in parent.data.metrics
+  other = _uri(tmp_path / "other")
+  os.makedirs(tmp_path / "other")
+  capsys.readouterr()
+  assert main(["export", str(out), "--to", "mlflow", "--tracking-uri", other]) == 0
+  printed = capsys.readouterr().out
+  assert f"exported {out} to mlflow: 1 rounds, 8 trials in " in printed
+  _, _, exported = _read(other, out)
+  assert exported.keys() == children.keys()
+
+
+def test_without_mlflow_installed_the_message_says_what_to_install(monkeypatch, tmp_path,
+                                                                  capsys, written_run):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "mlflow" else real(name, *a))
+  with pytest.raises(SettingsError, match=r"pip install 'vmaptune\[mlflow\]'"):
+    tracking.make("mlflow")
+  assert main(["export", str(written_run[1]), "--to", "mlflow"]) == 2
+  assert "pip install 'vmaptune[mlflow]'" in capsys.readouterr().err
+  with pytest.raises(SettingsError, match="expected one of"):
+    vt.tune(vt.models.MLP(), vt.data.digits(), vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)),
+            loggers=["wandb"])
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow  # Starts a real MLflow server.
+def test_an_export_reaches_a_real_mlflow_server(written_run, tmp_path):
+  port = _free_port()
+  server = subprocess.Popen(
+      [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+       "--backend-store-uri", _uri(tmp_path), "--default-artifact-root",
+       str(tmp_path / "artifacts"), "--workers", "1"],
+      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.txt", "w"), cwd=tmp_path)
+  uri = f"http://127.0.0.1:{port}"
+  try:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+      try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+          break
+      except OSError:
+        time.sleep(0.25)
+    assert server.poll() is None, (tmp_path / "server.txt").read_text()[-3000:]
+    out = written_run[1]
+    run = vt.load_run(out)
+    tracking.export(run, tracking.make("mlflow", tracking_uri=uri))
+    client, parent, children = _read(uri, out)
+    _check_trials(client, children, run.records)
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow  # A benchmark script.
+def test_the_export_benchmark_runs_and_writes_its_results(tmp_path):
+  results = tmp_path / "export.json"
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "bench_export.py"),
+                         "--population", "8", "--rounds", "1", "--trackers", "mlflow",
+                         "--out", str(results)], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": ROOT})
+  assert done.returncode == 0, done.stderr[-3000:]
+  found = json.loads(results.read_text())
+  assert found["trials"] == 8 and found["exports"]["mlflow"]["first_s"] > 0
+  assert found["exports"]["mlflow"]["again_s"] < found["exports"]["mlflow"]["first_s"]
