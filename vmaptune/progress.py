@@ -67,6 +67,7 @@ from typing import IO, Any
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from vmaptune.distributed import is_first_process
 from vmaptune.events import Listener, Pieces
@@ -133,47 +134,58 @@ class JsonLines(Progress):
     stream.flush()
 
 
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} {unit} [{elapsed}<{remaining}{postfix}]"
+STARTING = "{desc} starting ..."
+
+
 class Bar(Progress):
-  """One line redrawn in place with a carriage return:
-  ``round 2/4 [######......] epoch 12/20  lanes 250/256 alive  85.1 trials/s  best 0.9722``.
+  """A live progress bar per round, drawn by tqdm, e.g.
+  ``round 2/4: 60%|######    | 12/20 epochs [00:01<00:00, lanes 250/256 alive, 85.1 trials/s,
+  best 0.9722]``.
 
   The bar fills with the epochs reached in the current bucket (combination of
-  structural values) over the round's buckets. It clears its line when a round
-  ends, so per-round summaries print on a clean line.
+  structural values) over the round's buckets; its line is cleared when the
+  round ends, so per-round summaries print on a clean line.
 
   Args:
     stream: where to draw (default: standard output).
     every, interval_s: see :class:`Progress`.
-    width: characters of the bar itself.
   """
 
   def __init__(self, stream: IO[str] | None = None, every: int | str | None = "auto",
-               interval_s: float = 0.5, width: int = 20):
+               interval_s: float = 0.5):
     self.stream = stream
     Pieces(every, interval_s)  # Checks them.
     self.every, self.interval_s = every, float(interval_s)
-    self.width = width
-    self._drawn = False
+    self._bar: tqdm | None = None
+    self._round = ""
     self._rate: float | None = None  # Evaluations show the last segment's.
 
   def __call__(self, event: Event) -> None:
     kind = event["event"]
     if kind in ("segment", "evaluation"):
       self._rate = event.get("trials_per_s", self._rate)
-      self._draw(self.line(event))
+      self._update(event)
     elif kind == "round_start":
+      self.close()
       self._rate = None
-      self._draw(f"round {event['round'] + 1}/{event['rounds']} starting ...")
+      self._round = f"round {event['round'] + 1}/{event['rounds']}"
+      self._bar = self._open(total=None)
     elif kind in ("round_end", "run_end"):
       self.close()
 
-  def line(self, event: Event) -> str:
-    """The text drawn for a ``segment`` or ``evaluation`` event."""
-    done = (event["bucket"] + event["epoch"] / event["budget"]) / event["buckets"]
-    filled = round(done * self.width)
-    parts = [f"round {event['round'] + 1}/{event['rounds']} "
-             f"[{'#' * filled}{'.' * (self.width - filled)}]",
-             f"epoch {event['epoch']}/{event['budget']}"]
+  def _open(self, total: int | None) -> tqdm:
+    # Every event draws (they come a piece of training apart); leave=False clears the line.
+    # The terminal's size, else 100 x 20: a terminal may report none (e.g. a new pty), and
+    # tqdm hides a bar below a height of 0.
+    size = shutil.get_terminal_size((100, 20))
+    return tqdm(total=total, desc=self._round, unit="epochs", leave=False,
+                file=self.stream or sys.stdout, mininterval=0, ncols=max(size.columns - 1, 40),
+                nrows=max(size.lines, 2), bar_format=STARTING if total is None else BAR_FORMAT)
+
+  def postfix(self, event: Event) -> str:
+    """What the bar shows after its time: bucket, lanes alive, speed, best so far."""
+    parts = []
     if event["buckets"] > 1:
       parts.append(f"bucket {event['bucket'] + 1}/{event['buckets']}")
     parts.append(f"lanes {event['alive']}/{event['lanes']} alive")
@@ -182,22 +194,22 @@ class Bar(Progress):
       parts.append(f"{rate:.1f} trials/s")
     best = event["best_val_accuracy"]
     parts.append("best " + ("-" if best is None else f"{best:.4f}"))
-    return "  ".join(parts)
+    return ", ".join(parts)
 
-  def _draw(self, text: str) -> None:
-    stream = self.stream or sys.stdout
-    columns = shutil.get_terminal_size((100, 20)).columns
-    # \x1b[K clears what a longer earlier line left to the right.
-    stream.write("\r" + text[:max(columns - 1, 10)] + "\x1b[K")
-    stream.flush()
-    self._drawn = True
+  def _update(self, event: Event) -> None:
+    total = event["buckets"] * event["budget"]
+    if self._bar is None:
+      self._bar = self._open(total)
+    elif self._bar.total != total:  # The round's first piece: now its length is known.
+      self._bar.total, self._bar.bar_format = total, BAR_FORMAT
+    self._bar.n = event["bucket"] * event["budget"] + event["epoch"]
+    self._bar.set_postfix_str(self.postfix(event), refresh=False)
+    self._bar.refresh()
 
   def close(self) -> None:
-    if self._drawn:
-      stream = self.stream or sys.stdout
-      stream.write("\r\x1b[K")
-      stream.flush()
-      self._drawn = False
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
 
 
 MODES = ("bar", "json", "none")
