@@ -1,6 +1,7 @@
 """MLflow: a run directory exported, and a run logged live, read back with MlflowClient; once
 against a real ``mlflow server`` on localhost."""
 
+import hashlib
 import json
 import os
 import socket
@@ -32,8 +33,8 @@ def _read(uri: str, key: str) -> tuple:
   """The parent run of run directory ``key`` and its nested runs."""
   client = MlflowClient(tracking_uri=uri)
   experiment = client.get_experiment_by_name("vmaptune")
-  parents = client.search_runs([experiment.experiment_id],
-                               f"tags.`vmaptune.run_key` = '{os.path.abspath(key)}'")
+  digest = hashlib.sha256(os.path.abspath(key).encode()).hexdigest()
+  parents = client.search_runs([experiment.experiment_id], f"tags.`vmaptune.run_key` = '{digest}'")
   assert len(parents) == 1
   parent = parents[0]
   children = client.search_runs([experiment.experiment_id],
@@ -189,3 +190,48 @@ def test_the_export_benchmark_runs_and_writes_its_results(tmp_path):
   found = json.loads(results.read_text())
   assert found["trials"] == 8 and found["exports"]["mlflow"]["first_s"] > 0
   assert found["exports"]["mlflow"]["again_s"] < found["exports"]["mlflow"]["first_s"]
+
+
+def test_a_run_that_stops_marks_its_parent_and_leaves_no_half_written_trial(
+    small_data, tiny_mlp, lr_space, fast_settings, tmp_path):
+  out, uri = tmp_path / "it's run", _uri(tmp_path)  # A quote in the path, too.
+
+  def stop(result):
+    if result.index == 1:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    vt.tune(tiny_mlp, small_data, lr_space, out=str(out), on_round=stop,
+            loggers=[tracking.make("mlflow", tracking_uri=uri)], **fast_settings)
+  client, parent, children = _read(uri, out)
+  assert parent.info.status == "KILLED"
+  assert {c.info.status for c in children.values()} == {"FINISHED"}
+  _check_trials(client, children, vt.load_run(out).records)  # Rounds 1 and 2, all written.
+  # An export while it is unfinished keeps it running; once it finished, FINISHED, and the
+  # same parent (the quote in the path included) holds every trial once.
+  tracking.export(vt.load_run(out), tracking.make("mlflow", tracking_uri=uri))
+  assert _read(uri, out)[1].info.status == "RUNNING"
+  vt.tune(tiny_mlp, small_data, lr_space, out=str(out), **fast_settings)
+  tracking.export(vt.load_run(out), tracking.make("mlflow", tracking_uri=uri))
+  client, parent, children = _read(uri, out)
+  assert parent.info.status == "FINISHED"
+  _check_trials(client, children, vt.load_run(out).records)
+
+
+def test_a_store_that_fails_mid_run_is_dropped_with_a_warning(small_data, tiny_mlp, lr_space,
+                                                              fast_settings, tmp_path):
+  failing = tracking.make("mlflow", tracking_uri=_uri(tmp_path))
+  failing.log_round = lambda entry, records: (_ for _ in ()).throw(ConnectionError("store down"))
+  with pytest.warns(RuntimeWarning, match="logging to mlflow stopped: ConnectionError: store "
+                    "down; the run goes on"):
+    result = vt.tune(tiny_mlp, small_data, lr_space, loggers=[failing], **fast_settings)
+  assert len(result.rounds) == 3  # Trained to its end.
+
+
+def test_a_deleted_experiment_is_refused_clearly(tmp_path):
+  uri = _uri(tmp_path)
+  client = MlflowClient(tracking_uri=uri)
+  client.delete_experiment(client.create_experiment("vmaptune"))
+  with pytest.raises(SettingsError, match="'vmaptune' at .* was deleted; restore it"):
+    tracking.make("mlflow", tracking_uri=uri).start(
+        {"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)).to_dict()}, key=None)

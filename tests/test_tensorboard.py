@@ -121,10 +121,11 @@ def test_the_experiment_lists_hparams_metrics_rounds_and_the_final_fit(exported)
     assert scalars(top, f"round/{key}") == [
         (i, pytest.approx(run.round_entry(i)[key], rel=1e-6)) for i in range(2)]
   final, confirmation = run.summary["final_fit"], run.summary["confirmation"]
-  assert scalars(top, "final/test_accuracy") == [(0, pytest.approx(final["test_accuracy"]))]
-  assert scalars(top, "confirmation/mean") == [(0, pytest.approx(confirmation["mean"]))]
+  # At step = the rounds completed when they were told (a later choice comes after).
+  assert scalars(top, "final/test_accuracy") == [(2, pytest.approx(final["test_accuracy"]))]
+  assert scalars(top, "confirmation/mean") == [(2, pytest.approx(confirmation["mean"]))]
   assert scalars(top, "chosen/val_accuracy") == [
-      (0, pytest.approx(run.summary["chosen"]["val_accuracy"]))]
+      (2, pytest.approx(run.summary["chosen"]["val_accuracy"]))]
   assert "run/config" in top.Tags()["tensors"]
 
 
@@ -280,3 +281,19 @@ def test_a_1024_trial_run_exports_in_seconds(handwritten_run, tmp_path):
   assert time.perf_counter() - started < 30  # About 0.3 s on a 2-core CPU.
   (run_dir,) = (tmp_path / "logdir").iterdir()
   assert len([p for p in run_dir.iterdir() if p.is_dir()]) == 1024
+
+
+@needs_tensorboard
+def test_a_later_choice_is_written_beside_the_earlier_one(tmp_path):
+  """An export of a run still going, then again after it went on: the new choice too."""
+  live = tracker(tmp_path / "logdir")
+  live.start({"space": SPACE.to_dict()}, key=str(tmp_path / "run"))
+  first = {"chosen": {"round": 0, "trial": 6, "val_accuracy": 0.5, "val_loss": 1.0,
+                      "hparams": {"learning_rate": 0.01}}, "rounds": [{}]}
+  later = {"chosen": {"round": 1, "trial": 5, "val_accuracy": 0.75, "val_loss": 0.5,
+                      "hparams": {"learning_rate": 0.02}}, "rounds": [{}, {}]}
+  live.finish(first)
+  live.finish(first)  # The same choice: nothing new.
+  live.finish(later)
+  top = read(live.run_dir)
+  assert scalars(top, "chosen/val_accuracy") == [(1, 0.5), (2, 0.75)]

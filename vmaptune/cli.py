@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
       result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
                                resume_from_intact=args.resume_from_intact,
                                copy_files={CONFIG_COPY: args.config}, progress=progress,
-                               loggers=_trackers(args))
+                               loggers=_trackers(args) if processes.writes else args.trackers)
       fit = result.final_fit()
     except KeyboardInterrupt:
       if processes.writes:

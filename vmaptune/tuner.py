@@ -106,7 +106,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     sink = progress_events.resolve(progress)
   except ValueError as e:
     raise SettingsError(str(e)) from None
-  trackers = tracking.resolve(loggers)
+  trackers = tracking.resolve(loggers) if is_first_process() else tracking.check(loggers)
   engine = Engine(model, data, space, settings)
   config = rundir.snapshot(engine.described_settings(), space, engine.model_name,
                            engine.parameters, data)
@@ -130,10 +130,15 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     callbacks.append(live.log_round)
   if on_round is not None:
     callbacks.append(on_round)
-  result = run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
-                      pieces=None if sink is None else progress_events.pieces_for(sink),
-                      callbacks=callbacks, on_restored=announce,
-                      resume_from_intact=resume_from_intact)
+  try:
+    result = run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
+                        pieces=None if sink is None else progress_events.pieces_for(sink),
+                        callbacks=callbacks, on_restored=announce,
+                        resume_from_intact=resume_from_intact)
+  except BaseException as e:
+    if live is not None:
+      live.stop(e)
+    raise
   if live is not None:
     live.finish(result)
     result.after_final_fit(live.finish)

@@ -42,6 +42,22 @@ def make(name: str, **options: Any) -> Tracker:
   return getattr(importlib.import_module(module), cls)(**options)
 
 
+def check(loggers: Sequence[Any] | None) -> list[Tracker]:
+  """Checks tracker names without building them (processes other than 0 of a
+  run, which log nothing); returns no tracker.
+
+  Raises:
+    SettingsError: an unknown name, or anything that is neither a name nor a tracker.
+  """
+  for logger in [loggers] if isinstance(loggers, str | Tracker) else loggers or []:
+    if isinstance(logger, str) and logger not in TRACKERS:
+      raise SettingsError(f"tracker {logger!r} is unknown; expected one of {sorted(TRACKERS)}")
+    if not isinstance(logger, str | Tracker):
+      raise SettingsError(f"loggers holds {logger!r}; expected tracker names "
+                          f"({sorted(TRACKERS)}) or vmaptune.tracking.Tracker instances")
+  return []
+
+
 def resolve(loggers: Sequence[Any] | None) -> list[Tracker]:
   """Trackers from names or :class:`Tracker` instances (``None``: none).
 
@@ -64,4 +80,4 @@ def resolve(loggers: Sequence[Any] | None) -> list[Tracker]:
   return trackers
 
 
-__all__ = ["TRACKERS", "Tracker", "export", "make", "resolve", "run_files"]
+__all__ = ["TRACKERS", "Tracker", "check", "export", "make", "resolve", "run_files"]

@@ -45,6 +45,9 @@ class Tracker:
     ``{name: path}`` files to attach; may be called again after the final fit."""
     raise NotImplementedError
 
+  def stop(self, status: str) -> None:
+    """The run stopped before its end: ``"FAILED"`` (an error) or ``"KILLED"`` (Ctrl-C)."""
+
   def close(self) -> None:
     """Flushes and releases what the tracker holds."""
 

@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,11 @@ def _plain(value: Any) -> Any:
 class LiveLogging:
   """Tells ``trackers`` about one run, on a thread of their own.
 
+  The config is told at once, in the caller's thread, so that a store that
+  cannot be reached is refused before anything trains. A tracker that fails
+  later is dropped with a warning (the run goes on; its directory holds
+  everything, to export later).
+
   Args:
     trackers: where to send it.
     config: the run's config (``config.json``'s content, see
@@ -42,36 +48,52 @@ class LiveLogging:
     self.trackers = list(trackers) if is_first_process() else []
     self.out = out
     self._queue: queue.Queue = queue.Queue()
-    self._failure: BaseException | None = None
-    self._thread = threading.Thread(target=self._work, name="vmaptune-trackers", daemon=True)
-    if self.trackers:
-      self._thread.start()
+    self._failed: set[int] = set()  # Trackers dropped, by position.
+    self._thread: threading.Thread | None = None
     key = None if out is None else os.path.abspath(out)
-    self._send("start", _plain(config), key=key)
+    for tracker in self.trackers:
+      tracker.start(_plain(config), key=key)
 
   def _work(self) -> None:
     while True:
-      step, args, kwargs = self._queue.get()
+      item = self._queue.get()
       try:
-        if self._failure is None:
-          for tracker in self.trackers:
-            getattr(tracker, step)(*args, **kwargs)
-      except BaseException as e:  # Reported by the next wait, in the caller's thread.
-        self._failure = e
+        if item is None:
+          return
+        step, args = item
+        if isinstance(step, threading.Event):
+          step.set()
+          continue
+        for position, tracker in enumerate(self.trackers):
+          if position in self._failed:
+            continue
+          try:
+            getattr(tracker, step)(*args)
+          except Exception as e:  # The run goes on: its directory holds everything.
+            self._failed.add(position)
+            warnings.warn(f"logging to {tracker.name} stopped: {type(e).__name__}: {e}; the "
+                          "run goes on, and `vmaptune export RUN_DIR --to "
+                          f"{tracker.name}` sends it later", RuntimeWarning, stacklevel=2)
       finally:
         self._queue.task_done()
 
-  def _send(self, step: str, *args: Any, **kwargs: Any) -> None:
-    if self.trackers:
-      self._queue.put((step, args, kwargs))
+  def _send(self, step: str, *args: Any) -> None:
+    if not self.trackers:
+      return
+    if self._thread is None or not self._thread.is_alive():
+      self._thread = threading.Thread(target=self._work, name="vmaptune-trackers", daemon=True)
+      self._thread.start()
+    self._queue.put((step, args))
 
-  def wait(self) -> None:
-    """Returns once every tracker wrote what it was told; raises what one raised."""
-    if self.trackers:
-      self._queue.join()
-    if self._failure is not None:
-      failure, self._failure = self._failure, None
-      raise failure
+  def _drain(self, timeout_s: float | None = None) -> bool:
+    """Waits until everything told is written (at most ``timeout_s``), then ends the thread."""
+    if self._thread is None or not self._thread.is_alive():
+      return True
+    done = threading.Event()
+    self._queue.put((done, ()))
+    written = done.wait(timeout_s)
+    self._queue.put(None)
+    return written
 
   def log_round(self, result: Any) -> None:
     """A completed round (a :class:`vmaptune.results.RoundResult`)."""
@@ -94,4 +116,13 @@ class LiveLogging:
       summary, files = run.summary or summary, run_files(run)
     self._send("finish", summary, files)
     self._send("close")
-    self.wait()
+    self._drain()
+
+  def stop(self, error: BaseException) -> None:
+    """The run raised: what was told is written (a minute at most), and the
+    trackers are told it stopped (``KILLED`` for Ctrl-C, else ``FAILED``)."""
+    if not self.trackers:
+      return
+    self._send("stop", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+    self._send("close")
+    self._drain(timeout_s=60)

@@ -13,14 +13,18 @@ training loss per epoch (metric ``epoch_loss``, step = epoch).
 
 The store defaults to ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``
 in the working directory: a local file, no server (``mlflow ui`` opens it).
-A run directory's parent run is found again by its path (tag
-``vmaptune.run_key``), so exporting twice or resuming a logged run records
-each trial once. Each trial costs three store writes (create, one batch,
-terminate).
+A run directory's parent run is found again by its path's SHA-256 (tag
+``vmaptune.run_key``; any character a path holds matches), so exporting twice
+or resuming a logged run records each trial once; a nested run cut short
+(not FINISHED) is written again. The parent ends FINISHED once every round
+is told, FAILED (KILLED for Ctrl-C) when the run stops early, and stays
+RUNNING for an export of a run that goes on. Each trial costs three store
+writes (create, one batch, terminate).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -32,13 +36,14 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from vmaptune.distributions import describe_values
+from vmaptune.errors import SettingsError
 from vmaptune.rundir.files import flatten
 from vmaptune.space import Space
 from vmaptune.tracking.base import Tracker
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-KEY_TAG = "vmaptune.run_key"
-MAX_PARAM = 500  # MLflow's longest param value.
+KEY_TAG = "vmaptune.run_key"  # SHA-256 of the run directory's absolute path.
+MAX_PARAM = 6000  # MLflow 3's longest param value.
 
 
 def _text(value: Any) -> str:
@@ -72,6 +77,10 @@ class MlflowTracker(Tracker):
 
   def _experiment_id_for(self) -> str:
     found = self.client.get_experiment_by_name(self.experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+      raise SettingsError(f"MLflow experiment {self.experiment!r} at {self.tracking_uri} was "
+                          "deleted; restore it (mlflow experiments restore) or choose another "
+                          "experiment name")
     if found is not None:
       return found.experiment_id
     location = None
@@ -81,25 +90,41 @@ class MlflowTracker(Tracker):
                                           "mlartifacts")
     return self.client.create_experiment(self.experiment, artifact_location=location)
 
+  def _children(self) -> list:
+    """Every nested run of the parent run, page by page."""
+    children, token = [], None
+    while True:
+      page = self.client.search_runs(
+          [self._experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.run_id}'",
+          max_results=10_000, page_token=token)
+      children += list(page)
+      token = page.token
+      if not token:
+        return children
+
   def start(self, config: Mapping[str, Any], key: str | None = None) -> None:
     self._experiment_id = self._experiment_id_for()
+    # Found by a digest of the path: any character a path may hold matches.
+    digest = None if key is None else hashlib.sha256(key.encode()).hexdigest()
     found = [] if key is None else self.client.search_runs(
-        [self._experiment_id], f"tags.`{KEY_TAG}` = '{key.replace(chr(39), '')}'",
-        max_results=1)
+        [self._experiment_id], f"tags.`{KEY_TAG}` = '{digest}'", max_results=1)
+    rounds = str(config.get("settings", {}).get("rounds"))
     if found:  # Logged before: an export run again, or a resumed run.
       self.run_id = found[0].info.run_id
-      children = self.client.search_runs(
-          [self._experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.run_id}'",
-          max_results=50_000)
-      self._logged = {(int(c.data.tags["vmaptune.round"]) - 1, int(c.data.tags["vmaptune.trial"]))
-                      for c in children}
+      for child in self._children():
+        where = (int(child.data.tags["vmaptune.round"]) - 1, int(child.data.tags["vmaptune.trial"]))
+        if child.info.status == "FINISHED":
+          self._logged.add(where)
+        else:  # Cut short (the run stopped while it was written): written again.
+          self.client.delete_run(child.info.run_id)
       self._rounds = {int(tag.split(".")[0][len("round_"):]) - 1
                       for tag in found[0].data.tags if tag.startswith("round_")}
+      self.client.set_tag(self.run_id, "settings.rounds", rounds)  # May have been raised.
       self.client.update_run(self.run_id, status="RUNNING")
       return
     name = (os.path.basename(key.rstrip(os.sep)) if key
             else time.strftime("vmaptune-%Y%m%d-%H%M%S"))
-    tags = {MLFLOW_RUN_NAME: name, **({KEY_TAG: key} if key else {})}
+    tags = {MLFLOW_RUN_NAME: name, **({KEY_TAG: digest, "vmaptune.run_dir": key} if key else {})}
     self.run_id = self.client.create_run(self._experiment_id, run_name=name,
                                          tags=tags).info.run_id
     settings = flatten(config.get("settings", {}), "settings")
@@ -110,8 +135,7 @@ class MlflowTracker(Tracker):
     params += [Param(k, _text(v)) for k, v in flatten(
         {"model": config.get("model", {}).get("description"), "data": data.get("description"),
          "data_fingerprint": data.get("fingerprint")}, "").items() if v is not None]
-    self.client.log_batch(self.run_id, params=params, tags=[
-        RunTag("settings.rounds", str(config.get("settings", {}).get("rounds")))])
+    self.client.log_batch(self.run_id, params=params, tags=[RunTag("settings.rounds", rounds)])
     self.client.log_dict(self.run_id, dict(config), "config.json")
 
   def log_round(self, entry: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
@@ -168,11 +192,22 @@ class MlflowTracker(Tracker):
     final = summary.get("final_fit") or {}
     figures.update({f"final_{k}": final.get(k) for k in ("val_accuracy", "val_loss",
                                                          "test_accuracy", "test_loss")})
+    logged = self.client.get_run(self.run_id).data.metrics
     metrics = [Metric(k, float(v), now, 0) for k, v in figures.items()
-               if _number(v) is not None]
+               if _number(v) is not None and logged.get(k) != float(v)]  # Only what changed.
     self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
     self.client.log_dict(self.run_id, dict(summary), "summary.json")
     for name, path in (files or {}).items():
       folder = os.path.dirname(name)
       self.client.log_artifact(self.run_id, path, artifact_path=folder or None)
-    self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    rounds = summary.get("settings", {}).get("rounds")
+    if summary.get("error"):
+      self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
+    elif rounds is not None and len(summary.get("rounds", [])) >= rounds:
+      self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    # Otherwise the run is still going (an export of a running run): it stays RUNNING.
+
+  def stop(self, status: str) -> None:
+    """The run stopped early (``"FAILED"``, or ``"KILLED"`` for Ctrl-C)."""
+    if self.run_id is not None:
+      self.client.set_terminated(self.run_id, status)

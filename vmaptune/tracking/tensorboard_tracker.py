@@ -36,9 +36,12 @@ named ``events.out.tfevents.*`` is complete. That makes the tracker
 idempotent: a trial whose directory holds an event file, and a run-level
 part (experiment, round, chosen, confirmation, final fit, one file) whose
 event file exists, are not written again, so exporting twice or resuming a
-live run adds nothing. ``tensorboard --logdir <logdir>/<run name>`` shows
-one run's HParams view (TensorBoard reads one experiment summary per
-logdir; sessions of several runs under one logdir share its columns).
+live run adds nothing. The chosen trial, the confirmation, the final fit and
+the files are named by their content, at step = the rounds completed: a
+later export of a run that went on writes the new choice beside the old.
+``tensorboard --logdir <logdir>/<run name>`` shows one run's HParams view
+(TensorBoard reads one experiment summary per logdir; sessions of several runs
+under one logdir share its columns).
 """
 
 from __future__ import annotations
@@ -279,29 +282,41 @@ class TensorBoardTracker(Tracker):
     if self.run_dir is None:
       raise RuntimeError("TensorBoardTracker.finish before start")
     chosen, confirmation, final = (summary.get(k) for k in ("chosen", "confirmation", "final_fit"))
+    # A part is named by its content: a later choice (more rounds, a resumed run) is written
+    # again, at step = the rounds completed then; the same choice is not.
+    step = len(summary.get("rounds", []))
     if chosen:
       where = f"round {int(chosen['round']) + 1}, trial {chosen['trial']}"
-      self._write_part("chosen", lambda: [
-          (0, scalars({"chosen/val_accuracy": chosen.get("val_accuracy"),
-                       "chosen/val_loss": chosen.get("val_loss")})),
-          (0, text("chosen/configuration", f"{where}: {describe_values(chosen['hparams'])}\n\n"
-                   + _table(chosen["hparams"])))])
+      self._write_part(_named("chosen", chosen), lambda: [
+          (step, scalars({"chosen/val_accuracy": chosen.get("val_accuracy"),
+                          "chosen/val_loss": chosen.get("val_loss")})),
+          (step, text("chosen/configuration", f"{where}: {describe_values(chosen['hparams'])}"
+                      "\n\n" + _table(chosen["hparams"])))])
     if confirmation:
-      self._write_part("confirmation", lambda: [(0, scalars(
+      self._write_part(_named("confirmation", confirmation), lambda: [(step, scalars(
           {f"confirmation/{k}": confirmation.get(k) for k in ("mean", "sd", "optimism")}))])
     if final:
-      self._write_part("final-fit", lambda: [(0, scalars(
+      self._write_part(_named("final-fit", final), lambda: [(step, scalars(
           {f"final/{k}": final.get(k)
            for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")}))])
     for name, path in sorted((files or {}).items()):
-      self._write_part("file-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in name),
-                       lambda name=name, path=path: [(0, _file_summary(name, path))])
+      with open(path, "rb") as f:
+        content = hashlib.sha256(f.read()).hexdigest()[:12]
+      self._write_part("file-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+                       + "-" + content,
+                       lambda name=name, path=path: [(step, _file_summary(name, path))])
 
   def _write_part(self, part: str, summaries: Callable[[], list[tuple[int, Any]]]) -> None:
     """Writes a run-level part unless its event file exists (built only when written)."""
     if part not in self._parts:
       write_events(self.run_dir, part, summaries())
       self._parts.add(part)
+
+
+def _named(part: str, content: Any) -> str:
+  """``part-<12 hex digits of the content's SHA-256>``."""
+  digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+  return f"{part}-{digest[:12]}"
 
 
 def _file_summary(name: str, path: str) -> summary_pb2.Summary:
