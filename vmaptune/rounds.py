@@ -14,7 +14,6 @@ until the final fit.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 import warnings
@@ -43,9 +42,17 @@ from vmaptune.ranking import best_row
 from vmaptune.results import FinalFit, RoundResult, TuneResult, best_trial
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
 from vmaptune.rundir.damage import intact_advice
+from vmaptune.rundir.files import as_json
 from vmaptune.rundir.writer import kept_params
 from vmaptune.strategies import RoundContext
 from vmaptune.trials import TrialLog, TrialTable
+
+
+def _params_pointer(source: str, trial: Any) -> dict[str, Any]:
+  """The summary's ``best_params``: whose parameters the file holds (its
+  ``sha256`` is added when it is written)."""
+  return {"from": source, "round": trial.round, "trial": trial.trial,
+          "hparams": trial.to_record()["hparams"]}
 
 
 def _best_lane_params(log: TrialLog, table: TrialTable) -> Any:
@@ -135,10 +142,6 @@ def run_round_in_memory(engine: Engine, index: int, history: Sequence[RoundResul
                     stacklevel=3)
 
 
-def _json(value: Any) -> Any:
-  return json.loads(json.dumps(value))
-
-
 def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | None = None,
                    resume_from_intact: bool = False) -> list[RoundResult]:
   """The completed rounds of a resumed run, rebuilt from their records and
@@ -157,7 +160,7 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
     space = engine.sampler.round_space()
     records = restored.round_records(index)
     try:
-      if _json(space.to_dict()) != summary["space"]:
+      if as_json(space.to_dict()) != summary["space"]:
         raise ValueError(f"round {index + 1}'s ranges in the summary are not the ones the "
                          "earlier rounds narrowed to")
       table = TrialTable.from_records(records, engine.space, engine.settings.epochs)
@@ -167,9 +170,9 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
                            strategy=summary["strategy"], wall_s=summary["wall_s"],
                            compile_s=summary["compile_s"], trace_s=summary["trace_s"],
                            compiles=summary["compiles"])
-      replayed = _json(result.summary())
+      replayed = as_json(result.summary())
       differs = [key for key in summary if replayed.get(key, summary[key]) != summary[key]]
-      if _json([t.to_record() for t in result.trials()]) != records or differs:
+      if as_json([t.to_record() for t in result.trials()]) != records or differs:
         raise ValueError(f"round {index + 1} replayed from its records does not give the "
                          f"records and summary the run wrote ({', '.join(differs) or 'records'}"
                          " differ: damaged records, or a vmaptune that ranks or narrows "
@@ -295,9 +298,7 @@ def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | N
   def on_final_fit(result: TuneResult) -> None:
     nonlocal saved
     if run_dir is not None:
-      best = result.final.trial
-      saved = {"from": "final_fit", "round": best.round, "trial": best.trial,
-               "hparams": best.to_record()["hparams"]}
+      saved = _params_pointer("final_fit", result.final.trial)
       run_dir.write_final(result.final.params, summary_of(result))
 
   def tune_result(rounds: list[RoundResult], final: FinalFit | None = None,
@@ -374,8 +375,7 @@ def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | N
     best, params = best_trial(done), None
     if best is not None and best.round == result.index and result.best_params is not None:
       params = result.best_params  # The best so far: saved with the round.
-      saved = {"from": "search", "round": best.round, "trial": best.trial,
-               "hparams": best.to_record()["hparams"]}
+      saved = _params_pointer("search", best)
     commit(result, summary_of(tuned), params)
     for callback in callbacks:
       callback(result)

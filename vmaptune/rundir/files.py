@@ -83,9 +83,19 @@ def remove_stale_temporaries(directory: str) -> list[str]:
   return removed
 
 
+def json_bytes(value: Any) -> bytes:
+  """``value`` as the run directory's files hold JSON: indented, one final line end."""
+  return (json.dumps(value, indent=2) + "\n").encode()
+
+
+def as_json(value: Any) -> Any:
+  """``value`` as JSON reads it back (tuples as lists, keys as strings)."""
+  return json.loads(json.dumps(value))
+
+
 def write_json(path: str | os.PathLike, value: Any) -> str:
   """Writes ``value`` as indented JSON, atomically (see :func:`write_atomic`)."""
-  return write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+  return write_atomic(path, json_bytes(value))
 
 
 def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -133,13 +143,13 @@ def snapshot(settings: Mapping[str, Any], space: Space, model: str,
     parameters: parameter count of each bucket's model, in bucket order.
     data: the dataset (described, and fingerprinted without its test split).
   """
-  return json.loads(json.dumps({
+  return as_json({
       "format": FORMAT, "settings": dict(settings), "space": space.to_dict(),
       "model": {"description": model, "parameters": list(parameters)},
       "data": {"description": repr(data), "feature_shape": list(data.feature_shape),
                "num_classes": data.num_classes, "fingerprint": data_fingerprint(data)},
       "environment": {"devices": [str(d) for d in jax.devices()],
-                      "processes": jax.process_count(), "jax": jax.__version__}}))
+                      "processes": jax.process_count(), "jax": jax.__version__}})
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:

@@ -112,15 +112,9 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
   """Takes the writer lock, then creates the run directory, or checks and
   trims an existing run; returns the lock and the completed state of a
   resumed run (``None`` for a new one)."""
+  lock = None
   try:
     lock = WriterLock(path)
-  except OSError as e:
-    if isinstance(e, RunDirectoryError):
-      raise
-    raise RunDirectoryWriteError(f"cannot write the run directory {path}: "
-                                 f"{e.strerror or e}; choose a writable --out / out "
-                                 "directory") from e
-  try:
     names = (CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE)
     held = [name for name in names if os.path.exists(os.path.join(path, name))]
     if not held:
@@ -137,15 +131,13 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
                               "earlier vmaptune wrote it), so it cannot be checked for "
                               "resuming; choose another --out / out directory")
     return lock, _resume(path, config, stored, resume_from_intact)
-  except OSError as e:
-    lock.release()
-    if isinstance(e, RunDirectoryError | RunDirectoryWriteError):
-      raise
-    raise RunDirectoryWriteError(f"cannot write the run directory {path}: "
-                                 f"{e.strerror or e}; nothing was run. Choose a writable "
-                                 "--out / out directory (or free space) and run again") from e
-  except BaseException:
-    lock.release()
+  except BaseException as e:
+    if lock is not None:
+      lock.release()
+    if isinstance(e, OSError) and not isinstance(e, RunDirectoryError | RunDirectoryWriteError):
+      raise RunDirectoryWriteError(f"cannot write the run directory {path}: "
+                                   f"{e.strerror or e}; nothing was run. Choose a writable "
+                                   "--out / out directory (or free space) and run again") from e
     raise
 
 

@@ -36,6 +36,7 @@ from vmaptune.rundir.files import (
   PENDING_PARAMS_FILE,
   SUMMARY_FILE,
   TRIALS_FILE,
+  json_bytes,
   remove_stale_temporaries,
   sync_directory,
   write_atomic,
@@ -151,7 +152,7 @@ class RunDirectory:
         os.fsync(f.fileno())
 
   def _write_summary(self, summary: dict[str, Any]) -> None:
-    data = (json.dumps(summary, indent=2) + "\n").encode()
+    data = json_bytes(summary)
     with self._writing(SUMMARY_FILE):
       write_atomic(self.file(SUMMARY_FILE), data)
     self.committed = len(summary.get("rounds", []))

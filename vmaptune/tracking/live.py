@@ -11,7 +11,6 @@ process 0 of a run over several processes logs.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -21,11 +20,8 @@ from typing import Any
 
 from vmaptune.distributed import is_first_process
 from vmaptune.rundir import load_run
+from vmaptune.rundir.files import as_json
 from vmaptune.tracking.base import Tracker, run_files
-
-
-def _plain(value: Any) -> Any:
-  return json.loads(json.dumps(value))
 
 
 class LiveLogging:
@@ -52,7 +48,7 @@ class LiveLogging:
     self._thread: threading.Thread | None = None
     key = None if out is None else os.path.abspath(out)
     for tracker in self.trackers:
-      tracker.start(_plain(config), key=key)
+      tracker.start(as_json(config), key=key)
 
   def _work(self) -> None:
     while True:
@@ -97,8 +93,8 @@ class LiveLogging:
 
   def log_round(self, result: Any) -> None:
     """A completed round (a :class:`vmaptune.results.RoundResult`)."""
-    self._send("log_round", _plain(result.summary()),
-               _plain([trial.to_record() for trial in result.trials()]))
+    self._send("log_round", as_json(result.summary()),
+               as_json([trial.to_record() for trial in result.trials()]))
 
   def restored(self, rounds: Sequence[Any]) -> None:
     for result in rounds:
@@ -110,7 +106,7 @@ class LiveLogging:
     if not self.trackers:
       return
     files: dict[str, str] = {}
-    summary = _plain(result.summary())
+    summary = as_json(result.summary())
     if self.out is not None:
       run = load_run(self.out)
       summary, files = run.summary or summary, run_files(run)
