@@ -69,7 +69,7 @@ start = time.perf_counter()
 out = pop.train(hparams, *keys)
 jax.block_until_ready(out)
 train_s = time.perf_counter() - start
-accuracy = np.asarray(pop.evaluate(out.params).accuracy)[:lanes]
+accuracy = np.asarray(pop.evaluate(out.params)["accuracy"])[:lanes]
 print(json.dumps({{"devices": pop.num_devices, "train_s": train_s,
                   "lane_epochs_per_s": lanes * {epochs} / train_s,
                   "layout": pop.layout(lanes)._asdict(), "accuracy": accuracy.tolist()}}))

@@ -172,7 +172,7 @@ class OneLane:
       schedule = [(0, self.epochs, schedule)]
     trained = self.alone.fit_schedule(schedule, *round_keys(self.engine.settings.seed,
                                                             round_index))
-    accuracy = float(self.alone.evaluate(trained.params).accuracy)
+    accuracy = float(self.alone.evaluate(trained.params)["accuracy"])
     diverged = bool(np.asarray(trained.diverged)) or not math.isfinite(accuracy)
     return trained.params, accuracy, diverged
 
@@ -187,7 +187,7 @@ class OneLane:
   def test_accuracy(self, params: Any, data: vt.Dataset) -> float:
     """Reads the test split (once) and scores ``params`` on it, as the final fit does."""
     test = data.read_test()
-    return float(self.alone.evaluate(params, self.pop.put_batches(test.x, test.y)).accuracy)
+    return float(self.alone.evaluate(params, self.pop.put_batches(test))["accuracy"])
 
 
 def run_tpe_sequential(problem: Problem, seed: int, budget: Budget) -> dict:

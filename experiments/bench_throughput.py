@@ -50,6 +50,7 @@ import numpy as np
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter, compiler_options
 from vmaptune.keys import round_keys
+from vmaptune.objectives import Classification
 from vmaptune.optimizers import BUILTIN, scheduled
 from vmaptune.population import Population
 from vmaptune.rundir import write_json
@@ -59,6 +60,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # vmaptune and the sequential loop report the best of this many timed passes
 # (after the compiling one); an Optuna study runs once.
 REPEATS = 2
+# Every workload here is a classifier: the trainer's default objective.
+OBJECTIVE = Classification()
 SPACE = vt.Space(learning_rate=vt.LogUniform(1e-4, 1e0), weight_decay=vt.LogUniform(1e-8, 1e-1))
 
 
@@ -164,11 +167,11 @@ def step_flops(workload: Workload, data: vt.Dataset) -> dict[str, float]:
   factory = _factory(workload, len(data.train))
   hp = {k: v[0] for k, v in sample_configs(1).items()}
   state = jax.jit(make_init(workload.model, factory))(hp, jax.random.key(0), data.train.x[:1])
-  x, y = data.train.x[:workload.batch_size], data.train.y[:workload.batch_size]
-  step = make_step(workload.model, factory)
-  cost = jax.jit(step).lower(hp, state, x, y).compile().cost_analysis()
+  batch = vt.data.Split(data.train.x[:workload.batch_size], data.train.y[:workload.batch_size])
+  step = make_step(workload.model, factory, OBJECTIVE)
+  cost = jax.jit(step).lower(hp, state, batch).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return {"matmul": _dot_flops(jax.make_jaxpr(step)(hp, state, x, y).jaxpr),
+  return {"matmul": _dot_flops(jax.make_jaxpr(step)(hp, state, batch).jaxpr),
           "xla_total": float(cost["flops"])}
 
 
@@ -192,7 +195,7 @@ def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
     with CompileCounter() as compiled:
       start = time.perf_counter()
       out = pop.train(hparams, *keys)
-      np.asarray(pop.evaluate(out.params).accuracy)
+      np.asarray(pop.evaluate(out.params)["accuracy"])
       first = time.perf_counter() - start
     train_s = eval_s = float("inf")
     for _ in range(REPEATS):
@@ -201,7 +204,7 @@ def run_vmaptune(workload: Workload, data: vt.Dataset, lanes: int, devices=None,
       jax.block_until_ready(out)
       train_s = min(train_s, time.perf_counter() - start)
       start = time.perf_counter()
-      accuracy = np.asarray(pop.evaluate(out.params).accuracy)[:lanes]
+      accuracy = np.asarray(pop.evaluate(out.params)["accuracy"])[:lanes]
       eval_s = min(eval_s, time.perf_counter() - start)
   layout = pop.layout(lanes)
   advance, args = pop.advance_program(hparams)
@@ -225,25 +228,25 @@ def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   options = compiler_options(device.platform)  # The same XLA options as vmaptune's.
   with PeakMemory() as memory:
     train_one = jax.jit(vt.train.make_train(
-        workload.model, _factory(workload, len(data.train)), epochs=workload.epochs,
+        workload.model, _factory(workload, len(data.train)), OBJECTIVE, epochs=workload.epochs,
         batch_size=workload.batch_size, num_train=len(data.train)), compiler_options=options)
-    evaluate = jax.jit(make_evaluate(workload.model), compiler_options=options)
-    x, y = jax.device_put((data.train.x, data.train.y), device)
+    evaluate = jax.jit(make_evaluate(workload.model, OBJECTIVE), compiler_options=options)
+    train = jax.device_put(data.train, device)
     val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024)), device))
     keys = jax.device_put(round_keys(0, 0), device)
     hparams = sample_configs(lanes)
     configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
     with CompileCounter() as compiled:
       start = time.perf_counter()
-      float(evaluate(train_one(configs[0], *keys, x, y).params, val).accuracy)
+      float(evaluate(train_one(configs[0], *keys, train).params, val)["accuracy"])
       first = time.perf_counter() - start
     run_s = float("inf")
     for _ in range(REPEATS):
       start = time.perf_counter()
-      accuracy = [float(evaluate(train_one(c, *keys, x, y).params, val).accuracy)
+      accuracy = [float(evaluate(train_one(c, *keys, train).params, val)["accuracy"])
                   for c in configs]
       run_s = min(run_s, time.perf_counter() - start)
-  program = train_one.lower(configs[0], *keys, x, y).compile()
+  program = train_one.lower(configs[0], *keys, train).compile()
   return {"compile_s": compiled.compile_seconds + compiled.trace_seconds,
           "first_pass_extra_s": first - run_s / lanes, "run_s": run_s,
           "peak_rss_growth_mb": memory.growth_mb, "program_bytes": _program_bytes(program),
@@ -257,8 +260,8 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   factory = _factory(workload, len(data.train))
   options = compiler_options(jax.devices()[0].platform)  # The same as vmaptune's.
   init = jax.jit(make_init(workload.model, factory), compiler_options=options)
-  train_step = jax.jit(make_step(workload.model, factory), compiler_options=options)
-  evaluate = jax.jit(make_evaluate(workload.model), compiler_options=options)
+  train_step = jax.jit(make_step(workload.model, factory, OBJECTIVE), compiler_options=options)
+  evaluate = jax.jit(make_evaluate(workload.model, OBJECTIVE), compiler_options=options)
   val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
   x, y = data.train.x, data.train.y
   steps = len(y) // workload.batch_size
@@ -274,8 +277,8 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
       perm = order.permutation(len(y))
       for s in range(steps):
         batch = perm[s * workload.batch_size:(s + 1) * workload.batch_size]
-        state, _ = train_step(hp, state, x[batch], y[batch])
-    return float(evaluate(state.params, val).accuracy)
+        state, _ = train_step(hp, state, vt.data.Split(x[batch], y[batch]))
+    return float(evaluate(state.params, val)["accuracy"])
 
   study = optuna.create_study(direction="maximize",
                               sampler=optuna.samplers.RandomSampler(seed=0))

@@ -44,14 +44,15 @@ SPACE = dict(learning_rate=vt.LogUniform(1e-3, 1e-1))
 
 @pytest.mark.parametrize("change, message", [
     ({"space": vt.Space(**SPACE, dropout=vt.Uniform(0.0, 0.5))},
-     r"\['dropout'\] are not used by optimizer 'adamw', which takes \['learning_rate', "
-     r"'weight_decay', 'b1', 'b2', 'eps'\], nor by the trainer, which takes \['dropout_rate', "
-     r"'label_smoothing', 'warmup_epochs'\] \(did you mean 'dropout' -> 'dropout_rate'\?\)"),
+     r"\['dropout'\] are read by nothing: not by optimizer 'adamw', which takes "
+     r"\['learning_rate', 'weight_decay', 'b1', 'b2', 'eps'\], nor by the trainer, which takes "
+     r"\['dropout_rate', 'warmup_epochs'\], nor by objective 'classification' "
+     r"\(did you mean 'dropout' -> 'dropout_rate'\?\)"),
     ({"space": vt.Space(**SPACE, label_smothing=vt.Uniform(0.0, 0.2))},
      r"did you mean 'label_smothing' -> 'label_smoothing'"),
-    ({"space": vt.Space(**SPACE, beta1=vt.Uniform(0.5, 0.9))}, r"\['beta1'\] are not used"),
+    ({"space": vt.Space(**SPACE, beta1=vt.Uniform(0.5, 0.9))}, r"\['beta1'\] are read by nothing"),
     ({"space": vt.Space(**SPACE, b1=vt.Uniform(0.5, 0.9)), "optimizer": "sgd"},
-     r"\['b1'\] are not used by optimizer 'sgd'"),
+     r"\['b1'\] are read by nothing: not by optimizer 'sgd'"),
     ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)),
       "model": _NoRateArgument()},
      r"the space searches 'dropout_rate' but model _NoRateArgument takes no dropout_rate call "

@@ -28,7 +28,7 @@ def _population(data, **kwargs) -> Population:
 def _run(pop: Population):
   out = pop.train(_hparams(), *round_keys(0, 0))
   scores = pop.evaluate(out.params)
-  return np.asarray(out.epoch_loss)[:LANES], np.asarray(scores.accuracy)[:LANES]
+  return np.asarray(out.epoch_loss)[:LANES], np.asarray(scores["accuracy"])[:LANES]
 
 
 def test_memory_budget_splits_lanes_into_chunks_with_unchanged_results(small_data):
@@ -45,7 +45,7 @@ def test_memory_budget_splits_lanes_into_chunks_with_unchanged_results(small_dat
   assert chunked.training_memory(["learning_rate"], layout).total <= budget
   with CompileCounter() as compiled:
     lanes, losses = chunked.advance(lanes, data_key, 0, 2)
-    accuracy = np.asarray(chunked.evaluate(lanes.state.params).accuracy)[:LANES]
+    accuracy = np.asarray(chunked.evaluate(lanes.state.params)["accuracy"])[:LANES]
   assert compiled.compiles == 1  # Evaluation; training reuses the program it measured.
   base_losses, base_accuracy = _run(whole)
   np.testing.assert_allclose(np.asarray(losses)[:LANES], base_losses, rtol=1e-5)

@@ -11,20 +11,22 @@ import vmaptune as vt
 from vmaptune.confirmation import Confirmation, top_candidates
 from vmaptune.keys import REPLICA
 from vmaptune.population import Population
+from vmaptune.scoring import Scoring
 from vmaptune.trials import Trial
 
 
 def _trial(index: int, accuracy: float) -> Trial:
   return Trial(round=0, trial=index, lane=index, bracket=-1, hparams={"learning_rate": 0.1},
-               start_epoch=0, epochs=2, val_accuracy=accuracy, val_loss=1 - accuracy,
+               start_epoch=0, epochs=2, metrics={"accuracy": accuracy, "loss": 1 - accuracy},
                status="finished", parent=-1, kept=False)
 
 
 def test_the_choice_is_the_best_mean_over_seeds_not_the_best_search_score():
   confirmation = Confirmation(
       candidates=(_trial(0, 0.95), _trial(1, 0.93), _trial(2, 0.92)),
-      seed_accuracy=np.array([[0.90, 0.86], [0.91, 0.92], [0.99, np.nan]]),
-      seed_loss=np.array([[0.3, 0.4], [0.3, 0.3], [0.1, np.nan]]), epochs=2, wall_s=1.0)
+      seed_metrics={"accuracy": np.array([[0.90, 0.86], [0.91, 0.92], [0.99, np.nan]]),
+                    "loss": np.array([[0.3, 0.4], [0.3, 0.3], [0.1, np.nan]])},
+      epochs=2, wall_s=1.0)
   # Candidate 2 has the best seed but one seed diverged: never chosen.
   assert confirmation.chosen == 1 and confirmation.trial.trial == 1
   assert confirmation.optimism == pytest.approx(0.93 - 0.915)
@@ -33,6 +35,24 @@ def test_the_choice_is_the_best_mean_over_seeds_not_the_best_search_score():
   summary = confirmation.summary()
   assert summary["chosen"] == 1 and summary["candidates"][2]["seed_accuracy"] == [0.99, None]
   assert json.loads(json.dumps(summary)) == summary
+
+
+def test_a_minimised_metric_chooses_the_lowest_mean_and_counts_optimism_the_right_way():
+  scoring = Scoring((("mse", "minimize"), ("mae", "minimize")), "mse")
+  trial = lambda i, mse: Trial(round=0, trial=i, lane=i, bracket=-1, hparams={}, start_epoch=0,
+                               epochs=2, metrics={"mse": mse, "mae": mse}, status="finished",
+                               parent=-1, kept=False, scoring=scoring)
+  confirmation = Confirmation(
+      candidates=(trial(0, 0.10), trial(1, 0.12)),
+      seed_metrics={"mse": np.array([[0.20, 0.18], [0.13, 0.15]]),
+                    "mae": np.array([[0.3, 0.3], [0.3, 0.3]])},
+      epochs=2, wall_s=1.0, scoring=scoring)
+  assert confirmation.chosen == 1  # Mean 0.14 beats 0.19, although its search score was worse.
+  # The search said 0.12, the seeds 0.14: the search was optimistic by 0.02.
+  assert confirmation.optimism == pytest.approx(0.02)
+  summary = confirmation.summary()
+  assert summary["search_val_mse"] == 0.12 and summary["candidates"][0]["seed_mse"] == [0.2, 0.18]
+  assert "optimism of the search score +0.02" in confirmation.describe()
 
 
 def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_choice(
@@ -49,9 +69,9 @@ def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_cho
                    out=str(tmp_path / "run"))
   assert lanes == [(8, False)] * 3 + [(6, True)]  # Three rounds of 8, then 3 x 2.
   confirmation = result.confirmation
-  assert confirmation.seed_accuracy.shape == (3, 2)
+  assert confirmation.seed_scores.shape == (3, 2)
   assert confirmation.candidates == tuple(top_candidates(result.rounds, 3))
-  means = confirmation.seed_accuracy.mean(axis=1)
+  means = confirmation.seed_scores.mean(axis=1)
   assert means[confirmation.chosen] == np.nanmax(means)
   assert result.best == confirmation.trial
   assert small_data.test_reads == 0  # The test split is still untouched.
@@ -65,7 +85,7 @@ def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_cho
   again = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "3x2"},
                   out=str(tmp_path / "run"))
   assert lanes == [] and again.best == result.best
-  np.testing.assert_array_equal(again.confirmation.seed_accuracy, confirmation.seed_accuracy)
+  np.testing.assert_array_equal(again.confirmation.seed_scores, confirmation.seed_scores)
   # Asked for a different confirmation, the resumed run trains that one alone.
   third = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "2x3"},
                   out=str(tmp_path / "run"))
@@ -78,7 +98,7 @@ def test_a_lineage_of_population_based_training_is_confirmed_as_it_was_trained(s
   result = vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=4,
                    batch_size=32, strategy="pbt(interval=2)", confirm="2x2")
   confirmation = result.confirmation
-  assert confirmation.seed_accuracy.shape == (2, 2) and np.isfinite(confirmation.mean).any()
+  assert confirmation.seed_scores.shape == (2, 2) and np.isfinite(confirmation.mean).any()
   for trial in confirmation.candidates:
     assert result.schedule(trial)[-1][1] == 4
 

@@ -37,7 +37,7 @@ def test_mismatched_lengths_are_refused():
   x, y = _arrays()
   with pytest.raises(vt.DataError, match="40 rows but y has 39"):
     vt.data.from_arrays(x, y[:-1])
-  with pytest.raises(vt.DataError, match="train split has 40 feature rows but 39 labels"):
+  with pytest.raises(vt.DataError, match="train split has 40 feature rows but 39 targets"):
     vt.Dataset(train=(x, y[:-1]), val=(x, y), test=(x, y))
 
 
@@ -56,14 +56,22 @@ def test_num_classes_is_inferred_without_looking_at_the_test_split():
   assert data.num_classes == 3 and data.test_reads == 0
   y_test = y.copy()
   y_test[0] = 7
+  data = vt.Dataset(train=(x, y), val=(x, y), test=(x, y_test))
+  # Without num_classes a pair may hold any targets: a classification run checks its labels.
   with pytest.raises(vt.DataError, match=r"test labels must lie in \[0, 3\)"):
-    vt.Dataset(train=(x, y), val=(x, y), test=(x, y_test))
+    vt.objectives.Classification().check_data(data)
+  assert data.test_reads == 0
 
 
 def test_fractional_labels_and_non_finite_features_are_refused():
   x, y = _arrays()
   with pytest.raises(vt.DataError, match="whole numbers"):
-    vt.Dataset(train=(x, y + 0.5), val=(x, y), test=(x, y))
+    vt.Dataset(train=(x, y + 0.5), val=(x, y), test=(x, y), num_classes=4)
+  with pytest.raises(vt.DataError, match="whole numbers"):  # Checked when a run starts.
+    vt.tune(vt.models.MLP(hidden=(4,), num_classes=4),
+            vt.Dataset(train=(x, y + 0.5), val=(x, y), test=(x, y)),
+            vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1)), population=2, rounds=1,
+            epochs=1, batch_size=8)
   x_bad = x.copy()
   x_bad[5, 1] = np.nan
   x_bad[9, 0] = np.inf
@@ -123,12 +131,12 @@ def test_channel_layouts_convert_explicitly_and_wrong_ranks_are_named():
 @pytest.mark.parametrize("labels, message", [
     (np.zeros((40, 1), int), r"labels have shape \(40, 1\); expected \[N\].*reshape\(-1\)"),
     (np.eye(4)[np.arange(40) % 4], r"shape \(40, 4\); expected \[N\].*argmax\(axis=1\)"),
-    (np.array(["a", "b"] * 20), r"labels have dtype <U1; expected integers"),
+    (np.array(["a", "b"] * 20), r"train targets have dtype <U1; expected real numbers"),
 ])
 def test_labels_of_the_wrong_shape_or_type_are_refused_with_a_hint(labels, message):
   x, _ = _arrays()
   with pytest.raises(vt.DataError, match=message):
-    vt.Dataset(train=(x, labels), val=(x, labels), test=(x, labels))
+    vt.Dataset(train=(x, labels), val=(x, labels), test=(x, labels), num_classes=4)
 
 
 def test_features_without_values_or_of_complex_type_are_refused():

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
       scores = pop.evaluate(out.params)
       results[name] = {
           "padded": pop.padded_size(5), "devices": pop.num_devices,
-          "accuracy": np.asarray(scores.accuracy)[:5].tolist(),
+          "accuracy": np.asarray(scores["accuracy"])[:5].tolist(),
           "diverged": np.asarray(out.diverged)[:5].tolist(),
           "kernel": np.asarray(out.params["Dense_0"]["kernel"][:4]).ravel()[::97].tolist()}
     space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0))

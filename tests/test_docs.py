@@ -129,12 +129,19 @@ def _progress(ns: dict, out: str) -> None:
     assert os.path.isfile(found.figures["overview"])
 
 
+def _custom_objective(ns: dict, out: str) -> None:
+  result = ns["result"]
+  assert set(result.best.hparams) == {"learning_rate", "huber_delta"}
+  assert result.settings["objective"] == "huber"
+  assert [r.compiles for r in result.rounds][1:] == [0]  # New deltas, same program.
+
+
 # Assertions per marker name; every marker needs one (and every entry a marker).
 CHECKS: dict[str, Callable[[dict, str], None]] = {
     "readme": _readme, "regularized": _regularized, "structural": _structural,
     "seeds": _seeds, "nnx": _nnx, "optuna": _optuna, "strategies": _strategies,
     "experiment-config": _experiment_config, "run-directory": _run_directory,
-    "progress": _progress,
+    "progress": _progress, "custom_objective": _custom_objective,
 }
 # Examples that need an optional dependency: skipped without it.
 REQUIRES = {"optuna": "optuna"}

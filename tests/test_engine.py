@@ -49,7 +49,7 @@ def _reads_a_missing_name(hparams):
     ({"optimizer": "adam"}, r"optimizer='adam' is unknown"),
     ({"schedule": "linear"}, r"schedule='linear'; expected one of"),
     ({"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0),
-                        dropout=vt.Uniform(0.0, 0.5))}, r"\['dropout'\] are not used by"),
+                        dropout=vt.Uniform(0.0, 0.5))}, r"\['dropout'\] are read by nothing"),
     ({"space": vt.Space(weight_decay=vt.LogUniform(1e-6, 1e-2))},
      r"needs \['learning_rate'\] in the search space"),
     ({"model": vt.models.MLP(hidden=(8,), num_classes=5)},

@@ -1,5 +1,8 @@
 """Every shipped experiment config runs shrunk, and the benchmark scripts run small.
 
+Each config runs shrunk once per session (:func:`shrunk_run`); the tests of one experiment
+(regression, language model, VAE) read that run instead of training again.
+
 The configs name their sampler with its settings (``sampler="narrow(keep=0.2,
 margin=0.1)"``): ``keep`` and ``margin`` are the narrow sampler's settings,
 not the run's.
@@ -8,9 +11,15 @@ not the run's.
 import glob
 import importlib.util
 import json
+import math
 import os
+import pathlib
+import subprocess
 import sys
+from collections.abc import Callable
+from typing import NamedTuple
 
+import jax
 import numpy as np
 import pytest
 
@@ -32,27 +41,174 @@ IDX_CONFIG = os.path.join(ROOT, "experiments", "idx_mlp.py")
 CONFIGS = sorted(path for path in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
                  if _is_config(path) and not path.endswith("digits_mlp_structural.py")
                  and path != IDX_CONFIG)
-# The smallest run a config's strategy accepts, where one lane and one epoch are not.
-SHRUNK = {"digits_mlp_halving.py": ["population=3", "epochs=3"]}
+# The smallest run a config's strategy accepts, where one lane and one epoch are not; and
+# runs long enough for the tests below to see them learn (the regression has 8 steps an epoch).
+SHRUNK = {"digits_mlp_halving.py": ["population=3", "epochs=3"],
+          "diabetes_mlp.py": ["epochs=20"], "char_lm.py": ["epochs=2"]}
 # The confirmation stage compiles one more program per run; test_confirmation.py tests it and
 # these test the configs, so they run without it.
 NO_CONFIRMATION = "confirm=off"
 
 
+class ShrunkRun(NamedTuple):
+  experiment: vt.Experiment  # The shrunk experiment that ran.
+  result: vt.TuneResult
+  out: pathlib.Path  # Its run directory.
+
+
+@pytest.fixture(scope="session")
+def shrunk_run(tmp_path_factory) -> Callable[[str], ShrunkRun]:
+  """``shrunk_run(config_path)``: the config run shrunk (at least one lane for each
+  combination of structural values, one round of one epoch, no confirmation), once per
+  session whichever test asks first."""
+  runs: dict[str, ShrunkRun] = {}
+
+  def run(path: str) -> ShrunkRun:
+    if path not in runs:
+      experiment = vt.load_experiment(path)
+      lanes = max(2, len(experiment.space.combinations()))
+      shrunk = vt.override(experiment, [f"population={lanes}", "rounds=1", "epochs=1",
+                                        NO_CONFIRMATION,
+                                        *SHRUNK.get(os.path.basename(path), [])])
+      out = tmp_path_factory.mktemp(os.path.basename(path)[:-3]) / "run"
+      runs[path] = ShrunkRun(shrunk, shrunk.tune(out=str(out)), out)
+    return runs[path]
+
+  return run
+
+
+def _config(name: str) -> str:
+  return os.path.join(ROOT, "experiments", name)
+
+
 @pytest.mark.parametrize("path", CONFIGS,
                          ids=os.path.basename)
-def test_every_experiment_config_runs_shrunk(path, tmp_path):
-  experiment = vt.load_experiment(path)
-  # At least one lane for each combination of structural values (one, without any).
-  lanes = max(2, len(experiment.space.combinations()))
-  shrunk = vt.override(experiment, [f"population={lanes}", "rounds=1", "epochs=1",
-                                    NO_CONFIRMATION, *SHRUNK.get(os.path.basename(path), [])])
-  result = shrunk.tune(out=str(tmp_path / "run"))
+def test_every_experiment_config_runs_shrunk(path, shrunk_run):
+  shrunk, result, out = shrunk_run(path)
   assert result.best.status == "finished"
-  assert len(vt.read_trials(tmp_path / "run")) == shrunk.population
+  assert len(vt.read_trials(out)) == shrunk.population
   # The run directory names the config's sampler with its settings.
-  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  config = json.loads((out / "config.json").read_text())
   assert config["settings"]["sampler"] == vt.samplers.parse(shrunk.sampler).describe()
+
+
+# The regression, language-model and VAE experiments: what their shrunk runs must show.
+
+
+def test_the_diabetes_data_is_standardised_with_the_training_split_only():
+  data = vt.data.diabetes()
+  assert data.sizes == {"train": 266, "val": 88, "test": 88} and data.feature_shape == (10,)
+  assert data.train.y.dtype == np.float32 and data.train.y.shape == (266,)
+  np.testing.assert_allclose(data.train.x.mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(data.train.x.std(0), 1, atol=1e-5)
+  assert abs(data.train.y.mean()) < 1e-5 and abs(data.train.y.std() - 1) < 1e-5
+  # The validation split was scaled by the training statistics, not its own.
+  assert abs(data.val.y.mean()) > 1e-3 and abs(data.val.y.std() - 1) > 1e-3
+  from sklearn.datasets import load_diabetes
+
+  raw = load_diabetes().target
+  restored = np.sort(np.concatenate([data.train.y, data.val.y, data.read_test().y])
+                     * data.target_std + data.target_mean)
+  np.testing.assert_allclose(restored, np.sort(raw), rtol=1e-5)
+
+
+def test_the_diabetes_regression_beats_predicting_the_mean(shrunk_run):
+  shrunk, result, out = shrunk_run(_config("diabetes_mlp.py"))
+  records = vt.read_trials(out)
+  assert all({"val_mse", "val_mae"} <= set(r) for r in records)
+  assert result.settings["objective"] == "regression"
+  # The standardised target's variance is about 1 on validation: predicting the mean.
+  assert result.best.metrics["mse"] < 0.8 * float(shrunk.load_data().val.y.var())
+
+
+def test_the_grammar_text_is_deterministic_and_cut_into_token_sequences():
+  text = vt.data.grammar_text(300, seed=3)
+  assert text == vt.data.grammar_text(300, seed=3) != vt.data.grammar_text(300, seed=4)
+  vocab = vt.data.vocabulary(text)
+  assert set(vocab) <= set(" .abcdefghijklmnopqrstuvwxyz") and vocab[0] == " "
+  data = vt.data.characters(text, 20, val_fraction=0.1, test_fraction=0.1, seed=0)
+  splits = [data.train, data.val, data.read_test()]
+  assert all(s.dtype == np.int32 and s.shape[1] == 20 for s in splits)
+  assert sum(len(s) for s in splits) == len(text) // 20
+  # The windows are the text, in order, cut every 20 characters.
+  windows = {vt.data.decode(row, vocab) for s in splits for row in s}
+  assert windows == {text[i:i + 20] for i in range(0, len(text) // 20 * 20, 20)}
+  with pytest.raises(vt.DataError, match="not in the vocabulary"):
+    vt.data.characters(text, 20, vocab="abc")
+  with pytest.raises(vt.DataError, match="expected at least 2"):
+    vt.data.characters("the cat.", 20)
+
+
+def test_the_char_lm_beats_uniform_prediction_and_records_its_metrics(shrunk_run):
+  shrunk, result, out = shrunk_run(_config("char_lm.py"))
+  data = shrunk.load_data()
+  vocab_size = shrunk.model.vocab_size
+  assert int(data.train.max()) < vocab_size == len(vt.data.vocabulary(
+      vt.data.grammar_text(2000, seed=0)))
+  records = vt.read_trials(out)
+  for record in records:
+    assert {"val_loss", "val_perplexity", "val_token_accuracy"} <= set(record)
+    assert record["val_perplexity"] == pytest.approx(math.exp(record["val_loss"]), rel=1e-4)
+    assert {"learning_rate", "weight_decay", "warmup_epochs",
+            "dropout_rate"} == set(record["hparams"])
+  # Predicting every character uniformly scores log(V) nats; by its frequency in the training
+  # text, the cross-entropy below (a model that ignores the context).
+  frequency = np.bincount(data.train[:, 1:].ravel(), minlength=vocab_size) / data.train[:, 1:].size
+  unigram = float(-np.log(frequency[data.val[:, 1:]]).mean())
+  assert unigram < math.log(vocab_size)
+  best = result.best.metrics
+  assert best["loss"] < unigram - 0.3, (best, unigram)
+  assert best["token_accuracy"] > frequency.max()
+
+
+def test_the_vae_samples_in_training_and_evaluates_deterministically():
+  experiment = vt.load_experiment(_config("digits_vae.py"))
+  model, objective = experiment.model, experiment.objective
+  x = experiment.load_data().val.x[:16]
+  params = model.init(jax.random.key(0), x)["params"]
+  batch, hparams = (x, None), {"kl_weight": np.float32(1.0)}
+  losses = [float(objective.train_loss(model, params, batch, jax.random.key(k), hparams))
+            for k in (1, 1, 2)]
+  assert losses[0] == losses[1] != losses[2]  # z is drawn from the key.
+  first, again = (model.apply({"params": params}, x) for _ in range(2))
+  for a, b in zip(first, again, strict=True):
+    np.testing.assert_array_equal(a, b)
+  mean = first[1]
+  np.testing.assert_allclose(model.apply({"params": params}, x, jax.random.key(3))[1], mean)
+
+
+def test_the_vae_searches_the_kl_weight_and_ranks_by_the_negative_elbo(shrunk_run):
+  shrunk, result, out = shrunk_run(_config("digits_vae.py"))
+  records = vt.read_trials(out)
+  weights = [r["hparams"]["kl_weight"] for r in records]
+  assert len(set(weights)) == len(records) and all(1e-2 <= w <= 1e1 for w in weights)
+  for r in records:
+    assert r["val_neg_elbo"] == pytest.approx(r["val_reconstruction"] + r["val_kl"], rel=1e-4)
+    assert 0 < r["val_pixel_mse"] < 1 and r["val_kl"] >= 0
+  assert json.loads((out / "config.json").read_text())["settings"]["objective"] == "vae"
+  assert result.best.metrics["neg_elbo"] == min(r["val_neg_elbo"] for r in records)
+  # Trained, it explains the validation images better than untrained.
+  data = shrunk.load_data()
+  params = shrunk.model.init(jax.random.key(0), data.val.x[:1])["params"]
+  untrained = shrunk.objective.metrics()["neg_elbo"].per_example(
+      shrunk.model.apply({"params": params}, data.val.x), data.val)
+  assert result.best.metrics["neg_elbo"] < 0.9 * float(untrained.mean())
+
+
+@pytest.mark.slow  # A subprocess.
+def test_the_regression_experiment_runs_from_the_command_line(tmp_path):
+  out = tmp_path / "run"
+  done = subprocess.run(
+      [sys.executable, "-m", "vmaptune.cli", "run", _config("diabetes_mlp.py"), "--no-cache",
+       "--set", "population=2", "--set", "rounds=1", "--set", "epochs=2",
+       "--set", NO_CONFIRMATION, "--out", str(out)],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert done.returncode == 0, done.stdout + done.stderr
+  for expected in ("diabetes_mlp: population 2, 1 rounds of 2 epochs", "validation mse: best",
+                   "chosen config", "val mse", "test mse"):
+    assert expected in done.stdout, expected
+  records = vt.read_trials(out)
+  assert len(records) == 2 and all(math.isfinite(r["val_mse"]) for r in records)
 
 
 def test_the_idx_config_tunes_on_the_idx_files_its_variable_names(tmp_path, monkeypatch):

@@ -230,9 +230,16 @@ def _check_array(array) -> None:
 def _check_dataset(data) -> None:
   assert isinstance(data, vt.Dataset)
   assert len(data.train) and len(data.val)
-  assert data.train.x.dtype == np.float32 and data.train.y.dtype == np.int32
-  assert np.isfinite(data.train.x).all() and (data.train.y >= 0).all()
-  assert (data.train.y < data.num_classes).all()
+  assert data.train.x.dtype == np.float32 and data.train.y.dtype in (np.int32, np.float32, bool)
+  assert np.isfinite(data.train.x).all() and np.isfinite(data.train.y).all()
+  # Labels a classification run would train on: int32, within the classes, or refused.
+  try:
+    vt.objectives.Classification().check_data(data)
+  except vt.DataError:
+    return
+  for split in (data.train, data.val):
+    assert split.y.dtype == np.int32 and (split.y >= 0).all()
+    assert (split.y < data.num_classes).all()
 
 
 def _idx_files(rng, tmp, names: list[str], counts: list[int]) -> list[str]:

@@ -107,7 +107,7 @@ def test_a_run_logs_live_to_mlflow_as_the_export_would(small_data, tiny_mlp, lr_
   assert "final_test_accuracy" not in parent.data.metrics
   final = result.final_fit()  # Logged too, with the parameters.
   client, parent, _ = _read(uri, out)
-  assert parent.data.metrics["final_test_accuracy"] == pytest.approx(final.test_accuracy)
+  assert parent.data.metrics["final_test_accuracy"] == pytest.approx(final.test["accuracy"])
   assert "best_params.msgpack" in {a.path for a in client.list_artifacts(parent.info.run_id)}
   assert parent.info.status == "FINISHED"
 
@@ -235,3 +235,36 @@ def test_a_deleted_experiment_is_refused_clearly(tmp_path):
   with pytest.raises(SettingsError, match="'vmaptune' at .* was deleted; restore it"):
     tracking.make("mlflow", tracking_uri=uri).start(
         {"space": vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)).to_dict()}, key=None)
+
+
+def _regression_data() -> vt.Dataset:
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 4)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0])).astype(np.float32)
+  return vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_a_regression_run_logs_every_metric_under_its_name(lr_space, tmp_path):
+  out, uri = tmp_path / "run", _uri(tmp_path)
+  result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), _regression_data(), lr_space,
+                   objective="regression", population=4, rounds=2, epochs=1, batch_size=32,
+                   confirm="off", out=str(out),
+                   loggers=[tracking.make("mlflow", tracking_uri=uri)])
+  final = result.final_fit()
+  client, parent, children = _read(uri, out)
+  run = vt.load_run(out)
+  for record in run.records:  # Every metric of every trial.
+    metrics = children[(record["round"], record["trial"])].data.metrics
+    assert metrics.keys() == {"val_mse", "val_mae", "epoch_loss"}
+    assert metrics["val_mse"] == pytest.approx(record["val_mse"])
+    assert metrics["val_mae"] == pytest.approx(record["val_mae"])
+  best = client.get_metric_history(parent.info.run_id, "best_val_mse")
+  assert [m.value for m in best] == pytest.approx([r.best_score for r in result.rounds])
+  assert len(client.get_metric_history(parent.info.run_id, "median_val_mse")) == 2
+  metrics = parent.data.metrics
+  assert metrics["chosen_val_mse"] == pytest.approx(result.best.score)
+  assert result.best.score == min(r["val_mse"] for r in run.records)  # The lowest mse.
+  assert {k: metrics[k] for k in metrics if k.startswith("final_")} == pytest.approx({
+      "final_val_mse": final.val["mse"], "final_val_mae": final.val["mae"],
+      "final_test_mse": final.test["mse"], "final_test_mae": final.test["mae"]})
+  assert not any("accuracy" in k for k in metrics)

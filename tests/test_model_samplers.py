@@ -37,7 +37,8 @@ def table(hparams: dict, accuracy: np.ndarray, round_index: int) -> TrialTable:
       round=np.full(count, round_index), trial=np.arange(count), lane=np.arange(count),
       bracket=np.full(count, -1), start_epoch=np.zeros(count, int), epochs=np.ones(count, int),
       parent=np.full(count, -1), status=np.where(diverged, "diverged", "finished").astype(object),
-      val_accuracy=accuracy, val_loss=1.0 - accuracy, epoch_loss=np.zeros((count, 1), np.float32))
+      metrics={"accuracy": accuracy, "loss": 1.0 - accuracy},
+      epoch_loss=np.zeros((count, 1), np.float32))
 
 
 def search(name: str, seed: int, rounds: int = 4, count: int = 48) -> list[dict]:

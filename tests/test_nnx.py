@@ -80,7 +80,7 @@ def test_the_same_mlp_in_linen_and_nnx_gives_the_same_records(form, linen_run, s
     np.testing.assert_allclose(a.epoch_loss, b.epoch_loss, rtol=1e-4)
     np.testing.assert_allclose(a.val_loss, b.val_loss, rtol=1e-4)
     assert np.abs(a.val_accuracy - b.val_accuracy).max() <= 1 / 120
-  np.testing.assert_allclose(linen.confirmation.seed_accuracy, ours.confirmation.seed_accuracy,
+  np.testing.assert_allclose(linen.confirmation.seed_scores, ours.confirmation.seed_scores,
                              atol=1 / 120)
   assert linen.best.trial == ours.best.trial and linen.best.round == ours.best.round
   assert linen.best.val_accuracy > 0.5  # Trained, so the agreement is not between noise.
@@ -116,9 +116,9 @@ def test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone(smal
     for got, want in zip(jax.tree.leaves(lane_params), jax.tree.leaves(alone.params),
                          strict=True):
       np.testing.assert_allclose(got, want, atol=PARAM_ATOL, rtol=0)
-    assert abs(float(scores.accuracy[lane])
-               - float(pop.alone.evaluate(alone.params).accuracy)) <= 1 / 120
-  assert float(scores.accuracy.max()) > 0.7
+    assert abs(float(scores["accuracy"][lane])
+               - float(pop.alone.evaluate(alone.params)["accuracy"])) <= 1 / 120
+  assert float(scores["accuracy"].max()) > 0.7
 
 
 def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data):

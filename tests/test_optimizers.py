@@ -21,14 +21,17 @@ def _assert_close(a, b, atol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
 
 def test_trainer_names_are_listed_once():
-  assert tuple(TRAINER_HPARAMS) == ("dropout_rate", "label_smoothing", "warmup_epochs")
+  assert tuple(TRAINER_HPARAMS) == ("dropout_rate", "warmup_epochs")
   assert not set(TRAINER_HPARAMS) & set(BUILTIN["adamw"].accepted)
+  # Label smoothing is the classification objective's, not the trainer's.
+  assert tuple(vt.objectives.Classification.hparam_ranges) == ("label_smoothing",)
 
 
 def test_warmup_scales_the_first_steps_linearly(small_data):
   model = vt.models.MLP(hidden=(16,))
   factory = scheduled(BUILTIN["adamw"], "constant", 100, steps_per_epoch=4, warmup=True)
-  init, step = jax.jit(make_init(model, factory)), jax.jit(make_step(model, factory))
+  init = jax.jit(make_init(model, factory))
+  step = jax.jit(make_step(model, factory, vt.objectives.Classification()))
   x, y = small_data.train.x[:BATCH], small_data.train.y[:BATCH]
   moves = {}
   for warmup in (0.0, 1.0):  # 0 or 4 steps of warmup
@@ -38,7 +41,7 @@ def test_warmup_scales_the_first_steps_linearly(small_data):
     moves[warmup] = []
     for _ in range(5):
       before = state.params
-      state, _ = step(hparams, state, x, y)
+      state, _ = step(hparams, state, vt.data.Split(x, y))
       moves[warmup].append(jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
                                         state.params, before))
   # The first step moves 1/4 as far (same gradient, same Adam state), the fourth fully.

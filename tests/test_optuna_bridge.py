@@ -2,6 +2,7 @@
 the study is told the validation accuracies; no recompiles after the first batch."""
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -61,15 +62,15 @@ def test_tpe_batches_train_as_populations_and_are_told_their_scores(small_data):
     alive = ~np.asarray(out.diverged)[:6]
     told = np.array([np.nan if t.value is None else t.value for t in asked])
     np.testing.assert_array_equal(np.isnan(told), ~alive)
-    np.testing.assert_allclose(told[alive], np.asarray(scores.accuracy)[:6][alive], atol=1 / 120)
-    np.testing.assert_allclose(result.rounds[batch].val_accuracy, told, atol=0)
-  assert study.best_value == result.best.val_accuracy > 0.8
+    np.testing.assert_allclose(told[alive], np.asarray(scores["accuracy"])[:6][alive], atol=1 / 120)
+    np.testing.assert_allclose(result.rounds[batch].score, told, atol=0)
+  assert study.best_value == result.best.score > 0.8
   chosen = result.optuna_trial(result.best)  # Ties may pick another trial than Optuna's.
   assert chosen.value == study.best_value
   assert chosen.params == pytest.approx(result.best.hparams, rel=1e-6)
   assert small_data.test_reads == 0  # The search never reads the test split.
   final = result.final_fit()
-  assert abs(final.val_accuracy - study.best_value) <= 1 / 120 and small_data.test_reads == 1
+  assert abs(final.val_score - study.best_value) <= 1 / 120 and small_data.test_reads == 1
 
 
 def test_a_fixed_sampler_seed_gives_the_same_study(small_data):
@@ -104,11 +105,11 @@ def test_structural_parameters_are_trained_in_their_buckets(small_data):
   for batch, numbers in zip(result.rounds, result.numbers, strict=True):
     asked = [study.trials[n] for n in numbers]
     assert batch.hparams["hidden"].tolist() == [t.params["hidden"] for t in asked]
-    np.testing.assert_array_equal(batch.val_accuracy, [t.value for t in asked])
+    np.testing.assert_array_equal(batch.score, [t.value for t in asked])
   assert {t.params["hidden"] for t in study.trials} == {8, 24}
   final = result.final_fit()  # Retrained alone in its bucket: the score it was told.
   assert final.model.hidden == (result.best.hparams["hidden"],)
-  assert abs(final.val_accuracy - study.best_value) <= 1 / 120
+  assert abs(final.val_score - study.best_value) <= 1 / 120
 
 
 def test_spaces_convert_to_optuna_distributions():
@@ -153,3 +154,32 @@ def test_without_optuna_the_bridge_says_how_to_install_it():
                        env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
   assert out.returncode == 0, out.stderr
   assert "pip install 'vmaptune[optuna]'" in out.stdout
+
+
+def _regression_data() -> vt.Dataset:
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 4)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0])).astype(np.float32)
+  return vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_a_regression_study_minimises_the_mse_and_a_maximising_one_is_refused():
+  data, model = _regression_data(), vt.models.MLP(hidden=(8,), num_classes=1)
+  settings = dict(batches=2, population=4, epochs=1, batch_size=32, objective="regression")
+  with CompileCounter() as compiled, pytest.raises(ValueError, match=re.escape(
+      "study directions ['maximize']; expected one direction, 'minimize': each trial is told "
+      "its validation mse")):
+    optuna_bridge.optimize(_study(), model, data, SPACE, **settings)
+  assert compiled.compiles == 0
+  study = optuna.create_study(direction="minimize",
+                              sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4))
+  result = optuna_bridge.optimize(study, model, data, SPACE, **settings)
+  for batch, numbers in zip(result.rounds, result.numbers, strict=True):
+    asked = [study.trials[n] for n in numbers]
+    np.testing.assert_array_equal(batch.score, [t.value for t in asked])  # The mse, told.
+    assert [t.user_attrs["val_mae"] for t in asked] == pytest.approx(batch.metrics["mae"])
+  assert study.best_value == result.best.score == min(t.value for t in study.trials)
+  sampler = vt.samplers.Optuna(sampler="random")  # A study of its own, in the mse's direction.
+  vt.tune(model, data, SPACE, sampler=sampler, objective="regression", population=4, rounds=1,
+          epochs=1, batch_size=32, confirm="off")
+  assert sampler.active_study.direction == optuna.study.StudyDirection.MINIMIZE

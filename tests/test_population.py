@@ -51,10 +51,10 @@ def test_each_lane_equals_its_config_trained_alone(population):
     np.testing.assert_allclose(out.epoch_loss[lane], alone.epoch_loss, rtol=1e-4)
     score = population.alone.evaluate(alone.params)
     # Equal accuracy: at most one of the 120 validation examples may flip.
-    assert abs(float(scores.accuracy[lane]) - float(score.accuracy)) <= 1 / 120
-    np.testing.assert_allclose(scores.loss[lane], score.loss, rtol=1e-3)
+    assert abs(float(scores["accuracy"][lane]) - float(score["accuracy"])) <= 1 / 120
+    np.testing.assert_allclose(scores["loss"][lane], score["loss"], rtol=1e-3)
   # Training made progress, so the comparison above is not between untrained models.
-  assert float(scores.accuracy.max()) > 0.7
+  assert float(scores["accuracy"].max()) > 0.7
 
 
 def test_a_diverged_lane_is_marked_and_disturbs_no_other_lane(population):
@@ -89,19 +89,19 @@ def test_the_minibatch_is_gathered_once_and_broadcast_to_all_lanes(population):
 
 def test_batched_evaluation_equals_one_pass_over_the_whole_split(population):
   out = population.train(_hparams([1e-2, 1e-1]), *round_keys(0, 1))
-  x, y = population._x_train, population._y_train  # 360 examples; 7 batches of 50 + pad.
+  x, y = population._train.x, population._train.y  # 360 examples; 7 batches of 50 + pad.
   split = vt.data.Split(np.asarray(x), np.asarray(y))
   batches = eval_batches(split, 50)
-  assert batches.x.shape[:2] == (8, 50) and batches.mask.sum() == 360
+  assert batches.batch.x.shape[:2] == (8, 50) and batches.mask.sum() == 360
   scores = population.evaluate(out.params, jax.device_put(batches))
   apply = jax.jit(population.model.apply)  # One program, not one per operation.
   for lane in range(2):
     params = jax.tree.map(lambda p, lane=lane: p[lane], out.params)
     logits = apply({"params": params}, x)
     accuracy = float((np.argmax(logits, -1) == np.asarray(y)).mean())
-    loss = float(vt.train.cross_entropy(logits, y).mean())
-    assert float(scores.accuracy[lane]) == pytest.approx(accuracy, abs=1e-6)
-    assert float(scores.loss[lane]) == pytest.approx(loss, rel=1e-5)
+    loss = float(vt.objectives.cross_entropy(logits, y).mean())
+    assert float(scores["accuracy"][lane]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(scores["loss"][lane]) == pytest.approx(loss, rel=1e-5)
 
 
 def test_same_keys_same_result_new_data_key_new_order(population):

@@ -54,22 +54,22 @@ def test_json_lines_give_every_event_in_order_with_the_round_results(small_data,
       assert (segment["lanes"], segment["alive"], segment["budget"]) == (8, 8, 2)
       assert segment["trials_per_s"] > 0 and segment["best_val_accuracy"] == best
     assert evaluation["epoch"] == 2 and evaluation["alive"] == 8
-    assert evaluation["val_accuracy"] == pytest.approx(r.best_accuracy)
-    best = max(best or 0.0, r.best_accuracy)
+    assert evaluation["val_accuracy"] == pytest.approx(r.best_score)
+    best = max(best or 0.0, r.best_score)
     assert end == end | {"round": r.index, "configurations": 8, "trials": 8, "diverged": 0,
                          "kept": len(r.kept), "lane_epochs": r.lane_epochs,
                          "best_val_accuracy": pytest.approx(best),
-                         "val_accuracy": pytest.approx(r.best_accuracy),
+                         "val_accuracy": pytest.approx(r.best_score),
                          "next_space": r.next_space.to_dict()}
   assert events[-1]["chosen"] == result.best.hparams
-  assert events[-1]["best_val_accuracy"] == result.best.val_accuracy
+  assert events[-1]["best_val_accuracy"] == result.best.score
   # The same call again resumes a finished run: its rounds are restored, none is trained.
   again = []
   vt.tune(tiny_mlp, small_data, SAFE, out=str(tmp_path / "run"), progress=again.append,
           **settings)
   assert [e["event"] for e in again] == ["run_start", "run_end"]
   assert again[0]["restored"] == 2
-  assert again[1]["best_val_accuracy"] == pytest.approx(result.best.val_accuracy)
+  assert again[1]["best_val_accuracy"] == pytest.approx(result.best.score)
 
 
 def test_pieces_of_training_are_reported_and_change_no_result(small_data, tiny_mlp):
@@ -209,3 +209,52 @@ def test_the_command_draws_a_live_line_on_a_terminal(tmp_path):
   assert "lanes 4/4 alive" in shown
   assert re.search(r"\r +\rround 1/1: 4 configurations", shown)  # Cleared, then the summary.
   assert "chosen config" in shown
+
+
+def test_a_minimised_metric_reports_its_lowest_value_as_the_best():
+  """A Reporter for regression: scores are mse, named so, and "best" is the lowest."""
+  from types import SimpleNamespace
+
+  import numpy as np
+
+  from vmaptune.objectives import parse
+
+  events = []
+  reporter = vt.progress.Reporter(vt.progress.Callback(events.append),
+                                  scoring=parse("regression").scoring)
+  reporter.run_start(rounds=1, population=3, epochs=1, seeds=1, strategy="random",
+                     sampler="random", space=SAFE, restored=[])
+  reporter.round_start(0, SAFE, 1)
+  reporter.trained(first_epoch=0, epoch=1, lanes=3, alive=2, seconds=0.1)
+  reporter.evaluated(np.array([2.0, 0.5, np.nan]), np.array([False, False, True]))
+  reporter.evaluated(np.array([1.0, 3.0, 4.0]), np.zeros(3, bool))  # Worse: best stays.
+  result = SimpleNamespace(index=0, completed=np.array([True, True, False]), best_score=0.5,
+                           configurations=3, num_trials=3, num_diverged=1, kept=[1],
+                           lane_epochs=3, wall_s=0.1, trials_per_s=1.0, next_space=SAFE)
+  reporter.round_end(result)
+  chosen = SimpleNamespace(score=0.5, to_record=lambda: {"hparams": {"learning_rate": 0.01}})
+  reporter.run_end(SimpleNamespace(best=chosen, rounds=[result], wall_s=0.2))
+  segment, first, second, end, last = events[2:]
+  assert segment["best_val_mse"] is None and "best_val_accuracy" not in segment
+  assert (first["val_mse"], first["best_val_mse"]) == (0.5, 0.5)
+  assert (second["val_mse"], second["best_val_mse"]) == (1.0, 0.5)
+  assert (end["val_mse"], end["best_val_mse"]) == (0.5, 0.5)
+  assert last["best_val_mse"] == 0.5 and not any("accuracy" in key for key in last)
+  assert vt.progress.Bar(io.StringIO()).postfix(second).endswith("best 0.5000")
+
+
+def test_a_regression_run_reports_its_mse():
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 4)).astype(np.float32)
+  data = vt.data.from_arrays(x, (x @ np.array([1.0, -2.0, 0.5, 0.0])).astype(np.float32))
+  events = []
+  result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), data, SAFE, objective="regression",
+                   population=4, rounds=2, epochs=1, batch_size=32, confirm="off",
+                   progress=events.append)
+  ends = [e for e in events if e["event"] == "round_end"]
+  assert [e["val_mse"] for e in ends] == [r.best_score for r in result.rounds]
+  assert ends[-1]["best_val_mse"] == min(r.best_score for r in result.rounds)
+  assert events[-1]["best_val_mse"] == result.best.score == ends[-1]["best_val_mse"]
+  assert not any("val_accuracy" in e or "best_val_accuracy" in e for e in events)

@@ -32,7 +32,7 @@ def test_the_table_starts_with_the_chosen_trial_and_importance_covers_the_space(
   assert len(rows) == 10  # The default top 10 of 16 trials.
   best = result.best
   assert rows[0].split()[:6] == ["1", str(best.round + 1), str(best.trial), "finished", "2",
-                                 f"{best.val_accuracy:.4f}"]
+                                 f"{best.score:.4f}"]
   spreads = [i.spread for i in found.importance]
   assert sorted(i.name for i in found.importance) == sorted(REPORT_SPACE)
   assert spreads == sorted(spreads, reverse=True) and min(spreads) >= 0
@@ -86,3 +86,61 @@ def test_the_command_writes_the_figures(written_run, tmp_path, capsys):
       ["#", "1", "2", "3"]
   assert np.all([f.read_bytes().startswith(PNG) for f in (tmp_path / "figs").glob("*.png")])
   assert str(tmp_path / "figs" / "report.html") in printed
+
+
+def regression_data() -> vt.Dataset:
+  """400 examples of a noisy linear target: a regression dataset (float targets)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 4)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=400)).astype(np.float32)
+  return vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+  """Two rounds of a regression run, its final fit included: ``(result, path)``."""
+  out = tmp_path_factory.mktemp("regression") / "run"
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
+  result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), regression_data(), space,
+                   objective="regression", population=6, rounds=2, epochs=2, batch_size=32,
+                   confirm="off", seed=0, out=str(out))
+  result.final_fit()
+  return result, out
+
+
+def test_show_lists_a_regression_run_by_its_mse_lowest_first(regression_run, capsys):
+  result, out = regression_run
+  run = vt.load_run(out)
+  best, finished = result.best, [r for r in run.records if r["status"] == "finished"]
+  assert best.score == min(r["val_mse"] for r in finished)  # The lowest mse was chosen.
+  assert main(["show", str(out)]) == 0
+  shown = capsys.readouterr().out
+  assert "accuracy" not in shown and "val_acc" not in shown
+  assert f"  val mse  {best.score:.4f} (search)  {run.final_fit['val_mse']:.4f} (refit alone)" \
+      in shown
+  assert f"  test mse {run.final_fit['test_mse']:.4f}" in shown
+  header, *rows = shown.split(" trials:\n")[1].splitlines()
+  assert header.split() == ["round", "trial", "epochs", "val_mse", "val_mae", "hparams"]
+  listed = [float(row.split()[3]) for row in rows]
+  assert listed == sorted(listed) and listed[0] == float(f"{best.score:.4f}")
+  assert [float(row.split()[4]) for row in rows] == [
+      float(f"{r['val_mae']:.4f}") for r in run.top(10)]  # Every metric kept.
+
+
+@needs_matplotlib
+def test_the_report_of_a_regression_run_ranks_and_labels_by_mse(regression_run, tmp_path):
+  result, out = regression_run
+  run = vt.load_run(out)
+  found = vt.report(out, tmp_path / "report", quiet=True)
+  printed = found.describe(run)
+  assert "accuracy" not in printed
+  assert (f"val mse {result.best.score:.4f}, test mse {run.final_fit['test_mse']:.4f}"
+          in printed)
+  assert "top trials (full budget first, then validation mse, lowest first):" in printed
+  assert "importance (spread of mean val mse over groups" in printed
+  header, *rows = found.table.splitlines()
+  assert header.split() == ["#", "round", "trial", "status", "epochs", "val_mse", "val_mae",
+                            "learning_rate", "weight_decay"]
+  listed = [float(row.split()[5]) for row in rows]
+  assert listed == sorted(listed) and len(rows) == 10
+  assert {(p["x"], p["y"]) for p in found.panels} == {("learning_rate", "weight_decay")}

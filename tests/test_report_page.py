@@ -113,8 +113,8 @@ def test_the_page_holds_the_run_and_embeds_every_figure(written_run, written_rep
   rounds = page.text("rounds")
   for r in result.rounds:  # The ranges each round sampled, and those it gave the next one.
     assert (f"Round {r.index + 1} {r.num_trials} trials, {r.num_diverged} diverged, "
-            f"{len(r.kept)} kept; best val accuracy {r.best_accuracy:.4f}, median "
-            f"{r.median_accuracy:.4f}; {r.wall_s:.1f} s") in rounds
+            f"{len(r.kept)} kept; best val accuracy {r.best_score:.4f}, median "
+            f"{r.median_score:.4f}; {r.wall_s:.1f} s") in rounds
     for name in REPORT_SPACE:
       assert (f"{name} {r.space[name].describe()} {r.next_space[name].describe()}"
               in rounds), (r.index, name)
@@ -267,3 +267,30 @@ def test_a_screenshot_shows_the_page_and_its_embedded_figures(written_report, tm
   # the embedded PNGs decoded and drew.
   tab_blue = np.array([31, 119, 180]) / 255
   assert (np.abs(pixels - tab_blue).max(axis=-1) < 0.03).sum() > 2000
+
+
+def test_a_regression_page_shows_every_metric_and_ranks_lowest_mse_first(tmp_path):
+  from test_figures import REGRESSION_MSES, write_regression_run
+
+  path = tmp_path / "regression"
+  write_regression_run(path, REGRESSION_MSES)
+  run = vt.load_run(path)
+  chosen = {"round": 0, "trial": 17, "hparams": {"learning_rate": 0.05}, "val_mse": 0.3,
+            "val_mae": 0.15}
+  final = {"val_mse": 0.3125, "val_mae": 0.25, "test_mse": 0.375, "test_mae": 0.5}
+  fitted = dataclasses.replace(run, summary={**run.summary, "chosen": chosen,
+                                             "final_fit": final})
+  found = vt.report(path, tmp_path / "report", quiet=True)
+  page = Page(render(fitted, *top_rows(run, 50), found.importance, {}, INSTALL_HINT))
+  text = " ".join(" ".join(part) for part in page.sections.values())
+  assert "accuracy" not in text
+  assert "Validation mse 0.3000 in the search (validation mae 0.1500)." in page.text("chosen")
+  assert ("Final fit: validation mse 0.3125 (refit alone), test mse 0.3750 (test mae 0.5000)"
+          in page.text("chosen"))
+  assert "best val mse 0.3000, median" in page.text("rounds")  # The lowest, from the records.
+  assert "Spread (max - min) of mean validation mse" in page.text("importance")
+  assert "then validation mse, lowest first" in page.text("top")
+  header, *rows = page.rows
+  assert header[5:7] == ["val_mse", "val_mae"]
+  listed = [float(row[5]) for row in rows]
+  assert listed == sorted(listed) and listed[0] == 0.3 and len(rows) == 19  # Not the diverged one.

@@ -3,7 +3,9 @@ draws per round, bucket and stream; the top trials kept, every range shrunk to t
 and the Optuna sampler (a study proposes, vmaptune trains, the study is told each outcome),
 chosen by name or as objects, from scripts and config files."""
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import vmaptune as vt
 from vmaptune.cli import main
 from vmaptune.ranking import rank
 from vmaptune.samplers import SAMPLERS, Narrow, parse
+from vmaptune.scoring import CLASSIFICATION
+from vmaptune.strategies import parse as parse_strategy
 from vmaptune.structural import Bucket
 from vmaptune.trials import TrialTable
 
@@ -58,7 +62,7 @@ def _table(values: dict[str, np.ndarray], accuracy: np.ndarray) -> TrialTable:
       bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
       epochs=np.ones(count, np.int64), parent=np.full(count, -1),
       status=np.where(diverged, "diverged", "finished").astype(object),
-      val_accuracy=accuracy, val_loss=np.where(diverged, np.nan, 1 - accuracy),
+      metrics={"accuracy": accuracy, "loss": np.where(diverged, np.nan, 1 - accuracy)},
       epoch_loss=np.ones((count, 1), np.float32))
 
 
@@ -132,10 +136,10 @@ def test_trials_a_strategy_stops_early_are_told_pruned_at_the_epoch_they_reached
     states.add(trial.state)
     if r.status[row] == "finished":
       assert trial.state == optuna.trial.TrialState.COMPLETE
-      assert trial.value == r.val_accuracy[row]
+      assert trial.value == r.score[row]
     else:
       assert r.status[row] == "halved" and trial.state == optuna.trial.TrialState.PRUNED
-      assert trial.intermediate_values == {1: r.val_accuracy[row]}
+      assert trial.intermediate_values == {1: r.score[row]}
   assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
   assert r.kept.tolist() == rank(r)[:1].tolist()  # The round's best, nothing narrowed.
 
@@ -163,7 +167,7 @@ def test_a_resumed_run_tells_its_restored_rounds_to_a_new_study(small_data, tiny
                    population=4, rounds=2, out=out, **OFF)
   assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
   first = result.rounds[0]
-  assert [t.value for t in study.trials[:4]] == first.val_accuracy.tolist()
+  assert [t.value for t in study.trials[:4]] == first.score.tolist()
   assert [t.params["learning_rate"] for t in study.trials[:4]] == \
       pytest.approx(first.hparams["learning_rate"].tolist(), rel=1e-6)
   assert len(vt.read_trials(out)) == 8
@@ -194,3 +198,64 @@ def test_a_sampler_object_given_no_study_starts_a_new_study_each_run(small_data,
   vt.tune(tiny_mlp, small_data, SPACE, sampler=sampler, population=4, rounds=1, **OFF)
   assert sampler.active_study is not first and len(sampler.active_study.trials) == 4
   assert sampler.study is None
+
+
+def _regression_table(values: dict[str, np.ndarray], mse: np.ndarray) -> TrialTable:
+  from vmaptune.objectives import parse as parse_objective
+
+  count = len(mse)
+  return TrialTable(
+      hparams={k: np.asarray(v, np.float32) for k, v in values.items()},
+      round=np.zeros(count, np.int64), trial=np.arange(count), lane=np.arange(count),
+      bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
+      epochs=np.ones(count, np.int64), parent=np.full(count, -1),
+      status=np.where(np.isnan(mse), "diverged", "finished").astype(object),
+      metrics={"mse": mse, "mae": mse / 2}, epoch_loss=np.ones((count, 1), np.float32),
+      scoring=parse_objective("regression").scoring)
+
+
+def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it():
+  from vmaptune.objectives import parse as parse_objective
+
+  regression = parse_objective("regression").scoring
+  sampler = vt.samplers.Optuna(sampler="random")
+  sampler.start(SPACE, seed=0, scoring=regression)
+  assert sampler.active_study.direction == optuna.study.StudyDirection.MINIMIZE
+  asked = sampler.ask(4, [], round_index=0, bucket=PLAIN)
+  mse = np.array([0.5, 0.25, np.nan, 2.0])
+  told = sampler.tell(_regression_table(asked, mse), [], round_index=0)
+  study = sampler.active_study
+  assert [t.value for t in study.trials] == [0.5, 0.25, None, 2.0]
+  assert [t.user_attrs.get("val_mae") for t in study.trials] == [0.25, 0.125, None, 1.0]
+  assert "val_loss" not in study.trials[0].user_attrs
+  assert study.best_value == 0.25 and told.kept.tolist() == [1]  # The lowest mse.
+  classification = vt.samplers.Optuna(sampler="random")
+  classification.start(SPACE, seed=0)  # The default objective: accuracy, maximised.
+  assert classification.active_study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_a_study_in_the_wrong_direction_for_the_objective_is_refused():
+  from vmaptune.objectives import parse as parse_objective
+
+  regression = parse_objective("regression").scoring
+  sampler = vt.samplers.Optuna(_study())  # Maximises: it would look for the worst mse.
+  with pytest.raises(ValueError, match=re.escape(
+      "study directions ['maximize']; expected one direction, 'minimize': each trial is told "
+      "its validation mse (optuna.create_study(direction='minimize'))")):
+    sampler.check(SPACE, parse_strategy("random"), regression)
+  with pytest.raises(ValueError, match=re.escape("expected one direction, 'minimize'")):
+    sampler.start(SPACE, 0, scoring=regression)
+  minimizing = vt.samplers.Optuna(optuna.create_study(direction="minimize"))
+  minimizing.check(SPACE, parse_strategy("random"), regression)
+  with pytest.raises(ValueError, match=re.escape(
+      "study directions ['minimize']; expected one direction, 'maximize': each trial is told "
+      "its validation accuracy")):
+    minimizing.check(SPACE, parse_strategy("random"))  # Classification, the default.
+  # Started for one objective and told another's trials: refused, not told the wrong way.
+  minimizing.start(SPACE, 0, scoring=regression)
+  asked = minimizing.ask(2, [], round_index=0, bucket=PLAIN)
+  table = _regression_table(asked, np.array([0.5, 0.25]))
+  accuracy = dataclasses.replace(table, scoring=CLASSIFICATION, metrics={
+      "accuracy": table.metrics["mse"], "loss": table.metrics["mae"]})
+  with pytest.raises(ValueError, match=re.escape("expected one direction, 'maximize'")):
+    minimizing.tell(accuracy, [], round_index=0)

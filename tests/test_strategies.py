@@ -74,8 +74,8 @@ def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, la
       np.testing.assert_allclose(a, b, atol=PARAM_ATOL, rtol=0)
     np.testing.assert_allclose(np.asarray(losses)[new, 1:], np.asarray(full_losses)[old, 1:],
                                rtol=1e-4)
-    assert abs(float(scores.accuracy[new]) - float(full_scores.accuracy[old])) <= 1 / 120
-    assert float(scores.loss[new]) == pytest.approx(float(full_scores.loss[old]), rel=1e-3)
+    assert abs(float(scores["accuracy"][new]) - float(full_scores["accuracy"][old])) <= 1 / 120
+    assert float(scores["loss"][new]) == pytest.approx(float(full_scores["loss"][old]), rel=1e-3)
 
 
 def test_changing_a_lanes_hyperparameters_mid_run_takes_effect(population):
@@ -177,7 +177,8 @@ def _ranking_after(data, model, hparams, epochs):
   scores = pop.evaluate(lanes.state.params)
   count = len(next(iter(hparams.values())))
   diverged = np.asarray(lanes.state.diverged)[:count]
-  return rank(np.asarray(scores.accuracy)[:count], np.asarray(scores.loss)[:count], diverged)
+  metrics = {name: np.asarray(values)[:count] for name, values in scores.items()}
+  return rank(pop.objective.scoring, metrics, diverged)
 
 
 def test_successive_halving_stops_lanes_at_rungs_and_spends_less(small_data, tiny_mlp, lr_space,
@@ -256,7 +257,7 @@ def test_population_based_training_copies_lanes_and_replays_the_best_lineage(
   pop = _trainer(small_data, tiny_mlp)
   replayed = pop.alone.fit_schedule(first.schedule(copied), *round_keys(RUN["seed"], 0))
   scores = pop.alone.evaluate(replayed.params)
-  assert float(scores.loss) == pytest.approx(first.val_loss[copied], rel=1e-4)
+  assert float(scores["loss"]) == pytest.approx(first.val_loss[copied], rel=1e-4)
   # The lanes replaced after the first interval were the bottom 3; their parents in the top 3.
   order = _ranking_after(small_data, tiny_mlp, {k: v[:12] for k, v in first.hparams.items()}, 2)
   replaced = first.lane[(first.start_epoch == 0) & (first.epochs == 2)]

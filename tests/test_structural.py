@@ -88,8 +88,8 @@ def test_a_lane_equals_its_configuration_trained_alone(width_search, small_data)
                           batch_size=32, eval_batch_size=1024)
     trained = alone.alone.fit(r.traced_values(trial, r.space), *round_keys(0, 1))
     scored = alone.alone.evaluate(trained.params)
-    assert float(scored.accuracy) == pytest.approx(r.val_accuracy[trial], abs=1e-6)
-    assert float(scored.loss) == pytest.approx(r.val_loss[trial], abs=1e-4)
+    assert float(scored["accuracy"]) == pytest.approx(r.val_accuracy[trial], abs=1e-6)
+    assert float(scored["loss"]) == pytest.approx(r.val_loss[trial], abs=1e-4)
 
 
 def test_ranking_across_buckets_keeps_the_truly_best_trial(width_search):

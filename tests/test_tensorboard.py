@@ -297,3 +297,40 @@ def test_a_later_choice_is_written_beside_the_earlier_one(tmp_path):
   live.finish(later)
   top = read(live.run_dir)
   assert scalars(top, "chosen/val_accuracy") == [(1, 0.5), (2, 0.75)]
+
+
+@needs_tensorboard
+def test_a_regression_run_lists_its_metrics_and_the_lowest_mse(tmp_path):
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 4)).astype(np.float32)
+  data = vt.data.from_arrays(x, (x @ np.array([1.0, -2.0, 0.5, 0.0])).astype(np.float32),
+                             val_fraction=0.2, test_fraction=0.2, seed=0)
+  out, logdir = tmp_path / "run", tmp_path / "logdir"
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1))
+  result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), data, space,
+                   objective="regression", population=4, rounds=2, epochs=1, batch_size=32,
+                   confirm="off", out=str(out), loggers=[tracker(logdir)])
+  final = result.final_fit()
+  run = vt.load_run(out)
+  (run_dir,) = logdir.iterdir()
+  top = read(run_dir)
+  experiment = hparams_content(top, "experiment")
+  assert [info.name.tag for info in experiment.metric_infos] == [
+      "val_mse", "val_mae", "train/epoch_loss"]
+  assert [info.display_name for info in experiment.metric_infos][:2] == [
+      "validation mse", "validation mae"]
+  assert scalars(top, "round/best_val_mse") == [
+      (r.index, pytest.approx(r.best_score, rel=1e-6)) for r in result.rounds]
+  assert len(scalars(top, "round/median_val_mse")) == 2
+  assert scalars(top, "chosen/val_mse") == [(2, pytest.approx(result.best.score, rel=1e-6))]
+  assert result.best.score == min(r["val_mse"] for r in run.records)  # The lowest mse.
+  for key, value in (("test_mse", final.test["mse"]), ("test_mae", final.test["mae"]),
+                     ("val_mae", final.val["mae"])):
+    assert scalars(top, f"final/{key}") == [(2, pytest.approx(value, rel=1e-6))]
+  assert not [tag for tag in top.Tags()["scalars"] if "accuracy" in tag]
+  record = run.records[0]
+  session = read(run_dir / f"r1-t{record['trial']}")
+  for tag in ("val_mse", "val_mae"):
+    assert scalars(session, tag) == [(0, pytest.approx(record[tag], rel=1e-6))]

@@ -11,13 +11,10 @@ import pytest
 import vmaptune as vt
 from vmaptune.compilation import CompileCounter
 from vmaptune.keys import round_keys
+from vmaptune.objectives import cross_entropy, smoothed_cross_entropy
 from vmaptune.optimizers import BUILTIN, scheduled
 from vmaptune.population import Population
-from vmaptune.train import (
-  cross_entropy,
-  dropout_key,
-  smoothed_cross_entropy,
-)
+from vmaptune.train import step_key
 
 PARAM_ATOL = 1e-4  # As in test_population: lanes agree with a lone run to float32 rounding.
 EPOCHS, BATCH = 2, 32
@@ -88,8 +85,8 @@ def test_each_lane_equals_its_config_trained_alone(population, trained):
     _assert_close(_lane(out.params, lane), alone.params)
     np.testing.assert_allclose(np.asarray(out.epoch_loss)[lane], alone.epoch_loss, rtol=1e-4)
     score = population.alone.evaluate(alone.params)
-    assert abs(float(scores.accuracy[lane]) - float(score.accuracy)) <= 1 / 120
-  assert float(np.asarray(scores.accuracy)[:len(ROWS)].max()) > 0.7
+    assert abs(float(scores["accuracy"][lane]) - float(score["accuracy"])) <= 1 / 120
+  assert float(np.asarray(scores["accuracy"])[:len(ROWS)].max()) > 0.7
 
 
 def test_every_new_hyperparameter_changes_training(trained):
@@ -161,11 +158,11 @@ def test_label_smoothing_matches_optax_and_validation_stays_unsmoothed(populatio
   out, _ = trained
   params = _lane(out.params, 3)
   batches = population._val
-  x = np.asarray(batches.x).reshape((-1, 8, 8, 1))[:120]
-  y = np.asarray(batches.y).reshape(-1)[:120]
+  x = np.asarray(batches.batch.x).reshape((-1, 8, 8, 1))[:120]
+  y = np.asarray(batches.batch.y).reshape(-1)[:120]
   plain = jax.jit(lambda p: cross_entropy(population.model.apply({"params": p}, x), y).mean())
-  assert float(population.evaluate(out.params).loss[3]) == pytest.approx(float(plain(params)),
-                                                                         rel=1e-5)
+  assert float(population.evaluate(out.params)["loss"][3]) == pytest.approx(
+      float(plain(params)), rel=1e-5)
 
 
 def test_adam_betas_live_in_the_optimizer_state_and_follow_mid_run_changes(population):
@@ -189,12 +186,12 @@ def test_adam_betas_live_in_the_optimizer_state_and_follow_mid_run_changes(popul
 
 def test_dropout_keys_depend_on_the_position_in_the_run_only():
   data_key = round_keys(0, 0)[1]
-  keys = {(e, s): jax.random.key_data(dropout_key(data_key, e, s)).tolist()
+  keys = {(e, s): jax.random.key_data(step_key(data_key, e, s)).tolist()
           for e in range(3) for s in range(3)}
   permutation_keys = [jax.random.key_data(jax.random.fold_in(data_key, e)).tolist()
                       for e in range(3)]
   assert len({str(k) for k in keys.values()} | {str(k) for k in permutation_keys}) == 9 + 3
-  assert jax.random.key_data(dropout_key(data_key, 1, 2)).tolist() == keys[(1, 2)]
+  assert jax.random.key_data(step_key(data_key, 1, 2)).tolist() == keys[(1, 2)]
 
 
 def test_dropout_masks_replay_alone_in_segments_and_after_compaction(population):
@@ -219,7 +216,7 @@ def test_dropout_masks_replay_alone_in_segments_and_after_compaction(population)
   _assert_close(_lane(switched.state.params, 2), replayed.params)
   # Evaluation never drops: the same parameters always score the same.
   first, again = population.evaluate(full.state.params), population.evaluate(full.state.params)
-  np.testing.assert_array_equal(np.asarray(first.loss), np.asarray(again.loss))
+  np.testing.assert_array_equal(np.asarray(first["loss"]), np.asarray(again["loss"]))
 
 
 def test_the_dropout_layer_takes_a_traced_rate():

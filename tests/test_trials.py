@@ -21,7 +21,7 @@ def test_merged_trials_keep_lanes_unique_and_parents_inside_their_bucket():
         trial=np.arange(count), lane=ints([0, 1, 0][:count]), bracket=ints([-1] * count),
         start_epoch=ints([0, 0, 1][:count]), epochs=ints([1] * count), parent=ints(parents),
         status=np.array(["exploited", "finished", "finished"][:count], object),
-        val_accuracy=np.full(count, 0.5), val_loss=np.full(count, 1.0),
+        metrics={"accuracy": np.full(count, 0.5), "loss": np.full(count, 1.0)},
         epoch_loss=np.ones((count, 2), np.float32))
 
   merged = TrialTable.merge_buckets([(buckets[0].values, table([-1, -1, 0])),
@@ -51,8 +51,9 @@ def _table(parents, starts, statuses, accuracy=None, round_index=0):
       round=ints([round_index] * count), trial=np.arange(count), lane=np.arange(count),
       bracket=ints([-1] * count), start_epoch=ints(starts), epochs=ints([2] * count),
       parent=ints(parents), status=np.array(statuses, object),
-      val_accuracy=np.array(accuracy or [0.5] * count, np.float64),
-      val_loss=np.ones(count), epoch_loss=np.arange(count * 4, dtype=np.float32).reshape(count, 4))
+      metrics={"accuracy": np.array(accuracy or [0.5] * count, np.float64),
+               "loss": np.ones(count)},
+      epoch_loss=np.arange(count * 4, dtype=np.float32).reshape(count, 4))
 
 
 def test_configurations_are_the_trials_that_started_from_initialisation():
@@ -85,7 +86,7 @@ def test_records_are_read_back_into_the_table_they_were_written_from(written_run
       np.testing.assert_array_equal(table.hparams[name][rows], r.hparams[name])
       assert table.hparams[name].dtype == r.hparams[name].dtype
     np.testing.assert_array_equal(table.epoch_loss[rows], r.epoch_loss)
-    np.testing.assert_array_equal(table.val_accuracy[rows], r.val_accuracy)
+    np.testing.assert_array_equal(table.score[rows], r.score)
   records = [table.trial_at(row, run.space, kept=bool(run.kept[row])).to_record()
              for row in range(len(table))]
   assert records == run.records == vt.read_trials(out)

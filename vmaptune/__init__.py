@@ -2,8 +2,8 @@
 
 The top level holds what a script uses: :func:`tune`, the search space, the
 dataset, experiment configs, the results and run directories read back,
-:func:`report`, the errors, and the ``samplers`` and ``strategies``
-subpackages. The engine's modules (``population``, ``rounds``, ``events``,
+:func:`report`, the errors, and the ``objectives``, ``samplers`` and
+``strategies`` modules. The engine's modules (``population``, ``rounds``, ``events``,
 ...) stay importable as ``vmaptune.<module>``.
 
 Importing vmaptune changes no JAX setting. :func:`tune` and ``vmaptune run``
@@ -18,7 +18,7 @@ ask JAX for one CPU device per usable core before anything runs on JAX
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import data, models, samplers, strategies
+from vmaptune import data, models, objectives, samplers, strategies
 from vmaptune.config import Experiment, load_experiment, override
 from vmaptune.data import Dataset
 from vmaptune.discrete import Choice, IntUniform
@@ -37,8 +37,9 @@ from vmaptune.errors import (
   SpaceError,
   VmaptuneError,
 )
+from vmaptune.final_fit import FinalFit
 from vmaptune.report import report
-from vmaptune.results import FinalFit, RoundResult, TuneResult
+from vmaptune.results import RoundResult, TuneResult
 from vmaptune.rundir import Run, load_best_params, load_run, read_trials
 from vmaptune.space import Space
 from vmaptune.trials import Trial
@@ -62,5 +63,5 @@ __all__ = [
     "RunDirectoryWriteError", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult",
     "Uniform",
     "VmaptuneError", "data", "load_best_params", "load_experiment", "load_run", "models",
-    "override", "read_trials", "report", "samplers", "strategies", "tune",
+    "objectives", "override", "read_trials", "report", "samplers", "strategies", "tune",
 ]

@@ -26,7 +26,8 @@ class Alone:
 
   Args:
     init_one, segment_one, evaluate_one: a population's one-lane functions.
-    train: ``(x [N, ...], y [N])`` the training split (any placement).
+    train: the training split, a pytree of ``[N, ...]`` arrays (any placement).
+    example: ``example(train)``, the model inputs of one example (``[1, ...]``).
     val: the validation batches (any placement).
     epochs: the epoch budget.
     device: the device to run on (this process's).
@@ -35,11 +36,12 @@ class Alone:
   """
 
   def __init__(self, init_one: Callable, segment_one: Callable, evaluate_one: Callable, *,
-               train: tuple[Any, Any], val: EvalBatches, epochs: int, device: jax.Device,
+               train: Any, example: Callable[[Any], Any], val: EvalBatches, epochs: int,
+               device: jax.Device,
                precision: str | None, compiler_options: dict[str, Any] | None):
     self.epochs = epochs
     self.device = device
-    self._train, self._val = train, val
+    self._train, self._val, self._example = train, val, example
     self._precision = precision
     # Compiled only if used.
     self._init = jax.jit(init_one, compiler_options=compiler_options)
@@ -60,14 +62,14 @@ class Alone:
     Returns:
       :class:`TrainOutput` without a lane axis; ``epoch_loss [epochs]``.
     """
-    init_key, data_key, x, y = local((init_key, data_key, *self._train), self.device)
+    init_key, data_key, train = local((init_key, data_key, self._train), self.device)
     losses = []
     with jax.default_matmul_precision(self._precision):
       first = {k: np.float32(v) for k, v in schedule[0][2].items()}
-      state = self._init(first, init_key, x[:1])
+      state = self._init(first, init_key, self._example(train))
       for start, end, hparams in schedule:
         scalars = {k: np.float32(v) for k, v in hparams.items()}
-        state, loss = self._segment(scalars, state, data_key, x, y, np.int32(start),
+        state, loss = self._segment(scalars, state, data_key, train, np.int32(start),
                                     np.int32(end - start))
         losses.append(loss)
     # Each segment reports its own epochs and NaN elsewhere: merge them.
@@ -80,8 +82,8 @@ class Alone:
     return self.fit_schedule([(0, self.epochs, hparams)], init_key, data_key)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss (scalars) of one parameter set on the validation split
-    (or ``batches``)."""
+    """Every metric (``{name: []}``) of one parameter set on the validation
+    split (or ``batches``)."""
     batches = local(self._val if batches is None else batches, self.device)
     with jax.default_matmul_precision(self._precision):
       return self._evaluate(local(params, self.device), batches)

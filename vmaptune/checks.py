@@ -1,15 +1,18 @@
-"""Checks of a model and an optimizer factory against the data and the space,
-traced (never compiled) before any training.
+"""Checks of a model, an objective and an optimizer factory against the data and
+the space, traced (never compiled) before any training.
 
-A model must map features ``[B, ...]`` to logits ``[B, num_classes]``, be
-deterministic when called without ``dropout_rate`` (evaluation), take a
-``dropout_rate`` call argument when the space searches one, and hold no state
-besides ``params``. An optimizer factory must build from the space's names.
+A model must map a batch's inputs to the outputs the objective reads (logits
+``[B, num_classes]`` for classification), be deterministic when called
+without ``dropout_rate`` (evaluation), take a ``dropout_rate`` call argument
+when the space searches one, and hold no state besides ``params``. An
+optimizer factory must build from the space's names. Every searched name must
+be read by something: the optimizer, the trainer or the objective.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import flax.errors
@@ -20,6 +23,7 @@ import numpy as np
 from vmaptune import optimizers
 from vmaptune.data import Dataset
 from vmaptune.errors import SettingsError
+from vmaptune.objectives import Classification, Objective
 from vmaptune.space import Space
 
 
@@ -33,8 +37,14 @@ def _takes_dropout_rate(model: nn.Module) -> bool:
       p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def batch_shapes(data: Dataset, size: int) -> Any:
+  """Shapes of a training batch of ``size`` examples (a pytree of ``ShapeDtypeStruct``)."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct((size,) + a.shape[1:], a.dtype),
+                      data.train)
+
+
 def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
-                dropout: bool = False) -> Any:
+                dropout: bool = False, objective: Objective | None = None) -> Any:
   """Traces (without compiling) the model as training and evaluation will call it.
 
   Initialises on one example, then applies the parameters to a batch of
@@ -44,9 +54,10 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
 
   Args:
     model: the Linen module.
-    data: the dataset (feature shape and number of classes).
+    data: the dataset.
     batch_size: training examples per step.
     dropout: whether the space searches ``dropout_rate``.
+    objective: what the outputs must suit (default: classification).
 
   Returns:
     The shapes of the model's ``params`` (a pytree of ``ShapeDtypeStruct``).
@@ -55,20 +66,22 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
     SettingsError: the model fails on the features, needs random numbers
       where none are given (dropout without ``dropout_rate`` in the space, or
       in evaluation), does not take ``dropout_rate`` although the space searches
-      it, has state besides ``params``, or does not output
-      ``[batch_size, num_classes]`` logits.
+      it, has state besides ``params``, or outputs what the objective does
+      not read (e.g. not ``[batch_size, num_classes]`` logits).
   """
+  objective = objective or Classification()
   name = type(model).__name__
   if not isinstance(model, nn.Module):
     raise SettingsError(f"model={model!r} is not a flax.linen Module")
-  one = jax.ShapeDtypeStruct((1,) + data.feature_shape, np.float32)
-  batch = jax.ShapeDtypeStruct((batch_size,) + data.feature_shape, np.float32)
+  whole = batch_shapes(data, batch_size)
+  one = jax.eval_shape(objective.inputs, batch_shapes(data, 1))
+  batch = jax.eval_shape(objective.inputs, whole)
   key = jax.eval_shape(lambda: jax.random.key(0))  # A key's shape: nothing runs or compiles.
   try:
     variables = jax.eval_shape(model.init, key, one)
   except Exception as e:  # The user's model code: report what it raised.
     raise SettingsError(f"model {name} failed to initialise on one example of shape "
-                        f"{one.shape}: {type(e).__name__}: {e}") from e
+                        f"{_shape(one)}: {type(e).__name__}: {e}") from e
   extra = sorted(set(variables) - {"params"})
   if extra:
     raise SettingsError(f"model {name} has variable collections {extra} besides 'params'; "
@@ -94,9 +107,9 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
                         f"dropout_rate call argument passed to {how_to}; otherwise make the "
                         "model deterministic") from e
   except Exception as e:
-    raise SettingsError(f"model {name} failed on a batch of shape {batch.shape}: "
+    raise SettingsError(f"model {name} failed on a batch of shape {_shape(batch)}: "
                         f"{type(e).__name__}: {e}") from e
-  _check_logits(name, logits, batch_size, data.num_classes)
+  objective.check_outputs(name, logits, whole, data)
   if dropout:
     rate = jax.ShapeDtypeStruct((), np.float32)
     try:
@@ -108,19 +121,17 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
                           f"stream in training ({e}); only 'dropout' is provided") from e
     except Exception as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-      raise SettingsError(f"model {name} failed on a batch of shape {batch.shape} with a "
+      raise SettingsError(f"model {name} failed on a batch of shape {_shape(batch)} with a "
                           f"traced dropout_rate ({type(e).__name__}: {first_line}); the rate "
                           f"is one array per lane: pass it to {how_to}") from e
-    _check_logits(name, logits, batch_size, data.num_classes)
+    objective.check_outputs(name, logits, whole, data)
   return variables["params"]
 
 
-def _check_logits(name: str, logits: Any, batch_size: int, num_classes: int) -> None:
-  if getattr(logits, "shape", None) != (batch_size, num_classes):
-    raise SettingsError(f"model {name} outputs shape "
-                        f"{getattr(logits, 'shape', type(logits).__name__)} for a batch of "
-                        f"{batch_size}; expected logits of shape ({batch_size}, "
-                        f"{num_classes}) for the dataset's {num_classes} classes")
+def _shape(tree: Any) -> Any:
+  """A pytree's shape for messages: one array's shape, else the tree of shapes."""
+  shapes = jax.tree.map(lambda a: tuple(a.shape), tree)
+  return shapes
 
 
 def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: Any) -> None:
@@ -135,3 +146,89 @@ def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: 
   except Exception as e:  # The user's factory: report what it raised.
     raise SettingsError(f"optimizer factory failed with the space's hyperparameters "
                         f"{list(space)}: {type(e).__name__}: {e}") from e
+
+
+class _Reads(Mapping):
+  """A lane's hyperparameters that remember which names were read."""
+
+  def __init__(self, values: Mapping[str, Any]):
+    self._values = values
+    self.read: set[str] = set()
+
+  def __getitem__(self, name: str) -> Any:
+    value = self._values[name]
+    self.read.add(name)
+    return value
+
+  def __iter__(self):
+    return iter(self._values)
+
+  def __len__(self) -> int:
+    return len(self._values)
+
+  def __contains__(self, name: object) -> bool:
+    return name in self._values
+
+
+def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
+                   objective: Objective, data: Dataset, batch_size: int,
+                   names: list[str]) -> set[str]:
+  """Traces (without compiling) one lane's initialisation, training step and
+  evaluation as the population will run them, and returns the searched names
+  something read (the optimizer, the schedule, the trainer or the objective).
+
+  Args:
+    model: the Linen module.
+    optimizer: the (scheduled) optimizer factory.
+    objective: what a step minimises and evaluation scores.
+    data: the dataset (shapes only).
+    batch_size: training examples per step.
+    names: the traced hyperparameters' names.
+
+  Raises:
+    SettingsError: the objective's loss or a metric fails on the model's
+      outputs, or the training step fails.
+  """
+  from vmaptune.train import EvalBatches, make_evaluate, make_init, make_step, step_key
+
+  batch = batch_shapes(data, batch_size)
+  reads: set[str] = set()
+  first = lambda batch: objective.inputs(jax.tree.map(lambda a: a[:1], batch))
+
+  def trace(hparams: dict[str, Any], batch: Any) -> Any:
+    recorded = _Reads(hparams)
+    key = jax.random.key(0)
+    state = make_init(model, optimizer)(recorded, key, first(batch))
+    state, loss = make_step(model, optimizer, objective)(recorded, state, batch,
+                                                       step_key(key, 0, 0))
+    reads.update(recorded.read)
+    return loss
+
+  hparams = {name: jax.ShapeDtypeStruct((), np.float32) for name in names}
+  name = objective.describe()
+  try:
+    loss = jax.eval_shape(trace, hparams, batch)
+  except SettingsError:
+    raise
+  except Exception as e:  # The user's loss, metrics or model: report what it raised.
+    raise SettingsError(f"a training step with objective {name!r} failed: "
+                        f"{type(e).__name__}: {e}") from e
+  if getattr(loss, "shape", None) != ():
+    raise SettingsError(f"objective {name!r}'s training loss has shape "
+                        f"{getattr(loss, 'shape', type(loss).__name__)}; expected a scalar "
+                        "(loss returns one value per example [B], train_loss their mean)")
+  params = jax.eval_shape(lambda h, b: make_init(model, optimizer)(
+      h, jax.random.key(0), first(b)).params, hparams, batch)
+  batches = EvalBatches(jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), batch),
+      jax.ShapeDtypeStruct((1, batch_size), np.float32))
+  try:
+    values = jax.eval_shape(make_evaluate(model, objective), params, batches)
+  except Exception as e:
+    raise SettingsError(f"objective {name!r}'s metrics failed on the model's outputs: "
+                        f"{type(e).__name__}: {e}") from e
+  odd = {k: v.shape for k, v in values.items() if v.shape != ()}
+  if odd:
+    raise SettingsError(f"objective {name!r}: metrics {sorted(odd)} do not give one value "
+                        f"per example (their means have shapes {odd}); expected [B]")
+  return reads

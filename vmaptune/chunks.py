@@ -105,6 +105,13 @@ def lane_footprint_bytes(model: nn.Module, params: Any, batch: jax.ShapeDtypeStr
   return 4 * (6 * num_params + 2 * activations)
 
 
+def cpu_chunk(model: nn.Module, inputs: Any) -> int:
+  """Lanes per chunk on CPU: as many as fit :data:`CPU_CHUNK_BYTES` with a
+  training batch of ``inputs`` (shapes), at least one."""
+  params = jax.eval_shape(model.init, jax.random.key(0), inputs)["params"]
+  return max(1, CPU_CHUNK_BYTES // lane_footprint_bytes(model, params, inputs))
+
+
 def chunked(fn: Callable, chunk: int) -> Callable:
   """``fn`` over a leading lane axis: vmapped within chunks of ``chunk`` lanes,
   looped over chunks. The first argument is per-lane (any pytree); the rest

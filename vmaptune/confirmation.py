@@ -24,6 +24,7 @@ import numpy as np
 
 from vmaptune.keys import REPLICA, round_keys
 from vmaptune.ranking import order, rank
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.strategies.base import lane_scores
 from vmaptune.trials import Trial, TrialTable, finite_or_none
 
@@ -38,42 +39,50 @@ class Confirmation:
 
   Attributes:
     candidates: the search's top ``K`` distinct trials, best first.
-    seed_accuracy, seed_loss: float64 ``[K, S]`` validation accuracy and
-      loss of each candidate's seeds (NaN where a seed diverged).
+    seed_metrics: ``{metric: float64 [K, S]}`` each candidate's seeds'
+      validation metrics (NaN where a seed diverged).
     epochs: the epoch budget each seed trained.
     wall_s: wall time of the stage, compilation included.
+    scoring: the objective's metrics and the ranking one.
   """
 
   candidates: tuple[Trial, ...]
-  seed_accuracy: np.ndarray
-  seed_loss: np.ndarray
+  seed_metrics: dict[str, np.ndarray]
   epochs: int
   wall_s: float
+  scoring: Scoring = CLASSIFICATION
+
+  @property
+  def seed_scores(self) -> np.ndarray:
+    """float64 ``[K, S]``: the ranking metric of each candidate's seeds."""
+    return self.seed_metrics[self.scoring.rank_by]
 
   @property
   def seeds(self) -> int:
-    return int(self.seed_accuracy.shape[1])
+    return int(self.seed_scores.shape[1])
 
   @property
   def diverged(self) -> np.ndarray:
     """bool ``[K]``: some seed of the candidate diverged."""
-    return np.isnan(self.seed_accuracy).any(axis=1)
+    return np.isnan(self.seed_scores).any(axis=1)
 
   @property
   def mean(self) -> np.ndarray:
-    """float64 ``[K]`` mean validation accuracy over seeds (NaN if one diverged)."""
-    return self.seed_accuracy.mean(axis=1)
+    """float64 ``[K]`` the ranking metric's mean over seeds (NaN if one diverged)."""
+    return self.seed_scores.mean(axis=1)
 
   @property
   def spread(self) -> np.ndarray:
     """float64 ``[K]`` standard deviation over seeds (0 with one seed)."""
-    return self.seed_accuracy.std(axis=1, ddof=1 if self.seeds > 1 else 0)
+    return self.seed_scores.std(axis=1, ddof=1 if self.seeds > 1 else 0)
 
   @property
   def chosen(self) -> int:
-    """Index of the chosen candidate: the best mean (ties by mean loss, then
-    search rank); the search's best if every candidate diverged somewhere."""
-    ranked = order(self.mean, self.seed_loss.mean(axis=1), self.diverged)
+    """Index of the chosen candidate: the best mean in the ranking metric's
+    direction (ties by the other metrics' means, then search rank); the
+    search's best if every candidate diverged somewhere."""
+    means = {name: values.mean(axis=1) for name, values in self.seed_metrics.items()}
+    ranked = order(self.scoring, means, self.diverged)
     return int(ranked[0]) if len(ranked) else 0
 
   @property
@@ -83,42 +92,52 @@ class Confirmation:
 
   @property
   def optimism(self) -> float:
-    """The chosen trial's search score minus its confirmation mean."""
-    return float(self.trial.val_accuracy - self.mean[self.chosen])
+    """How much better the chosen trial's search score is than its
+    confirmation mean (in the ranking metric's direction: positive when the
+    search was optimistic)."""
+    search = self.trial.score
+    if search is None:
+      return float("nan")
+    return float(self.scoring.oriented(search) - self.scoring.oriented(self.mean[self.chosen]))
 
   @property
   def lane_epochs(self) -> int:
-    return self.seed_accuracy.size * self.epochs
+    return self.seed_scores.size * self.epochs
 
   def summary(self) -> dict[str, Any]:
-    chosen = self.chosen
+    chosen, scoring = self.chosen, self.scoring
+    search = "search_" + scoring.field(scoring.rank_by)
     return {
         "configurations": len(self.candidates), "seeds": self.seeds, "chosen": chosen,
-        "search_val_accuracy": self.trial.val_accuracy,
+        search: self.trial.score,
         "mean": finite_or_none(self.mean[chosen]), "sd": finite_or_none(self.spread[chosen]),
         "optimism": finite_or_none(self.optimism), "lane_epochs": self.lane_epochs,
         "wall_s": self.wall_s,
         "candidates": [{"round": t.round, "trial": t.trial, "hparams": t.to_record()["hparams"],
-                        "search_val_accuracy": t.val_accuracy,
+                        search: t.score,
                         "mean": finite_or_none(self.mean[i]),
                         "sd": finite_or_none(self.spread[i]),
-                        "seed_accuracy": [finite_or_none(v) for v in self.seed_accuracy[i]],
-                        "seed_loss": [finite_or_none(v) for v in self.seed_loss[i]]}
+                        **{f"seed_{name}": [finite_or_none(v) for v in values[i]]
+                           for name, values in self.seed_metrics.items()}}
                        for i, t in enumerate(self.candidates)],
     }
 
   def describe(self) -> str:
     """Two lines: the chosen configuration's confirmation and what was compared."""
-    return describe(self.summary())
+    return describe(self.summary(), self.scoring)
 
 
-def describe(summary: Mapping[str, Any]) -> str:
+def describe(summary: Mapping[str, Any], scoring: Scoring = CLASSIFICATION) -> str:
   """Two lines from a confirmation's summary (as ``summary.json`` holds it)."""
   number = lambda value, form: "n/a" if value is None else format(value, form)
   optimism = summary["optimism"]
+  # Accuracies are fractions: their optimism reads best in percentage points.
+  points = scoring.rank_by.endswith("accuracy")
+  optimism = (f"{number(None if optimism is None else 100 * optimism, '+.1f')} points"
+              if points else number(optimism, "+.4g"))
   return (f"  confirmed     {number(summary['mean'], '.4f')} +- {number(summary['sd'], '.4f')} "
           f"over {summary['seeds']} fresh seeds (optimism of the search score "
-          f"{number(None if optimism is None else 100 * optimism, '+.1f')} points)\n"
+          f"{optimism})\n"
           f"  chosen as the best mean of the top {summary['configurations']} configurations "
           f"retrained ({summary['lane_epochs']} lane-epochs, {summary['wall_s']:.1f}s)")
 
@@ -157,8 +176,8 @@ def confirm(engine: Any, rounds: Sequence[Any], count: int, seeds: int,
   candidates = top_candidates(rounds, count)
   if not candidates:
     return None
-  accuracy = np.full((len(candidates), seeds), np.nan)
-  loss = np.full((len(candidates), seeds), np.nan)
+  scoring = engine.objective.scoring
+  seed_metrics = {name: np.full((len(candidates), seeds), np.nan) for name in scoring.names}
   groups: dict[tuple, list[int]] = {}
   for i, trial in enumerate(candidates):
     groups.setdefault(tuple(engine.buckets.find(trial.hparams).values.items()), []).append(i)
@@ -182,15 +201,15 @@ def confirm(engine: Any, rounds: Sequence[Any], count: int, seeds: int,
       if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
         lanes = pop.select(lanes, np.arange(lanes.count), at(first))
       lanes, _ = pop.advance(lanes, data_key, first, end - first)
-    scored, scored_loss, _ = lane_scores(pop, lanes)
-    accuracy[members] = scored.reshape(seeds, len(members)).T
-    loss[members] = scored_loss.reshape(seeds, len(members)).T
-  return Confirmation(tuple(candidates), accuracy, loss, engine.settings.epochs,
-                      time.perf_counter() - start)
+    scores = lane_scores(pop, lanes).reshaped(seeds, len(members))
+    for name, values in scores.metrics.items():
+      seed_metrics[name][members] = values.T
+  return Confirmation(tuple(candidates), seed_metrics, engine.settings.epochs,
+                      time.perf_counter() - start, scoring)
 
 
 def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
-            seeds: int, epochs: int) -> Confirmation | None:
+            seeds: int, epochs: int, scoring: Scoring = CLASSIFICATION) -> Confirmation | None:
   """The confirmation a run directory's summary holds, if it confirmed the
   same candidates with as many seeds; else ``None`` (it runs again)."""
   if not saved or saved.get("seeds") != seeds:
@@ -201,5 +220,6 @@ def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
     return None
   as_array = lambda key: np.array([[np.nan if v is None else v for v in c[key]]
                                    for c in saved["candidates"]], np.float64)
-  return Confirmation(tuple(candidates), as_array("seed_accuracy"), as_array("seed_loss"),
-                      epochs, saved["wall_s"])
+  return Confirmation(tuple(candidates),
+                      {name: as_array(f"seed_{name}") for name in scoring.names},
+                      epochs, saved["wall_s"], scoring)

@@ -18,12 +18,13 @@ import jax
 
 from vmaptune import devices, optimizers
 from vmaptune import nnx as nnx_models
-from vmaptune.checks import check_model, check_optimizer
+from vmaptune.checks import check_model, check_optimizer, check_training
 from vmaptune.data import Dataset
+from vmaptune.data.dataset import split_length
 from vmaptune.errors import SettingsError
+from vmaptune.final_fit import FinalFit
 from vmaptune.keys import replica_keys, round_keys
 from vmaptune.population import Population
-from vmaptune.results import FinalFit
 from vmaptune.settings import Settings
 from vmaptune.space import Space
 from vmaptune.structural import Bucket, Buckets, ModelSpec
@@ -41,7 +42,8 @@ class Engine:
     settings: the run's settings.
 
   Attributes:
-    model, data, space, settings, sampler, strategy: as checked (an NNX model wrapped).
+    model, data, space, settings, sampler, strategy, objective: as checked (an
+      NNX model wrapped).
     buckets: every combination of structural values, with its model.
     parameters: each bucket's parameter count, in bucket order.
 
@@ -62,32 +64,44 @@ class Engine:
     except ValueError as e:
       raise SettingsError(str(e)) from None
     self.model, self.data, self.space, self.settings = model, data, space, settings
-    num_train = len(data.train)
+    num_train = split_length(data.train)
     settings.check(num_train, space)
     self.sampler = settings.parsed_sampler()
     self.strategy = settings.parsed_strategy()
+    self.objective = settings.parsed_objective()
+    self.objective.check_data(data)
     traced = space.traced()
     try:
       self.buckets = Buckets(model, space, population=settings.population,
                              batch_size=settings.batch_size, num_train=num_train)
       self._factory = optimizers.resolve(settings.optimizer, tuple(traced))
-      optimizers.check_ranges(traced, self._factory)
+      optimizers.check_ranges(traced, self._factory, self.objective.hparam_ranges)
     except ValueError as e:
       raise SettingsError(str(e)) from None
     fewest = self.sampler.fewest_configurations(space, settings.population)
     if fewest != settings.population:
       settings.check(num_train, space, lanes=fewest)
     self.parameters = []
+    read: set[str] = set()
     for bucket in self.buckets:  # Every bucket the run may train, before compiling any.
       try:
         params = check_model(bucket.model, data, bucket.batch_size,
-                             dropout=optimizers.DROPOUT_RATE in traced)
+                             dropout=optimizers.DROPOUT_RATE in traced, objective=self.objective)
         check_optimizer(self._optimizer(bucket), traced, params)
+        read |= check_training(bucket.model, self._optimizer(bucket), self.objective, data,
+                               bucket.batch_size, list(traced))
       except SettingsError as e:
         if not bucket.values:
           raise
         raise SettingsError(f"with {bucket.describe()}: {e}") from e
       self.parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+    unread = [name for name in traced if name not in read]
+    if unread:
+      known = (list(optimizers.TRAINER_HPARAMS) + list(self.objective.hparam_ranges)
+               + (list(self._factory.accepted)
+                  if isinstance(self._factory, optimizers.BuiltinOptimizer) else []))
+      raise SettingsError(optimizers.unread_message(unread, settings.optimizer,
+                                                    self.objective.describe(), known))
     sizes = self.sampler.lane_sizes(space, settings.population)
     # Sizes count configurations; with seeds, every configuration takes `seeds` lanes.
     self._lane_sizes = None if sizes is None else tuple(s * settings.seeds for s in sizes)
@@ -105,8 +119,13 @@ class Engine:
     return {**self.settings.to_dict(),
             **({"batch_size": None} if self.buckets.searched_batch_size else {})}
 
+  @property
+  def example_inputs(self) -> Any:
+    """The model's inputs for one training example (``[1, ...]`` leaves)."""
+    return self.objective.inputs(jax.tree.map(lambda a: a[:1], self.data.train))
+
   def _optimizer(self, bucket: Bucket) -> optimizers.OptimizerFactory:
-    steps_per_epoch = len(self.data.train) // bucket.batch_size
+    steps_per_epoch = split_length(self.data.train) // bucket.batch_size
     return optimizers.scheduled(
         self._factory, self.settings.schedule, self.settings.epochs * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -120,6 +139,7 @@ class Engine:
       self._populations[key] = Population(
           bucket.model, self._optimizer(bucket), self.data, epochs=settings.epochs,
           batch_size=bucket.batch_size, eval_batch_size=settings.eval_batch_size,
+          objective=self.objective,
           matmul_precision=settings.matmul_precision,
           lanes_per_chunk=settings.max_lanes_per_chunk,
           memory_budget_bytes=settings.memory_budget_bytes, lane_sizes=self._lane_sizes)
@@ -135,16 +155,17 @@ class Engine:
     bucket = self.buckets.find(trial.hparams)
     alone = self.population(bucket).alone
     keys = round_keys(self.settings.seed, trial.round)
-    if trial.seed_accuracy is not None:  # Trained with several seeds: refit with the first.
+    if trial.seed_scores is not None:  # Trained with several seeds: refit with the first.
       keys = replica_keys(*keys, 0)
     trained = alone.fit_schedule(schedule, *keys)
-    val = alone.evaluate(trained.params)
+    names = self.objective.scoring.names  # In the objective's order, not the pytree's.
+    scored = alone.evaluate(trained.params)
+    val = {name: float(scored[name]) for name in names}
     test = self.data.read_test()
-    if len(test):
-      scored = alone.evaluate(trained.params, self.population(bucket).put_batches(test.x, test.y))
-      test_accuracy, test_loss = float(scored.accuracy), float(scored.loss)
+    if split_length(test):
+      scored = alone.evaluate(trained.params, self.population(bucket).put_batches(test))
+      test_metrics = {name: float(scored[name]) for name in names}
     else:
-      test_accuracy = test_loss = math.nan
-    return FinalFit(trial=trial, schedule=schedule, val_accuracy=float(val.accuracy),
-                    val_loss=float(val.loss), test_accuracy=test_accuracy, test_loss=test_loss,
+      test_metrics = {name: math.nan for name in names}
+    return FinalFit(trial=trial, schedule=schedule, val=val, test=test_metrics,
                     params=trained.params, model=bucket.model, batch_size=bucket.batch_size)

@@ -52,8 +52,10 @@ class Listener:
     """After a piece of training: epochs ``[first_epoch, epoch)`` of ``lanes``
     lanes, ``alive`` of them not diverged, in ``seconds``."""
 
-  def evaluated(self, accuracy: np.ndarray, diverged: np.ndarray) -> None:
-    """After a validation pass: ``accuracy``, ``diverged`` ``[lanes]`` (NaN where diverged)."""
+  def evaluated(self, scores: np.ndarray, diverged: np.ndarray) -> None:
+    """After a validation pass: ``scores``, the ranking metric of each lane (the
+    objective's: validation accuracy for classification; lower is better for a
+    minimised one), and ``diverged``, both ``[lanes]`` (NaN scores where diverged)."""
 
   def round_end(self, result: Any) -> None:
     """After a round (a :class:`vmaptune.results.RoundResult`)."""

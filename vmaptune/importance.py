@@ -1,18 +1,21 @@
-"""Which hyperparameter mattered: the spread of mean validation accuracy over
-groups of its first-round values.
+"""Which hyperparameter mattered: the spread of the mean ranking metric
+(validation accuracy for classification) over groups of its first-round values.
 
 Over the first round's configurations (the trials that started from
 initialisation, sampled from the whole space; later rounds sample narrowed
 ranges, so they mostly compare good values with each other), each scored by
-its validation accuracy when it stopped, a diverged one by the worst
-accuracy of the others (a parameter that makes training blow up matters). A
-parameter's trials are grouped by its value when it has at most ``bins``
-distinct values (categories, structural parameters), else into ``bins``
-equal-count quantile bins of its values in its own scale (log for log-scaled
-ones). Its importance is the spread (max - min) of the groups' mean
-accuracy: how much accuracy moves from its worst to its best region, in
-accuracy units. It sees one parameter at a time (no interactions), and with
-few trials per group it is noisy.
+the objective's ranking metric when it stopped, a diverged one by the worst
+value of the others (the lowest of a maximised metric such as accuracy, the
+highest of a minimised one such as mse: a parameter that makes training blow
+up matters). A parameter's trials are grouped by its value when it has at
+most ``bins`` distinct values (categories, structural parameters), else into
+``bins`` equal-count quantile bins of its values in its own scale (log for
+log-scaled ones). Its importance is the spread (max - min) of the groups'
+means: how much the metric moves between its worst and its best region, in
+the metric's own units, whichever way the metric is better (the spread is
+the same either way round; the group means are the metric's values, not
+turned). It sees one parameter at a time (no interactions), and with few
+trials per group it is noisy.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from vmaptune.trials import TrialTable
 
 @dataclasses.dataclass(frozen=True)
 class Importance:
-  """How much one hyperparameter moved validation accuracy.
+  """How much one hyperparameter moved the ranking metric (validation accuracy
+  for classification).
 
   Attributes:
     name: the hyperparameter.
-    spread: max - min of the groups' mean accuracy (0 with fewer than two groups).
-    groups: ``[(label, trials, mean accuracy), ...]`` in value order.
+    spread: max - min of the groups' mean metric (0 with fewer than two groups);
+      never negative, whichever way the metric is better.
+    groups: ``[(label, trials, mean metric), ...]`` in value order; means in
+      the metric's own units (for a minimised metric the best group has the
+      lowest mean).
     method: ``"categories"``, ``"distinct values"`` or ``"quantile bins (log)"``
       / ``"... (linear)"``.
   """
@@ -64,11 +71,12 @@ def format_value(value: Any) -> str:
 
 
 def importance(trials: TrialTable, space: Space, bins: int | None = None) -> list[Importance]:
-  """Ranks the hyperparameters by the spread of mean validation accuracy over
-  groups of their values in the first round (see the module docstring).
+  """Ranks the hyperparameters by the spread of the mean ranking metric
+  (``trials.scoring.rank_by``) over groups of their values in the first round
+  (see the module docstring).
 
   Args:
-    trials: a run's trials (at least one round's).
+    trials: a run's trials (at least one round's); scored by their scoring.
     space: the original space.
     bins: groups per numeric parameter (default ``n // 10`` clipped to
       ``[2, 5]`` for ``n`` trials).
@@ -77,9 +85,11 @@ def importance(trials: TrialTable, space: Space, bins: int | None = None) -> lis
     One :class:`Importance` per parameter, largest spread first.
   """
   rows = np.flatnonzero((trials.round == trials.round.min()) & trials.is_configuration)
-  score = trials.val_accuracy[rows].copy()
+  score = trials.score[rows].copy()
   finite = score[np.isfinite(score)]
-  score[~np.isfinite(score)] = finite.min() if len(finite) else 0.0
+  # A diverged trial counts as the worst of the others, whichever way that is.
+  worst = (finite.min() if trials.scoring.maximize else finite.max()) if len(finite) else 0.0
+  score[~np.isfinite(score)] = worst
   bins = bins or int(np.clip(len(rows) // 10, 2, 5))
   ranking = []
   for name, dist in space.items():

@@ -1,13 +1,16 @@
 """Small reference Flax Linen models for the shipped experiments.
 
 Any Linen module works with vmaptune if ``module.apply({"params": p}, x)``
-maps features ``[B, ...]`` to logits ``[B, num_classes]``; these two are the
-ones the digits experiments use.
+maps a batch's inputs to the outputs its objective reads: logits
+``[B, num_classes]`` for classification (:class:`MLP`, :class:`CNN`), outputs
+shaped like the targets for regression (:class:`MLP` with ``num_classes=1``),
+logits ``[B, T, V]`` for a language model (:class:`CharTransformer`).
 
 To search a dropout rate per lane, a model takes it as a call argument,
 ``module.apply({"params": p}, x, dropout_rate=rate, rngs={"dropout": key})``,
 and is deterministic when called without it (evaluation): :class:`Dropout`
-is a dropout layer for that, and :class:`MLP` and :class:`CNN` use it.
+is a dropout layer for that, and :class:`MLP`, :class:`CNN` and
+:class:`CharTransformer` use it.
 """
 
 from __future__ import annotations
@@ -165,3 +168,99 @@ class CNN(nn.Module):
     x = Dropout()(x.reshape((x.shape[0], -1)), dropout_rate)
     x = Dropout()(nn.relu(nn.Dense(self.dense)(x)), dropout_rate)
     return nn.Dense(self.num_classes)(x)
+
+
+class CausalSelfAttention(nn.Module):
+  """Multi-head self-attention in which position ``t`` attends to positions ``<= t``.
+
+  Attributes:
+    num_heads: heads; they split the input width evenly.
+  """
+
+  num_heads: int = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps ``x [B, T, D]`` to ``[B, T, D]``."""
+    batch, length, width = x.shape
+    if width % self.num_heads:
+      raise ValueError(f"width {width} is not a multiple of num_heads={self.num_heads}")
+    head = width // self.num_heads
+    qkv = nn.Dense(3 * width, use_bias=False)(x).reshape(batch, length, 3, self.num_heads, head)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, H, D / H] each.
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(head))
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+    attended = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+    return nn.Dense(width)(attended.reshape(batch, length, width))
+
+
+class TransformerBlock(nn.Module):
+  """A pre-norm transformer block: causal attention, then a GELU MLP, each on a
+  LayerNorm of the residual stream and added back through :class:`Dropout`.
+
+  Attributes:
+    num_heads: attention heads.
+    mlp_ratio: the MLP's hidden width over the model width.
+  """
+
+  num_heads: int = 4
+  mlp_ratio: int = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, dropout_rate: jax.Array | float | None = None) -> jax.Array:
+    """Maps ``x [B, T, D]`` to ``[B, T, D]``; ``dropout_rate`` a scalar or ``None``."""
+    x = x + Dropout()(CausalSelfAttention(self.num_heads)(nn.LayerNorm()(x)), dropout_rate)
+    hidden = nn.gelu(nn.Dense(self.mlp_ratio * x.shape[-1])(nn.LayerNorm()(x)))
+    return x + Dropout()(nn.Dense(x.shape[-1])(hidden), dropout_rate)
+
+
+class CharTransformer(nn.Module):
+  """A small causal transformer language model over a token vocabulary.
+
+  Token embeddings plus learned position embeddings, ``depth`` pre-norm
+  :class:`TransformerBlock` s, a final LayerNorm and a dense head. Position
+  ``t``'s logits depend only on tokens ``0..t``, so with the
+  ``language_model`` objective it predicts every next token of a sequence at once.
+
+  Attributes:
+    vocab_size: tokens ``[0, vocab_size)``, and the logits' last axis.
+    max_length: the longest input it takes (position embeddings).
+    width: the model width ``D``.
+    depth: transformer blocks.
+    num_heads: attention heads per block (dividing ``width``).
+    mlp_ratio: the MLPs' hidden width over ``width``.
+
+  Called with ``dropout_rate`` (and a ``"dropout"`` rng), the embeddings and
+  every block's attention and MLP outputs go through :class:`Dropout`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> model = CharTransformer(vocab_size=30, max_length=16, width=32, depth=1)
+  >>> logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0),
+  ...                            jnp.zeros((4, 16), jnp.int32))
+  >>> logits.shape
+  (4, 16, 30)
+  """
+
+  vocab_size: int
+  max_length: int = 64
+  width: int = 64
+  depth: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 4
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array,
+               dropout_rate: jax.Array | float | None = None) -> jax.Array:
+    """Maps int tokens ``[B, T]`` (``T <= max_length``) to logits ``[B, T, vocab_size]``;
+    ``dropout_rate`` is a scalar (``None``: deterministic)."""
+    length = tokens.shape[1]
+    if length > self.max_length:
+      raise ValueError(f"sequences of {length} tokens exceed max_length={self.max_length}")
+    positions = self.param("positions", nn.initializers.normal(0.02),
+                           (self.max_length, self.width))
+    x = nn.Embed(self.vocab_size, self.width)(tokens) + positions[:length]
+    x = Dropout()(x, dropout_rate)
+    for _ in range(self.depth):
+      x = TransformerBlock(self.num_heads, self.mlp_ratio)(x, dropout_rate)
+    return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))

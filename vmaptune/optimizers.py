@@ -17,9 +17,11 @@ with any optimizer, built-in or not, and are passed to factories too:
 
 * ``dropout_rate``: the rate of the model's dropout layers in training (the
   model takes a ``dropout_rate`` call argument; evaluation never drops);
-* ``label_smoothing``: the weight of the uniform target in the training
-  cross-entropy (validation and test losses stay unsmoothed);
 * ``warmup_epochs``: epochs of linear step-size warmup (see :func:`scheduled`).
+
+Other names are the objective's (``label_smoothing`` for classification, a
+loss weight of your own; see :mod:`vmaptune.objectives`). A searched name
+that nothing reads is refused before compiling (:mod:`vmaptune.checks`).
 """
 
 from __future__ import annotations
@@ -53,15 +55,14 @@ class Interval(NamedTuple):
 
 
 DROPOUT_RATE = "dropout_rate"
-LABEL_SMOOTHING = "label_smoothing"
 WARMUP_EPOCHS = "warmup_epochs"
 
 # Per-lane hyperparameters the trainer consumes itself, whatever the optimizer
-# (train.py reads the first two, `scheduled` the third), and their valid ranges.
-# Each is a traced value inside the compiled step: searching it never recompiles.
+# and objective (train.py reads the first, `scheduled` the second), and their
+# valid ranges. Each is a traced value inside the compiled step: searching it
+# never recompiles.
 TRAINER_HPARAMS: dict[str, Interval] = {
     DROPOUT_RATE: Interval(0.0, 1.0),
-    LABEL_SMOOTHING: Interval(0.0, 1.0, closed=True),
     WARMUP_EPOCHS: Interval(0.0, math.inf),
 }
 
@@ -127,9 +128,7 @@ def resolve(optimizer: str | OptimizerFactory, searched: tuple[str, ...]) -> Opt
     searched: names of the space's parameters.
 
   Raises:
-    ValueError: unknown name, a required hyperparameter not searched, or a
-      searched name that neither the built-in optimizer nor the trainer
-      (:data:`TRAINER_HPARAMS`) uses.
+    ValueError: unknown name, or a required hyperparameter not searched.
   """
   if isinstance(optimizer, str):
     if optimizer not in BUILTIN:
@@ -139,16 +138,6 @@ def resolve(optimizer: str | OptimizerFactory, searched: tuple[str, ...]) -> Opt
     missing = [k for k in spec.required if k not in searched]
     if missing:
       raise ValueError(f"optimizer {optimizer!r} needs {missing} in the search space")
-    unused = [k for k in searched if k not in spec.accepted and k not in TRAINER_HPARAMS]
-    if unused:
-      known = list(spec.accepted) + list(TRAINER_HPARAMS)
-      hints = [f"{k!r} -> {close[0]!r}" for k in unused
-               if (close := difflib.get_close_matches(k, known, n=1, cutoff=0.6))]
-      raise ValueError(
-          f"search space parameters {unused} are not used by optimizer {optimizer!r}, which "
-          f"takes {list(spec.accepted)}, nor by the trainer, which takes "
-          f"{list(TRAINER_HPARAMS)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
-          + "; pass a custom optimizer factory to search other names")
     return spec
   if not callable(optimizer):
     raise ValueError(f"optimizer={optimizer!r}; expected a name in {sorted(BUILTIN)} "
@@ -233,19 +222,39 @@ def scheduled(factory: OptimizerFactory, schedule: str, total_steps: int, *,
   return with_schedule
 
 
-def check_ranges(space: Mapping[str, Any], factory: OptimizerFactory) -> None:
-  """Checks the space's ranges for the trainer's names and the built-in optimizer's.
+def unread_message(unread: list[str], optimizer: str | OptimizerFactory, objective: str,
+                   known: list[str]) -> str:
+  """Why searched names nothing reads are refused, with close matches among ``known``."""
+  hints = [f"{k!r} -> {close[0]!r}" for k in unread
+           if (close := difflib.get_close_matches(k, known, n=1, cutoff=0.6))]
+  takes = (f", which takes {list(BUILTIN[optimizer].accepted)}"
+           if isinstance(optimizer, str) and optimizer in BUILTIN else "")
+  return (f"search space parameters {unread} are read by nothing: not by optimizer "
+          f"{describe(optimizer)!r}{takes}, nor by the trainer, which takes "
+          f"{list(TRAINER_HPARAMS)}, nor by objective {objective!r}"
+          + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+          + "; remove them, or read them in a custom optimizer factory or objective")
+
+
+def check_ranges(space: Mapping[str, Any], factory: OptimizerFactory,
+                 objective_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
+  """Checks the space's ranges for the trainer's names, the built-in optimizer's
+  and the objective's.
 
   Args:
     space: ``{name: distribution}``; distributions with ``low`` and ``high``
       are checked, others are left alone.
     factory: the resolved optimizer (a user factory's names are its own).
+    objective_ranges: ``{name: (low, high)}`` closed intervals of the
+      objective's own hyperparameters (e.g. ``label_smoothing``).
 
   Raises:
     ValueError: a range leaves its name's valid interval, e.g. a dropout rate
       that can reach 1.
   """
   ranges = {**(factory.ranges if isinstance(factory, BuiltinOptimizer) else {}),
+            **{name: Interval(low, high, closed=True)
+               for name, (low, high) in (objective_ranges or {}).items()},
             **TRAINER_HPARAMS}
   for name, dist in space.items():
     if name not in ranges or not hasattr(dist, "low") or not hasattr(dist, "high"):

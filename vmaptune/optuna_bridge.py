@@ -70,7 +70,7 @@ def _first_round(study: Any) -> int:
 def _describe(result: RoundResult, number: int, batches: int, study: Any) -> str:
   compiled = (f", {result.compile_s:.1f}s compiling {result.compiles} programs"
               if result.compiles else "")
-  best = (f"batch best {result.best_accuracy:.4f}" if result.completed.any()
+  best = (f"batch best {result.best_score:.4f}" if result.completed.any()
           else "no trial finished")
   try:
     overall = f"study best {study.best_value:.4f} (trial {study.best_trial.number})"
@@ -89,14 +89,17 @@ def optimize(study: Any, model: ModelSpec, data: Dataset, space: Space, *, batch
   Every input is checked before anything is compiled or asked.
 
   Args:
-    study: a single-objective study with ``direction="maximize"``.
+    study: a single-objective study in the objective's direction
+      (``direction="maximize"`` for classification, the default;
+      ``"minimize"`` for ``objective="regression"``, whose mse it is told).
     model, data, space: as for :func:`vmaptune.tune`.
     batches: batches (rounds) to run.
     population: trials per batch, trained together.
     diverged: the state a diverged trial is told: ``"pruned"`` or ``"fail"``.
     verbose: print one line per batch.
     **settings: the settings of :func:`vmaptune.tune` that shape training
-      (``epochs``, ``batch_size``, ``seed``, ``optimizer``, ``seeds``, ...).
+      (``epochs``, ``batch_size``, ``seed``, ``optimizer``, ``seeds``,
+      ``objective``, ...).
 
   Returns:
     A :class:`BridgeResult`: the batches as rounds, the best trial, a final fit.

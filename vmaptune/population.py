@@ -27,19 +27,19 @@ from jax.sharding import PartitionSpec
 
 from vmaptune.alone import Alone
 from vmaptune.chunks import (
-  CPU_CHUNK_BYTES,
   MEMORY_HEADROOM,
   Layout,
   TrainingMemory,
   chunked,
   chunked_in_place,
+  cpu_chunk,
   fit_chunk,
   free_device_memory,
-  lane_footprint_bytes,
   layout,
 )
 from vmaptune.compilation import MATMUL_PRECISIONS, compiler_options
-from vmaptune.data import Dataset, Split
+from vmaptune.data import Dataset
+from vmaptune.data.dataset import split_length
 from vmaptune.devices import (
   LANES,
   first_local_device,
@@ -49,6 +49,7 @@ from vmaptune.devices import (
   replicated,
 )
 from vmaptune.keys import round_keys, split_replica
+from vmaptune.objectives import Classification, Objective
 from vmaptune.optimizers import OptimizerFactory
 from vmaptune.train import (
   EvalBatches,
@@ -57,6 +58,7 @@ from vmaptune.train import (
   Params,
   TrainOutput,
   eval_batches,
+  first_example,
   make_evaluate,
   make_init,
   make_segment,
@@ -94,9 +96,10 @@ class Population:
   """Trains and evaluates ``P`` lanes of one model, each with its own hyperparameters.
 
   Args:
-    model: a Linen module mapping ``[B, ...]`` to logits ``[B, num_classes]``.
+    model: a Linen module mapping a batch's inputs to the outputs ``objective`` reads.
     optimizer: ``factory(hparams) -> optax.GradientTransformation``.
     data: the dataset; only its train and validation splits are put on device.
+    objective: what training minimises and validation scores (default: classification).
     epochs: passes over the training split per round.
     batch_size: training examples per step, shared by all lanes.
     eval_batch_size: validation examples per evaluation batch.
@@ -106,12 +109,10 @@ class Population:
       (default: a cache-sized chunk on CPU; elsewhere as few equal chunks as
       fit ``memory_budget_bytes``; see :mod:`vmaptune.chunks`).
     memory_budget_bytes: bytes per device a training program may use
-      (default: ``MEMORY_HEADROOM`` of the free memory the device reports;
-      none on CPU), checked against each new largest population's compiled
-      memory analysis.
-    matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"`` runs
-      matmuls on bf16 inputs with fp32 accumulation (GPUs with bf16 support,
-      TPUs; XLA:CPU ignores it).
+      (default: ``MEMORY_HEADROOM`` of the device's free memory; none on CPU),
+      checked against each new largest population's compiled memory analysis.
+    matmul_precision: one of ``MATMUL_PRECISIONS``; ``"bfloat16"``: bf16
+      matmul inputs, fp32 accumulation (XLA:CPU ignores it).
     lane_sizes: sizes a lane count is rounded up to (padding lanes are
       computed and ignored), so populations of many sizes share a few
       compiled programs; ``None``: every size is laid out as it is.
@@ -125,16 +126,18 @@ class Population:
   ...                  data, epochs=1, batch_size=64, eval_batch_size=256)
   >>> hp = {"learning_rate": np.full(3, 1e-2, np.float32)}
   >>> out = pop.train(hp, *vt.keys.round_keys(seed=0, round_index=0))
-  >>> pop.evaluate(out.params).accuracy[:3].shape
+  >>> pop.evaluate(out.params)["accuracy"][:3].shape
   (3,)
   """
 
   def __init__(self, model: nn.Module, optimizer: OptimizerFactory, data: Dataset, *,
                epochs: int, batch_size: int, eval_batch_size: int,
+               objective: Objective | None = None,
                devices: list | None = None, lanes_per_chunk: int | None = None,
                memory_budget_bytes: int | None = None, matmul_precision: str = "default",
                lane_sizes: tuple[int, ...] | None = None):
     self.model = model
+    self.objective = objective = objective or Classification()
     self.epochs = epochs
     self.batch_size = batch_size
     self.eval_batch_size = eval_batch_size
@@ -142,9 +145,8 @@ class Population:
     self.num_devices = self.mesh.size
     self.platform = self.mesh.devices.flat[0].platform
     if lanes_per_chunk is None and self.platform == "cpu":
-      batch = jax.ShapeDtypeStruct((batch_size,) + data.feature_shape, np.float32)
-      params = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
-      lanes_per_chunk = max(1, CPU_CHUNK_BYTES // lane_footprint_bytes(model, params, batch))
+      lanes_per_chunk = cpu_chunk(model, jax.eval_shape(
+          lambda t: objective.inputs(jax.tree.map(lambda a: a[:batch_size], t)), data.train))
     optional_whole_number("lanes_per_chunk", lanes_per_chunk, 1, error=ValueError)
     optional_whole_number("memory_budget_bytes", memory_budget_bytes, 1, error=ValueError)
     self.lanes_per_chunk = lanes_per_chunk  # None: every lane of a device at once.
@@ -160,16 +162,15 @@ class Population:
     self.compiler_options = compiler_options(self.platform)
 
     self.init_one = make_init(model, optimizer)
-    self.segment_one = make_segment(model, optimizer, batch_size=batch_size,
-                                    num_train=len(data.train), max_epochs=epochs)
-    self.evaluate_one = make_evaluate(model)
+    self.segment_one = make_segment(model, optimizer, objective, batch_size=batch_size,
+                                    num_train=split_length(data.train), max_epochs=epochs)
+    self.evaluate_one = make_evaluate(model, objective)
     self._replicated = replicated(self.mesh)
     # Gathers lanes (selection, copying) into a lane-sharded result.
     self._gather = jax.jit(lambda tree, index: jax.tree.map(lambda a: a[index], tree),
                            out_shardings=lane_sharding(self.mesh))
-    self._x_train = put(data.train.x, self._replicated)
-    self._y_train = put(data.train.y, self._replicated)
-    self._val = self.put_batches(data.val.x, data.val.y)
+    self._train = put(data.train, self._replicated)
+    self._val = self.put_batches(data.val)
     self._programs: dict[Layout, dict[str, Callable]] = {}
     self._alone: Alone | None = None
 
@@ -206,9 +207,9 @@ class Population:
       def compiled(fn, **kwargs):
         return jax.jit(fn, compiler_options=self.compiler_options, **kwargs)
 
-      def init(hparams, key, x_train):
+      def init(hparams, key, train):
         hparams, key, _ = split_replica(hparams, key, key)
-        return self.init_one(hparams, key, x_train[:1])
+        return self.init_one(hparams, key, first_example(self.objective, train))
 
       def advance(state, hparams, data_key, *shared):
         hparams, _, data_key = split_replica(hparams, data_key, data_key)
@@ -218,7 +219,7 @@ class Population:
           "init": compiled(sharded(init, 2)),
           # The lanes' state is donated and updated chunk by chunk in place, so
           # training holds one copy of the population's state, not two.
-          "advance": compiled(sharded(advance, 5, lanes=2, chunked_fn=chunked_in_place),
+          "advance": compiled(sharded(advance, 4, lanes=2, chunked_fn=chunked_in_place),
                               donate_argnums=0),
           "evaluate": compiled(sharded(self.evaluate_one, 1))}
     return self._programs[layout]
@@ -238,13 +239,13 @@ class Population:
     hparams = {name: np.zeros(layout.padded, np.float32) for name in names}
     shared = put((round_keys(0, 0)[0], np.int32(0), np.int32(self.epochs)),
                  self._replicated)
-    state = jax.eval_shape(programs["init"], hparams, shared[0], self._x_train)
+    state = jax.eval_shape(programs["init"], hparams, shared[0], self._train)
     sharding = lane_sharding(self.mesh)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                          state)
     with jax.default_matmul_precision(self._precision):
-      compiled = programs["advance"].lower(state, hparams, shared[0], self._x_train,
-                                           self._y_train, *shared[1:]).compile()
+      compiled = programs["advance"].lower(state, hparams, shared[0], self._train,
+                                           *shared[1:]).compile()
     stats = compiled.memory_analysis()
     if stats is None:
       return None
@@ -279,9 +280,9 @@ class Population:
     self.lanes_per_chunk = chunk // 2
     return True
 
-  def put_batches(self, x: np.ndarray, y: np.ndarray) -> EvalBatches:
-    """Pads and batches a split for evaluation and puts a copy on every device."""
-    batches = eval_batches(Split(x, y), self.eval_batch_size)
+  def put_batches(self, split: Any) -> EvalBatches:
+    """Pads and batches a split (``[N, ...]`` leaves), a copy on every device."""
+    batches = eval_batches(split, self.eval_batch_size)
     return EvalBatches(*put(tuple(batches), self._replicated))
 
   def init(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array) -> Lanes:
@@ -301,7 +302,7 @@ class Population:
     padded = {k: _pad(np.asarray(v, np.float32), layout.padded) for k, v in hparams.items()}
     key = put(init_key, self._replicated)
     with jax.default_matmul_precision(self._precision):
-      state = self._compiled(layout)["init"](padded, key, self._x_train)
+      state = self._compiled(layout)["init"](padded, key, self._train)
     return Lanes(state, padded, count)
 
   def advance(self, lanes: Lanes, data_key: jax.Array, first_epoch: int,
@@ -325,17 +326,16 @@ class Population:
     shared = put((data_key, np.int32(first_epoch), np.int32(num_epochs)), self._replicated)
     with jax.default_matmul_precision(self._precision):
       state, losses = self._compiled(layout)["advance"](
-          lanes.state, lanes.hparams, shared[0], self._x_train, self._y_train, *shared[1:])
+          lanes.state, lanes.hparams, shared[0], self._train, *shared[1:])
     return lanes._replace(state=state), losses
 
   def advance_program(self, hparams: Mapping[str, np.ndarray]) -> tuple[Callable, tuple]:
-    """The training program for a population of ``hparams`` (``{name: [P]}``)
-    and the arguments it would get for epochs 0 to the budget, e.g. to
-    ``.lower(*args)`` it or trace its jaxpr."""
+    """The training program for ``hparams`` (``{name: [P]}``) and its arguments
+    for the whole budget, e.g. to ``.lower(*args)`` it or trace its jaxpr."""
     key = round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
     args = (lanes.state, lanes.hparams, put(key, self._replicated),
-            self._x_train, self._y_train, np.int32(0), np.int32(self.epochs))
+            self._train, np.int32(0), np.int32(self.epochs))
     return self._compiled(self.layout(lanes.count))["advance"], args
 
   def select(self, lanes: Lanes, index: np.ndarray,
@@ -372,8 +372,8 @@ class Population:
     return TrainOutput(lanes.state.params, losses, lanes.state.diverged)
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
-    """Accuracy and loss of every lane on the validation split (or ``batches``),
-    in one call: ``[L]`` each, for the ``L`` lanes of ``params`` padded as
+    """Every metric of every lane on the validation split (or ``batches``), in
+    one call: ``{metric: [L]}``, for the ``L`` lanes of ``params`` padded as
     :meth:`layout` asks (pass :meth:`train`'s output to get ``[L]`` back as is)."""
     _check_not_consumed(params, "these parameters")
     lanes = jax.tree.leaves(params)[0].shape[0]
@@ -392,7 +392,9 @@ class Population:
     axis, on this process's first device (see :mod:`vmaptune.alone`)."""
     if self._alone is None:
       self._alone = Alone(self.init_one, self.segment_one, self.evaluate_one,
-                          train=(self._x_train, self._y_train), val=self._val,
+                          train=self._train,
+                          example=lambda train: first_example(self.objective, train),
+                          val=self._val,
                           epochs=self.epochs, device=first_local_device(self.mesh),
                           precision=self._precision, compiler_options=self.compiler_options)
     return self._alone

@@ -14,7 +14,11 @@ computation, bit for bit, at the cost of one program launch and one read
 :func:`vmaptune.tune`) nothing is cut or read back.
 
 Every event is a dict with ``event`` (its kind) and ``t`` (seconds since the
-run started); ``round`` is 0-based, as in ``trials.jsonl``:
+run started); ``round`` is 0-based, as in ``trials.jsonl``. Scores are the
+objective's ranking metric, named by its record field: ``val_accuracy`` and
+``best_val_accuracy`` below for classification (the default), ``val_mse`` and
+``best_val_mse`` for regression, and so on; "best" is the highest of a
+maximised metric and the lowest of a minimised one:
 
 * ``run_start``: ``rounds``, ``population``, ``epochs``, ``seeds``,
   ``sampler``, ``strategy``, ``space``, ``restored`` (rounds a resumed run restored from
@@ -71,6 +75,7 @@ from tqdm import tqdm
 
 from vmaptune.distributed import is_first_process
 from vmaptune.events import Listener, Pieces
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials import finite_or_none
 
 Event = dict[str, Any]
@@ -192,7 +197,8 @@ class Bar(Progress):
     rate = event.get("trials_per_s", self._rate)
     if rate is not None:
       parts.append(f"{rate:.1f} trials/s")
-    best = event["best_val_accuracy"]
+    # The run's best, whichever metric ranks (best_val_accuracy, best_val_mse, ...).
+    best = next((v for k, v in event.items() if k.startswith("best_val_")), None)
     parts.append("best " + ("-" if best is None else f"{best:.4f}"))
     return ", ".join(parts)
 
@@ -272,10 +278,15 @@ class Reporter(Listener):
 
   Args:
     sink: the :class:`Progress` to report to.
+    scoring: the objective's metrics: which one the events report (as
+      ``val_<metric>`` and ``best_val_<metric>``) and which way it is better.
   """
 
-  def __init__(self, sink: Progress):
+  def __init__(self, sink: Progress, scoring: Scoring = CLASSIFICATION):
     self.sink = sink
+    self.scoring = scoring
+    self.field = scoring.field(scoring.rank_by)  # "val_accuracy", "val_mse", ...
+    self.best_field = "best_" + self.field
     self.speaks = is_first_process()
     self.start = time.perf_counter()
     self.best: float | None = None
@@ -285,15 +296,15 @@ class Reporter(Listener):
     if self.speaks:
       self.sink({"event": kind, "t": round(time.perf_counter() - self.start, 4), **fields})
 
-  def _improve(self, accuracy: float | None) -> None:
-    if accuracy is not None and (self.best is None or accuracy > self.best):
-      self.best = accuracy
+  def _improve(self, score: float | None) -> None:
+    if score is not None and (self.best is None or self.scoring.better(score, self.best)):
+      self.best = score
 
   def run_start(self, *, rounds: int, population: int, epochs: int, seeds: int,
                 strategy: str, sampler: str, space: Any, restored: list) -> None:
     self.rounds, self.budget, self.seeds = rounds, epochs, seeds
     for result in restored:
-      self._improve(result.best_accuracy if result.completed.any() else None)
+      self._improve(result.best_score if result.completed.any() else None)
     self._emit("run_start", rounds=rounds, population=population, epochs=epochs,
                seeds=seeds, sampler=sampler, strategy=strategy, space=space.to_dict(),
                restored=len(restored))
@@ -320,32 +331,33 @@ class Reporter(Listener):
     rate = self.lane_epochs / (self.budget * self.seeds) / elapsed if elapsed > 0 else 0.0
     self._emit("segment", **self._where(), first_epoch=first_epoch, epoch=epoch,
                budget=self.budget, lanes=lanes, alive=alive, lane_epochs=self.lane_epochs,
-               trials_per_s=round(rate, 3), best_val_accuracy=self.best)
+               trials_per_s=round(rate, 3), **{self.best_field: self.best})
 
-  def evaluated(self, accuracy: np.ndarray, diverged: np.ndarray) -> None:
-    alive = accuracy[~diverged]
-    best = finite_or_none(alive.max()) if len(alive) else None
+  def evaluated(self, scores: np.ndarray, diverged: np.ndarray) -> None:
+    alive = scores[~diverged]
+    best = finite_or_none(self.scoring.best_of(alive)) if len(alive) else None
     if self.epoch == self.budget and self.seeds == 1:
       # With seeds a lane is one seed; a configuration's score (the mean) comes at round_end.
       self._improve(best)
     self._emit("evaluation", **self._where(), epoch=self.epoch, budget=self.budget,
-               lanes=len(accuracy), alive=int(len(alive)), val_accuracy=best,
-               best_val_accuracy=self.best)
+               lanes=len(scores), alive=int(len(alive)),
+               **{self.field: best, self.best_field: self.best})
 
   def round_end(self, result: Any) -> None:
-    best = result.best_accuracy if result.completed.any() else None
+    best = result.best_score if result.completed.any() else None
     self._improve(best)
     self._emit("round_end", round=result.index, rounds=self.rounds,
                configurations=result.configurations, trials=result.num_trials,
-               diverged=result.num_diverged, kept=len(result.kept), val_accuracy=best,
-               best_val_accuracy=self.best, lane_epochs=result.lane_epochs,
+               diverged=result.num_diverged, kept=len(result.kept),
+               **{self.field: best, self.best_field: self.best},
+               lane_epochs=result.lane_epochs,
                wall_s=round(result.wall_s, 4), trials_per_s=round(result.trials_per_s, 3),
                next_space=result.next_space.to_dict())
 
   def run_end(self, result: Any) -> None:
     best = result.best
     self._emit("run_end", rounds=len(result.rounds),
-               best_val_accuracy=None if best is None else best.val_accuracy,
+               **{self.best_field: None if best is None else best.score},
                chosen=None if best is None else best.to_record()["hparams"],
                wall_s=round(result.wall_s, 4))
     self.close()

@@ -1,33 +1,40 @@
 """Ranking trials and keeping the top: the one ordering every part of vmaptune uses.
 
 Trials are ordered by the epoch they reached (descending: a trial that
-trained the full budget outranks one stopped at an early rung), then
-validation accuracy (descending), then validation loss (ascending), then
-their position (round, then index), so ties break deterministically.
-Diverged trials are left out (or, for strategies that must place every lane,
-put last). Samplers, strategies, the chosen configuration, ``vmaptune show``
-and the reports all rank with these functions.
+trained the full budget outranks one stopped at an early rung), then the
+objective's ranking metric in its direction, then its other metrics in theirs
+(classification: validation accuracy descending, then loss ascending; see
+:class:`~vmaptune.scoring.Scoring`), then their position (round, then index),
+so ties break deterministically. Diverged trials are left out (or, for
+strategies that must place every lane, put last). Samplers, strategies, the
+chosen configuration, ``vmaptune show`` and the reports all rank with these
+functions.
 
 >>> import numpy as np
->>> order(np.array([0.9, 0.8, 0.9]), np.array([0.3, 0.2, 0.1]), np.array([False, False, True]))
+>>> from vmaptune.scoring import CLASSIFICATION
+>>> metrics = {"accuracy": np.array([0.9, 0.8, 0.9]), "loss": np.array([0.3, 0.2, 0.1])}
+>>> order(CLASSIFICATION, metrics, np.array([False, False, True]))
 array([0, 1])
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
+from vmaptune.scoring import Scoring
 from vmaptune.trials import TrialTable
 
 
-def order(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
+def order(scoring: Scoring, metrics: Mapping[str, np.ndarray], diverged: np.ndarray,
           reached: np.ndarray | None = None) -> np.ndarray:
   """Indices of the trials that did not diverge, best first.
 
   Args:
-    accuracy, loss: ``[T]``.
+    scoring: the metrics' directions and the ranking one.
+    metrics: ``{name: [T]}``, every metric of ``scoring``.
     diverged: bool ``[T]``; these trials are left out.
     reached: ``[T]`` epoch each trial stopped at (default: all equal).
 
@@ -35,19 +42,20 @@ def order(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray,
     int ``[T - diverged.sum()]``.
   """
   alive = np.flatnonzero(~np.asarray(diverged))
-  reached = np.zeros(len(accuracy)) if reached is None else np.asarray(reached)
-  return alive[np.lexsort((alive, loss[alive], -accuracy[alive], -reached[alive]))]
+  reached = np.zeros(len(diverged)) if reached is None else np.asarray(reached)
+  return alive[np.lexsort((alive, *scoring.sort_keys(metrics, alive), -reached[alive]))]
 
 
-def order_lanes(accuracy: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+def order_lanes(scoring: Scoring, metrics: Mapping[str, np.ndarray],
+                diverged: np.ndarray) -> np.ndarray:
   """Every lane, best first (see :func:`order`), diverged lanes last: ``[T]``."""
-  return np.concatenate([order(accuracy, loss, diverged), np.flatnonzero(diverged)])
+  return np.concatenate([order(scoring, metrics, diverged), np.flatnonzero(diverged)])
 
 
 def rank(table: TrialTable) -> np.ndarray:
   """The rows of ``table`` that did not diverge, best first (ties by row,
   i.e. by round, then index within the round)."""
-  return order(table.val_accuracy, table.val_loss, table.diverged, table.reached)
+  return order(table.scoring, table.metrics, table.diverged, table.reached)
 
 
 def keep_top(table: TrialTable, fraction: float) -> np.ndarray:

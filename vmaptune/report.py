@@ -7,6 +7,11 @@ top trials and an importance ranking of the hyperparameters (see
 installed (``pip install 'vmaptune[report]'``), writes PNG figures (see
 :mod:`vmaptune.figures`), and one page of it all, ``report.html`` (see
 :mod:`vmaptune.report_page`). :func:`describe_run` is what ``vmaptune show`` prints.
+
+Both follow the run's objective (:attr:`vmaptune.rundir.Run.scoring`): the
+ranking metric's scores are shown (``val accuracy`` for classification,
+``val mse`` for regression), a column per metric lists the trials, and the
+trials are ranked the way round the metric is better.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from vmaptune.confirmation import describe as describe_confirmation
 from vmaptune.distributions import describe_values
 from vmaptune.importance import Importance, format_value, importance
 from vmaptune.ranking import rank
+from vmaptune.report_page import metric_name, ranked_by
 from vmaptune.report_page import render as render_page
 from vmaptune.rundir import PARAMS_FILE, Run, load_run
 from vmaptune.validation import whole_number
@@ -30,6 +36,16 @@ INSTALL_HINT = ("matplotlib is not installed, so no figures were written; instal
                 "report again")
 PAGE_FILE = "report.html"
 PAGE_TOP = 50  # Trials in the page's table (the printed one has ``top``).
+
+
+def column(name: str) -> str:
+  """A metric's column in the trial tables: ``val_acc`` for accuracy, else ``val_<name>``."""
+  return "val_acc" if name == "accuracy" else f"val_{name}"
+
+
+def _score(value: Any, width: int = 0) -> str:
+  """A score as the tables show it (``n/a`` where a record holds none)."""
+  return "n/a".rjust(width) if value is None else f"{value:>{width}.4f}"
 
 
 def describe_run(run: Run, top: int = 10) -> str:
@@ -45,17 +61,18 @@ def describe_run(run: Run, top: int = 10) -> str:
            f"{settings['strategy']}, seed {settings['seed']}"]
   if run.summary and run.summary.get("error"):
     lines.append(f"  stopped with an error: {run.summary['error']}")
-  chosen = run.chosen
+  chosen, scoring = run.chosen, run.scoring
+  metric, field = metric_name(scoring), scoring.field(scoring.rank_by)
   if chosen is not None:
     lines.append(f"chosen config (round {chosen['round'] + 1}, trial {chosen['trial']}): "
                  f"{describe_values(chosen['hparams'], sep='  ')}")
-    scores = f"  val accuracy  {chosen['val_accuracy']:.4f} (search)"
+    scores = f"  val {metric}  {_score(chosen.get(field))} (search)"
     final = run.final_fit
     if final is not None:
-      scores += f"  {final['val_accuracy']:.4f} (refit alone)"
-      test = final["test_accuracy"]
-      scores += "\n  test accuracy " + ("n/a (empty test split)" if test is None
-                                        or math.isnan(test) else f"{test:.4f}")
+      scores += f"  {_score(final.get(field))} (refit alone)"
+      test = final.get(f"test_{scoring.rank_by}")
+      scores += f"\n  test {metric} " + ("n/a (empty test split)" if test is None
+                                         or math.isnan(test) else f"{test:.4f}")
       scores += f"\n  best parameters: {os.path.join(run.path, PARAMS_FILE)}"
     elif run.params_trial is not None:
       saved = run.params_trial
@@ -63,14 +80,19 @@ def describe_run(run: Run, top: int = 10) -> str:
                  f"{saved['round'] + 1}, trial {saved['trial']}, as trained in the search)")
     lines.append(scores)
     if run.summary.get("confirmation"):
-      lines.append(describe_confirmation(run.summary["confirmation"]))
+      lines.append(describe_confirmation(run.summary["confirmation"], scoring))
   best = run.top(top) if run.records else []
   if best:
+    # The first metric's column as wide as its value, the others right-aligned under
+    # their headers (classification: "val_acc  val_loss").
+    names = [column(name) for name in scoring.names]
+    widths = [0] + [max(8, len(name)) for name in names[1:]]
     lines.append(f"top {len(best)} of {len(run.records)} trials:")
-    lines.append("  round  trial  epochs  val_acc  val_loss  hparams")
+    lines.append("  round  trial  epochs  " + "  ".join(names) + "  hparams")
     lines += [f"  {r['round'] + 1:>5}  {r['trial']:>5}  {r['start_epoch'] + r['epochs']:>6}  "
-              f"{r['val_accuracy']:.4f}  {r['val_loss']:>8.4f}  "
-              f"{describe_values(r['hparams'])}" for r in best]
+              + "".join(f"{_score(r.get(scoring.field(name)), width)}  "
+                        for name, width in zip(scoring.names, widths, strict=True))
+              + describe_values(r["hparams"]) for r in best]
   return "\n".join(lines)
 
 
@@ -79,16 +101,20 @@ def top_rows(run: Run, top: int = 10) -> tuple[list[str], list[list[str]]]:
   of text cells per trial, best first."""
   names = list(run.space)
   trials = run.trials
-  header = ["#", "round", "trial", "status", "epochs", "val_acc", "val_loss"] + names
+  scoring = trials.scoring
+  header = (["#", "round", "trial", "status", "epochs"]
+            + [column(name) for name in scoring.names] + names)
   rows = []
   for place, i in enumerate(rank(trials)[:top]):
     record = run.records[i]
-    accuracy = f"{trials.val_accuracy[i]:.4f}"
-    if record.get("val_accuracy_std") is not None:
-      accuracy += f"±{record['val_accuracy_std']:.4f}"
+    scores = []
+    for name in scoring.names:
+      cell = f"{trials.metrics[name][i]:.4f}"
+      if name == scoring.rank_by and record.get(scoring.spread_field) is not None:
+        cell += f"±{record[scoring.spread_field]:.4f}"  # Over seeds.
+      scores.append(cell)
     rows.append([str(place + 1), str(trials.round[i] + 1), str(trials.trial[i]),
-                 record["status"], str(trials.reached[i]), accuracy,
-                 f"{trials.val_loss[i]:.4f}"]
+                 record["status"], str(trials.reached[i]), *scores]
                 + [format_value(record["hparams"][n]) for n in names])
   return header, rows
 
@@ -111,7 +137,8 @@ class Report:
     figures: ``{name: path}`` of the PNG files written (empty without matplotlib).
     panels: one dict per scatter panel drawn, read back from the drawn
       artists: ``round`` (0-based), ``x``, ``y`` (parameter names; ``y`` is
-      ``"val_accuracy"`` when the space has one numeric parameter),
+      the ranking metric's field, ``"val_accuracy"`` or ``"val_mse"``, when
+      the space has one numeric parameter),
       ``points`` (trials drawn), ``diverged`` (of them), ``box`` (``{name:
       (low, high)}`` of the next round's ranges as drawn, ``None`` when the
       summary has no next space for that round).
@@ -128,19 +155,21 @@ class Report:
 
   def describe(self, run: Run) -> str:
     chosen, final = run.summary.get("chosen"), run.summary.get("final_fit")
+    scoring = run.scoring
+    metric, test = metric_name(scoring), f"test_{scoring.rank_by}"
     rounds = len(set(run.trials.round.tolist()))
     lines = [f"run {run.path}: {len(run.records)} trials over {rounds} round"
              f"{'s' if rounds != 1 else ''}, {int(run.trials.diverged.sum())} diverged"]
     if chosen:
       lines.append(f"chosen (round {chosen['round'] + 1}, trial {chosen['trial']}): "
-                   f"{describe_values(chosen['hparams'], sep='  ')}  val accuracy "
-                   f"{chosen['val_accuracy']:.4f}"
-                   + (f", test accuracy {final['test_accuracy']:.4f}"
-                      if final and final.get("test_accuracy") is not None else ""))
+                   f"{describe_values(chosen['hparams'], sep='  ')}  val {metric} "
+                   f"{_score(chosen.get(scoring.field(scoring.rank_by)))}"
+                   + (f", test {metric} {final[test]:.4f}"
+                      if final and final.get(test) is not None else ""))
       if run.summary.get("confirmation"):
-        lines.append(describe_confirmation(run.summary["confirmation"]))
-    lines += ["", "top trials (full budget first, then validation accuracy):", self.table, "",
-              "importance (spread of mean val accuracy over groups of a parameter's "
+        lines.append(describe_confirmation(run.summary["confirmation"], scoring))
+    lines += ["", f"top trials (full budget first, then {ranked_by(scoring)}):", self.table,
+              "", f"importance (spread of mean val {metric} over groups of a parameter's "
               "first-round values):"]
     width = max(len(i.name) for i in self.importance)
     lines += [f"  {i.name:<{width}}  {i.spread:.4f}  ({i.method})" for i in self.importance]
@@ -161,8 +190,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
   """Prints a run's top trials and hyperparameter importance, and writes its figures.
 
   Figures (PNG, into ``out``, default ``RUN_DIR/report``), when matplotlib is
-  installed: ``pairs_round<k>.png`` per round (1-based ``k``), validation
-  accuracy over each pair of numeric hyperparameters with the next round's
+  installed: ``pairs_round<k>.png`` per round (1-based ``k``), the ranking
+  metric (validation accuracy for classification) over each pair of numeric
+  hyperparameters with the next round's
   ranges drawn as a box; ``best_so_far.png`` against trials and wall time;
   ``learning_curves.png`` (training loss per epoch of the ``curves`` best
   trials); ``importance.png``; and ``overview.png``, one of each on a page.

@@ -5,6 +5,8 @@ the style and the table-sorting script are inline, and a Content Security
 Policy forbids the browser to fetch anything at all, so the page opens the same
 offline, from an archive or attached to a mail. Every value read from the run
 directory is escaped (a data description or a category value may hold markup).
+Scores follow the run's objective (:attr:`vmaptune.rundir.Run.scoring`): the
+ranking metric first, every other metric beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from vmaptune.confirmation import describe as describe_confirmation
 from vmaptune.importance import Importance, format_value
 from vmaptune.rundir import PARAMS_FILE, Run
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 
 # The page may run its own inline style and script and show data: images; nothing else loads.
@@ -95,6 +98,16 @@ def _number(value: Any, form: str = ".4f") -> str:
   return format(value, form)
 
 
+def metric_name(scoring: Scoring, name: str | None = None) -> str:
+  """A metric as the text names it (the ranking one by default): ``accuracy``, ``mse``."""
+  return (name or scoring.rank_by).replace("_", " ")
+
+
+def ranked_by(scoring: Scoring) -> str:
+  """``validation accuracy``, ``validation mse, lowest first``: what ranks the trials."""
+  return scoring.label() + ("" if scoring.maximize else ", lowest first")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], attrs: str = "") -> str:
   """A table of escaped cells, numbers right-aligned; each header cell names its column
   in ``data-name`` (what ``#sort=`` matches)."""
@@ -138,20 +151,21 @@ def _ranges(described: Mapping[str, Any] | None) -> dict[str, str]:
 def _rounds(run: Run) -> str:
   """Per completed round: its counts and scores, the ranges it sampled and those it
   handed to the next round."""
-  trials = run.trials
+  trials, scoring = run.trials, run.scoring
+  field = scoring.field(scoring.rank_by)
   parts = []
   for r in sorted(set(trials.round.tolist())):
     entry = run.round_entry(r) or {}
     mine = trials.round == r
-    accuracy = trials.val_accuracy[mine]
-    finite = accuracy[~np.isnan(accuracy)]  # A hand-written summary may lack the scores.
-    best = entry.get("best_val_accuracy", finite.max() if finite.size else None)
-    median = entry.get("median_val_accuracy", np.median(finite) if finite.size else None)
+    score = trials.score[mine]
+    finite = score[~np.isnan(score)]  # A hand-written summary may lack the scores.
+    best = entry.get(f"best_{field}", scoring.best_of(finite) if finite.size else None)
+    median = entry.get(f"median_{field}", np.median(finite) if finite.size else None)
     wall = entry.get("wall_s")
     diverged, kept = int(trials.diverged[mine].sum()), int(run.kept[mine].sum())
     parts.append(
         f"<div><h3>Round {r + 1}</h3><p>{int(mine.sum())} trials, {diverged} diverged, "
-        f"{kept} kept;<br>best val accuracy {_number(best)}, "
+        f"{kept} kept;<br>best val {_e(metric_name(scoring))} {_number(best)}, "
         f"median {_number(median)}"
         + (f"; {wall:.1f} s" if wall is not None else "") + "</p>")
     sampled, following = _ranges(entry.get("space")), _ranges(entry.get("next_space"))
@@ -167,24 +181,34 @@ def _rounds(run: Run) -> str:
 
 def _chosen(run: Run) -> str:
   """The chosen configuration: values, search score, confirmation, final fit."""
-  chosen = run.chosen
+  chosen, scoring = run.chosen, run.scoring
   if chosen is None:
     return "<p>Nothing was chosen yet.</p>"
+  metric, rank_by = _e(metric_name(scoring)), scoring.rank_by
+  others = [name for name in scoring.names if name != rank_by]
+
+  def besides(prefix: str, values: Mapping[str, Any], key: Any) -> str:
+    """`` (validation loss 0.5000)``: the other metrics, in parentheses."""
+    shown = ", ".join(f"{prefix} {_e(metric_name(scoring, name))} "
+                      f"{_number(values.get(key(name)))}" for name in others)
+    return f" ({shown})" if shown else ""
+
   lines = [f"<p>Round {chosen['round'] + 1}, trial {chosen['trial']}.</p>",
            _table(["parameter", "value"],
                   [(n, format_value(v)) for n, v in chosen["hparams"].items()]),
-           f"<p>Validation accuracy {_number(chosen['val_accuracy'])} in the search "
-           f"(validation loss {_number(chosen.get('val_loss'))}).</p>"]
+           f"<p>Validation {metric} {_number(chosen.get(scoring.field(rank_by)))} in the "
+           f"search{besides('validation', chosen, scoring.field)}.</p>"]
   confirmation = run.summary.get("confirmation")
   if confirmation:
     lines += [f"<p>{_e(line.strip())}</p>"
-              for line in describe_confirmation(confirmation).splitlines()]
+              for line in describe_confirmation(confirmation, scoring).splitlines()]
   final = run.final_fit
   params = os.path.join(run.path, PARAMS_FILE)
   if final is not None:
-    lines.append(f"<p>Final fit: validation accuracy {_number(final['val_accuracy'])} "
-                 f"(refit alone), <strong>test accuracy {_number(final['test_accuracy'])}"
-                 f"</strong> (test loss {_number(final.get('test_loss'))}). Its parameters: "
+    lines.append(f"<p>Final fit: validation {metric} "
+                 f"{_number(final.get(scoring.field(rank_by)))} (refit alone), <strong>test "
+                 f"{metric} {_number(final.get(f'test_{rank_by}'))}</strong>"
+                 f"{besides('test', final, lambda name: f'test_{name}')}. Its parameters: "
                  f"<code>{_e(params)}</code>.</p>")
   else:
     lines.append("<p>The final fit has not run, so the sealed test split is still unread: "
@@ -193,14 +217,15 @@ def _chosen(run: Run) -> str:
   return "\n".join(lines)
 
 
-def _importance(ranking: Sequence[Importance]) -> str:
+def _importance(ranking: Sequence[Importance], scoring: Scoring = CLASSIFICATION) -> str:
   widest = max((i.spread for i in ranking), default=0) or 1
   rows = "".join(
       f"<tr><td>{_e(i.name)}</td><td class=\"num\">{i.spread:.4f}</td><td><span class=\"bar\" "
       f"style=\"width: {200 * i.spread / widest:.0f}px\"></span></td><td>{_e(i.method)}</td>"
       "</tr>\n" for i in ranking)
-  return ("<p>Spread (max - min) of mean validation accuracy over groups of each parameter's "
-          "first-round values; diverged trials count as the worst.</p><table><thead><tr>"
+  return (f"<p>Spread (max - min) of mean {_e(scoring.label())} over groups of each "
+          "parameter's first-round values; diverged trials count as the worst.</p>"
+          "<table><thead><tr>"
           "<th>parameter</th><th>spread</th><th></th><th>grouped by</th></tr></thead>"
           f"<tbody>{rows}</tbody></table>")
 
@@ -250,12 +275,12 @@ def render(run: Run, header: Sequence[str], rows: Sequence[Sequence[str]],
 <section id="rounds"><h2>Rounds</h2>
 {_rounds(run)}</section>
 <section id="importance"><h2>Hyperparameter importance</h2>
-{_importance(ranking)}</section>
+{_importance(ranking, run.scoring)}</section>
 <section id="figures"><h2>Figures</h2>
 {_figures(figures, note)}</section>
 <section id="top"><h2>Top {len(rows)} trials</h2>
-<p>Ranked as the tuner ranks (full budget first, then validation accuracy); click a header
-to sort by it.</p>
+<p>Ranked as the tuner ranks (full budget first, then {_e(ranked_by(run.scoring))}); click a
+header to sort by it.</p>
 {_table(header, rows, ' id="trials"')}</section>
 <script>{SCRIPT}</script>
 </body></html>

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vmaptune.distributions import describe_values, json_value
+from vmaptune.final_fit import FinalFit
 from vmaptune.ranking import best_row, rank
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE
 from vmaptune.space import Space
@@ -79,14 +80,21 @@ class RoundResult(TrialTable):
     return row
 
   @property
-  def best_accuracy(self) -> float:
-    return float(self.val_accuracy[self.best_trial])
+  def best_score(self) -> float:
+    """The best finished trial's ranking metric."""
+    return float(self.score[self.best_trial])
 
   @property
-  def median_accuracy(self) -> float:
-    """Median over the trials that completed the budget (NaN if none did)."""
-    done = self.val_accuracy[self.completed]
+  def median_score(self) -> float:
+    """The ranking metric's median over the trials that completed the budget
+    (NaN if none did)."""
+    done = self.score[self.completed]
     return float(np.median(done)) if len(done) else math.nan
+
+  @property
+  def best_key(self) -> str:
+    """The summary's key of the best ranking metric: ``best_val_<metric>``."""
+    return "best_" + self.scoring.field(self.scoring.rank_by)
 
   def structural(self, trial: int) -> dict[str, Any]:
     """The structural values of a trial: which bucket it trained in."""
@@ -115,7 +123,7 @@ class RoundResult(TrialTable):
           "configurations": int(self.is_configuration[trials].sum()),
           "trials": len(trials), "kept": len(kept.intersection(trials.tolist())),
           "diverged": int(self.diverged[trials].sum()), "best_trial": best,
-          "best_val_accuracy": None if best is None else float(self.val_accuracy[best])})
+          self.best_key: None if best is None else float(self.score[best])})
     return summaries
 
   def schedule(self, trial: int) -> list[tuple[int, int, dict[str, float]]]:
@@ -145,8 +153,8 @@ class RoundResult(TrialTable):
     compile_note = (f", {self.compile_s:.1f}s compiling + {self.trace_s:.1f}s tracing"
                     if self.compiles else "")
     if self.completed.any():
-      scores = (f"best {self.best_accuracy:.4f} (trial {self.best_trial})  "
-                f"median {self.median_accuracy:.4f}")
+      scores = (f"best {self.best_score:.4f} (trial {self.best_trial})  "
+                f"median {self.median_score:.4f}")
     else:
       scores = "no trial finished"
     counts = ", ".join(f"{status} {int((self.status == status).sum())}"
@@ -157,13 +165,13 @@ class RoundResult(TrialTable):
         f"{self.lane_epochs} lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} "
         f"trials/s{compile_note})",
         "  sampled ranges:", self.space.describe(),
-        f"  val accuracy: {scores}  diverged {self.num_diverged}/{self.num_trials}"
+        f"  {self.scoring.label()}: {scores}  diverged {self.num_diverged}/{self.num_trials}"
         + (f"  ({counts})" if self.strategy.split("(")[0] != "random" else ""),
     ]
     if self.space.structural_names:
       lines.append("  by bucket:")
       for (values, _), bucket in zip(self.buckets(), self.bucket_summaries(), strict=True):
-        best = bucket["best_val_accuracy"]
+        best = bucket[self.best_key]
         count = bucket["configurations"]
         lines.append(f"    {describe_values(values)}: {count} configuration"
                      f"{'s' if count != 1 else ''}, best "
@@ -181,50 +189,13 @@ class RoundResult(TrialTable):
         "kept": len(self.kept), "diverged": self.num_diverged,
         "statuses": {str(k): int(v) for k, v in zip(*np.unique(self.status, return_counts=True),
                                                      strict=True)},
-        "best_val_accuracy": None if best is None else self.best_accuracy,
-        "median_val_accuracy": finite_or_none(self.median_accuracy),
+        self.best_key: None if best is None else self.best_score,
+        "median_" + self.scoring.field(self.scoring.rank_by): finite_or_none(self.median_score),
         "best_trial": best,
         "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
         "compiles": self.compiles, "trials_per_s": self.trials_per_s,
         **({"buckets": self.bucket_summaries()} if self.space.structural_names else {}),
     }
-
-
-@dataclasses.dataclass(frozen=True)
-class FinalFit:
-  """The chosen configuration retrained alone, then scored on validation and test.
-
-  Attributes:
-    trial: the chosen trial from the search.
-    schedule: ``[(first_epoch, end_epoch, hparams), ...]`` it was retrained
-      with: one entry, or a population-based-training lineage.
-    val_accuracy, val_loss: of the retrained model (equal to the search's
-      figures within float tolerance: same keys, same data order).
-    test_accuracy, test_loss: the only read of the test split.
-    params: the retrained parameters (no lane axis).
-    model: the module ``params`` belong to: the chosen trial's bucket's, when
-      the space has structural parameters (``model.apply({"params": params}, x)``).
-    batch_size: the training batch size it was retrained with (its bucket's).
-  """
-
-  trial: Trial
-  schedule: list
-  val_accuracy: float
-  val_loss: float
-  test_accuracy: float
-  test_loss: float
-  params: Any
-  model: Any = None
-  batch_size: int | None = None
-
-  def summary(self) -> dict[str, Any]:
-    return {"config": self.trial.to_record()["hparams"], "round": self.trial.round,
-            "trial": self.trial.trial, "lane": self.trial.lane,
-            "schedule": [{"first_epoch": a, "end_epoch": b, "hparams": h}
-                         for a, b, h in self.schedule],
-            "batch_size": self.batch_size, "search_val_accuracy": self.trial.val_accuracy,
-            "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
-            "test_accuracy": self.test_accuracy, "test_loss": self.test_loss}
 
 
 def best_trial(rounds: list[RoundResult]) -> Trial | None:
@@ -365,15 +336,16 @@ class TuneResult:
     schedule = self.schedule(best)
     if len(schedule) > 1:
       lines += [f"  lineage: epochs {a}-{b}: {config(h)}" for a, b, h in schedule]
-    lines.append(f"  val accuracy  {best.val_accuracy:.4f} (search)")
+    metric = best.scoring.rank_by.replace("_", " ")
+    lines.append(f"  val {metric}  {best.score:.4f} (search)")
     if self._final is not None:
-      lines[-1] += f"  {self._final.val_accuracy:.4f} (refit alone)"
+      lines[-1] += f"  {self._final.val_score:.4f} (refit alone)"
     if self.confirmation is not None:
       lines.append(self.confirmation.describe())
     if self._final is not None:
-      test = self._final.test_accuracy
-      lines.append("  test accuracy " + ("n/a (empty test split)" if math.isnan(test)
-                                         else f"{test:.4f} (test split read once)"))
+      test = self._final.test_score
+      lines.append(f"  test {metric} " + ("n/a (empty test split)" if math.isnan(test)
+                                          else f"{test:.4f} (test split read once)"))
     confirmed = ("" if self.confirmation is None
                  else f" (the confirmation's {self.confirmation.wall_s:.1f}s included)")
     lines.append(f"  search wall time {self.wall_s:.1f}s{confirmed}, of which the rounds' "

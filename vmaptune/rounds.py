@@ -37,15 +37,17 @@ from vmaptune.errors import (
   RunDirectoryWriteError,
 )
 from vmaptune.events import Listener, Pieces
+from vmaptune.final_fit import FinalFit
 from vmaptune.keys import round_keys
 from vmaptune.ranking import best_row
-from vmaptune.results import FinalFit, RoundResult, TuneResult, best_trial
+from vmaptune.results import RoundResult, TuneResult, best_trial
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
 from vmaptune.rundir.damage import intact_advice
 from vmaptune.rundir.files import as_json
 from vmaptune.rundir.writer import kept_params
 from vmaptune.strategies import RoundContext
-from vmaptune.trials import TrialLog, TrialTable
+from vmaptune.trial_log import TrialLog
+from vmaptune.trials import TrialTable
 
 
 def _params_pointer(source: str, trial: Any) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
                          configurations=count, init_key=init_key, data_key=data_key,
                          rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
                          ask=ask, seeds=settings.seeds, listener=listener, pieces=pieces)
-      log = TrialLog(list(traced), settings.epochs, index)
+      log = TrialLog(list(traced), settings.epochs, index, engine.objective.scoring)
       strategy.run(ctx, log)
       parts.append((bucket.values, log.table()))
       if keep_params:
@@ -163,7 +165,8 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
       if as_json(space.to_dict()) != summary["space"]:
         raise ValueError(f"round {index + 1}'s ranges in the summary are not the ones the "
                          "earlier rounds narrowed to")
-      table = TrialTable.from_records(records, engine.space, engine.settings.epochs)
+      table = TrialTable.from_records(records, engine.space, engine.settings.epochs,
+                                      engine.objective.scoring)
       told = engine.sampler.tell(table, rounds, round_index=index)
       result = RoundResult(**table.columns(), index=index, space=space,
                            next_space=told.next_space, kept=told.kept,
@@ -185,7 +188,8 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
             f"{trials} and {os.path.join(where, SUMMARY_FILE)} disagree: {e}. "
             f"{intact_advice(where, index, engine.settings.rounds)}", trials, index) from e
       aside = run_dir.keep_rounds(restored.summary, index)
-      engine.sampler.start(engine.space, engine.settings.seed)  # Told the damaged round: again.
+      # Told the damaged round: again.
+      engine.sampler.start(engine.space, engine.settings.seed, engine.objective.scoring)
       for done in rounds:
         engine.sampler.round_space()
         engine.sampler.tell(done, rounds[:done.index], round_index=done.index)
@@ -208,9 +212,9 @@ def restore_final_fit(engine: Engine, restored: Restored, rounds: list[RoundResu
       (pointer is not None and pointer.get("from") != "final_fit"):
     return None
   bucket = engine.buckets.find(best.hparams)
+  val, test = FinalFit.metrics_from_summary(final, engine.objective.scoring)
   return FinalFit(trial=best, schedule=rounds[best.round].schedule(best.trial),
-                  val_accuracy=final["val_accuracy"], val_loss=final["val_loss"],
-                  test_accuracy=final["test_accuracy"], test_loss=final["test_loss"],
+                  val=val, test=test,
                   params=flax.serialization.msgpack_restore(restored.params),
                   model=bucket.model, batch_size=bucket.batch_size)
 
@@ -285,7 +289,7 @@ def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | N
             result_type: type[TuneResult], resume_from_intact: bool) -> TuneResult:
   """:func:`run_rounds`, its lock aside."""
   settings, sampler = engine.settings, engine.sampler
-  sampler.start(engine.space, settings.seed)
+  sampler.start(engine.space, settings.seed, engine.objective.scoring)
   described = engine.described_settings()
   record = {**described, "data": repr(engine.data), "model": engine.model_name,
             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
@@ -336,7 +340,8 @@ def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | N
     if size is not None and len(done) == settings.rounds and not cut:
       try:
         confirmed = confirmation_stage.restore(restored.summary.get("confirmation"), done,
-                                               *size, settings.epochs)
+                                               *size, settings.epochs,
+                                               engine.objective.scoring)
       except (KeyError, TypeError, ValueError):  # Odd values in a summary: it runs again.
         confirmed = None
     if (size is None or confirmed is not None) and not cut:

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from vmaptune import optimizers, samplers, strategies
+from vmaptune import objectives, optimizers, samplers, strategies
 from vmaptune.compilation import MATMUL_PRECISIONS
 from vmaptune.errors import SettingsError
 from vmaptune.space import Space
@@ -33,6 +33,10 @@ class Settings:
     seed: seeds sampling, initialisation and data order.
     eval_batch_size: validation examples per evaluation batch.
     optimizer: ``"adamw"``, ``"sgd"`` or ``factory(hparams) -> optax transform``.
+    objective: how models are trained and trials scored (see
+      :mod:`vmaptune.objectives`): ``"classification"`` (the default),
+      ``"regression"``, ``"language_model"``, a name with settings such as
+      ``"regression(rank_by='mae')"``, or an :class:`~vmaptune.objectives.Objective`.
     schedule: step-size schedule over each lane's run: ``"cosine"`` (decay to
       zero), ``"constant"``, or ``"auto"`` (cosine for built-in optimizers,
       constant for user factories, which may bring their own schedule).
@@ -48,7 +52,7 @@ class Settings:
       :class:`vmaptune.strategies.Strategy`.
     seeds: initialisation and data-order seeds every configuration trains
       with, side by side in the same population (``population * seeds``
-      lanes); configurations are ranked by their mean validation accuracy
+      lanes); configurations are ranked by their metrics' means
       (``strategy="random"`` only).
     confirm: the confirmation stage after the last round (see
       :mod:`vmaptune.confirmation`): ``"KxS"`` retrains the search's top ``K``
@@ -69,6 +73,7 @@ class Settings:
   seed: int = 0
   eval_batch_size: int = 1024
   optimizer: Any = "adamw"
+  objective: Any = "classification"
   schedule: str = "auto"
   matmul_precision: str = "default"
   sampler: Any = "narrow"
@@ -120,6 +125,9 @@ class Settings:
                         "numbers K, S >= 1 (retrain the top K configurations with S seeds "
                         "each), e.g. '16x4'")
 
+  def parsed_objective(self) -> objectives.Objective:
+    return objectives.parse(self.objective)
+
   def parsed_strategy(self) -> strategies.Strategy:
     try:
       return strategies.parse(self.strategy)
@@ -157,6 +165,7 @@ class Settings:
     optional_whole_number("memory_budget_bytes", self.memory_budget_bytes, 1)
     one_of("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
     one_of("schedule", self.schedule, optimizers.SCHEDULES)
+    self.parsed_objective()
     strategy = self.parsed_strategy()
     try:
       strategy.check(self.epochs, lanes or self.population)
@@ -169,7 +178,7 @@ class Settings:
       raise SettingsError(f"seeds={self.seeds} needs strategy='random'; strategies that stop "
                           "or copy lanes compare single runs, not configurations over seeds")
     try:
-      self.parsed_sampler().check(space, strategy)
+      self.parsed_sampler().check(space, strategy, self.parsed_objective().scoring)
     except ValueError as e:
       raise SettingsError(str(e)) from None
 
@@ -177,6 +186,7 @@ class Settings:
     """JSON-ready: the optimizer, sampler and strategy described by name."""
     values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     values["optimizer"] = optimizers.describe(self.optimizer)
+    values["objective"] = self.parsed_objective().describe()
     values["sampler"] = self.parsed_sampler().describe()
     values["strategy"] = self.parsed_strategy().describe()
     return values

@@ -6,12 +6,13 @@ function whose whole loop is a nested ``lax.scan`` (epochs, then steps). The
 searched hyperparameters are its traced ``hparams`` argument; everything static
 is closed over. ``population.py`` vmaps it over the lane axis.
 
-Besides the optimizer's hyperparameters, the training step reads two of its
-own when ``hparams`` has them (the names are in
-:data:`vmaptune.optimizers.TRAINER_HPARAMS`): ``label_smoothing`` (the training
-loss is the smoothed cross-entropy) and ``dropout_rate`` (passed to the model
-as a call argument, with a ``"dropout"`` random stream). Both are traced
-values: which names are present is static, their values are not.
+What a step minimises and what a split is scored by is the objective's (see
+:mod:`vmaptune.objectives`); the data is any pytree of arrays with a leading
+example axis, gathered leaf by leaf. Besides the optimizer's and the
+objective's hyperparameters, the step reads ``dropout_rate`` when ``hparams``
+has it (passed to the model as a call argument, with a ``"dropout"`` random
+stream). All are traced values: which names are present is static, their
+values are not.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vmaptune.data import Split
-from vmaptune.optimizers import DROPOUT_RATE, LABEL_SMOOTHING, OptimizerFactory
+from vmaptune.data.dataset import split_length
+from vmaptune.objectives import Objective
+from vmaptune.optimizers import DROPOUT_RATE, OptimizerFactory
 
 Params = Any  # A pytree of arrays.
 
@@ -52,38 +54,7 @@ class TrainOutput(NamedTuple):
   diverged: jax.Array
 
 
-class Evaluation(NamedTuple):
-  """Accuracy and mean cross-entropy over a split (``[P]`` each when vmapped)."""
-  accuracy: jax.Array
-  loss: jax.Array
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example cross-entropy: logits ``[B, C]``, labels ``[B]`` -> ``[B]``."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
-def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
-                           smoothing: jax.Array | float) -> jax.Array:
-  """Per-example cross-entropy against smoothed targets.
-
-  The target is ``(1 - smoothing) * one_hot(labels) + smoothing / C`` (as
-  ``optax.smooth_labels`` makes it), written as
-  ``ce + smoothing * (uniform_ce - ce)`` so that ``smoothing = 0`` (even a
-  traced 0) gives exactly :func:`cross_entropy`.
-
-  Args:
-    logits: ``[B, C]``.
-    labels: int ``[B]`` in ``[0, C)``.
-    smoothing: scalar in ``[0, 1]``, e.g. one lane's traced value.
-
-  Returns:
-    ``[B]``.
-  """
-  ce = cross_entropy(logits, labels)
-  # Cross-entropy against the uniform target: logsumexp - mean of the logits.
-  uniform_ce = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
-  return ce + smoothing * (uniform_ce - ce)
+Evaluation = dict  # {metric name: float32 [] (or [P] when vmapped)}, in the objective's order.
 
 
 # The dropout keys' stream under a round's data key. Epoch e's minibatch order
@@ -91,8 +62,9 @@ def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
 _DROPOUT_STREAM = 0xFFFFFFFF
 
 
-def dropout_key(data_key: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.Array:
-  """The dropout key of step ``step`` of epoch ``epoch``, derived from the round's data key.
+def step_key(data_key: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.Array:
+  """The random key of step ``step`` of epoch ``epoch`` (dropout's, or an
+  objective's ``train_loss``), derived from the round's data key.
 
   Like the minibatch order it depends only on the data key and the position
   in the run, so every lane of a round draws the same random numbers (common
@@ -103,9 +75,20 @@ def dropout_key(data_key: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.A
   return jax.random.fold_in(jax.random.fold_in(stream, epoch), step)
 
 
-def init_params(model: nn.Module, key: jax.Array, example: jax.Array) -> Params:
-  """The model's ``params`` collection for inputs shaped like ``example [1, ...]``."""
+def init_params(model: nn.Module, key: jax.Array, example: Any) -> Params:
+  """The model's ``params`` collection for inputs shaped like ``example`` (one example)."""
   return model.init(key, example)["params"]
+
+
+def needs_key(objective: Objective, hparams: Mapping[str, Any]) -> bool:
+  """Whether a training step draws a random key: for dropout, or for the
+  objective's own ``train_loss``. Static: a lane that needs none draws none."""
+  return DROPOUT_RATE in hparams or objective.train_loss is not None
+
+
+def first_example(objective: Objective, batch: Any) -> Any:
+  """The model inputs of the first example of ``batch`` (``[1, ...]`` leaves)."""
+  return objective.inputs(jax.tree.map(lambda a: a[:1], batch))
 
 
 _INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
@@ -134,58 +117,66 @@ def sync_hyperparams(opt_state: optax.OptState,
   return jax.tree.map(sync, opt_state, fresh, is_leaf=is_injected)
 
 
-def training_loss(model: nn.Module, params: Params, hparams: Mapping[str, jax.Array],
-                  x: jax.Array, y: jax.Array, key: jax.Array | None = None) -> jax.Array:
+def training_loss(model: nn.Module, objective: Objective, params: Params,
+                  hparams: Mapping[str, jax.Array], batch: Any,
+                  key: jax.Array | None = None) -> jax.Array:
   """Mean training loss of one lane on one minibatch.
 
-  The cross-entropy, smoothed by ``hparams["label_smoothing"]`` if present;
-  with ``hparams["dropout_rate"]`` present the model is called as
-  ``model.apply(..., x, dropout_rate=rate, rngs={"dropout": key})``.
+  The objective's ``train_loss`` when it has one; otherwise the mean of its
+  per-example ``loss`` on the model's outputs, the model called as
+  ``model.apply(..., inputs, dropout_rate=rate, rngs={"dropout": key})`` when
+  ``hparams`` has ``dropout_rate``.
 
   Args:
-    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    model: a Linen module.
+    objective: what is minimised.
     params: the lane's parameters.
     hparams: one lane's hyperparameters (scalars).
-    x: ``[B, ...]``; y: int ``[B]``.
-    key: the dropout key (see :func:`dropout_key`); needed with ``dropout_rate``.
+    batch: a pytree of ``[B, ...]`` arrays.
+    key: the step's key (see :func:`step_key`); needed when :func:`needs_key`.
 
   Returns:
     float32 ``[]``.
   """
+  if needs_key(objective, hparams) and key is None:
+    raise ValueError("this step needs a random key (dropout_rate or the objective's "
+                     "train_loss) but none was given")
+  if objective.train_loss is not None:
+    return objective.train_loss(model, params, batch, key, hparams)
+  inputs = objective.inputs(batch)
   if DROPOUT_RATE in hparams:
-    if key is None:
-      raise ValueError("hparams has 'dropout_rate' but no dropout key was given")
-    logits = model.apply({"params": params}, x, dropout_rate=hparams[DROPOUT_RATE],
-                         rngs={"dropout": key})
+    outputs = model.apply({"params": params}, inputs, dropout_rate=hparams[DROPOUT_RATE],
+                          rngs={"dropout": key})
   else:
-    logits = model.apply({"params": params}, x)
-  if LABEL_SMOOTHING in hparams:
-    return smoothed_cross_entropy(logits, y, hparams[LABEL_SMOOTHING]).mean()
-  return cross_entropy(logits, y).mean()
+    outputs = model.apply({"params": params}, inputs)
+  return objective.loss(outputs, batch, hparams).mean()
 
 
-def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tuple]:
-  """Builds ``step(hparams, state, x, y, key=None) -> (state, loss)``: one
+def make_step(model: nn.Module, optimizer: OptimizerFactory,
+              objective: Objective) -> Callable[..., tuple]:
+  """Builds ``step(hparams, state, batch, key=None) -> (state, loss)``: one
   optimizer step of one lane.
 
   The optimizer is rebuilt from the traced ``hparams`` at every call, which
   costs only tracing: the same compiled step serves any hyperparameter values.
   ``state.diverged`` becomes (and stays) true once the loss is NaN/inf. The
-  loss is :func:`training_loss` (label smoothing and dropout when ``hparams``
-  has them; ``key`` is the step's dropout key).
+  loss is :func:`training_loss` (``key`` is the step's key).
 
   Args:
-    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    model: a Linen module.
     optimizer: ``factory(hparams) -> optax.GradientTransformation``.
+    objective: what the step minimises.
 
   Returns:
-    ``step(hparams, state: LaneState, x [B, ...], y [B], key=None) -> (LaneState, loss [])``.
+    ``step(hparams, state: LaneState, batch (pytree of [B, ...]), key=None) ->
+    (LaneState, loss [])``.
   """
 
-  def step(hparams: Mapping[str, jax.Array], state: LaneState, x: jax.Array,
-           y: jax.Array, key: jax.Array | None = None) -> tuple[LaneState, jax.Array]:
+  def step(hparams: Mapping[str, jax.Array], state: LaneState, batch: Any,
+           key: jax.Array | None = None) -> tuple[LaneState, jax.Array]:
     loss, grads = jax.value_and_grad(
-        lambda params: training_loss(model, params, hparams, x, y, key))(state.params)
+        lambda params: training_loss(model, objective, params, hparams, batch, key))(
+            state.params)
     built = optimizer(hparams)
     opt_state = sync_hyperparams(state.opt_state, built, state.params)
     updates, opt_state = built.update(grads, opt_state, state.params)
@@ -199,20 +190,21 @@ def make_step(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., tu
 
 
 def make_init(model: nn.Module, optimizer: OptimizerFactory) -> Callable[..., LaneState]:
-  """Builds ``init(hparams, key, example [1, ...]) -> LaneState`` for one lane."""
+  """Builds ``init(hparams, key, example) -> LaneState`` for one lane
+  (``example``: the model inputs of one example, ``[1, ...]`` leaves)."""
 
-  def init(hparams: Mapping[str, jax.Array], key: jax.Array, example: jax.Array) -> LaneState:
+  def init(hparams: Mapping[str, jax.Array], key: jax.Array, example: Any) -> LaneState:
     params = init_params(model, key, example)
     return LaneState(params, optimizer(hparams).init(params), jnp.zeros((), bool))
 
   return init
 
 
-def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: int,
-                 num_train: int, max_epochs: int) -> Callable[..., tuple]:
-  """Builds ``segment(hparams, state, data_key, x_train, y_train, first_epoch,
-  num_epochs) -> (state, epoch_loss [max_epochs])``: train one lane for
-  ``num_epochs`` epochs starting at epoch ``first_epoch``.
+def make_segment(model: nn.Module, optimizer: OptimizerFactory, objective: Objective, *,
+                 batch_size: int, num_train: int, max_epochs: int) -> Callable[..., tuple]:
+  """Builds ``segment(hparams, state, data_key, train, first_epoch, num_epochs)
+  -> (state, epoch_loss [max_epochs])``: train one lane for ``num_epochs``
+  epochs starting at epoch ``first_epoch``.
 
   Epoch ``e`` walks a permutation of the training split drawn from
   ``fold_in(data_key, e)`` in ``num_train // batch_size`` minibatches (the
@@ -220,10 +212,9 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
   ``[0, a)`` then ``[a, b)`` is the same computation as ``[0, b)`` at once,
   which is what lets strategies stop, compact and copy lanes between segments.
   The epoch range is traced: one compiled program serves every segment length.
-  Under ``vmap`` with ``data_key``, ``x_train`` and ``y_train`` unbatched, the
-  permutation and the gathered minibatch are computed once and shared by all
-  lanes, and so are the dropout keys (:func:`dropout_key`) when ``hparams``
-  has ``dropout_rate``.
+  Under ``vmap`` with ``data_key`` and ``train`` unbatched, the permutation
+  and the gathered minibatch are computed once and shared by all lanes, and
+  so are the step keys (:func:`step_key`) when a step needs one.
 
   A lane whose loss becomes NaN/inf, or whose parameters are not all finite at
   the end of a segment, is marked ``diverged``; its values are garbage and are
@@ -231,21 +222,23 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
   disturb another.
 
   Args:
-    model: a Linen module mapping ``[B, ...]`` to logits ``[B, C]``.
+    model: a Linen module.
     optimizer: ``factory(hparams) -> optax.GradientTransformation``.
+    objective: what each step minimises.
     batch_size: examples per step.
     num_train: size of the training split.
     max_epochs: length of the returned loss record (the round's epoch budget).
 
   Returns:
-    The segment function; ``epoch_loss[e]`` is the mean training loss of epoch
-    ``e`` for the epochs trained here, NaN elsewhere.
+    The segment function (``train``: the training split, a pytree of
+    ``[num_train, ...]`` arrays); ``epoch_loss[e]`` is the mean training loss
+    of epoch ``e`` for the epochs trained here, NaN elsewhere.
   """
   steps_per_epoch = num_train // batch_size
-  step = make_step(model, optimizer)
+  step = make_step(model, optimizer, objective)
 
   def segment(hparams: Mapping[str, jax.Array], state: LaneState, data_key: jax.Array,
-              x_train: jax.Array, y_train: jax.Array, first_epoch: jax.Array,
+              train: Any, first_epoch: jax.Array,
               num_epochs: jax.Array) -> tuple[LaneState, jax.Array]:
     def epoch(index, carry):
       state, losses = carry
@@ -254,9 +247,9 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
 
       def body(state, xs):
         number, rows = xs
-        # Keys are drawn only when the lane searches a dropout rate.
-        key = dropout_key(data_key, index, number) if DROPOUT_RATE in hparams else None
-        return step(hparams, state, x_train[rows], y_train[rows], key)
+        # Keys are drawn only when a step needs one.
+        key = step_key(data_key, index, number) if needs_key(objective, hparams) else None
+        return step(hparams, state, jax.tree.map(lambda a: a[rows], train), key)
 
       state, step_losses = jax.lax.scan(
           body, state, (jnp.arange(steps_per_epoch, dtype=jnp.int32), batches))
@@ -272,70 +265,77 @@ def make_segment(model: nn.Module, optimizer: OptimizerFactory, *, batch_size: i
   return segment
 
 
-def make_train(model: nn.Module, optimizer: OptimizerFactory, *, epochs: int,
-               batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
-  """Builds ``train_one(hparams, init_key, data_key, x_train, y_train)``: a whole
-  run of ``epochs`` epochs from initialisation (see :func:`make_segment`).
+def make_train(model: nn.Module, optimizer: OptimizerFactory, objective: Objective, *,
+               epochs: int, batch_size: int, num_train: int) -> Callable[..., TrainOutput]:
+  """Builds ``train_one(hparams, init_key, data_key, train)``: a whole run of
+  ``epochs`` epochs from initialisation (see :func:`make_segment`).
 
   Returns:
-    ``train_one(hparams, init_key, data_key, x_train [N, ...], y_train [N]) ->
-    TrainOutput`` where ``hparams`` maps names to scalars.
+    ``train_one(hparams, init_key, data_key, train) -> TrainOutput`` where
+    ``hparams`` maps names to scalars and ``train`` is the training split.
   """
   init = make_init(model, optimizer)
-  segment = make_segment(model, optimizer, batch_size=batch_size, num_train=num_train,
-                         max_epochs=epochs)
+  segment = make_segment(model, optimizer, objective, batch_size=batch_size,
+                         num_train=num_train, max_epochs=epochs)
 
   def train_one(hparams: Mapping[str, jax.Array], init_key: jax.Array,
-                data_key: jax.Array, x_train: jax.Array,
-                y_train: jax.Array) -> TrainOutput:
-    state = init(hparams, init_key, x_train[:1])
-    state, epoch_loss = segment(hparams, state, data_key, x_train, y_train, 0, epochs)
+                data_key: jax.Array, train: Any) -> TrainOutput:
+    state = init(hparams, init_key, first_example(objective, train))
+    state, epoch_loss = segment(hparams, state, data_key, train, 0, epochs)
     return TrainOutput(state.params, epoch_loss, state.diverged)
 
   return train_one
 
 
 class EvalBatches(NamedTuple):
-  """A split cut into equal batches: ``x [nb, B, ...]``, ``y [nb, B]``, ``mask [nb, B]``.
-
-  The last batch is padded; ``mask`` is 1.0 on real examples, 0.0 on padding.
-  """
-  x: np.ndarray
-  y: np.ndarray
+  """A split cut into equal batches: ``batch`` (its pytree, leaves ``[nb, B, ...]``)
+  and ``mask [nb, B]``, 1.0 on real examples, 0.0 on the last batch's padding."""
+  batch: Any
   mask: np.ndarray
 
 
-def eval_batches(split: Split, batch_size: int) -> EvalBatches:
-  """Pads ``split`` to a whole number of batches of ``min(batch_size, N)``."""
-  n = len(split)
+def eval_batches(split: Any, batch_size: int) -> EvalBatches:
+  """Pads ``split`` (a pytree of ``[N, ...]`` arrays) to a whole number of
+  batches of ``min(batch_size, N)``."""
+  n = split_length(split)
   size = max(1, min(batch_size, n))
   num_batches = -(-n // size)
   pad = num_batches * size - n
-  x = np.concatenate([split.x, np.zeros((pad,) + split.x.shape[1:], split.x.dtype)])
-  y = np.concatenate([split.y, np.zeros(pad, split.y.dtype)])
+
+  def cut(a: np.ndarray) -> np.ndarray:
+    # Padding repeats the first example: valid inputs for any model, masked out.
+    a = np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
+    return a.reshape((num_batches, size) + a.shape[1:])
+
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return EvalBatches(x.reshape((num_batches, size) + split.x.shape[1:]),
-                     y.reshape(num_batches, size), mask.reshape(num_batches, size))
+  return EvalBatches(jax.tree.map(cut, split), mask.reshape(num_batches, size))
 
 
-def make_evaluate(model: nn.Module) -> Callable[[Params, EvalBatches], Evaluation]:
-  """Builds ``evaluate_one(params, batches) -> Evaluation`` for one lane.
+def make_evaluate(model: nn.Module, objective: Objective) -> Callable[[Params, EvalBatches],
+                                                                        Evaluation]:
+  """Builds ``evaluate_one(params, batches) -> {metric: []}`` for one lane: each
+  of the objective's metrics, the mean over the split's examples (then its
+  ``transform``), the model called without dropout.
 
   The batches are walked with ``lax.scan``, so under ``vmap`` the live
-  activations are ``[P, B, C]``, however large the split.
+  activations are one batch's per lane, however large the split.
   """
+  metrics = objective.metrics()
 
   def evaluate_one(params: Params, batches: EvalBatches) -> Evaluation:
-    def body(totals, batch):
-      x, y, mask = batch
-      logits = model.apply({"params": params}, x)
-      correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-      loss = cross_entropy(logits, y)
-      return (totals[0] + (correct * mask).sum(), totals[1] + (loss * mask).sum()), None
+    def body(totals, xs):
+      batch, mask = xs
+      outputs = model.apply({"params": params}, objective.inputs(batch))
+      return {name: totals[name] + (metric.per_example(outputs, batch) * mask).sum()
+              for name, metric in metrics.items()}, None
 
-    zero = jnp.zeros((), jnp.float32)
-    (correct, loss), _ = jax.lax.scan(body, (zero, zero), tuple(batches))
+    zero = {name: jnp.zeros((), jnp.float32) for name in metrics}
+    totals, _ = jax.lax.scan(body, zero, (batches.batch, batches.mask))
     count = batches.mask.sum()
-    return Evaluation(correct / count, loss / count)
+    values = {}
+    for name, metric in metrics.items():
+      mean = totals[name] / count
+      values[name] = mean if metric.transform is None else metric.transform(mean)
+    return values
 
   return evaluate_one

@@ -1,9 +1,8 @@
 """Trials: a configuration trained over some epochs, and the table that holds them.
 
 A :class:`TrialTable` is the one representation of trials: columns ``[T]``,
-one row per trial, that strategies fill (through a :class:`TrialLog`), the
-samplers and ranking read, and the run directory writes and reads back
-(:meth:`TrialTable.records`, :meth:`TrialTable.from_records`). A
+one row per trial, that strategies fill (through a ``TrialLog``), the samplers
+and ranking read, and the run directory writes and reads back. A
 :class:`Trial` is one row as a record, the form ``trials.jsonl`` holds.
 
 A trial that started from initialisation (no parent, epoch 0) is a
@@ -21,6 +20,7 @@ import numpy as np
 
 from vmaptune.discrete import IntUniform
 from vmaptune.distributions import json_value
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 
 FINISHED, HALVED, EXPLOITED, DIVERGED = "finished", "halved", "exploited", "diverged"
@@ -50,18 +50,22 @@ class Trial:
       structural ones.
     start_epoch: first epoch it trained (0 unless it continued a parent).
     epochs: epochs it trained.
-    val_accuracy: validation accuracy when it stopped, ``None`` if it diverged.
-    val_loss: mean validation cross-entropy when it stopped, ``None`` if diverged.
+    metrics: ``{metric: value}`` on the validation split when it stopped, in the
+      objective's order (``None`` where it diverged); recorded as ``val_<metric>``
+      fields (classification: ``val_accuracy``, ``val_loss``).
     status: why it stopped: ``finished`` (the full budget), ``halved`` (left
       behind at a rung), ``exploited`` (overwritten by a better lane) or ``diverged``.
     parent: the trial whose weights it started from (population-based
       training), -1 if it started from initialisation.
     kept: whether the sampler kept it (the next ranges span it).
-    seed_accuracy: with ``seeds=k``, each seed's validation accuracy (``None``
-      where that seed diverged); ``val_accuracy`` is their mean.
-    val_accuracy_std: with ``seeds=k``, the standard deviation over seeds.
+    seed_scores: with ``seeds=k``, each seed's ranking metric (``None`` where
+      that seed diverged; the metrics are means over seeds), recorded as
+      ``seed_<metric>`` (classification: ``seed_accuracy``).
+    score_std: with ``seeds=k``, the ranking metric's standard deviation over
+      seeds, recorded as ``val_<metric>_std``.
     epoch_loss: mean training loss of each epoch it trained (``epochs``
       values, from ``start_epoch``; ``None`` where not finite).
+    scoring: the objective's metric names and directions (not recorded).
   """
 
   round: int
@@ -71,23 +75,57 @@ class Trial:
   hparams: dict[str, Any]
   start_epoch: int
   epochs: int
-  val_accuracy: float | None
-  val_loss: float | None
+  metrics: dict[str, float | None]
   status: str
   parent: int
   kept: bool
-  seed_accuracy: list[float | None] | None = None
-  val_accuracy_std: float | None = None
+  seed_scores: list[float | None] | None = None
+  score_std: float | None = None
   epoch_loss: list[float | None] | None = None
+  scoring: Scoring = dataclasses.field(default=CLASSIFICATION, repr=False, compare=False)
+
+  @property
+  def score(self) -> float | None:
+    """The ranking metric's value (``None`` if it diverged)."""
+    return self.metrics.get(self.scoring.rank_by)
+
+  def __getattr__(self, name: str) -> Any:
+    # Only for names the class lacks: the record's val_<metric>, seed_<metric>, ..._std.
+    if name.startswith("_") or "metrics" not in self.__dict__:
+      raise AttributeError(name)
+    if name == self.scoring.spread_field:
+      return self.score_std
+    return self.scoring.value_of(name, self.metrics, seeds=self.seed_scores)
+
+  def metric(self, name: str) -> float | None:
+    return self.metrics.get(name)
 
   def to_record(self) -> dict[str, Any]:
-    """The record as ``trials.jsonl`` holds it (tuples as lists; the seed
-    fields only with several seeds)."""
-    record = dataclasses.asdict(self)
-    record["hparams"] = {k: json_value(v) for k, v in self.hparams.items()}
-    if self.seed_accuracy is None:  # One seed: no spread to record.
-      del record["seed_accuracy"], record["val_accuracy_std"]
+    """The record as ``trials.jsonl`` holds it: ``val_<metric>`` fields after
+    ``epochs``, tuples as lists, the seed fields only with several seeds."""
+    record: dict[str, Any] = {
+        "round": self.round, "trial": self.trial, "lane": self.lane, "bracket": self.bracket,
+        "hparams": {k: json_value(v) for k, v in self.hparams.items()},
+        "start_epoch": self.start_epoch, "epochs": self.epochs}
+    record.update({self.scoring.field(name): value for name, value in self.metrics.items()})
+    record.update(status=self.status, parent=self.parent, kept=self.kept)
+    if self.seed_scores is not None:  # One seed: no spread to record.
+      record[self.scoring.seed_field] = list(self.seed_scores)
+      record[self.scoring.spread_field] = self.score_std
+    record["epoch_loss"] = self.epoch_loss
     return record
+
+  @classmethod
+  def from_record(cls, record: Mapping[str, Any], scoring: Scoring) -> Trial:
+    """A record of ``trials.jsonl`` read back (hparams as JSON holds them)."""
+    return cls(
+        round=record["round"], trial=record["trial"], lane=record["lane"],
+        bracket=record["bracket"], hparams=dict(record["hparams"]),
+        start_epoch=record["start_epoch"], epochs=record["epochs"],
+        metrics={name: record.get(scoring.field(name)) for name in scoring.names},
+        status=record["status"], parent=record["parent"], kept=record["kept"],
+        seed_scores=record.get(scoring.seed_field), score_std=record.get(scoring.spread_field),
+        epoch_loss=record.get("epoch_loss"), scoring=scoring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +139,14 @@ class TrialTable:
     lane, bracket, start_epoch, epochs, parent: int ``[T]`` (see :class:`Trial`;
       ``parent`` indexes trials of the same round).
     status: object ``[T]`` strings.
-    val_accuracy, val_loss: float64 ``[T]`` when each trial stopped, NaN if
-      it diverged.
+    metrics: ``{metric: float64 [T]}`` on the validation split when each trial
+      stopped, NaN if it diverged; in ``scoring``'s order.
     epoch_loss: float32 ``[T, budget]`` mean training loss per epoch, NaN
       outside the epochs a trial trained.
-    seed_accuracy: float64 ``[T, k]`` each seed's validation accuracy when
-      every configuration trained with ``k`` seeds (NaN where a seed
-      diverged); ``None`` for one seed.
+    seed_scores: float64 ``[T, k]`` each seed's ranking metric when every
+      configuration trained with ``k`` seeds (NaN where a seed diverged);
+      ``None`` for one seed.
+    scoring: the metrics' names and directions, and the ranking one.
   """
 
   hparams: dict[str, np.ndarray]
@@ -119,10 +158,10 @@ class TrialTable:
   epochs: np.ndarray
   parent: np.ndarray
   status: np.ndarray
-  val_accuracy: np.ndarray
-  val_loss: np.ndarray
+  metrics: dict[str, np.ndarray]
   epoch_loss: np.ndarray
-  seed_accuracy: np.ndarray | None = None
+  seed_scores: np.ndarray | None = None
+  scoring: Scoring = CLASSIFICATION
 
   def __len__(self) -> int:
     return len(self.status)
@@ -139,7 +178,18 @@ class TrialTable:
   @property
   def seeds(self) -> int:
     """Seeds every configuration trained with."""
-    return 1 if self.seed_accuracy is None else int(self.seed_accuracy.shape[1])
+    return 1 if self.seed_scores is None else int(self.seed_scores.shape[1])
+
+  @property
+  def score(self) -> np.ndarray:
+    """float64 ``[T]``: the ranking metric (NaN where a trial diverged)."""
+    return self.metrics[self.scoring.rank_by]
+
+  def __getattr__(self, name: str) -> Any:
+    # Only for names the class lacks: ``val_<metric>`` and ``seed_<metric>`` columns.
+    if name.startswith("_") or "metrics" not in self.__dict__:
+      raise AttributeError(name)
+    return self.scoring.value_of(name, self.metrics, seeds=self.seed_scores)
 
   @property
   def reached(self) -> np.ndarray:
@@ -169,10 +219,15 @@ class TrialTable:
 
   def take(self, rows: np.ndarray) -> TrialTable:
     """The trials ``rows`` (an index array or a bool mask), in that order."""
-    return TrialTable(**{
-        f.name: (None if getattr(self, f.name) is None
-                 else {k: v[rows] for k, v in self.hparams.items()} if f.name == "hparams"
-                 else getattr(self, f.name)[rows]) for f in dataclasses.fields(TrialTable)})
+    def taken(name: str) -> Any:
+      value = getattr(self, name)
+      if value is None or name == "scoring":
+        return value
+      if isinstance(value, dict):
+        return {k: v[rows] for k, v in value.items()}
+      return value[rows]
+
+    return TrialTable(**{f.name: taken(f.name) for f in dataclasses.fields(TrialTable)})
 
   def columns(self) -> dict[str, Any]:
     """The table's columns, ``{field: array}`` (to build a subclass from)."""
@@ -184,10 +239,12 @@ class TrialTable:
     first = tables[0]
     columns = {f.name: (None if getattr(first, f.name) is None
                         else np.concatenate([getattr(t, f.name) for t in tables]))
-               for f in dataclasses.fields(TrialTable) if f.name != "hparams"}
-    columns["hparams"] = {name: np.concatenate([t.hparams[name] for t in tables])
-                          for name in first.hparams}
-    return TrialTable(**columns)
+               for f in dataclasses.fields(TrialTable)
+               if f.name not in ("hparams", "metrics", "scoring")}
+    for name in ("hparams", "metrics"):
+      columns[name] = {key: np.concatenate([getattr(t, name)[key] for t in tables])
+                       for key in getattr(first, name)}
+    return TrialTable(**columns, scoring=first.scoring)
 
   @classmethod
   def merge_buckets(cls, parts: Sequence[tuple[Mapping[str, Any], TrialTable]],
@@ -277,24 +334,24 @@ class TrialTable:
     diverged = bool(self.diverged[row])
     start, epochs = int(self.start_epoch[row]), int(self.epochs[row])
     spread = {}
-    if self.seed_accuracy is not None:
-      per_seed = self.seed_accuracy[row]
+    if self.seed_scores is not None:
+      per_seed = self.seed_scores[row]
       finite = per_seed[np.isfinite(per_seed)]
-      spread = {"seed_accuracy": [finite_or_none(a) for a in per_seed],
-                "val_accuracy_std": float(finite.std()) if len(finite) else None}
+      spread = {"seed_scores": [finite_or_none(a) for a in per_seed],
+                "score_std": float(finite.std()) if len(finite) else None}
     return Trial(
         round=int(self.round[row]), trial=int(self.trial[row]), lane=int(self.lane[row]),
         bracket=int(self.bracket[row]), hparams=self.values(row, space),
         start_epoch=start, epochs=epochs,
-        val_accuracy=None if diverged else finite_or_none(self.val_accuracy[row]),
-        val_loss=None if diverged else finite_or_none(self.val_loss[row]),
+        metrics={name: None if diverged else finite_or_none(values[row])
+                 for name, values in self.metrics.items()},
         status=str(self.status[row]), parent=int(self.parent[row]), kept=kept,
         epoch_loss=[finite_or_none(v) for v in self.epoch_loss[row, start:start + epochs]],
-        **spread)
+        scoring=self.scoring, **spread)
 
   @classmethod
   def from_records(cls, records: Sequence[Mapping[str, Any]], space: Space,
-                   budget: int) -> TrialTable:
+                   budget: int, scoring: Scoring = CLASSIFICATION) -> TrialTable:
     """The table ``records`` (``trials.jsonl`` lines) were written from, with
     the dtypes a round produces: exact, since traced values are recorded as
     the float32 values' exact decimals."""
@@ -303,17 +360,17 @@ class TrialTable:
     for row, record in enumerate(records):
       start = record["start_epoch"]
       curves[row, start:start + record["epochs"]] = [_nan(v) for v in record["epoch_loss"]]
-    seeded = bool(records) and records[0].get("seed_accuracy") is not None
+    seeded = bool(records) and records[0].get(scoring.seed_field) is not None
     return TrialTable(
         hparams=_hparams_from_records(records, space), round=column("round", np.int64),
         trial=column("trial", np.int64), lane=column("lane", np.int64),
         bracket=column("bracket", np.int64), start_epoch=column("start_epoch", np.int64),
         epochs=column("epochs", np.int64), parent=column("parent", np.int64),
         status=np.array([r["status"] for r in records], object),
-        val_accuracy=column("val_accuracy", np.float64),
-        val_loss=column("val_loss", np.float64), epoch_loss=curves,
-        seed_accuracy=np.array([[_nan(a) for a in r["seed_accuracy"]] for r in records],
-                               np.float64) if seeded else None)
+        metrics={name: column(scoring.field(name), np.float64) for name in scoring.names},
+        epoch_loss=curves,
+        seed_scores=np.array([[_nan(a) for a in r[scoring.seed_field]] for r in records],
+                             np.float64) if seeded else None, scoring=scoring)
 
 
 def _column(dist: Any, value: Any, count: int) -> np.ndarray:
@@ -341,57 +398,3 @@ def _hparams_from_records(records: Sequence[Mapping[str, Any]],
       for i, value in enumerate(values):
         columns[name][i] = dist.value(value)
   return columns
-
-
-class TrialLog:
-  """Collects one bucket's trials as a strategy opens and closes them; ``names``
-  are the traced hyperparameters, ``budget`` the epochs of a full run."""
-
-  def __init__(self, names: list[str], budget: int, round_index: int = 0):
-    self.names = names
-    self.budget = budget
-    self.round_index = round_index
-    self.rows: list[dict[str, Any]] = []
-    self.placed: dict[int, tuple[Any, int]] = {}  # Finished trial: (its lanes, its position).
-
-  def open(self, lane: int, hparams: Mapping[str, float], start_epoch: int,
-           parent: int = -1, bracket: int = -1) -> int:
-    """Starts a trial; returns its index."""
-    self.rows.append({"lane": lane, "bracket": bracket, "start_epoch": start_epoch,
-                      "parent": parent, "hparams": {k: float(hparams[k]) for k in self.names},
-                      "curve": np.full(self.budget, np.nan, np.float32)})
-    return len(self.rows) - 1
-
-  def record_losses(self, trial: int, losses: np.ndarray) -> None:
-    """Adds epoch losses ``[budget]`` (NaN where not trained) to a trial's curve."""
-    curve = self.rows[trial]["curve"]
-    self.rows[trial]["curve"] = np.fmax(curve, np.asarray(losses, np.float32))
-
-  def close(self, trial: int, end_epoch: int, accuracy: float, loss: float, status: str,
-            seed_accuracy: np.ndarray | None = None) -> None:
-    """Ends a trial; ``seed_accuracy [k]`` holds each seed's validation
-    accuracy when the configuration trained with ``k`` seeds."""
-    row = self.rows[trial]
-    row.update(epochs=end_epoch - row["start_epoch"], accuracy=accuracy, loss=loss,
-               status=status, seed_accuracy=seed_accuracy)
-
-  def table(self) -> TrialTable:
-    """The trials as a :class:`TrialTable` (traced hyperparameters only)."""
-    rows = self.rows
-    missing = [i for i, row in enumerate(rows) if "status" not in row]
-    if missing:
-      raise RuntimeError(f"trials {missing} were never closed")
-    column = lambda key, dtype: np.array([row[key] for row in rows], dtype)
-    return TrialTable(
-        hparams={k: np.array([row["hparams"][k] for row in rows], np.float32)
-                 for k in self.names},
-        round=np.full(len(rows), self.round_index, np.int64),
-        trial=np.arange(len(rows), dtype=np.int64), lane=column("lane", np.int64),
-        bracket=column("bracket", np.int64), start_epoch=column("start_epoch", np.int64),
-        epochs=column("epochs", np.int64), parent=column("parent", np.int64),
-        status=column("status", object), val_accuracy=column("accuracy", np.float64),
-        val_loss=column("loss", np.float64),
-        epoch_loss=(np.stack([row["curve"] for row in rows]) if rows
-                    else np.zeros((0, self.budget), np.float32)),
-        seed_accuracy=(np.stack([row["seed_accuracy"] for row in rows]).astype(np.float64)
-                       if rows and rows[0]["seed_accuracy"] is not None else None))

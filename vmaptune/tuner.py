@@ -41,18 +41,21 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   last completed round.
 
   Args:
-    model: a Linen module mapping ``[B, ...]`` features to ``[B, C]`` logits.
+    model: a Linen module mapping a batch's inputs to what the objective
+      reads (classification: features ``[B, ...]`` to logits ``[B, C]``).
       Structural parameters of ``space`` (other than ``batch_size``) set its
       fields; or pass a function ``model(**structural_values) -> nn.Module``.
       Flax NNX models work too: a constructor ``f(rngs, **structural_values)``
       (or an ``nnx.Module`` class), or an ``nnx.Module`` instance whose
       weights every lane starts from (see :mod:`vmaptune.nnx`).
-    data: a :class:`vmaptune.Dataset`; its test split is not read here.
+    data: a :class:`vmaptune.Dataset` (splits: pairs ``(x, y)`` or any pytree
+      of arrays); its test split is not read here.
     space: the hyperparameters to search, one value per lane: the names the
       optimizer takes (``"adamw"``: ``learning_rate``, ``weight_decay``,
       ``b1``, ``b2``, ``eps``; ``"sgd"``: ``learning_rate``, ``momentum``,
-      ``weight_decay``) and the trainer's ``dropout_rate``,
-      ``label_smoothing`` and ``warmup_epochs``; structural parameters
+      ``weight_decay``), the trainer's ``dropout_rate`` and
+      ``warmup_epochs``, and the objective's (classification:
+      ``label_smoothing``; a custom objective's loss weights); structural parameters
       (:class:`vmaptune.Choice`, ``IntUniform(..., structural=True)``) train
       one population per combination.
     out: run directory for ``config.json``, ``trials.jsonl``, ``summary.json``
@@ -80,11 +83,12 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       ``population`` (256), ``rounds`` (4), ``epochs`` (5), ``batch_size``
       (64), ``seed`` (0), ``sampler`` ("narrow"), ``strategy`` ("random"),
       ``seeds`` (1), ``confirm`` ("auto"), ``optimizer`` ("adamw"), ``schedule`` ("auto"),
+      ``objective`` ("classification"; see :mod:`vmaptune.objectives`),
       ``eval_batch_size`` (1024), ``matmul_precision`` ("default"),
       ``max_lanes_per_chunk`` and ``memory_budget_bytes`` (None: automatic).
 
   Returns:
-    A :class:`TuneResult`; call ``final_fit()`` on it for the test accuracy.
+    A :class:`TuneResult`; call ``final_fit()`` on it for the test scores.
 
   Raises:
     SettingsError, SpaceError, DataError: bad input, before any compilation.
@@ -109,7 +113,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   trackers = tracking.resolve(loggers) if is_first_process() else tracking.check(loggers)
   engine = Engine(model, data, space, settings)
   config = rundir.snapshot(engine.described_settings(), space, engine.model_name,
-                           engine.parameters, data)
+                           engine.parameters, data, engine.objective.scoring,
+                           engine.example_inputs)
   run_dir, restored = (None, None) if out is None else rundir.open_run(
       out, config, resume=resume, resume_from_intact=resume_from_intact,
       copy_files=copy_files)
@@ -122,7 +127,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     if live is not None:
       live.restored(done)
 
-  listener = None if sink is None else progress_events.Reporter(sink)
+  listener = (None if sink is None
+              else progress_events.Reporter(sink, scoring=engine.objective.scoring))
   callbacks = [] if listener is None else [listener.round_end]  # First: clears a live line.
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
     callbacks.append(lambda r: print(r.describe(settings.rounds), flush=True))

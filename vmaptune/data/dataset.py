@@ -1,17 +1,21 @@
 """Datasets: train / validation / test splits, checked once on the host.
 
-A :class:`Dataset` holds three :class:`Split` s of NumPy arrays. The test split
+A :class:`Dataset` holds three splits: pairs ``(x, y)`` (a :class:`Split`)
+or any pytree of NumPy arrays sharing the leading example axis. The test split
 is sealed: the tuner never touches it, and :meth:`Dataset.read_test` counts
 every read so a run can prove the search did not look at it.
 
-Features are float32 of shape ``[N, ...]`` (any trailing shape, e.g. ``[N, 8,
-8, 1]`` images); labels are int32 of shape ``[N]`` in ``[0, num_classes)``.
+Floats become float32 and integers int32; classification labels are int32 of
+shape ``[N]`` in ``[0, num_classes)`` once the objective has checked them
+(:meth:`Dataset.check_labels`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from vmaptune.errors import DataError
@@ -22,7 +26,7 @@ _MAX_LABEL = np.iinfo(np.int32).max
 
 
 class Split(NamedTuple):
-  """One split: features ``x [N, ...]`` float32, labels ``y [N]`` int32."""
+  """A split of features and targets: ``x [N, ...]``, ``y [N, ...]`` (a pytree pair)."""
   x: np.ndarray
   y: np.ndarray
 
@@ -30,31 +34,85 @@ class Split(NamedTuple):
     return len(self.y)
 
 
-def _as_split(name: str, split) -> Split:
-  """Converts ``(x, y)`` to a checked :class:`Split`; errors name the split."""
-  try:
-    x, y = split
-  except (TypeError, ValueError):
-    raise DataError(f"{name} split must be a pair (x, y), got {type(split).__name__}") from None
-  x, y = _as_array(name, "features", x), _as_array(name, "labels", y)
-  if x.ndim < 2:
-    raise DataError(f"{name} features have shape {x.shape}; expected [N, ...] "
+def split_length(split: Any) -> int:
+  """Examples in a split: the length of its leaves' leading axis."""
+  return len(jax.tree.leaves(split)[0])
+
+
+def leaf_names(split: Any) -> list[str]:
+  """How messages name each leaf of a split: a pair's ``features`` and
+  ``targets``, a dict's or tuple's keys (``['tokens']``, ``[0]``), ``tokens``
+  for a single array."""
+  if isinstance(split, Split):
+    return ["features", "targets"]
+  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(split)[0]]
+  return [path or "array" for path in paths]
+
+
+def _as_structure(name: str, split: Any) -> Any:
+  """A pair as a :class:`Split`, a dict or tuple of arrays as itself, anything
+  else as one array; errors name the split."""
+  if isinstance(split, (tuple, list)) and not isinstance(split, Split) and len(split) == 2:
+    return Split(*(_as_array(name, what, v)
+                   for what, v in zip(("features", "targets"), split, strict=True)))
+  if isinstance(split, Split):
+    return Split(_as_array(name, "features", split.x), _as_array(name, "targets", split.y))
+  if isinstance(split, Mapping):
+    if not split:
+      raise DataError(f"{name} split is an empty dict; expected arrays under its keys")
+    return {str(k): _as_array(name, f"[{k!r}]", v) for k, v in split.items()}
+  if isinstance(split, (tuple, list)):
+    if not split:
+      raise DataError(f"{name} split is empty; expected (x, y), a dict or a tuple of arrays")
+    return tuple(_as_array(name, f"[{i}]", v) for i, v in enumerate(split))
+  if split is None:
+    raise DataError(f"{name} split is None; expected (x, y), a dict or tuple of arrays, "
+                    "or one array")
+  return _as_array(name, "array", split)
+
+
+def _as_split(name: str, split: Any) -> Any:
+  """Checks and converts a split (any pytree of arrays sharing the leading example
+  axis): real numbers, finite, within float32 and int32; floats become float32,
+  integers int32. Errors name the split and the leaf."""
+  split = _as_structure(name, split)
+  names = leaf_names(split)
+  leaves, treedef = jax.tree.flatten(split)
+  if isinstance(split, Split) and split.x.ndim < 2:
+    raise DataError(f"{name} features have shape {split.x.shape}; expected [N, ...] "
                     "with one row per example")
-  if y.ndim != 1:
-    hint = ""
-    if y.ndim == 2 and y.shape[1] == 1:
-      hint = " (a column: pass y.reshape(-1))"
-    elif y.ndim == 2:
-      hint = " (one-hot or scores: pass y.argmax(axis=1))"
-    raise DataError(f"{name} labels have shape {y.shape}; expected [N] integers{hint}")
-  if len(x) != len(y):
-    raise DataError(f"{name} split has {len(x)} feature rows but {len(y)} labels; "
-                    "they must have the same length")
+  for leaf, what in zip(leaves, names, strict=True):
+    if leaf.ndim < 1:
+      raise DataError(f"{name} {what} have shape {leaf.shape}; expected [N, ...] with one "
+                      "row per example")
+  lengths = {what: len(leaf) for leaf, what in zip(leaves, names, strict=True)}
+  if len(set(lengths.values())) > 1:
+    if isinstance(split, Split):
+      raise DataError(f"{name} split has {len(split.x)} feature rows but {len(split.y)} "
+                      "targets; they must have the same length")
+    raise DataError(f"{name} split's arrays have different lengths {lengths}; every leaf "
+                    "needs one row per example")
+  converted = [_as_leaf(name, what, leaf) for leaf, what in zip(leaves, names, strict=True)]
+  if isinstance(split, Split):  # Features are float32, whatever they were stored as.
+    converted[0] = converted[0].astype(np.float32)
+  return jax.tree.unflatten(treedef, converted)
+
+
+def _as_leaf(name: str, what: str, x: np.ndarray) -> np.ndarray:
   if 0 in x.shape[1:]:
-    raise DataError(f"{name} features have shape {x.shape}: no values per example; "
+    raise DataError(f"{name} {what} have shape {x.shape}: no values per example; "
                     "expected [N, ...] with every trailing dimension at least 1")
   if x.dtype.kind not in "biuf":  # Not complex, dates, durations, strings or objects.
-    raise DataError(f"{name} features have dtype {x.dtype}; expected real numbers")
+    raise DataError(f"{name} {what} have dtype {x.dtype}; expected real numbers")
+  if x.dtype.kind in "iu":
+    with np.errstate(over="ignore"):
+      huge = (x > _MAX_LABEL) | (x < -_MAX_LABEL)
+    if huge.any():
+      raise DataError(f"{name} {what} hold {int(huge.sum())} integers beyond int32's range "
+                      f"(e.g. {x[huge].flat[0].item()!r}); expected magnitudes below 2**31")
+    return x.astype(np.int32)
+  if x.dtype.kind == "b":
+    return x
   with np.errstate(over="ignore", invalid="ignore"):  # Reported below, with the row.
     cast = x.astype(np.float32)
   bad = ~np.isfinite(cast)
@@ -62,23 +120,11 @@ def _as_split(name: str, split) -> Split:
     stored = ~np.isfinite(x)
     row = int(np.argwhere(stored if stored.any() else bad)[0][0])
     if stored.any():
-      raise DataError(f"{name} features contain {int(stored.sum())} NaN/inf values "
+      raise DataError(f"{name} {what} contain {int(stored.sum())} NaN/inf values "
                       f"(first in row {row}); clean or impute them first")
-    raise DataError(f"{name} features hold {int(bad.sum())} values beyond float32's range "
+    raise DataError(f"{name} {what} hold {int(bad.sum())} values beyond float32's range "
                     f"(first in row {row}); expected magnitudes below 3.4e38: rescale them")
-  if y.dtype.kind == "f":
-    if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-      raise DataError(f"{name} labels must be whole numbers, got dtype {y.dtype} "
-                      "with fractional or non-finite values")
-  elif y.dtype.kind not in "iu":
-    raise DataError(f"{name} labels have dtype {y.dtype}; expected integers")
-  with np.errstate(over="ignore"):  # float16 holds no such bound, nor a label beyond it.
-    huge = (y > _MAX_LABEL) | (y < -_MAX_LABEL)
-  if huge.any():
-    raise DataError(f"{name} labels must lie in [0, num_classes) with num_classes at most "
-                    f"2**31 (labels are int32) but {int(huge.sum())} do not "
-                    f"(e.g. {y[np.argmax(huge)].item()!r})")
-  return Split(cast, y.astype(np.int64))
+  return cast
 
 
 def _as_array(name: str, what: str, values) -> np.ndarray:
@@ -87,6 +133,24 @@ def _as_array(name: str, what: str, values) -> np.ndarray:
   except (ValueError, TypeError, OverflowError) as e:  # E.g. rows of different lengths.
     raise DataError(f"{name} {what} cannot be made an array ({e}); expected a NumPy array "
                     "or equally long nested lists of numbers") from None
+
+
+def _as_labels(name: str, y: np.ndarray) -> np.ndarray:
+  """Classification labels ``[N]`` as int32 whole numbers; errors name the split."""
+  if y.ndim != 1:
+    hint = ""
+    if y.ndim == 2 and y.shape[1] == 1:
+      hint = " (a column: pass y.reshape(-1))"
+    elif y.ndim == 2:
+      hint = " (one-hot or scores: pass y.argmax(axis=1))"
+    raise DataError(f"{name} labels have shape {y.shape}; expected [N] integers{hint}")
+  if y.dtype.kind == "f":
+    if not np.all(y == np.round(y)):
+      raise DataError(f"{name} labels must be whole numbers, got dtype {y.dtype} "
+                      "with fractional values")
+  elif y.dtype.kind not in "iu":
+    raise DataError(f"{name} labels have dtype {y.dtype}; expected integers")
+  return y.astype(np.int64)
 
 
 def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> None:
@@ -100,15 +164,27 @@ def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> None:
 
 
 class Dataset:
-  """Train, validation and (sealed) test splits of a classification task.
+  """Train, validation and (sealed) test splits.
+
+  A split is a pair ``(x [N, ...], y [N, ...])`` of features and targets (the
+  classification and regression objectives read pairs), or any pytree of
+  arrays sharing the leading example axis: a dict, a tuple, or one array (the
+  language-model objective reads one int array of token sequences ``[N, T]``).
+  Every leaf is checked here (real numbers, finite, within float32 and int32;
+  the same structure and trailing shapes in every split), and floats become
+  float32, integers int32. What the objective needs besides (integer labels
+  within ``num_classes``, tokens within the vocabulary) it checks before
+  anything compiles.
 
   Args:
-    train: ``(x [N_train, ...], y [N_train])``.
-    val: ``(x [N_val, ...], y [N_val])``; must not be empty.
-    test: ``(x [N_test, ...], y [N_test])``; may be empty.
-    num_classes: number of classes; inferred as ``max label + 1`` over the
-      train and validation splits when omitted (a test label beyond that is
-      an error, not a reason to widen the model).
+    train: the training split.
+    val: the validation split; must not be empty.
+    test: the test split; may be empty (no examples, or ``None``).
+    num_classes: for classification, the number of classes: the labels are
+      then checked here (see :meth:`check_labels`); when omitted, inferred as
+      ``max label + 1`` over the train and validation splits, and checked when
+      a classification run starts (a test label beyond that is an error, not a
+      reason to widen the model).
     name: a label for records and printing.
 
   >>> rng = np.random.default_rng(0)
@@ -119,54 +195,108 @@ class Dataset:
   {'train': 30, 'val': 10, 'test': 10}
   """
 
-  def __init__(self, train, val, test, num_classes: int | None = None,
+  def __init__(self, train, val, test=None, num_classes: int | None = None,
                name: str = "arrays"):
     if num_classes is not None:
       if not is_whole(num_classes) or not 2 <= num_classes <= _MAX_LABEL + 1:
         raise DataError(f"num_classes={num_classes!r}; expected an integer >= 2 (at most "
                         "2**31: labels are int32)")
       num_classes = int(num_classes)
-    splits = {n: _as_split(n, s)
-              for n, s in (("train", train), ("val", val), ("test", test))}
-    if num_classes is None:
-      for n, s in splits.items():
-        _check_labels(n, s.y, None)
-      # Inferred from the splits the search may read: the test split must not shape it.
-      # Both train and val empty: refused below, with a clearer message than max()'s.
-      num_classes = max(2, max((int(s.y.max()) + 1 for n, s in splits.items()
-                                if len(s) and n != "test"), default=2))
-    for n, s in splits.items():
-      _check_labels(n, s.y, num_classes)
-    splits = {n: Split(s.x, s.y.astype(np.int32)) for n, s in splits.items()}
-    if len(splits["train"]) == 0:
+    train, val = _as_split("train", train), _as_split("val", val)
+    if test is None:  # An empty split of the training split's structure.
+      test = jax.tree.map(lambda a: a[:0], train)
+    test = _as_split("test", test)
+    splits = {"train": train, "val": val, "test": test}
+    if split_length(train) == 0:
       raise DataError("train split is empty; expected at least one example")
-    if len(splits["val"]) == 0:
+    if split_length(val) == 0:
       raise DataError("validation split is empty; the search scores every lane "
                       "on it, so it needs at least one example")
-    shapes = {n: s.x.shape[1:] for n, s in splits.items() if len(s)}
-    if len(set(shapes.values())) > 1:
-      raise DataError(f"splits have different feature shapes {shapes}")
-    self.train: Split = splits["train"]
-    self.val: Split = splits["val"]
-    self._test: Split = splits["test"]
-    self.num_classes: int = num_classes
+    structures = {n: jax.tree.structure(s) for n, s in splits.items()}
+    if len({str(t) for t in structures.values()}) > 1:
+      raise DataError("splits have different structures "
+                      f"{ {n: str(t) for n, t in structures.items()} }; expected the same "
+                      "arrays in every split")
+    names = leaf_names(train)
+    for position, what in enumerate(names):
+      shapes = {n: jax.tree.leaves(s)[position].shape[1:] for n, s in splits.items()
+                if split_length(s)}
+      if len(set(shapes.values())) > 1:
+        label = "feature" if what == "features" else f"{what}"
+        raise DataError(f"splits have different {label} shapes {shapes}")
+    self.train = train
+    self.val = val
+    self._test = test
+    self._num_classes = num_classes
     self.name = name
     self.test_reads = 0
+    if num_classes is not None:  # Declared a classification: its labels are checked now.
+      self.check_labels()
+
+  @property
+  def is_pair(self) -> bool:
+    """Whether the splits are pairs ``(x, y)`` of features and targets."""
+    return isinstance(self.train, Split)
 
   @property
   def feature_shape(self) -> tuple[int, ...]:
-    """Shape of one example, e.g. ``(8, 8, 1)``."""
-    return tuple(self.train.x.shape[1:])
+    """Shape of one example's features (a pair's ``x``; else the first leaf), e.g. ``(8, 8, 1)``."""
+    first = self.train.x if self.is_pair else jax.tree.leaves(self.train)[0]
+    return tuple(first.shape[1:])
+
+  @property
+  def num_classes(self) -> int | None:
+    """The number of classes: as given, or ``max label + 1`` over the train and
+    validation splits' integer labels (at least 2); ``None`` for splits that
+    hold no whole-number labels ``[N]``."""
+    if self._num_classes is not None:
+      return self._num_classes
+    if not self.is_pair:
+      return None
+    labels = [s.y for s in (self.train, self.val) if len(s)]
+    if any(y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y)))
+           for y in labels):
+      return None
+    return max(2, max((int(y.max()) + 1 for y in labels), default=2))
+
+  def check_labels(self) -> None:
+    """Checks every split holds classification labels ``[N]``: whole numbers in
+    ``[0, num_classes)`` (the test split too, without counting a read), and
+    makes them int32.
+
+    Raises:
+      DataError: naming the split and the bad labels.
+    """
+    splits = self.splits_for_checks()
+    for n, s in splits.items():
+      if not isinstance(s, Split):
+        raise DataError(f"{n} split is {type(s).__name__}; classification takes pairs "
+                        "(x, y) of features and integer labels")
+    labels = {n: _as_labels(n, s.y) for n, s in splits.items()}
+    if self._num_classes is None:
+      for n, y in labels.items():
+        _check_labels(n, y, None)
+    num_classes = self.num_classes
+    for n, y in labels.items():
+      _check_labels(n, y, num_classes)
+    self.train, self.val, self._test = (Split(splits[n].x, labels[n].astype(np.int32))
+                                        for n in ("train", "val", "test"))
 
   @property
   def sizes(self) -> dict[str, int]:
-    return {"train": len(self.train), "val": len(self.val), "test": len(self._test)}
+    return {n: split_length(s) for n, s in self.splits_for_checks().items()}
 
-  def read_test(self) -> Split:
+  def splits_for_checks(self) -> dict[str, Any]:
+    """``{"train", "val", "test"}`` splits, for checks of their values only: the
+    test split's read is not counted, and nothing may train or score on it."""
+    return {"train": self.train, "val": self.val, "test": self._test}
+
+  def read_test(self) -> Any:
     """Returns the test split and counts the read (see ``test_reads``)."""
     self.test_reads += 1
     return self._test
 
   def __repr__(self) -> str:
+    classes = f", num_classes={self.num_classes}" if self.num_classes is not None else ""
     return (f"Dataset({self.name!r}, sizes={self.sizes}, "
-            f"feature_shape={self.feature_shape}, num_classes={self.num_classes})")
+            f"feature_shape={self.feature_shape}{classes})")

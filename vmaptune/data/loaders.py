@@ -1,6 +1,6 @@
 """Loaders that split arrays into a :class:`~vmaptune.data.dataset.Dataset`:
-your own arrays, ``.npz`` files, the embedded 8x8 digits, a synthetic teacher
-task, and channel layouts made explicit (:func:`as_images`).
+your own arrays, ``.npz`` files, the embedded 8x8 digits and diabetes sets, a
+synthetic teacher task, and channel layouts made explicit (:func:`as_images`).
 
 Image loaders return channel-last ``[N, H, W, C]``; arrays of your own keep
 the shape you give (a ``[N, H, W]`` image and a ``[N, T, F]`` sequence look
@@ -89,6 +89,36 @@ def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
   return from_arrays(x, raw.target, val_fraction=val_fraction,
                      test_fraction=test_fraction, seed=seed, num_classes=10,
                      name="digits")
+
+
+def diabetes(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
+             seed: int = 0) -> Dataset:
+  """The diabetes regression set that ships with scikit-learn (no download).
+
+  442 patients, 10 features (age, sex, body-mass index, blood pressure and six
+  blood serum measurements), and a real target: disease progression one year
+  later. Features and target are standardised with the mean and standard
+  deviation of the training split only (no statistic of the validation or test
+  examples leaks into training), so a model that predicts the training mean
+  scores a mean squared error of about 1.
+
+  Returns:
+    A :class:`Dataset` of pairs: features ``[N, 10]`` float32, targets ``[N]``
+    float32. Its ``target_mean`` and ``target_std`` attributes turn a
+    standardised prediction back into the original units.
+  """
+  from sklearn.datasets import load_diabetes  # Imported lazily: only this loader needs it.
+
+  x, y = load_diabetes(return_X_y=True, scaled=False)
+  train_idx, val_idx, test_idx = split_indices(len(y), val_fraction, test_fraction, seed)
+  x_mean, x_std = x[train_idx].mean(axis=0), x[train_idx].std(axis=0)
+  y_mean, y_std = y[train_idx].mean(), y[train_idx].std()
+  x = ((x - x_mean) / np.where(x_std > 0, x_std, 1.0)).astype(np.float32)
+  y = ((y - y_mean) / y_std).astype(np.float32)
+  data = Dataset(train=(x[train_idx], y[train_idx]), val=(x[val_idx], y[val_idx]),
+                 test=(x[test_idx], y[test_idx]), name="diabetes")
+  data.target_mean, data.target_std = float(y_mean), float(y_std)
+  return data
 
 
 def teacher(*, n: int = 10_000, features: int = 64, classes: int = 10, hidden: int = 64,

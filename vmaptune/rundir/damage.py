@@ -29,6 +29,7 @@ from vmaptune.rundir.files import (
   TRIALS_FILE,
   upgrade,
 )
+from vmaptune.scoring import Scoring
 from vmaptune.space import Space
 from vmaptune.trials import TrialTable
 
@@ -37,11 +38,12 @@ ROUND_FIELDS: dict[str, tuple[type, ...]] = {
     "round": (int,), "trials": (int,), "space": (dict,), "next_space": (dict,),
     "strategy": (str,), "wall_s": (int, float), "compile_s": (int, float),
     "trace_s": (int, float), "compiles": (int,)}
-# A trial record's fields and their types (None where a diverged trial has no score).
+NUMBER = (int, float, type(None))  # None: NaN, as JSON writes it.
+# A trial record's fields and their types (None where a diverged trial has no
+# score), besides its metrics' ``val_<metric>`` (see record_fields).
 RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "round": (int,), "trial": (int,), "lane": (int,), "bracket": (int,),
     "hparams": (dict,), "start_epoch": (int,), "epochs": (int,),
-    "val_accuracy": (int, float, type(None)), "val_loss": (int, float, type(None)),
     "status": (str,), "parent": (int,), "kept": (bool,), "epoch_loss": (list,)}
 CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
     "settings": (dict,), "space": (dict,), "model": (dict,), "data": (dict,),
@@ -49,19 +51,35 @@ CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
 # What reading a run back needs (resuming it needs every field above).
 READ_ROUND_FIELDS = ("round", "trials")
 READ_CONFIG_FIELDS = ("settings", "space")
-NUMBER = (int, float, type(None))  # None: NaN, as JSON writes it.
-# The parts of a summary that resuming and showing read, and their fields.
+# The parts of a summary that resuming and showing read, and their fields
+# (besides the metrics', see part_fields).
 PART_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "chosen": {"round": (int,), "trial": (int,), "hparams": (dict,), "val_accuracy": NUMBER,
-               "val_loss": NUMBER, "epochs": (int,), "start_epoch": (int,)},
-    "final_fit": {"round": (int,), "trial": (int,), "val_accuracy": NUMBER,
-                  "val_loss": NUMBER, "test_accuracy": NUMBER, "test_loss": NUMBER},
+    "chosen": {"round": (int,), "trial": (int,), "hparams": (dict,), "epochs": (int,),
+               "start_epoch": (int,)},
+    "final_fit": {"round": (int,), "trial": (int,)},
     "best_params": {"from": (str,), "round": (int,), "trial": (int,), "hparams": (dict,),
                     "sha256": (str,)},
     "confirmation": {"seeds": (int,), "candidates": (list,), "wall_s": (int, float)}}
 CANDIDATE_FIELDS: dict[str, tuple[type, ...]] = {
-    "round": (int,), "trial": (int,), "hparams": (dict,), "seed_accuracy": (list,),
-    "seed_loss": (list,)}
+    "round": (int,), "trial": (int,), "hparams": (dict,)}
+
+
+def record_fields(scoring: Scoring) -> dict[str, tuple[type, ...]]:
+  """A trial record's fields and types: :data:`RECORD_FIELDS` and ``val_<metric>``."""
+  return {**RECORD_FIELDS, **{scoring.field(name): NUMBER for name in scoring.names}}
+
+
+def part_fields(scoring: Scoring) -> dict[str, dict[str, tuple[type, ...]]]:
+  """The summary parts' fields and types, the metrics' included."""
+  val = {scoring.field(name): NUMBER for name in scoring.names}
+  test = {f"test_{name}": NUMBER for name in scoring.names}
+  return {**PART_FIELDS, "chosen": {**PART_FIELDS["chosen"], **val},
+          "final_fit": {**PART_FIELDS["final_fit"], **val, **test}}
+
+
+def candidate_fields(scoring: Scoring) -> dict[str, tuple[type, ...]]:
+  """A confirmation candidate's fields and types, each metric's seeds included."""
+  return {**CANDIDATE_FIELDS, **{f"seed_{name}": (list,) for name in scoring.names}}
 SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "rounds": (list,), "chosen": (dict, type(None)), "final_fit": (dict, type(None)),
     "confirmation": (dict, type(None)), "best_params": (dict, type(None)),
@@ -182,14 +200,15 @@ def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
   return config
 
 
-def _parts_problem(summary: dict[str, Any]) -> str | None:
+def _parts_problem(summary: dict[str, Any], scoring: Scoring) -> str | None:
   """What is wrong with the chosen trial, final fit, parameters or confirmation."""
-  for part, fields in PART_FIELDS.items():
+  for part, fields in part_fields(scoring).items():
     value = summary.get(part)
     problem = None if value is None else _type_problem(value, fields)
     if problem is None and value is not None and part == "confirmation":
       problem = next((f"a candidate: {found}" for candidate in value["candidates"]
-                      if (found := _type_problem(candidate, CANDIDATE_FIELDS))), None)
+                      if (found := _type_problem(candidate, candidate_fields(scoring)))),
+                     None)
     if problem is not None:
       return f"its {part!r} is damaged: {problem}"
   return None
@@ -210,10 +229,10 @@ def _summary_rounds(summary: dict[str, Any], resuming: bool) -> tuple[int, str |
 
 
 def _check_round(records: list[dict[str, Any]], index: int, space: Space,
-                 epochs: int) -> str | None:
+                 epochs: int, scoring: Scoring) -> str | None:
   """What is wrong with round ``index``'s complete records, or ``None``."""
   try:
-    TrialTable.from_records(records, space, epochs)
+    TrialTable.from_records(records, space, epochs, scoring)
   except Exception as e:  # Values a garbled record holds (wrong names, lengths, types).
     return f"round {index + 1}'s records do not form a round ({type(e).__name__}: {e})"
   return None
@@ -231,6 +250,8 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
       damage makes them differ from the ones the summary points to.
   """
   summary_path, trials_path = (os.path.join(path, name) for name in (SUMMARY_FILE, TRIALS_FILE))
+  scoring = Scoring.from_dict(config.get("scoring"))
+  fields = record_fields(scoring)
   summary: dict[str, Any] = {"rounds": []}
   damage: Damage | None = None
   listed = 0
@@ -245,7 +266,7 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
     else:  # Its rounds can be read: damage past them leaves them intact.
       summary = value
       listed, problem = _summary_rounds(summary, resuming)
-      problem = problem or _parts_problem(summary)
+      problem = problem or _parts_problem(summary, scoring)
       if problem is not None:
         damage = Damage(summary_path, f"{summary_path}: {problem}")
   rounds = summary["rounds"][:listed]
@@ -267,7 +288,7 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
     except ValueError as e:
       problem = f"line {line_number} is not valid JSON ({e})"
       break
-    field_problem = _type_problem(record, RECORD_FIELDS)
+    field_problem = _type_problem(record, fields)
     if field_problem is not None:
       problem = f"line {line_number} is not a trial record: {field_problem}"
       break
@@ -279,7 +300,7 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
     current.append(record)
     offset += len(line)
     if len(current) == rounds[intact]["trials"]:
-      problem = _check_round(current, intact, space, epochs)
+      problem = _check_round(current, intact, space, epochs, scoring)
       if problem is not None:
         break
       records += current

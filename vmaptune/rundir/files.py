@@ -15,6 +15,7 @@ import numpy as np
 
 from vmaptune.data import Dataset
 from vmaptune.errors import DamagedRunError
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 
 TRIALS_FILE = "trials.jsonl"
@@ -125,7 +126,7 @@ def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
 def data_fingerprint(data: Dataset) -> str:
   """SHA-256 of the train and validation splits (never the sealed test split)."""
   digest = hashlib.sha256()
-  for array in (data.train.x, data.train.y, data.val.x, data.val.y):
+  for array in jax.tree.leaves((data.train, data.val)):
     array = np.ascontiguousarray(array)
     digest.update(f"{array.dtype}{array.shape}".encode())
     digest.update(array.tobytes())
@@ -133,7 +134,8 @@ def data_fingerprint(data: Dataset) -> str:
 
 
 def snapshot(settings: Mapping[str, Any], space: Space, model: str,
-             parameters: list[int], data: Dataset) -> dict[str, Any]:
+             parameters: list[int], data: Dataset, scoring: Scoring = CLASSIFICATION,
+             inputs: Any = None) -> dict[str, Any]:
   """What a run is, as ``config.json`` holds it (JSON-ready).
 
   Args:
@@ -142,11 +144,19 @@ def snapshot(settings: Mapping[str, Any], space: Space, model: str,
     model: the model's description (a module's repr, a function's name).
     parameters: parameter count of each bucket's model, in bucket order.
     data: the dataset (described, and fingerprinted without its test split).
+    scoring: the objective's metrics (readers rank and label with them).
+    inputs: the model's inputs for one example (``[1, ...]``, shapes or
+      arrays; default: the features); their shape and dtype are recorded
+      so a reader can check saved parameters against a model.
   """
+  first = jax.tree.leaves(inputs)[0] if inputs is not None else None
+  shape = list(first.shape[1:]) if first is not None else list(data.feature_shape)
+  dtype = {} if first is None or first.dtype == np.float32 else {"input_dtype": str(first.dtype)}
   return as_json({
       "format": FORMAT, "settings": dict(settings), "space": space.to_dict(),
+      "scoring": scoring.to_dict(),
       "model": {"description": model, "parameters": list(parameters)},
-      "data": {"description": repr(data), "feature_shape": list(data.feature_shape),
+      "data": {"description": repr(data), "feature_shape": shape, **dtype,
                "num_classes": data.num_classes, "fingerprint": data_fingerprint(data)},
       "environment": {"devices": [str(d) for d in jax.devices()],
                       "processes": jax.process_count(), "jax": jax.__version__}})
@@ -156,6 +166,7 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
   """``config.json`` in the current format: format 1 (no ``format`` 2) named
   the narrowing settings ``keep`` and ``margin``, now the narrow sampler's,
   and had no confirmation stage (``confirm="off"``)."""
+  config = _with_objective(config)
   settings = config.get("settings", {})
   if config.get("format", 1) >= 2 or "keep" not in settings:
     return config
@@ -168,6 +179,16 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     upgraded[key] = value
   upgraded.setdefault("confirm", "off")
   return {**config, "format": 2, "settings": upgraded}
+
+
+def _with_objective(config: dict[str, Any]) -> dict[str, Any]:
+  """A config written before objectives existed: a classification's."""
+  if "settings" not in config or ("objective" in config["settings"] and "scoring" in config):
+    return config
+  return {**config, "settings": {**config["settings"],
+                                 "objective": config["settings"].get("objective",
+                                                                     "classification")},
+          "scoring": config.get("scoring", CLASSIFICATION.to_dict())}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from vmaptune.errors import DamagedRunError
 from vmaptune.ranking import rank
 from vmaptune.rundir.damage import damage_error, inspect_run, read_config, read_params
 from vmaptune.rundir.files import CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE, upgrade
+from vmaptune.scoring import Scoring
 from vmaptune.space import Space
 from vmaptune.structural import BATCH_SIZE, ModelSpec, build_model
 from vmaptune.trials import TrialTable
@@ -49,10 +50,17 @@ class Run:
     """The original search space."""
     return Space.from_dict(self.config["space"])
 
+  @property
+  def scoring(self) -> Scoring:
+    """The objective's metrics and the ranking one (classification for runs
+    written before objectives)."""
+    return Scoring.from_dict(self.config.get("scoring"))
+
   @functools.cached_property
   def trials(self) -> TrialTable:
     """The completed rounds' trials as one table (rows in file order)."""
-    return TrialTable.from_records(self.records, self.space, int(self.settings["epochs"]))
+    return TrialTable.from_records(self.records, self.space, int(self.settings["epochs"]),
+                                   self.scoring)
 
   @property
   def kept(self) -> np.ndarray:
@@ -154,13 +162,15 @@ class Run:
                             "move it aside and run the same config again: the final fit "
                             "writes it again", path, run.rounds_completed) from None
     if model is not None:
-      _check_params(params, run.best_model(model), run.config["data"]["feature_shape"])
+      _check_params(params, run.best_model(model), run.config["data"]["feature_shape"],
+                    run.config["data"].get("input_dtype", "float32"))
     return params
 
 
-def _check_params(params: Any, model: Any, feature_shape: list[int]) -> None:
+def _check_params(params: Any, model: Any, feature_shape: list[int],
+                  dtype: str = "float32") -> None:
   """Raises ``ValueError`` naming the first parameter whose shape ``model`` does not share."""
-  x = jax.ShapeDtypeStruct((1, *feature_shape), np.float32)
+  x = jax.ShapeDtypeStruct((1, *feature_shape), np.dtype(dtype))
   try:
     expected = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
   except Exception as e:  # The user's model: report what it raised.

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.trials import TrialTable
 from vmaptune.validation import to_spec
@@ -51,9 +52,12 @@ class Sampler:
 
   name: ClassVar[str] = "sampler"
 
-  def check(self, space: Space, strategy: Any) -> None:
-    """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy``
-    (called before anything compiles)."""
+  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+    """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy`` and
+    the objective's ``scoring`` (called before anything compiles). Samplers
+    that learn from trials rank them with :mod:`vmaptune.ranking`, which
+    follows the trials' own scoring; ``scoring`` is for samplers that must
+    know the direction beforehand (an Optuna study's)."""
 
   def fewest_configurations(self, space: Space, population: int) -> int:
     """The fewest configurations a bucket can get (a strategy must run with that
@@ -65,8 +69,9 @@ class Sampler:
     varying sizes share compiled programs), or ``None`` (sizes are fixed)."""
     return None
 
-  def start(self, space: Space, seed: int) -> None:
-    """Begins a run over ``space`` (forgetting an earlier run)."""
+  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+    """Begins a run over ``space`` (forgetting an earlier run) whose trials are
+    scored by ``scoring``."""
     self.space, self.seed = space, seed
 
   def round_space(self) -> Space:

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
 from vmaptune.samplers.history import FromHistory
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.validation import fraction, whole_number
 
@@ -137,8 +138,8 @@ class Density(FromHistory):
   candidates: int = 16
   name = "density"
 
-  def check(self, space: Space, strategy: Any) -> None:
-    super().check(space, strategy)
+  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+    super().check(space, strategy, scoring)
     fraction("explore", self.explore, error=ValueError)
     whole_number("candidates", self.candidates, 1, error=ValueError)
 

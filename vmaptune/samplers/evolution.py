@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmaptune.samplers.history import FromHistory
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.trials import TrialTable
 from vmaptune.validation import real_number
@@ -78,13 +79,13 @@ class Evolution(FromHistory):
   sigma: float = 0.3
   name = "evolution"
 
-  def check(self, space: Space, strategy: Any) -> None:
-    super().check(space, strategy)
+  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+    super().check(space, strategy, scoring)
     real_number("sigma", self.sigma, 0.0, 1.0, low_open=True, error=ValueError)
     import_evosax()
 
-  def start(self, space: Space, seed: int) -> None:
-    super().start(space, seed)
+  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+    super().start(space, seed, scoring)
     self._state = None
 
   def _fresh(self, es: Any) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 
 from vmaptune.ranking import rank
 from vmaptune.samplers.base import Sampler, Told
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.trials import TrialTable
 from vmaptune.validation import fraction
@@ -74,7 +75,7 @@ class FromHistory(Sampler):
 
   good: float = 0.15
 
-  def check(self, space: Space, strategy: Any) -> None:
+  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
     # The rest of the ranked configurations are the bad ones, so neither end.
     fraction("good", self.good, low_open=True, high_open=True, error=ValueError)
 
@@ -85,8 +86,8 @@ class FromHistory(Sampler):
   def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
     return None if len(space.combinations()) == 1 else power_of_two_sizes(population)
 
-  def start(self, space: Space, seed: int) -> None:
-    super().start(space, seed)
+  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+    super().start(space, seed, scoring)
     self.history: TrialTable | None = None  # Every configuration trained so far.
     self.is_good: np.ndarray | None = None  # bool [N]: among the top `good` fraction.
     self.unit: np.ndarray | None = None  # [N, D]: the history's points in the unit cube.

@@ -11,6 +11,7 @@ import numpy as np
 
 from vmaptune.ranking import keep_top
 from vmaptune.samplers.base import Sampler, Told
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials import TrialTable
 from vmaptune.validation import fraction
 
@@ -36,12 +37,12 @@ class Narrow(Sampler):
   margin: float = 0.1
   name = "narrow"
 
-  def check(self, space: Any, strategy: Any) -> None:
+  def check(self, space: Any, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
     fraction("keep", self.keep, low_open=True, error=ValueError)
     fraction("margin", self.margin, error=ValueError)
 
-  def start(self, space: Any, seed: int) -> None:
-    super().start(space, seed)
+  def start(self, space: Any, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+    super().start(space, seed, scoring)
     self._current = space
 
   def round_space(self) -> Any:

@@ -6,13 +6,17 @@ other RDB URL, journal files) and the Optuna dashboard then work as usual,
 while training runs at vmaptune's speed. Each round asks the study for its
 configurations (``study.ask`` with the space converted by
 :func:`distributions`) and, when the round is over, tells it each one's
-outcome with vmaptune's figures as user attributes (``vmaptune_round``,
-``vmaptune_lane``, ``val_loss``, ``train_loss`` per epoch and, with
-``seeds=k``, ``seed_accuracy``):
+outcome: the objective's ranking metric (validation accuracy for
+classification, mse for regression), with vmaptune's figures as user
+attributes (``vmaptune_round``, ``vmaptune_lane``, the other metrics as
+``val_<metric>``, e.g. ``val_loss``, ``train_loss`` per epoch and, with
+``seeds=k``, ``seed_<metric>``, e.g. ``seed_accuracy``). The study's
+direction is the metric's: ``"maximize"`` for accuracy, ``"minimize"`` for
+mse or a loss; a study given with the other direction is refused.
 
-* trained the full budget: ``COMPLETE`` with its validation accuracy;
+* trained the full budget: ``COMPLETE`` with its ranking metric;
 * stopped early by the strategy (halved, or exploited in population-based
-  training): its accuracy reported at the epoch it reached, then ``PRUNED``;
+  training): its metric reported at the epoch it reached, then ``PRUNED``;
 * diverged: ``PRUNED`` (TPE counts it among the bad trials) or ``FAIL``
   (``diverged="fail"``; samplers ignore it).
 
@@ -39,6 +43,7 @@ from vmaptune.errors import SpaceError
 from vmaptune.ranking import rank
 from vmaptune.samplers.base import Sampler, Told
 from vmaptune.samplers.history import power_of_two_sizes
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.trials import DIVERGED, FINISHED, TrialTable, finite_or_none
 from vmaptune.validation import one_of
@@ -61,6 +66,17 @@ def import_optuna() -> Any:
   except ImportError as e:
     raise ImportError(INSTALL) from e
   return optuna
+
+
+def check_direction(study: Any, scoring: Scoring) -> None:
+  """Raises ``ValueError`` unless ``study`` has one direction, the objective's
+  (``scoring.direction``): each trial is told the ranking metric, so a study
+  that maximised a minimised metric would look for the worst configurations."""
+  directions = [d.name.lower() for d in study.directions]
+  if directions != [scoring.direction]:
+    raise ValueError(f"study directions {directions}; expected one direction, "
+                     f"{scoring.direction!r}: each trial is told its {scoring.label()} "
+                     f"(optuna.create_study(direction={scoring.direction!r}))")
 
 
 def distributions(space: Space) -> dict[str, Any]:
@@ -98,9 +114,11 @@ class Optuna(Sampler):
   """Configurations chosen by an Optuna study.
 
   Attributes:
-    study: a single-objective study with ``direction="maximize"``, updated in
-      place and continued by every run given it; ``None`` (the default)
-      creates a new in-memory study at the start of each run.
+    study: a single-objective study in the objective's direction
+      (``direction="maximize"`` for classification's accuracy,
+      ``"minimize"`` for regression's mse), updated in place and continued by
+      every run given it; ``None`` (the default) creates a new in-memory
+      study, in that direction, at the start of each run.
     sampler: the Optuna sampler of a study created here, by name
       (:data:`OPTUNA_SAMPLERS`; ``None``: ``"tpe"``), seeded with the run's seed.
     diverged: the state a diverged trial is told: ``"pruned"`` or ``"fail"``.
@@ -115,24 +133,22 @@ class Optuna(Sampler):
   diverged: str = "pruned"
   name = "optuna"
 
-  def check(self, space: Space, strategy: Any) -> None:
+  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+    """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy``, or
+    its study's direction is not ``scoring``'s (the objective's)."""
     optuna = import_optuna()
     one_of("diverged", self.diverged, ("pruned", "fail"), error=ValueError)
     study = self.study
     if study is not None and not isinstance(study, optuna.Study):
       raise ValueError(f"study={study!r}; expected an optuna.Study "
-                       "(optuna.create_study(direction='maximize'))")
+                       f"(optuna.create_study(direction={scoring.direction!r}))")
     if study is not None and self.sampler is not None:
       raise ValueError(f"sampler={self.sampler!r} with a study: the study brings its own "
                        "sampler; give one or the other")
     if self.sampler is not None:
       one_of("sampler", self.sampler, OPTUNA_SAMPLERS, error=ValueError)
-    if study is not None and (len(study.directions) != 1
-                              or study.direction != optuna.study.StudyDirection.MAXIMIZE):
-      directions = [d.name.lower() for d in study.directions]
-      raise ValueError(f"study directions {directions}; expected one direction, 'maximize': "
-                       "each trial is told its validation accuracy "
-                       "(optuna.create_study(direction='maximize'))")
+    if study is not None:
+      check_direction(study, scoring)
     distributions(space)
     if space.structural_names and getattr(strategy, "name", "random") != "random":
       raise ValueError("the Optuna sampler chooses how many configurations each combination "
@@ -151,11 +167,16 @@ class Optuna(Sampler):
       return None  # One bucket of exactly `population` configurations.
     return power_of_two_sizes(population)
 
-  def start(self, space: Space, seed: int) -> None:
+  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+    """Begins a run: a new study in ``scoring``'s direction, or the one given
+    (checked to have it)."""
     super().start(space, seed)
     optuna = import_optuna()
+    self.scoring = scoring
+    if self.study is not None:
+      check_direction(self.study, scoring)
     sampler = getattr(optuna.samplers, OPTUNA_SAMPLERS[self.sampler or "tpe"])
-    self.active_study = self.study or optuna.create_study(direction="maximize",
+    self.active_study = self.study or optuna.create_study(direction=scoring.direction,
                                                           sampler=sampler(seed=seed))
     self._distributions = distributions(space)
     self._asked: dict[tuple, list] = {}  # (round, bucket values, stream) -> asked trials.
@@ -213,6 +234,9 @@ class Optuna(Sampler):
 
   def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
     optuna = import_optuna()
+    scoring = trials.scoring
+    if scoring.direction != self.scoring.direction:  # Started for another objective.
+      check_direction(self.active_study, scoring)
     rows = np.flatnonzero(trials.is_configuration)
     asked = sorted(self._asked_in_order(round_index), key=lambda t: t.number)
     if not asked:  # A round restored from a run directory: its trials, told again.
@@ -223,18 +247,20 @@ class Optuna(Sampler):
         continue  # Already in the study's storage.
       trial.set_user_attr(ROUND_ATTR, round_index)
       trial.set_user_attr(LANE_ATTR, int(trials.lane[row]))
-      trial.set_user_attr("val_loss", finite_or_none(trials.val_loss[row]))
+      for name in scoring.names:  # The others than the value told (classification: val_loss).
+        if name != scoring.rank_by:
+          trial.set_user_attr(scoring.field(name), finite_or_none(trials.metrics[name][row]))
       trial.set_user_attr("train_loss", [finite_or_none(v) for v in trials.epoch_loss[row]])
-      if trials.seed_accuracy is not None:
-        trial.set_user_attr("seed_accuracy",
-                            [finite_or_none(v) for v in trials.seed_accuracy[row]])
+      if trials.seed_scores is not None:
+        trial.set_user_attr(scoring.seed_field,
+                            [finite_or_none(v) for v in trials.seed_scores[row]])
       status = trials.status[row]
       if status == DIVERGED:
         self.active_study.tell(trial, state=getattr(optuna.trial.TrialState, self.diverged.upper()))
       elif status == FINISHED:
-        self.active_study.tell(trial, float(trials.val_accuracy[row]))
+        self.active_study.tell(trial, float(trials.score[row]))
       else:  # Stopped early by the strategy: a pruned trial, with the score it reached.
-        trial.report(float(trials.val_accuracy[row]), int(trials.reached[row]))
+        trial.report(float(trials.score[row]), int(trials.reached[row]))
         self.active_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     self.numbers.append(np.array([t.number for t in asked]))
     for key in [key for key in self._asked if key[0] == round_index]:
@@ -266,7 +292,7 @@ class Optuna(Sampler):
       state = (optuna.trial.TrialState.COMPLETE if status == FINISHED else
                getattr(optuna.trial.TrialState, self.diverged.upper()) if status == DIVERGED
                else optuna.trial.TrialState.PRUNED)
-      value = float(trials.val_accuracy[row])
+      value = float(trials.score[row])
       frozen = optuna.trial.create_trial(
           params=self._inside(trials.values(int(row), self.space)),
           distributions=self._distributions,

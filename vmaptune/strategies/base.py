@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import numpy as np
 
 from vmaptune import events
 from vmaptune.devices import to_host
+from vmaptune.ranking import order_lanes
+from vmaptune.scoring import Scoring
 from vmaptune.space import Space
-from vmaptune.trials import DIVERGED, FINISHED, TrialLog
+from vmaptune.trial_log import TrialLog
+from vmaptune.trials import DIVERGED, FINISHED
 from vmaptune.validation import to_spec
 
 
@@ -64,6 +67,11 @@ class RoundContext:
   def budget(self) -> int:
     return self.pop.epochs
 
+  @property
+  def scoring(self) -> Scoring:
+    """The objective's metrics and the ranking one."""
+    return self.pop.objective.scoring
+
   def sample(self, size: int, stream: int = 0) -> dict[str, np.ndarray]:
     """``size`` configurations from the round's sampler: ``{name: float32 [size]}``."""
     return self.ask(size, stream)
@@ -76,26 +84,52 @@ class RoundContext:
     return events.advance(self.pop, lanes, self.data_key, first_epoch, num_epochs,
                           self.pieces or events.Pieces(None), self.listener)
 
-  def evaluate(self, lanes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validation accuracy, loss and divergence ``[count]`` of the real lanes
-    (NaN scores where a lane diverged)."""
-    accuracy, loss, diverged = lane_scores(self.pop, lanes)
+  def evaluate(self, lanes: Any) -> Scores:
+    """Validation metrics and divergence ``[count]`` of the real lanes (NaN
+    metrics where a lane diverged)."""
+    scores = lane_scores(self.pop, lanes)
     if self.listener is not None:
-      self.listener.evaluated(accuracy, diverged)
-    return accuracy, loss, diverged
+      self.listener.evaluated(scores.metrics[self.scoring.rank_by], scores.diverged)
+    return scores
+
+  def order(self, scores: Scores) -> np.ndarray:
+    """Every lane of ``scores``, best first, diverged lanes last."""
+    return order_lanes(self.scoring, scores.metrics, scores.diverged)
 
 
-def lane_scores(pop: Any, lanes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Validation accuracy, loss (float64) and divergence ``[count]`` of the real
-  lanes of ``lanes``, on the host; NaN scores where a lane diverged."""
-  scores = pop.evaluate(lanes.state.params)
-  accuracy, loss, diverged = to_host((scores.accuracy, scores.loss, lanes.state.diverged))
-  accuracy = accuracy.astype(np.float64)[:lanes.count]
-  loss = loss.astype(np.float64)[:lanes.count]
-  diverged = diverged[:lanes.count] | ~np.isfinite(loss) | ~np.isfinite(accuracy)
-  accuracy[diverged] = np.nan
-  loss[diverged] = np.nan
-  return accuracy, loss, diverged
+class Scores(NamedTuple):
+  """What an evaluation of lanes gives, on the host.
+
+  Attributes:
+    metrics: ``{metric: float64 [count]}``, NaN where a lane diverged.
+    diverged: bool ``[count]``: the loss or a metric became NaN/inf.
+  """
+  metrics: dict[str, np.ndarray]
+  diverged: np.ndarray
+
+  def at(self, position: int) -> dict[str, float]:
+    """One lane's metrics, ``{name: value}``."""
+    return {name: float(values[position]) for name, values in self.metrics.items()}
+
+  def reshaped(self, *shape: int) -> Scores:
+    """The same scores with the lane axis reshaped (e.g. ``[seeds, configs]``)."""
+    return Scores({k: v.reshape(shape) for k, v in self.metrics.items()},
+                  self.diverged.reshape(shape))
+
+
+def lane_scores(pop: Any, lanes: Any) -> Scores:
+  """Validation metrics (float64) and divergence ``[count]`` of the real lanes
+  of ``lanes``, on the host. A lane diverged if its training did or any metric
+  is NaN/inf (a NaN metric is a diverged lane); its metrics are then NaN."""
+  evaluation, diverged = to_host((pop.evaluate(lanes.state.params), lanes.state.diverged))
+  metrics = {name: np.asarray(v).astype(np.float64)[:lanes.count]
+             for name, v in evaluation.items()}
+  diverged = np.asarray(diverged[:lanes.count]).copy()
+  for values in metrics.values():
+    diverged |= ~np.isfinite(values)
+  for values in metrics.values():
+    values[diverged] = np.nan
+  return Scores(metrics, diverged)
 
 
 class Strategy:
@@ -117,16 +151,21 @@ class Strategy:
     return to_spec(self)
 
 
-def close_all(log: TrialLog, trials: Sequence[int], end: int, accuracy: np.ndarray,
-              loss: np.ndarray, diverged: np.ndarray, status: str = FINISHED,
-              lanes: Any = None) -> None:
+def close_all(log: TrialLog, trials: Sequence[int], end: int, scores: Scores,
+              status: str = FINISHED, lanes: Any = None) -> None:
   """Closes ``trials`` (one per lane, in lane order) at epoch ``end``; given
   the ``lanes`` they end in, the round can save the best one's parameters."""
   for position, trial in enumerate(trials):
-    log.close(trial, end, accuracy[position], loss[position],
-              DIVERGED if diverged[position] else status)
+    close(log, trial, end, scores, position, status)
   if lanes is not None:
     log.placed.update({trial: (lanes, position) for position, trial in enumerate(trials)})
+
+
+def close(log: TrialLog, trial: int, end: int, scores: Scores, position: int,
+          status: str) -> None:
+  """Closes ``trial`` with lane ``position``'s scores (``diverged`` if it diverged)."""
+  log.close(trial, end, scores.at(position),
+            DIVERGED if scores.diverged[position] else status)
 
 
 def record_losses(log: TrialLog, trials: Sequence[int], losses: jax.Array) -> None:

@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
-from vmaptune.ranking import order_lanes
-from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
-from vmaptune.trials import DIVERGED, HALVED, TrialLog
+from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
+from vmaptune.trial_log import TrialLog
+from vmaptune.trials import HALVED
 from vmaptune.validation import whole_number
 
 # Population sizes a rung may have: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... Rounding
@@ -67,19 +67,18 @@ def halve(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
     lanes, losses = ctx.advance(lanes, reached, budget - reached)
     reached = budget
     record_losses(log, trials, losses)
-    accuracy, loss, diverged = ctx.evaluate(lanes)
+    scores = ctx.evaluate(lanes)
     if rung == len(budgets) - 1:
-      close_all(log, trials, budget, accuracy, loss, diverged, lanes=lanes)
+      close_all(log, trials, budget, scores, lanes=lanes)
       return
-    ranked = order_lanes(accuracy, loss, diverged)
-    alive = int((~diverged).sum())
+    ranked = ctx.order(scores)
+    alive = int((~scores.diverged).sum())
     # A ladder size, even when divergence leaves fewer lanes than planned, so
     # the survivors reuse a compiled program.
     keep = ladder_floor(min(alive, ladder_size(lanes.count / eta)))
     survivors = ranked[:keep]
     for position in ranked[keep:]:
-      log.close(trials[position], budget, accuracy[position], loss[position],
-                DIVERGED if diverged[position] else HALVED)
+      close(log, trials[position], budget, scores, position, HALVED)
     if keep == 0:
       return
     lanes = ctx.pop.select(lanes, survivors)

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from vmaptune.ranking import order_lanes
-from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
-from vmaptune.trials import DIVERGED, EXPLOITED, TrialLog
+from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
+from vmaptune.trial_log import TrialLog
+from vmaptune.trials import EXPLOITED
 from vmaptune.validation import greater_than, real_number, whole_number
 
 
@@ -70,23 +70,23 @@ class PopulationBasedTraining(Strategy):
       end = min(start + self.interval, ctx.budget)
       lanes, losses = ctx.advance(lanes, start, end - start)
       record_losses(log, current, losses)
-      accuracy, loss, diverged = ctx.evaluate(lanes)
+      scores = ctx.evaluate(lanes)
+      diverged = scores.diverged
       if end == ctx.budget:
-        close_all(log, current, end, accuracy, loss, diverged, lanes=lanes)
+        close_all(log, current, end, scores, lanes=lanes)
         return
-      ranked = order_lanes(accuracy, loss, diverged)
+      ranked = ctx.order(scores)
       top = ranked[:quota][~diverged[ranked[:quota]]]
       replaced = sorted(set(ranked[-quota:].tolist()) | set(np.flatnonzero(diverged).tolist()))
       replaced = [lane for lane in replaced if lane not in set(top.tolist())]
       if len(top) == 0:  # Every lane diverged: nothing to copy from.
-        close_all(log, current, end, accuracy, loss, diverged)
+        close_all(log, current, end, scores)
         return
       index = np.arange(count)
       new = {k: lanes.hparams[k][:count].copy() for k in lanes.hparams}
       for lane in replaced:
         source = int(ctx.rng.choice(top))
-        log.close(current[lane], end, accuracy[lane], loss[lane],
-                  DIVERGED if diverged[lane] else EXPLOITED)
+        close(log, current[lane], end, scores, lane, EXPLOITED)
         explored = self.explore(ctx, {k: float(new[k][source]) for k in new})
         for k, value in explored.items():
           new[k][lane] = value

@@ -9,7 +9,8 @@ import numpy as np
 from vmaptune.devices import to_host
 from vmaptune.keys import REPLICA
 from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
-from vmaptune.trials import DIVERGED, FINISHED, TrialLog
+from vmaptune.trial_log import TrialLog
+from vmaptune.trials import DIVERGED, FINISHED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,7 @@ class RandomSearch(Strategy):
       return
     lanes, losses = ctx.advance(ctx.pop.init(hparams, ctx.init_key), 0, ctx.budget)
     record_losses(log, trials, losses)
-    close_all(log, trials, ctx.budget, *ctx.evaluate(lanes), lanes=lanes)
+    close_all(log, trials, ctx.budget, ctx.evaluate(lanes), lanes=lanes)
 
   @staticmethod
   def _run_seeds(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
@@ -42,13 +43,15 @@ class RandomSearch(Strategy):
     tiled[REPLICA] = np.repeat(np.arange(seeds), configs).astype(np.float32)
     lanes, losses = ctx.advance(ctx.pop.init(tiled, ctx.init_key), 0, ctx.budget)
     curves = to_host(losses)[:configs * seeds].reshape(seeds, configs, -1)
-    accuracy, loss, diverged = (a.reshape(seeds, configs) for a in ctx.evaluate(lanes))
-    bad = diverged.any(axis=0)
+    scores = ctx.evaluate(lanes).reshaped(seeds, configs)
+    bad = scores.diverged.any(axis=0)
+    ranking = scores.metrics[ctx.scoring.rank_by]
     with np.errstate(invalid="ignore"):
       mean_curve = curves.mean(axis=0)
     log.placed.update({trial: (lanes, i) for i, trial in enumerate(trials)})  # Seed 0's lane.
     for i, trial in enumerate(trials):
       log.record_losses(trial, mean_curve[i])
-      log.close(trial, ctx.budget, np.nan if bad[i] else accuracy[:, i].mean(),
-                np.nan if bad[i] else loss[:, i].mean(), DIVERGED if bad[i] else FINISHED,
-                seed_accuracy=accuracy[:, i])
+      metrics = {name: np.nan if bad[i] else float(values[:, i].mean())
+                 for name, values in scores.metrics.items()}
+      log.close(trial, ctx.budget, metrics, DIVERGED if bad[i] else FINISHED,
+                seed_scores=ranking[:, i])

@@ -6,9 +6,11 @@ loggers=[...])``, ``vmaptune run --log-to``) or already written
 (``vmaptune export RUN_DIR --to``, :func:`export`):
 
 1. :meth:`Tracker.start` with the run's config (``config.json``'s content:
-   ``settings``, ``space``, ``model``, ``data``, ``environment``) and a key
-   naming the run (the run directory's absolute path, or ``None`` for a run
-   without one);
+   ``settings``, ``space``, ``scoring``, ``model``, ``data``,
+   ``environment``; ``scoring`` names the objective's metrics, which
+   trackers log as ``val_<metric>``, and is absent from runs written before
+   objectives: classification's) and a key naming the run (the run
+   directory's absolute path, or ``None`` for a run without one);
 2. :meth:`Tracker.log_round` once per completed round, with the round's
    summary entry (``summary.json``'s ``rounds[i]``) and its trial records
    (``trials.jsonl`` lines);

@@ -1,15 +1,20 @@
 """MLflow: one parent run per vmaptune run, one nested run per trial.
 
-The parent run holds the settings and the space (params), each round's
-ranges (tags ``round_<i>.ranges`` and ``rounds/round_<i>.json``), the
-rounds' best and median validation accuracy (metrics, step = round), the
-chosen configuration (tags ``chosen.<name>``), the confirmation and the
-final fit's figures (metrics), the summary and the attached files
+Metrics are named after the objective's (the config's ``scoring``:
+classification's accuracy and loss, regression's mse and mae, ...). The parent
+run holds the settings and the space (params), each round's ranges (tags
+``round_<i>.ranges`` and ``rounds/round_<i>.json``), the rounds' best and
+median ranking metric (metrics ``best_val_<metric>``, ``median_val_<metric>``,
+e.g. ``best_val_accuracy``; step = round), the chosen configuration (tags
+``chosen.<name>``, metric ``chosen_val_<metric>`` of the ranking one), the
+confirmation and the final fit's figures (metrics ``final_val_<m>`` and
+``final_test_<m>`` for every metric), the summary and the attached files
 (artifacts: figures, best parameters). Each trial is a nested run (tag
 ``mlflow.parentRunId``) named ``r<round>-t<trial>``: its hyperparameters
-(params), round, trial, lane, status, bracket and parent trial (tags), its
-validation accuracy and loss (metrics; none when it diverged), and its
-training loss per epoch (metric ``epoch_loss``, step = epoch).
+(params), round, trial, lane, status, bracket and parent trial (tags), every
+validation metric (``val_<metric>``, e.g. ``val_accuracy`` and ``val_loss``;
+none when it diverged), and its training loss per epoch (metric
+``epoch_loss``, step = epoch).
 
 The store defaults to ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``
 in the working directory: a local file, no server (``mlflow ui`` opens it).
@@ -38,6 +43,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from vmaptune.distributions import describe_values
 from vmaptune.errors import SettingsError
 from vmaptune.rundir.files import flatten
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.space import Space
 from vmaptune.tracking.base import Tracker
 
@@ -74,6 +80,7 @@ class MlflowTracker(Tracker):
     self._experiment_id: str | None = None
     self._logged: set[tuple[int, int]] = set()  # (round, trial) already nested runs.
     self._rounds: set[int] = set()  # Rounds whose figures the parent run holds.
+    self.scoring: Scoring = CLASSIFICATION  # The run's, once started.
 
   def _experiment_id_for(self) -> str:
     found = self.client.get_experiment_by_name(self.experiment)
@@ -103,6 +110,7 @@ class MlflowTracker(Tracker):
         return children
 
   def start(self, config: Mapping[str, Any], key: str | None = None) -> None:
+    self.scoring = Scoring.from_dict(config.get("scoring"))
     self._experiment_id = self._experiment_id_for()
     # Found by a digest of the path: any character a path may hold matches.
     digest = None if key is None else hashlib.sha256(key.encode()).hexdigest()
@@ -145,9 +153,10 @@ class MlflowTracker(Tracker):
     if index in self._rounds:
       return
     now = int(time.time() * 1000)
+    field = self.scoring.field(self.scoring.rank_by)
     metrics = [Metric(name, value, now, index) for name, value in (
-        ("best_val_accuracy", _number(entry.get("best_val_accuracy"))),
-        ("median_val_accuracy", _number(entry.get("median_val_accuracy"))),
+        (f"best_{field}", _number(entry.get(f"best_{field}"))),
+        (f"median_{field}", _number(entry.get(f"median_{field}"))),
         ("lane_epochs", _number(entry.get("lane_epochs"))),
         ("trials_per_s", _number(entry.get("trials_per_s")))) if value is not None]
     ranges = Space.from_dict(entry["space"]) if "space" in entry else None
@@ -168,9 +177,9 @@ class MlflowTracker(Tracker):
             "parent_trial": str(record["parent"]), "kept": str(record["kept"])}
     child = self.client.create_run(self._experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(name, value, now, 0) for name, value in (
-        ("val_accuracy", _number(record.get("val_accuracy"))),
-        ("val_loss", _number(record.get("val_loss")))) if value is not None]
+    fields = [self.scoring.field(metric) for metric in self.scoring.names]
+    metrics = [Metric(field, value, now, 0) for field, value in (
+        (field, _number(record.get(field))) for field in fields) if value is not None]
     start = int(record["start_epoch"])
     metrics += [Metric("epoch_loss", float(loss), now, start + i)
                 for i, loss in enumerate(record["epoch_loss"]) if _number(loss) is not None]
@@ -186,12 +195,14 @@ class MlflowTracker(Tracker):
     if chosen:
       tags += [RunTag("chosen", f"round {chosen['round'] + 1}, trial {chosen['trial']}: "
                       + _text(describe_values(chosen["hparams"], sep="  ")))]
-    figures = {"chosen_val_accuracy": chosen.get("val_accuracy")}
+    field = self.scoring.field(self.scoring.rank_by)
+    figures = {f"chosen_{field}": chosen.get(field)}
     confirmation = summary.get("confirmation") or {}
     figures.update({f"confirmation_{k}": confirmation.get(k) for k in ("mean", "sd", "optimism")})
     final = summary.get("final_fit") or {}
-    figures.update({f"final_{k}": final.get(k) for k in ("val_accuracy", "val_loss",
-                                                         "test_accuracy", "test_loss")})
+    keys = ([self.scoring.field(m) for m in self.scoring.names]
+            + [f"test_{m}" for m in self.scoring.names])  # Classification: val_accuracy, ...
+    figures.update({f"final_{k}": final.get(k) for k in keys})
     logged = self.client.get_run(self.run_id).data.metrics
     metrics = [Metric(k, float(v), now, 0) for k, v in figures.items()
                if _number(v) is not None and logged.get(k) != float(v)]  # Only what changed.

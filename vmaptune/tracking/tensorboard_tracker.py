@@ -9,22 +9,25 @@ The run name is the run directory's name and a short hash of its path
 (``digits-1a2b3c4d``: two runs of the same name stay apart), or
 ``run-<date>-<time>`` for a run without a directory.
 
-The run's directory holds the experiment summary (tag
-``_hparams_/experiment``: each hyperparameter with its domain from the
-space, the metrics ``val_accuracy``, ``val_loss`` and ``train/epoch_loss``),
+Metrics are the objective's (the config's ``scoring``), by record field:
+``val_accuracy`` and ``val_loss`` for classification, ``val_mse`` and
+``val_mae`` for regression, and so on. The run's directory holds the
+experiment summary (tag ``_hparams_/experiment``: each hyperparameter with
+its domain from the space, every ``val_<metric>`` and ``train/epoch_loss``),
 the settings (text ``run/config``), each round's scalars (``round/...``:
-best and median validation accuracy, diverged trials; step = round index
-from 0), and, once known, the chosen trial (``chosen/...``), the
-confirmation (``confirmation/...``), the final fit (``final/...``, test
-accuracy included) and the attached files (PNG figures as images, other
-files as their paths). Each trial's directory holds its session start
+best and median of the ranking metric, ``round/best_val_accuracy`` for
+classification, diverged trials; step = round index from 0), and, once
+known, the chosen trial (``chosen/val_<metric>``, ...), the confirmation
+(``confirmation/...``), the final fit (``final/val_<metric>`` and
+``final/test_<metric>``) and the attached files (PNG figures as images,
+other files as their paths). Each trial's directory holds its session start
 (``_hparams_/session_start_info``: hyperparameter values, the session's
-own group), ``val_accuracy`` and ``val_loss`` at step = its last epoch,
+own group), every ``val_<metric>`` at step = its last epoch,
 ``train/epoch_loss`` at step = each epoch it trained (from 0), its vmaptune
 status (text ``trial/status``) and its session end (success; failure if it
 diverged). Values TensorBoard cannot draw are left out: a diverged trial
-has no ``val_accuracy`` or ``val_loss`` (an empty cell in the HParams
-table), and non-finite epoch losses have no point.
+has no ``val_<metric>`` (an empty cell in the HParams table), and
+non-finite epoch losses have no point.
 
 Hyperparameter values: numbers as floats; choices (structural or not) and
 anything else as strings (``'relu'`` -> ``relu``, ``(32, 32)`` ->
@@ -62,15 +65,12 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from vmaptune.distributions import describe_values, freeze
+from vmaptune.scoring import CLASSIFICATION, Scoring
 from vmaptune.tracking.base import Tracker
 
 DEFAULT_LOGDIR = os.path.join("runs", "tensorboard")
 MARK = ".vmaptune."  # Event files are named events.out.tfevents.<time>.vmaptune.<part>.
-METRICS = (("val_accuracy", "validation accuracy", api_pb2.DATASET_VALIDATION),
-           ("val_loss", "validation loss", api_pb2.DATASET_VALIDATION),
-           ("train/epoch_loss", "training loss (last epoch)", api_pb2.DATASET_TRAINING))
-ROUND_SCALARS = ("best_val_accuracy", "median_val_accuracy", "diverged", "kept", "trials",
-                 "wall_s", "trials_per_s")
+ROUND_COUNTS = ("diverged", "kept", "trials", "wall_s", "trials_per_s")
 _last_stamp = [0]  # Microseconds of the last file name: names sort in the order written.
 
 
@@ -79,6 +79,29 @@ def _number(value: Any) -> float | None:
   if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
     return None
   return float(value)
+
+
+def metric_columns(scoring: Scoring) -> list[tuple[str, str, int]]:
+  """The HParams metrics ``(tag, display name, dataset)``: every validation
+  metric of ``scoring``, then the training loss.
+
+  >>> [tag for tag, _, _ in metric_columns(CLASSIFICATION)]
+  ['val_accuracy', 'val_loss', 'train/epoch_loss']
+  """
+  return ([(scoring.field(name), scoring.label(name), api_pb2.DATASET_VALIDATION)
+           for name in scoring.names]
+          + [("train/epoch_loss", "training loss (last epoch)", api_pb2.DATASET_TRAINING)])
+
+
+def round_scalars(scoring: Scoring) -> tuple[str, ...]:
+  """A round entry's keys written as ``round/<key>``: best and median of the
+  ranking metric, then the counts.
+
+  >>> round_scalars(CLASSIFICATION)[:2]
+  ('best_val_accuracy', 'median_val_accuracy')
+  """
+  field = scoring.field(scoring.rank_by)
+  return (f"best_{field}", f"median_{field}") + ROUND_COUNTS
 
 
 def hparam_value(value: Any, spec: Mapping[str, Any] | None) -> float | str:
@@ -238,13 +261,15 @@ class TensorBoardTracker(Tracker):
     self.run_dir: str | None = None
     self._space: dict[str, Any] = {}
     self._parts: set[str] = set()
+    self.scoring: Scoring = CLASSIFICATION  # The run's, once started.
 
   def start(self, config: Mapping[str, Any], key: str | None = None) -> None:
     self.run_dir = os.path.join(self.logdir, self.run_name or default_run_name(key, self.logdir))
     self._space = dict(config.get("space") or {})
+    self.scoring = Scoring.from_dict(config.get("scoring"))
     self._parts = written_parts(self.run_dir)
     metrics = [summary_v2.Metric(tag, display_name=shown, dataset_type=kind)
-               for tag, shown, kind in METRICS]
+               for tag, shown, kind in metric_columns(self.scoring)]
     settings = json.dumps(dict(config), indent=2, default=str)
     self._write_part("experiment", lambda: [
         (0, summary_v2.hparams_config_pb(hparam_infos(self._space), metrics, time.time())),
@@ -259,7 +284,7 @@ class TensorBoardTracker(Tracker):
       if not written_parts(directory):
         write_events(directory, "trial", self._trial_summaries(record))
     if entry:
-      values = {f"round/{k}": entry.get(k) for k in ROUND_SCALARS}
+      values = {f"round/{k}": entry.get(k) for k in round_scalars(self.scoring)}
       self._write_part(f"round-{int(entry['round']):04d}",
                        lambda: [(int(entry["round"]), scalars(values))])
 
@@ -268,12 +293,12 @@ class TensorBoardTracker(Tracker):
     hparams = {k: hparam_value(v, self._space.get(k)) for k, v in record["hparams"].items()}
     start, epochs = int(record["start_epoch"]), int(record["epochs"])
     diverged = record["status"] == "diverged"
+    fields = [self.scoring.field(metric) for metric in self.scoring.names]
     return [
         (0, summary_v2.hparams_pb(hparams, trial_id=name, start_time_secs=time.time())),
         *((start + i, scalars({"train/epoch_loss": loss}))
           for i, loss in enumerate(record.get("epoch_loss") or ())),
-        (max(start + epochs - 1, 0), scalars({"val_accuracy": record.get("val_accuracy"),
-                                              "val_loss": record.get("val_loss")})),
+        (max(start + epochs - 1, 0), scalars({field: record.get(field) for field in fields})),
         (0, text("trial/status", _status(record))),
         (0, session_end(api_pb2.STATUS_FAILURE if diverged else api_pb2.STATUS_SUCCESS)),
     ]
@@ -285,11 +310,11 @@ class TensorBoardTracker(Tracker):
     # A part is named by its content: a later choice (more rounds, a resumed run) is written
     # again, at step = the rounds completed then; the same choice is not.
     step = len(summary.get("rounds", []))
+    fields = [self.scoring.field(metric) for metric in self.scoring.names]
     if chosen:
       where = f"round {int(chosen['round']) + 1}, trial {chosen['trial']}"
       self._write_part(_named("chosen", chosen), lambda: [
-          (step, scalars({"chosen/val_accuracy": chosen.get("val_accuracy"),
-                          "chosen/val_loss": chosen.get("val_loss")})),
+          (step, scalars({f"chosen/{field}": chosen.get(field) for field in fields})),
           (step, text("chosen/configuration", f"{where}: {describe_values(chosen['hparams'])}"
                       "\n\n" + _table(chosen["hparams"])))])
     if confirmation:
@@ -298,7 +323,7 @@ class TensorBoardTracker(Tracker):
     if final:
       self._write_part(_named("final-fit", final), lambda: [(step, scalars(
           {f"final/{k}": final.get(k)
-           for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss")}))])
+           for k in fields + [f"test_{metric}" for metric in self.scoring.names]}))])
     for name, path in sorted((files or {}).items()):
       with open(path, "rb") as f:
         content = hashlib.sha256(f.read()).hexdigest()[:12]
