@@ -366,3 +366,54 @@ def test_every_sampler_keeps_the_lowest_errors_of_a_minimised_metric(sampler, sm
     others = [i for i in range(r.num_trials) if i not in kept and not r.diverged[i]]
     assert kept and r.val_mse[kept].max() <= min(r.val_mse[others], default=np.inf)
     assert r.val_mse[kept[0]] == np.nanmin(r.val_mse)  # Best first: the lowest error.
+
+
+def test_a_metric_must_give_one_value_per_example_and_copying_hparams_reads_nothing(
+    small_arrays, refused_before_compiling):
+  data = _dict_data(small_arrays)
+  mean_only = _pair_objective(metrics={"mse": Metric(
+      lambda outputs, batch: ((outputs[:, 0] - batch["y"]) ** 2).mean())})
+  space = vt.Space(**LR, huber_delta=vt.LogUniform(0.1, 1.0))
+  refused_before_compiling(
+      vt.SettingsError, r"metrics \['mse'\] give shapes \{'mse': \(\)\} for a batch of 30; "
+      r"expected one value per example", model=vt.models.MLP(hidden=(8,), num_classes=1),
+      data=data, space=space, objective=mean_only, population=2, rounds=1, epochs=1,
+      batch_size=30)
+
+  def copying(hparams):  # Copies every name, reads one.
+    hparams = dict(hparams)
+    return vt.optimizers.BUILTIN["adamw"]({"learning_rate": hparams["learning_rate"]})
+
+  refused_before_compiling(
+      vt.SettingsError, r"\['unused'\] are read by nothing: not by optimizer '.*copying'",
+      model=vt.models.MLP(hidden=(8,), num_classes=1), data=data,
+      space=vt.Space(**space, unused=vt.Uniform(0.0, 1.0)), objective=_pair_objective(),
+      optimizer=copying, population=2, rounds=1, epochs=1, batch_size=30)
+
+
+class _TwoInputs(nn.Module):
+  """Reads a dict of inputs ``{"a": [B, 3], "b": [B, 2]}``; outputs ``[B, 1]``."""
+
+  @nn.compact
+  def __call__(self, inputs):
+    return nn.Dense(1)(jnp.concatenate([inputs["a"], inputs["b"]], axis=-1))
+
+
+def test_nested_pytree_inputs_train_and_their_parameters_load_back(tmp_path):
+  rng = np.random.default_rng(0)
+  n = 120
+  a, b = rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32)
+  y = (a.sum(1) - b.sum(1)).astype(np.float32)
+  cut = lambda s: {"inputs": {"a": a[s], "b": b[s]}, "y": y[s]}
+  data = vt.Dataset(train=cut(slice(0, 80)), val=cut(slice(80, 100)), test=cut(slice(100, n)))
+  objective = vt.objectives.custom(
+      loss=lambda o, batch, h: (o[:, 0] - batch["y"]) ** 2,
+      metrics={"mse": Metric(lambda o, batch: (o[:, 0] - batch["y"]) ** 2)}, rank_by="mse",
+      inputs=lambda batch: batch["inputs"])
+  result = vt.tune(_TwoInputs(), data, vt.Space(**LR), objective=objective, population=2,
+                   rounds=1, epochs=2, batch_size=20, confirm="off", out=str(tmp_path / "run"))
+  result.final_fit()
+  params = vt.load_run(tmp_path / "run").best_params(_TwoInputs())
+  assert params["Dense_0"]["kernel"].shape == (5, 1)
+  with pytest.raises(ValueError, match="metric name 'mse_std' is taken"):
+    vt.scoring.Scoring((("mse", "minimize"), ("mse_std", "minimize")), "mse")

@@ -517,15 +517,25 @@ def test_a_directory_that_cannot_be_written_is_refused_before_compiling(small_da
 
 # --- Ctrl-C ----------------------------------------------------------------------------------
 
+def _default_sigint() -> None:
+  """SIGINT as an interactive shell leaves it: a background job (CI started with `&`) inherits
+  it ignored, and Python then installs no KeyboardInterrupt handler."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_waits_for_the_write_in_progress():
   done = []
-  with pytest.raises(KeyboardInterrupt):
-    with interrupts_deferred():
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.05)
-      done.append("written")  # Reached: the interrupt waited for the block.
-  assert done == ["written"]
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append("written")  # Reached: the interrupt waited for the block.
+    assert done == ["written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.slow  # A subprocess.
@@ -535,7 +545,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(experiment_file, tmp_path):
   child = subprocess.Popen([sys.executable, "-m", "vmaptune.cli", "run", experiment_file,
                             "--out", str(out), "--quiet", "--set", *sets], env=_env(),
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+                           text=True, preexec_fn=_default_sigint)
   deadline = time.monotonic() + 240
   while child.poll() is None and time.monotonic() < deadline:
     if (out / "summary.json").exists() and _summary(out)["rounds"]:

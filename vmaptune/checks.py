@@ -12,13 +12,13 @@ be read by something: the optimizer, the trainer or the objective.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from typing import Any
 
 import flax.errors
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.extend.core import Var
 
 from vmaptune import optimizers
 from vmaptune.data import Dataset
@@ -148,26 +148,24 @@ def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: 
                         f"{list(space)}: {type(e).__name__}: {e}") from e
 
 
-class _Reads(Mapping):
-  """A lane's hyperparameters that remember which names were read."""
-
-  def __init__(self, values: Mapping[str, Any]):
-    self._values = values
-    self.read: set[str] = set()
-
-  def __getitem__(self, name: str) -> Any:
-    value = self._values[name]
-    self.read.add(name)
-    return value
-
-  def __iter__(self):
-    return iter(self._values)
-
-  def __len__(self) -> int:
-    return len(self._values)
-
-  def __contains__(self, name: object) -> bool:
-    return name in self._values
+def _live_inputs(jaxpr: Any, live_outputs: list[bool]) -> list[bool]:
+  """Which inputs of ``jaxpr`` the live outputs depend on (a backward pass over
+  its equations; a nested ``jit`` is followed, any other equation counts every
+  input as used)."""
+  live = {v for v, used in zip(jaxpr.outvars, live_outputs, strict=True)
+          if used and isinstance(v, Var)}
+  for eqn in reversed(jaxpr.eqns):
+    outputs = [isinstance(v, Var) and v in live for v in eqn.outvars]
+    if not (any(outputs) or eqn.effects):
+      continue
+    inner = eqn.params.get("jaxpr")
+    if eqn.primitive.name in ("jit", "pjit") and not eqn.effects and \
+        len(getattr(inner, "jaxpr", inner).invars) == len(eqn.invars):
+      used = _live_inputs(getattr(inner, "jaxpr", inner), outputs)
+    else:
+      used = [True] * len(eqn.invars)
+    live.update(v for v, u in zip(eqn.invars, used, strict=True) if u and isinstance(v, Var))
+  return [v in live for v in jaxpr.invars]
 
 
 def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
@@ -192,27 +190,31 @@ def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
   from vmaptune.train import EvalBatches, make_evaluate, make_init, make_step, step_key
 
   batch = batch_shapes(data, batch_size)
-  reads: set[str] = set()
   first = lambda batch: objective.inputs(jax.tree.map(lambda a: a[:1], batch))
 
   def trace(hparams: dict[str, Any], batch: Any) -> Any:
-    recorded = _Reads(hparams)
     key = jax.random.key(0)
-    state = make_init(model, optimizer)(recorded, key, first(batch))
-    state, loss = make_step(model, optimizer, objective)(recorded, state, batch,
+    state = make_init(model, optimizer)(hparams, key, first(batch))
+    state, loss = make_step(model, optimizer, objective)(hparams, state, batch,
                                                        step_key(key, 0, 0))
-    reads.update(recorded.read)
-    return loss
+    return state.params, state.opt_state, loss
 
   hparams = {name: jax.ShapeDtypeStruct((), np.float32) for name in names}
   name = objective.describe()
   try:
-    loss = jax.eval_shape(trace, hparams, batch)
+    closed = jax.make_jaxpr(trace)(hparams, batch)
   except SettingsError:
     raise
   except Exception as e:  # The user's loss, metrics or model: report what it raised.
     raise SettingsError(f"a training step with objective {name!r} failed: "
                         f"{type(e).__name__}: {e}") from e
+  # A name is read when the step's results depend on its value (copying the
+  # dict of hyperparameters reads nothing).
+  live = _live_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+  order = [jax.tree_util.keystr(path)[2:-2]
+           for path, _ in jax.tree_util.tree_flatten_with_path(hparams)[0]]
+  reads = {n for n, used in zip(order, live[:len(order)], strict=True) if used}
+  loss = closed.out_avals[-1]
   if getattr(loss, "shape", None) != ():
     raise SettingsError(f"objective {name!r}'s training loss has shape "
                         f"{getattr(loss, 'shape', type(loss).__name__)}; expected a scalar "
@@ -222,13 +224,19 @@ def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
   batches = EvalBatches(jax.tree.map(
       lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), batch),
       jax.ShapeDtypeStruct((1, batch_size), np.float32))
+  def per_example(params: Any, batch: Any) -> dict[str, Any]:
+    outputs = model.apply({"params": params}, objective.inputs(batch))
+    return {k: m.per_example(outputs, batch) for k, m in objective.metrics().items()}
+
   try:
-    values = jax.eval_shape(make_evaluate(model, objective), params, batches)
+    shapes = jax.eval_shape(per_example, params, batch)
+    jax.eval_shape(make_evaluate(model, objective), params, batches)
   except Exception as e:
     raise SettingsError(f"objective {name!r}'s metrics failed on the model's outputs: "
                         f"{type(e).__name__}: {e}") from e
-  odd = {k: v.shape for k, v in values.items() if v.shape != ()}
+  odd = {k: tuple(v.shape) for k, v in shapes.items() if tuple(v.shape) != (batch_size,)}
   if odd:
-    raise SettingsError(f"objective {name!r}: metrics {sorted(odd)} do not give one value "
-                        f"per example (their means have shapes {odd}); expected [B]")
+    raise SettingsError(f"objective {name!r}: metrics {sorted(odd)} give shapes {odd} for a "
+                        f"batch of {batch_size}; expected one value per example, "
+                        f"({batch_size},) (the split's mean is taken over the examples)")
   return reads

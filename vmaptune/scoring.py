@@ -62,6 +62,10 @@ class Scoring:
       raise ValueError(f"metric names {names} repeat a name")
     if self.rank_by not in names:
       raise ValueError(f"rank_by={self.rank_by!r} is not a metric; expected one of {names}")
+    if f"{self.rank_by}_std" in names:  # Its field would be the spread over seeds'.
+      raise ValueError(f"metric name '{self.rank_by}_std' is taken: with several seeds the "
+                       f"record field 'val_{self.rank_by}_std' holds the spread of "
+                       f"{self.rank_by!r}, the ranking metric")
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -161,8 +165,11 @@ class Scoring:
     """The scoring a run directory stored (classification for runs that stored none)."""
     if value is None:
       return CLASSIFICATION
+    if not isinstance(value, Mapping) or not isinstance(value.get("metrics"), list):
+      raise ValueError(f"scoring {value!r}; expected {{'metrics': [[name, direction], ...], "
+                       "'rank_by': name}")
     return cls(tuple((str(name), str(direction)) for name, direction in value["metrics"]),
-               str(value["rank_by"]))
+               str(value.get("rank_by")))
 
 
 # vmaptune's scoring before objectives existed; runs that stored none used it.

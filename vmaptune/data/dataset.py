@@ -57,18 +57,25 @@ def _as_structure(name: str, split: Any) -> Any:
                    for what, v in zip(("features", "targets"), split, strict=True)))
   if isinstance(split, Split):
     return Split(_as_array(name, "features", split.x), _as_array(name, "targets", split.y))
-  if isinstance(split, Mapping):
-    if not split:
-      raise DataError(f"{name} split is an empty dict; expected arrays under its keys")
-    return {str(k): _as_array(name, f"[{k!r}]", v) for k, v in split.items()}
-  if isinstance(split, (tuple, list)):
-    if not split:
-      raise DataError(f"{name} split is empty; expected (x, y), a dict or a tuple of arrays")
-    return tuple(_as_array(name, f"[{i}]", v) for i, v in enumerate(split))
   if split is None:
     raise DataError(f"{name} split is None; expected (x, y), a dict or tuple of arrays, "
                     "or one array")
-  return _as_array(name, "array", split)
+  return _nested(name, "", split, top=True)
+
+
+def _nested(name: str, path: str, value: Any, top: bool = False) -> Any:
+  """Dicts and tuples (and a top-level list) of arrays, nested, as arrays in
+  dicts and tuples; a list below the top is an array's rows."""
+  if isinstance(value, Mapping):
+    if not value:
+      raise DataError(f"{name} {path or 'split'} is an empty dict; expected arrays under its keys")
+    return {str(k): _nested(name, f"{path}[{k!r}]", v) for k, v in value.items()}
+  if isinstance(value, tuple) or (top and isinstance(value, list)):
+    if not value:
+      raise DataError(f"{name} {path or 'split'} is empty; expected (x, y), a dict or a tuple "
+                      "of arrays")
+    return tuple(_nested(name, f"{path}[{i}]", v) for i, v in enumerate(value))
+  return _as_array(name, path or "array", value)
 
 
 def _as_split(name: str, split: Any) -> Any:
@@ -148,6 +155,11 @@ def _as_labels(name: str, y: np.ndarray) -> np.ndarray:
     if not np.all(y == np.round(y)):
       raise DataError(f"{name} labels must be whole numbers, got dtype {y.dtype} "
                       "with fractional values")
+    huge = np.abs(y) > _MAX_LABEL
+    if huge.any():
+      raise DataError(f"{name} labels must lie in [0, num_classes) with num_classes at most "
+                      f"2**31 (labels are int32) but {int(huge.sum())} do not "
+                      f"(e.g. {y[np.argmax(huge)].item()!r})")
   elif y.dtype.kind not in "iu":
     raise DataError(f"{name} labels have dtype {y.dtype}; expected integers")
   return y.astype(np.int64)

@@ -182,6 +182,7 @@ def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
   if problem is None:
     try:
       Space.from_dict(upgrade(config)["space"])
+      Scoring.from_dict(config.get("scoring"))
       rounds = config["settings"]["rounds"]
       if not isinstance(rounds, int) or isinstance(rounds, bool):
         problem = f"settings.rounds is {rounds!r}, expected a whole number"

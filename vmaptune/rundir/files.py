@@ -149,17 +149,43 @@ def snapshot(settings: Mapping[str, Any], space: Space, model: str,
       arrays; default: the features); their shape and dtype are recorded
       so a reader can check saved parameters against a model.
   """
-  first = jax.tree.leaves(inputs)[0] if inputs is not None else None
-  shape = list(first.shape[1:]) if first is not None else list(data.feature_shape)
-  dtype = {} if first is None or first.dtype == np.float32 else {"input_dtype": str(first.dtype)}
+  plain = inputs is None or (hasattr(inputs, "shape") and inputs.dtype == np.float32)
+  shape = list(inputs.shape[1:]) if hasattr(inputs, "shape") else list(data.feature_shape)
+  # One float32 array is all a reader needs to know (the features' shape); others are spelled out.
+  described = {} if plain else {"inputs": input_spec(inputs)}
   return as_json({
       "format": FORMAT, "settings": dict(settings), "space": space.to_dict(),
       "scoring": scoring.to_dict(),
       "model": {"description": model, "parameters": list(parameters)},
-      "data": {"description": repr(data), "feature_shape": shape, **dtype,
+      "data": {"description": repr(data), "feature_shape": shape, **described,
                "num_classes": data.num_classes, "fingerprint": data_fingerprint(data)},
       "environment": {"devices": [str(d) for d in jax.devices()],
                       "processes": jax.process_count(), "jax": jax.__version__}})
+
+
+def input_spec(inputs: Any) -> Any:
+  """The model's inputs for one example as JSON: ``{"shape", "dtype"}`` per
+  array (without the example axis), in dicts and lists as the inputs nest."""
+  if isinstance(inputs, dict):
+    return {"dict": {str(k): input_spec(v) for k, v in inputs.items()}}
+  if isinstance(inputs, (tuple, list)):
+    return {"tuple": [input_spec(v) for v in inputs]}
+  return {"shape": list(inputs.shape[1:]), "dtype": str(inputs.dtype)}
+
+
+def example_inputs(data: Mapping[str, Any]) -> Any:
+  """Shapes (``[1, ...]``) of one example's model inputs, from ``config.json``'s
+  ``data`` entry (the features' shape, float32, where it spells out no inputs)."""
+  def build(spec: Any) -> Any:
+    if "dict" in spec:
+      return {k: build(v) for k, v in spec["dict"].items()}
+    if "tuple" in spec:
+      return tuple(build(v) for v in spec["tuple"])
+    return jax.ShapeDtypeStruct((1, *spec["shape"]), np.dtype(spec["dtype"]))
+
+  if "inputs" in data:
+    return build(data["inputs"])
+  return jax.ShapeDtypeStruct((1, *data["feature_shape"]), np.float32)
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:

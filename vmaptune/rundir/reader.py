@@ -16,7 +16,13 @@ import numpy as np
 from vmaptune.errors import DamagedRunError
 from vmaptune.ranking import rank
 from vmaptune.rundir.damage import damage_error, inspect_run, read_config, read_params
-from vmaptune.rundir.files import CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE, upgrade
+from vmaptune.rundir.files import (
+  CONFIG_FILE,
+  PARAMS_FILE,
+  SUMMARY_FILE,
+  example_inputs,
+  upgrade,
+)
 from vmaptune.scoring import Scoring
 from vmaptune.space import Space
 from vmaptune.structural import BATCH_SIZE, ModelSpec, build_model
@@ -162,20 +168,19 @@ class Run:
                             "move it aside and run the same config again: the final fit "
                             "writes it again", path, run.rounds_completed) from None
     if model is not None:
-      _check_params(params, run.best_model(model), run.config["data"]["feature_shape"],
-                    run.config["data"].get("input_dtype", "float32"))
+      _check_params(params, run.best_model(model), example_inputs(run.config["data"]))
     return params
 
 
-def _check_params(params: Any, model: Any, feature_shape: list[int],
-                  dtype: str = "float32") -> None:
-  """Raises ``ValueError`` naming the first parameter whose shape ``model`` does not share."""
-  x = jax.ShapeDtypeStruct((1, *feature_shape), np.dtype(dtype))
+def _check_params(params: Any, model: Any, x: Any) -> None:
+  """Raises ``ValueError`` naming the first parameter whose shape ``model`` does
+  not share (``x``: the shapes of one example's inputs)."""
   try:
     expected = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
   except Exception as e:  # The user's model: report what it raised.
-    raise ValueError(f"model {type(model).__name__} failed to initialise on features of shape "
-                     f"{x.shape}: {type(e).__name__}: {e}") from e
+    shapes = jax.tree.map(lambda a: tuple(a.shape), x)
+    raise ValueError(f"model {type(model).__name__} failed to initialise on inputs of shape "
+                     f"{shapes}: {type(e).__name__}: {e}") from e
   want = {jax.tree_util.keystr(k): tuple(v.shape)
           for k, v in jax.tree_util.tree_leaves_with_path(expected)}
   have = {jax.tree_util.keystr(k): tuple(np.shape(v))
