@@ -417,3 +417,31 @@ def test_nested_pytree_inputs_train_and_their_parameters_load_back(tmp_path):
   assert params["Dense_0"]["kernel"].shape == (5, 1)
   with pytest.raises(ValueError, match="metric name 'mse_std' is taken"):
     vt.scoring.Scoring((("mse", "minimize"), ("mse_std", "minimize")), "mse")
+
+
+class _BagOfTokens(nn.Module):
+  """Int tokens [B, T] -> logits [B, 2]: embeddings averaged over the sequence."""
+
+  @nn.compact
+  def __call__(self, tokens):
+    return nn.Dense(2)(nn.Embed(5, 8)(tokens).mean(axis=1))
+
+
+def test_a_text_classifier_reads_int_tokens_from_dict_splits():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 5, (200, 6))
+  labels = (tokens == 4).any(axis=1).astype(np.float64)  # Whole-valued floats pass as labels.
+  cut = lambda s: {"x": tokens[s], "y": labels[s]}
+  data = vt.Dataset(train=cut(slice(0, 120)), val=cut(slice(120, 160)), test=cut(slice(160, 200)))
+  assert data.train["x"].dtype == np.int32  # A dict keeps int features (a pair casts them).
+  assert data.num_classes is None  # Float targets: not labels until a classification run.
+  result = vt.tune(_BagOfTokens(), data, vt.Space(learning_rate=vt.LogUniform(1e-2, 3e-1)),
+                   population=4, rounds=1, epochs=3, batch_size=20, confirm="off")
+  assert data.num_classes == 2 and data.train["y"].dtype == np.int32
+  assert result.best.val_accuracy > 0.6
+  regression = vt.Dataset(train={"x": tokens[:120].astype(np.float32), "y": labels[:120]},
+                          val={"x": tokens[120:].astype(np.float32), "y": labels[120:]})
+  found = vt.tune(vt.models.MLP(hidden=(4,), num_classes=1), regression,
+                  vt.Space(**LR), objective="regression", population=2, rounds=1, epochs=1,
+                  batch_size=20, confirm="off")
+  assert np.isfinite(found.best.val_mse)

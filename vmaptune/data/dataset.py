@@ -165,6 +165,25 @@ def _as_labels(name: str, y: np.ndarray) -> np.ndarray:
   return y.astype(np.int64)
 
 
+def _labels_of(split: Any) -> np.ndarray | None:
+  """A pair's ``y`` or a dict's ``"y"``; ``None`` for other splits."""
+  if isinstance(split, Split):
+    return split.y
+  if isinstance(split, dict) and "y" in split and hasattr(split["y"], "ndim"):
+    return split["y"]
+  return None
+
+
+def _with_labels(split: Any, labels: np.ndarray) -> Any:
+  """``split`` with its labels replaced."""
+  return Split(split.x, labels) if isinstance(split, Split) else {**split, "y": labels}
+
+
+def _inferred_classes(labels: list[np.ndarray]) -> int:
+  """``max label + 1`` over non-empty label arrays, at least 2."""
+  return max(2, max((int(y.max()) + 1 for y in labels if len(y)), default=2))
+
+
 def _check_labels(name: str, y: np.ndarray, num_classes: int | None) -> None:
   """Raises if a label is negative or (when given) not below ``num_classes``."""
   out = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
@@ -259,39 +278,39 @@ class Dataset:
   @property
   def num_classes(self) -> int | None:
     """The number of classes: as given, or ``max label + 1`` over the train and
-    validation splits' integer labels (at least 2); ``None`` for splits that
-    hold no whole-number labels ``[N]``."""
+    validation splits' integer labels (a pair's ``y`` or a dict's ``"y"``, at
+    least 2); ``None`` for splits without integer labels ``[N]``."""
     if self._num_classes is not None:
       return self._num_classes
-    if not self.is_pair:
+    labels = [_labels_of(s) for s in (self.train, self.val)]
+    if any(y is None or y.ndim != 1 or y.dtype.kind not in "iu" for y in labels):
       return None
-    labels = [s.y for s in (self.train, self.val) if len(s)]
-    if any(y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y)))
-           for y in labels):
-      return None
-    return max(2, max((int(y.max()) + 1 for y in labels), default=2))
+    return _inferred_classes(labels)
 
   def check_labels(self) -> None:
-    """Checks every split holds classification labels ``[N]``: whole numbers in
-    ``[0, num_classes)`` (the test split too, without counting a read), and
-    makes them int32.
+    """Checks every split holds classification labels ``[N]`` (a pair's ``y`` or
+    a dict's ``"y"``): whole numbers in ``[0, num_classes)`` (the test split too,
+    without counting a read), and makes them int32.
 
     Raises:
       DataError: naming the split and the bad labels.
     """
     splits = self.splits_for_checks()
+    labels = {}
     for n, s in splits.items():
-      if not isinstance(s, Split):
-        raise DataError(f"{n} split is {type(s).__name__}; classification takes pairs "
-                        "(x, y) of features and integer labels")
-    labels = {n: _as_labels(n, s.y) for n, s in splits.items()}
-    if self._num_classes is None:
+      if _labels_of(s) is None:
+        raise DataError(f"{n} split is {type(s).__name__}; classification takes pairs (x, y) "
+                        "or dicts with 'x' and 'y' of features and integer labels")
+      labels[n] = _as_labels(n, _labels_of(s))
+    num_classes = self._num_classes
+    if num_classes is None:
       for n, y in labels.items():
         _check_labels(n, y, None)
-    num_classes = self.num_classes
+      # Inferred from the splits the search may read: the test split must not shape it.
+      num_classes = _inferred_classes([labels["train"], labels["val"]])
     for n, y in labels.items():
       _check_labels(n, y, num_classes)
-    self.train, self.val, self._test = (Split(splits[n].x, labels[n].astype(np.int32))
+    self.train, self.val, self._test = (_with_labels(splits[n], labels[n].astype(np.int32))
                                         for n in ("train", "val", "test"))
 
   @property

@@ -82,13 +82,26 @@ class Objective:
     return (f"{self.name}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
             if changed else self.name)
 
+
 def pair(batch: Batch, objective: str) -> tuple[Any, Any]:
+  """``(features, targets)`` of a split: a pair ``(x, y)``, or a dict with
+  ``"x"`` and ``"y"`` (whose features keep their dtype, e.g. int tokens).
+
+  Raises:
+    DataError: the split is neither.
+  """
+  if isinstance(batch, dict) and "x" in batch and "y" in batch:
+    return batch["x"], batch["y"]
   # A Split's len() counts its examples, not its two fields.
-  if isinstance(batch, tuple) and (hasattr(batch, "_fields") or len(batch) == 2):
-    if len(getattr(batch, "_fields", batch)) == 2:
-      return batch
-  raise DataError(f"objective {objective!r} takes splits that are pairs (x, y); got "
-                  f"{type(batch).__name__}")
+  if isinstance(batch, tuple) and len(getattr(batch, "_fields", batch)) == 2:
+    return batch[0], batch[1]
+  raise DataError(f"objective {objective!r} takes splits that are pairs (x, y) or dicts with "
+                  f"'x' and 'y'; got {type(batch).__name__}")
+
+
+def targets(batch: Batch) -> Any:
+  """The targets of a pair ``(x, y)`` or a dict's ``"y"``."""
+  return batch["y"] if isinstance(batch, dict) else batch[1]
 
 
 def splits(data: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from vmaptune.errors import SettingsError
-from vmaptune.objectives.base import Metric, Objective, pair, splits
+from vmaptune.objectives.base import Metric, Objective, pair, splits, targets
 from vmaptune.scoring import MAXIMIZE, MINIMIZE
 
 LABEL_SMOOTHING = "label_smoothing"
@@ -34,7 +34,7 @@ class Classification(Objective):
 
   def loss(self, outputs, batch, hparams):
     if LABEL_SMOOTHING in hparams:
-      return smoothed_cross_entropy(outputs, batch[1], hparams[LABEL_SMOOTHING])
+      return smoothed_cross_entropy(outputs, targets(batch), hparams[LABEL_SMOOTHING])
     return _cross_entropy(outputs, batch)
 
   def check_data(self, data) -> None:
@@ -43,7 +43,7 @@ class Classification(Objective):
     data.check_labels()
 
   def check_outputs(self, model_name, outputs, batch, data) -> None:
-    expected = (batch[1].shape[0], data.num_classes)
+    expected = (targets(batch).shape[0], data.num_classes)
     if getattr(outputs, "shape", None) != expected:
       raise SettingsError(
           f"model {model_name} outputs shape {getattr(outputs, 'shape', type(outputs).__name__)}"
@@ -70,8 +70,8 @@ def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array,
 
 
 def _cross_entropy(logits, batch):
-  return cross_entropy(logits, batch[1])
+  return cross_entropy(logits, targets(batch))
 
 
 def _correct(logits, batch):
-  return (jnp.argmax(logits, -1) == batch[1]).astype(jnp.float32)
+  return (jnp.argmax(logits, -1) == targets(batch)).astype(jnp.float32)

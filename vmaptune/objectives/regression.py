@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from vmaptune.errors import SettingsError
-from vmaptune.objectives.base import Metric, Objective, pair, splits
+from vmaptune.objectives.base import Metric, Objective, pair, splits, targets
 
 
 def _per_example_mean(values: jax.Array) -> jax.Array:
@@ -17,7 +17,7 @@ def _per_example_mean(values: jax.Array) -> jax.Array:
 
 
 def _regression_error(outputs, batch):
-  target = batch[1]
+  target = targets(batch)
   return outputs.reshape(target.shape) - target
 
 
@@ -45,7 +45,7 @@ class Regression(Objective):
       pair(split, self.name)
 
   def check_outputs(self, model_name, outputs, batch, data) -> None:
-    target = batch[1].shape
+    target = targets(batch).shape
     shape = getattr(outputs, "shape", None)
     accepted = {tuple(target)} | ({(target[0], 1)} if len(target) == 1 else set())
     if shape is None or tuple(shape) not in accepted:
