@@ -517,10 +517,10 @@ def test_a_directory_that_cannot_be_written_is_refused_before_compiling(small_da
 
 # --- Ctrl-C ----------------------------------------------------------------------------------
 
-def _default_sigint() -> None:
-  """SIGINT as an interactive shell leaves it: a background job (CI started with `&`) inherits
-  it ignored, and Python then installs no KeyboardInterrupt handler."""
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The command, with SIGINT raising KeyboardInterrupt as in an interactive shell: a background
+# job (CI started with `&`) inherits SIGINT ignored, and Python then installs no handler.
+_CLI_WITH_SIGINT = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "from vmaptune.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def test_ctrl_c_waits_for_the_write_in_progress():
@@ -542,10 +542,10 @@ def test_ctrl_c_waits_for_the_write_in_progress():
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(experiment_file, tmp_path):
   out = tmp_path / "run"
   sets = ["rounds=4", "epochs=20", "confirm=off"]  # Rounds long enough to be stopped in.
-  child = subprocess.Popen([sys.executable, "-m", "vmaptune.cli", "run", experiment_file,
+  child = subprocess.Popen([sys.executable, "-c", _CLI_WITH_SIGINT, "run", experiment_file,
                             "--out", str(out), "--quiet", "--set", *sets], env=_env(),
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, preexec_fn=_default_sigint)
+                           text=True)
   deadline = time.monotonic() + 240
   while child.poll() is None and time.monotonic() < deadline:
     if (out / "summary.json").exists() and _summary(out)["rounds"]:
