@@ -159,6 +159,26 @@ def write_run(path, space: dict, rows: list[dict], epochs: int = 1) -> None:
               "rounds": [{"round": 0, "trials": len(rows), "wall_s": 1.0}] if rows else []})
 
 
+def regression_table(values: dict, mse: np.ndarray) -> vt.trials.TrialTable:
+  """One round of regression trials written by hand: ``values`` (``{name: [T]}``)
+  and their mse (NaN: diverged), mae half of it."""
+  count = len(mse)
+  return vt.trials.TrialTable(
+      hparams={k: np.asarray(v, np.float32) for k, v in values.items()},
+      round=np.zeros(count, np.int64), trial=np.arange(count), lane=np.arange(count),
+      bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
+      epochs=np.ones(count, np.int64), parent=np.full(count, -1),
+      status=np.where(np.isnan(mse), "diverged", "finished").astype(object),
+      metrics={"mse": mse, "mae": mse / 2}, epoch_loss=np.ones((count, 1), np.float32),
+      scoring=vt.objectives.parse("regression").scoring)
+
+
+@pytest.fixture
+def handwritten_regression():
+  """:func:`regression_table`, to make a table of regression trials by hand."""
+  return regression_table
+
+
 @pytest.fixture
 def handwritten_run():
   """:func:`write_run`, to write a run directory by hand."""

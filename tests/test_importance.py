@@ -27,25 +27,14 @@ def test_importance_ranks_by_the_spread_of_group_means_and_scores_divergence_wor
       ("1", 14), ("2", 13), ("3", 13)]
 
 
-def test_a_minimised_metric_scores_divergence_as_its_highest_value():
+def test_a_minimised_metric_scores_divergence_as_its_highest_value(handwritten_regression):
   import numpy as np
-
-  from vmaptune.objectives import parse
-  from vmaptune.trials import TrialTable
 
   # mse 1 with the low learning rates, 3 with the high ones, of which one diverged: scored as
   # the worst, the highest mse (3), not the lowest (1), which would make it look good.
   mse = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, np.nan])
-  count = len(mse)
-  trials = TrialTable(
-      hparams={"learning_rate": np.array([1e-4, 2e-4, 3e-4, 4e-4, 1e-2, 2e-2, 3e-2, 4e-2],
-                                         np.float32)},
-      round=np.zeros(count, np.int64), trial=np.arange(count), lane=np.arange(count),
-      bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
-      epochs=np.ones(count, np.int64), parent=np.full(count, -1),
-      status=np.where(np.isnan(mse), "diverged", "finished").astype(object),
-      metrics={"mse": mse, "mae": mse / 2}, epoch_loss=np.ones((count, 1), np.float32),
-      scoring=parse("regression").scoring)
+  trials = handwritten_regression(
+      {"learning_rate": [1e-4, 2e-4, 3e-4, 4e-4, 1e-2, 2e-2, 3e-2, 4e-2]}, mse)
   space = vt.Space(learning_rate=vt.LogUniform(1e-4, 1e-1))
   (lr,) = importance(trials, space, bins=2)
   assert [g[1:] for g in lr.groups] == [(4, 1.0), (4, 3.0)]  # Means in mse, lowest best.

@@ -200,21 +200,7 @@ def test_a_sampler_object_given_no_study_starts_a_new_study_each_run(small_data,
   assert sampler.study is None
 
 
-def _regression_table(values: dict[str, np.ndarray], mse: np.ndarray) -> TrialTable:
-  from vmaptune.objectives import parse as parse_objective
-
-  count = len(mse)
-  return TrialTable(
-      hparams={k: np.asarray(v, np.float32) for k, v in values.items()},
-      round=np.zeros(count, np.int64), trial=np.arange(count), lane=np.arange(count),
-      bracket=np.full(count, -1), start_epoch=np.zeros(count, np.int64),
-      epochs=np.ones(count, np.int64), parent=np.full(count, -1),
-      status=np.where(np.isnan(mse), "diverged", "finished").astype(object),
-      metrics={"mse": mse, "mae": mse / 2}, epoch_loss=np.ones((count, 1), np.float32),
-      scoring=parse_objective("regression").scoring)
-
-
-def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it():
+def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it(handwritten_regression):
   from vmaptune.objectives import parse as parse_objective
 
   regression = parse_objective("regression").scoring
@@ -223,7 +209,7 @@ def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it():
   assert sampler.active_study.direction == optuna.study.StudyDirection.MINIMIZE
   asked = sampler.ask(4, [], round_index=0, bucket=PLAIN)
   mse = np.array([0.5, 0.25, np.nan, 2.0])
-  told = sampler.tell(_regression_table(asked, mse), [], round_index=0)
+  told = sampler.tell(handwritten_regression(asked, mse), [], round_index=0)
   study = sampler.active_study
   assert [t.value for t in study.trials] == [0.5, 0.25, None, 2.0]
   assert [t.user_attrs.get("val_mae") for t in study.trials] == [0.25, 0.125, None, 1.0]
@@ -234,7 +220,7 @@ def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it():
   assert classification.active_study.direction == optuna.study.StudyDirection.MAXIMIZE
 
 
-def test_a_study_in_the_wrong_direction_for_the_objective_is_refused():
+def test_a_study_in_the_wrong_direction_for_the_objective_is_refused(handwritten_regression):
   from vmaptune.objectives import parse as parse_objective
 
   regression = parse_objective("regression").scoring
@@ -254,7 +240,7 @@ def test_a_study_in_the_wrong_direction_for_the_objective_is_refused():
   # Started for one objective and told another's trials: refused, not told the wrong way.
   minimizing.start(SPACE, 0, scoring=regression)
   asked = minimizing.ask(2, [], round_index=0, bucket=PLAIN)
-  table = _regression_table(asked, np.array([0.5, 0.25]))
+  table = handwritten_regression(asked, np.array([0.5, 0.25]))
   accuracy = dataclasses.replace(table, scoring=CLASSIFICATION, metrics={
       "accuracy": table.metrics["mse"], "loss": table.metrics["mae"]})
   with pytest.raises(ValueError, match=re.escape("expected one direction, 'maximize'")):

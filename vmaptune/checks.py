@@ -129,9 +129,8 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
 
 
 def _shape(tree: Any) -> Any:
-  """A pytree's shape for messages: one array's shape, else the tree of shapes."""
-  shapes = jax.tree.map(lambda a: tuple(a.shape), tree)
-  return shapes
+  """Shapes for messages: one array's shape, or the tree of its leaves' shapes."""
+  return jax.tree.map(lambda a: tuple(a.shape), tree)
 
 
 def check_optimizer(factory: optimizers.OptimizerFactory, space: Space, params: Any) -> None:
@@ -187,14 +186,20 @@ def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
     SettingsError: the objective's loss or a metric fails on the model's
       outputs, or the training step fails.
   """
-  from vmaptune.train import EvalBatches, make_evaluate, make_init, make_step, step_key
+  from vmaptune.train import (
+    EvalBatches,
+    first_example,
+    make_evaluate,
+    make_init,
+    make_step,
+    step_key,
+  )
 
   batch = batch_shapes(data, batch_size)
-  first = lambda batch: objective.inputs(jax.tree.map(lambda a: a[:1], batch))
 
   def trace(hparams: dict[str, Any], batch: Any) -> Any:
     key = jax.random.key(0)
-    state = make_init(model, optimizer)(hparams, key, first(batch))
+    state = make_init(model, optimizer)(hparams, key, first_example(objective, batch))
     state, loss = make_step(model, optimizer, objective)(hparams, state, batch,
                                                        step_key(key, 0, 0))
     return state.params, state.opt_state, loss
@@ -202,7 +207,7 @@ def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
   hparams = {name: jax.ShapeDtypeStruct((), np.float32) for name in names}
   name = objective.describe()
   try:
-    closed = jax.make_jaxpr(trace)(hparams, batch)
+    closed, (params, _, loss) = jax.make_jaxpr(trace, return_shape=True)(hparams, batch)
   except SettingsError:
     raise
   except Exception as e:  # The user's loss, metrics or model: report what it raised.
@@ -214,13 +219,10 @@ def check_training(model: nn.Module, optimizer: optimizers.OptimizerFactory,
   order = [jax.tree_util.keystr(path)[2:-2]
            for path, _ in jax.tree_util.tree_flatten_with_path(hparams)[0]]
   reads = {n for n, used in zip(order, live[:len(order)], strict=True) if used}
-  loss = closed.out_avals[-1]
   if getattr(loss, "shape", None) != ():
     raise SettingsError(f"objective {name!r}'s training loss has shape "
                         f"{getattr(loss, 'shape', type(loss).__name__)}; expected a scalar "
                         "(loss returns one value per example [B], train_loss their mean)")
-  params = jax.eval_shape(lambda h, b: make_init(model, optimizer)(
-      h, jax.random.key(0), first(b)).params, hparams, batch)
   batches = EvalBatches(jax.tree.map(
       lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), batch),
       jax.ShapeDtypeStruct((1, batch_size), np.float32))

@@ -28,6 +28,7 @@ from vmaptune.population import Population
 from vmaptune.settings import Settings
 from vmaptune.space import Space
 from vmaptune.structural import Bucket, Buckets, ModelSpec
+from vmaptune.train import first_example
 from vmaptune.trials import Trial
 
 
@@ -87,8 +88,9 @@ class Engine:
       try:
         params = check_model(bucket.model, data, bucket.batch_size,
                              dropout=optimizers.DROPOUT_RATE in traced, objective=self.objective)
-        check_optimizer(self._optimizer(bucket), traced, params)
-        read |= check_training(bucket.model, self._optimizer(bucket), self.objective, data,
+        optimizer = self._optimizer(bucket)
+        check_optimizer(optimizer, traced, params)
+        read |= check_training(bucket.model, optimizer, self.objective, data,
                                bucket.batch_size, list(traced))
       except SettingsError as e:
         if not bucket.values:
@@ -122,7 +124,7 @@ class Engine:
   @property
   def example_inputs(self) -> Any:
     """The model's inputs for one training example (``[1, ...]`` leaves)."""
-    return self.objective.inputs(jax.tree.map(lambda a: a[:1], self.data.train))
+    return first_example(self.objective, self.data.train)
 
   def _optimizer(self, bucket: Bucket) -> optimizers.OptimizerFactory:
     steps_per_epoch = split_length(self.data.train) // bucket.batch_size

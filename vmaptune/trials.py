@@ -97,9 +97,6 @@ class Trial:
       return self.score_std
     return self.scoring.value_of(name, self.metrics, seeds=self.seed_scores)
 
-  def metric(self, name: str) -> float | None:
-    return self.metrics.get(name)
-
   def to_record(self) -> dict[str, Any]:
     """The record as ``trials.jsonl`` holds it: ``val_<metric>`` fields after
     ``epochs``, tuples as lists, the seed fields only with several seeds."""

@@ -41,7 +41,7 @@ def split_length(split: Any) -> int:
 
 def leaf_names(split: Any) -> list[str]:
   """How messages name each leaf of a split: a pair's ``features`` and
-  ``targets``, a dict's or tuple's keys (``['tokens']``, ``[0]``), ``tokens``
+  ``targets``, a dict's or tuple's keys (``['tokens']``, ``[0]``), ``array``
   for a single array."""
   if isinstance(split, Split):
     return ["features", "targets"]
@@ -52,11 +52,10 @@ def leaf_names(split: Any) -> list[str]:
 def _as_structure(name: str, split: Any) -> Any:
   """A pair as a :class:`Split`, a dict or tuple of arrays as itself, anything
   else as one array; errors name the split."""
-  if isinstance(split, (tuple, list)) and not isinstance(split, Split) and len(split) == 2:
-    return Split(*(_as_array(name, what, v)
-                   for what, v in zip(("features", "targets"), split, strict=True)))
-  if isinstance(split, Split):
-    return Split(_as_array(name, "features", split.x), _as_array(name, "targets", split.y))
+  # A Split's len() counts its examples; unpacking gives its two fields.
+  if isinstance(split, Split) or (isinstance(split, (tuple, list)) and len(split) == 2):
+    x, y = split
+    return Split(_as_array(name, "features", x), _as_array(name, "targets", y))
   if split is None:
     raise DataError(f"{name} split is None; expected (x, y), a dict or tuple of arrays, "
                     "or one array")

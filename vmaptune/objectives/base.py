@@ -104,9 +104,6 @@ def targets(batch: Batch) -> Any:
   return batch["y"] if isinstance(batch, dict) else batch[1]
 
 
-def splits(data: Any) -> dict[str, Any]:
-  return data.splits_for_checks()
-
 @dataclasses.dataclass(frozen=True)
 class Custom(Objective):
   """An objective made of functions (see :func:`custom`)."""

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from vmaptune.errors import SettingsError
-from vmaptune.objectives.base import Metric, Objective, pair, splits, targets
+from vmaptune.objectives.base import Metric, Objective, pair, targets
 from vmaptune.scoring import MAXIMIZE, MINIMIZE
 
 LABEL_SMOOTHING = "label_smoothing"
@@ -38,7 +38,7 @@ class Classification(Objective):
     return _cross_entropy(outputs, batch)
 
   def check_data(self, data) -> None:
-    for split in splits(data).values():
+    for split in data.splits_for_checks().values():
       pair(split, self.name)
     data.check_labels()
 

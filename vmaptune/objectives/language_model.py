@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from vmaptune.errors import DataError, SettingsError
-from vmaptune.objectives.base import Metric, Objective, splits
+from vmaptune.objectives.base import Metric, Objective
 from vmaptune.scoring import MAXIMIZE, MINIMIZE
 
 
@@ -42,7 +42,7 @@ class LanguageModel(Objective):
     return _token_cross_entropy(outputs, batch)
 
   def check_data(self, data) -> None:
-    for name, split in splits(data).items():
+    for name, split in data.splits_for_checks().items():
       shape, dtype = getattr(split, "shape", None), getattr(split, "dtype", None)
       if shape is None or len(shape) != 2 or shape[1] < 2 or dtype.kind not in "iu":
         raise DataError(f"objective 'language_model' takes each split as one integer array "
@@ -59,7 +59,7 @@ class LanguageModel(Objective):
       raise SettingsError(f"model {model_name} outputs shape {shape} for inputs of shape "
                           f"{inputs}; expected logits [B, T-1, vocabulary]")
     vocabulary = shape[2]
-    for name, split in splits(data).items():
+    for name, split in data.splits_for_checks().items():
       if split.size and split.max() >= vocabulary:
         raise DataError(f"{name} tokens reach {int(split.max())} but the model's logits cover "
                         f"a vocabulary of {vocabulary}; expected tokens in [0, {vocabulary})")

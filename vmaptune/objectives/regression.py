@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from vmaptune.errors import SettingsError
-from vmaptune.objectives.base import Metric, Objective, pair, splits, targets
+from vmaptune.objectives.base import Metric, Objective, pair, targets
 
 
 def _per_example_mean(values: jax.Array) -> jax.Array:
@@ -41,7 +41,7 @@ class Regression(Objective):
     return _per_example_mean(_regression_error(outputs, batch) ** 2)
 
   def check_data(self, data) -> None:
-    for split in splits(data).values():
+    for split in data.splits_for_checks().values():
       pair(split, self.name)
 
   def check_outputs(self, model_name, outputs, batch, data) -> None:
