@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import vmaptune as vt
-from vmaptune import tracking
+from vmaptune.reporting import tracking
 
 
 def main() -> None:

@@ -75,8 +75,8 @@ def _best(evaluation: Any, name: str, maximize: bool) -> float:
 def _classifier(args) -> tuple[Any, Any, dict]:
   """The default experiment's population: P lanes of the digits MLP."""
   import vmaptune as vt
-  from vmaptune.optimizers import BUILTIN, scheduled
-  from vmaptune.population import Population
+  from vmaptune.lanes.population import Population
+  from vmaptune.models.optimizers import BUILTIN, scheduled
 
   data = vt.data.digits(val_fraction=0.2, test_fraction=0.2, seed=0)
   model = vt.models.MLP(hidden=(128,), num_classes=10)
@@ -96,8 +96,8 @@ def _classifier(args) -> tuple[Any, Any, dict]:
 def _language_model(args) -> tuple[Any, Any, dict]:
   """``experiments/char_lm.py``'s model, data and space, P lanes."""
   import vmaptune as vt
-  from vmaptune.optimizers import BUILTIN, WARMUP_EPOCHS, scheduled
-  from vmaptune.population import Population
+  from vmaptune.lanes.population import Population
+  from vmaptune.models.optimizers import BUILTIN, WARMUP_EPOCHS, scheduled
 
   experiment = vt.load_experiment(args.config)
   data = experiment.load_data()
@@ -125,9 +125,9 @@ def worker(args) -> int:
   import jax
 
   import vmaptune as vt
-  from vmaptune.keys import round_keys
+  from vmaptune.lanes.keys import round_keys
 
-  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
+  vt.lanes.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   build = {"classifier": _classifier, "lm": _language_model}[args.worker]
   population, hparams, info = build(args)
   keys = round_keys(0, 0)

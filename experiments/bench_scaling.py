@@ -37,10 +37,10 @@ import jax
 import numpy as np
 
 import vmaptune as vt
-from vmaptune.chunks import MEMORY_HEADROOM, free_device_memory
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
+from vmaptune.lanes.chunks import MEMORY_HEADROOM, free_device_memory
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,8 +55,8 @@ import json, sys, time
 import numpy as np
 import jax
 import vmaptune as vt
-from vmaptune.keys import round_keys
-vt.devices.configure_cpu_devices()
+from vmaptune.lanes.keys import round_keys
+vt.lanes.devices.configure_cpu_devices()
 sys.path.insert(0, {here!r})
 from bench_scaling import population, configs
 lanes = {lanes}
@@ -167,7 +167,7 @@ def rss_check(data: vt.Dataset, lanes: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
+  vt.lanes.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--lanes", type=int, help="population for the device runs (256)")

@@ -60,10 +60,10 @@ import jax
 import numpy as np
 
 import vmaptune as vt
-from vmaptune.engine import Engine
-from vmaptune.keys import round_keys
+from vmaptune.lanes.keys import round_keys
 from vmaptune.rundir import write_json
-from vmaptune.settings import Settings
+from vmaptune.search.engine import Engine
+from vmaptune.search.settings import Settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # The shared problems, also when this file is loaded by path.
@@ -137,7 +137,7 @@ def untimed() -> Iterator[None]:
   if not UNTIMED_CACHE:
     yield
     return
-  with vt.compilation.persistent_cache(UNTIMED_CACHE[0]):
+  with vt.lanes.compilation.persistent_cache(UNTIMED_CACHE[0]):
     yield
 
 
@@ -437,7 +437,8 @@ def run_task(problem: Problem, methods: list[str], default: str, seeds: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks, before JAX starts.
+  # One CPU device per core, as tune asks, before JAX starts.
+  vt.lanes.devices.configure_cpu_devices()
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help=f"2 seeds, {', '.join(QUICK_METHODS)} and the default, smaller "

@@ -48,13 +48,13 @@ import numpy as np
 
 # Importing vmaptune (before any JAX computation) gives one CPU device per core.
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter, compiler_options
-from vmaptune.keys import round_keys
+from vmaptune.lanes.compilation import CompileCounter, compiler_options
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.lanes.train import eval_batches, make_evaluate, make_init, make_step
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.objectives import Classification
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
 from vmaptune.rundir import write_json
-from vmaptune.train import eval_batches, make_evaluate, make_init, make_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # vmaptune and the sequential loop report the best of this many timed passes
@@ -227,12 +227,12 @@ def run_sequential(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   device = jax.devices()[0]
   options = compiler_options(device.platform)  # The same XLA options as vmaptune's.
   with PeakMemory() as memory:
-    train_one = jax.jit(vt.train.make_train(
+    train_one = jax.jit(vt.lanes.train.make_train(
         workload.model, _factory(workload, len(data.train)), OBJECTIVE, epochs=workload.epochs,
         batch_size=workload.batch_size, num_train=len(data.train)), compiler_options=options)
     evaluate = jax.jit(make_evaluate(workload.model, OBJECTIVE), compiler_options=options)
     train = jax.device_put(data.train, device)
-    val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024)), device))
+    val = vt.lanes.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024)), device))
     keys = jax.device_put(round_keys(0, 0), device)
     hparams = sample_configs(lanes)
     configs = [{k: v[i] for k, v in hparams.items()} for i in range(lanes)]
@@ -262,7 +262,7 @@ def run_optuna(workload: Workload, data: vt.Dataset, lanes: int) -> dict:
   init = jax.jit(make_init(workload.model, factory), compiler_options=options)
   train_step = jax.jit(make_step(workload.model, factory, OBJECTIVE), compiler_options=options)
   evaluate = jax.jit(make_evaluate(workload.model, OBJECTIVE), compiler_options=options)
-  val = vt.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
+  val = vt.lanes.train.EvalBatches(*jax.device_put(tuple(eval_batches(data.val, 1024))))
   x, y = data.train.x, data.train.y
   steps = len(y) // workload.batch_size
   init_key = round_keys(0, 0)[0]
@@ -389,7 +389,7 @@ def markdown_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
+  vt.lanes.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--table", metavar="RESULTS_JSON",
                       help="print the markdown table of an earlier run's results and exit")

@@ -3,7 +3,7 @@
 vmaptune builds one copy of the module per lane under the lane's key (``nnx.Rngs``) and
 trains its ``nnx.Param`` state functionally (``nnx.split`` / ``nnx.merge``), so lanes still
 share one compiled program. The searched ``dropout_rate`` reaches the model as a traced
-per-lane value through ``vt.nnx.dropout``; the hidden width is a structural parameter
+per-lane value through ``vt.models.nnx.dropout``; the hidden width is a structural parameter
 (a constructor argument), one compiled population per width.
 
     vmaptune run experiments/digits_nnx.py
@@ -25,7 +25,7 @@ class MLP(nnx.Module):
   def __call__(self, x: jax.Array, dropout_rate=None, rngs=None) -> jax.Array:
     """``x [B, 8, 8, 1]`` -> logits ``[B, 10]``."""
     x = jax.nn.relu(self.hidden(x.reshape((x.shape[0], -1))))
-    return self.out(vt.nnx.dropout(x, dropout_rate, rngs))
+    return self.out(vt.models.nnx.dropout(x, dropout_rate, rngs))
 
 
 def get_config() -> vt.Experiment:

@@ -28,9 +28,9 @@ import time
 import jax
 
 import vmaptune as vt
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.rundir import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,7 @@ def classify(name: str, origin: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  vt.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
+  vt.lanes.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--lanes", type=int, default=256)
   parser.add_argument("--epochs", type=int, default=2)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.rundir import write_json
 
 # One CPU device per core for the whole session, as `tune` asks for it, before any test
 # (or doctest) starts JAX: results do not depend on which test ran first.
-vt.devices.configure_cpu_devices()
+vt.lanes.devices.configure_cpu_devices()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,7 +23,7 @@ def compilation_cache(tmp_path_factory):
   """One persistent compilation cache for the session: a program another test already
   compiled (the same model, shapes and settings) is loaded, not compiled again. Loading
   counts as obtaining a program, so compile-count assertions hold either way."""
-  with vt.compilation.persistent_cache(str(tmp_path_factory.mktemp("jax-cache"))):
+  with vt.lanes.compilation.persistent_cache(str(tmp_path_factory.mktemp("jax-cache"))):
     yield
 
 

@@ -5,7 +5,7 @@ import flax.linen as nn
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
+from vmaptune.lanes.compilation import CompileCounter
 
 BATCH = 32
 
@@ -56,14 +56,14 @@ SPACE = dict(learning_rate=vt.LogUniform(1e-3, 1e-1))
     ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)),
       "model": _NoRateArgument()},
      r"the space searches 'dropout_rate' but model _NoRateArgument takes no dropout_rate call "
-     r"argument.*vmaptune.models.Dropout"),
+     r"argument.*vmaptune.models.reference.Dropout"),
     ({"model": _StaticDropout()},
      r"model _StaticDropout asks for random numbers.*add dropout_rate to the search space.*"
      r"otherwise make the model deterministic"),
     ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)), "model": _FlaxDropout()},
      r"model _FlaxDropout failed on a batch of shape \(32, 8, 8, 1\) with a traced "
      r"dropout_rate \(TracerBoolConversionError: .*\); the rate is one array per lane: pass "
-     r"it to .*vmaptune.models.Dropout \(flax.linen.Dropout needs a Python float\)"),
+     r"it to .*vmaptune.models.reference.Dropout \(flax.linen.Dropout needs a Python float\)"),
     ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 0.5)), "model": _AlwaysDrops()},
      r"asks for random numbers when called without dropout_rate.*must be deterministic"),
     ({"space": vt.Space(**SPACE, dropout_rate=vt.Uniform(0.0, 1.0))},

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.confirmation import Confirmation, top_candidates
-from vmaptune.keys import REPLICA
-from vmaptune.population import Population
-from vmaptune.scoring import Scoring
-from vmaptune.trials import Trial
+from vmaptune.lanes.keys import REPLICA
+from vmaptune.lanes.population import Population
+from vmaptune.search.confirmation import Confirmation, top_candidates
+from vmaptune.trials.scoring import Scoring
+from vmaptune.trials.table import Trial
 
 
 def _trial(index: int, accuracy: float) -> Trial:

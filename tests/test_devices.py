@@ -14,9 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
     import vmaptune as vt
-    from vmaptune.keys import round_keys
-    from vmaptune.optimizers import BUILTIN
-    from vmaptune.population import Population
+    from vmaptune.lanes.keys import round_keys
+    from vmaptune.models.optimizers import BUILTIN
+    from vmaptune.lanes.population import Population
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -87,7 +87,7 @@ def _devices_after(cases: list[tuple[dict, str, str]]) -> list[subprocess.Comple
 
 @pytest.mark.slow  # Subprocesses.
 def test_tune_sets_the_cpu_device_count_unless_told_otherwise_and_import_does_not():
-  configure = "vmaptune.devices.configure_cpu_devices()"
+  configure = "vmaptune.lanes.devices.configure_cpu_devices()"
   refused = ("try:\n  vmaptune.tune(None, None, None, population=0)\n"
              "except vmaptune.SettingsError:\n  pass")
   imported, tuned, off, flagged, bad, late = _devices_after([

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune import cli, devices, distributed, watchdog
+from vmaptune import cli
+from vmaptune.lanes import devices, distributed, watchdog
 from vmaptune.rundir import RunDirectory, open_run, read_trials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import vmaptune as vt
 
-    processes = vt.distributed.initialize()  # VMAPTUNE_* variables, when set.
+    processes = vt.lanes.distributed.initialize()  # VMAPTUNE_* variables, when set.
     experiment = vt.override(vt.load_experiment(sys.argv[1]), [sys.argv[3]])
     result = experiment.tune(out=sys.argv[2])
     final = result.final_fit()
@@ -199,7 +200,7 @@ FAILING_SCRIPT = textwrap.dedent("""
     import vmaptune as vt
     from vmaptune.rundir import RunDirectory
 
-    processes = vt.distributed.initialize()
+    processes = vt.lanes.distributed.initialize()
     append_round, appended = RunDirectory.append_round, []
 
     def failing_append(self, result):

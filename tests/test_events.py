@@ -1,6 +1,6 @@
 """Training cut into reported pieces: sized from the last piece's speed, or fixed."""
 
-from vmaptune.events import Pieces
+from vmaptune.lanes.events import Pieces
 
 
 def test_auto_pieces_aim_at_the_interval_from_the_last_pieces_speed():

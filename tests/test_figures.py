@@ -111,7 +111,7 @@ REGRESSION_MSES = [4.0, 3.5, 50.0, 3.0, 2.5, 2.8, 2.0, 40.0, 1.5, 1.7, 1.0, 0.5,
 def test_a_minimised_metric_is_drawn_lowest_best(tmp_path):
   """A regression run: its mse is labelled as such, best so far falls, the colours and the
   axis range keep the lowest values (the best) and cut off the highest (the worst)."""
-  from vmaptune import figures
+  from vmaptune.reporting import figures
 
   path = tmp_path / "regression"
   write_regression_run(path, REGRESSION_MSES)

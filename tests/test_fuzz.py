@@ -28,7 +28,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.config import SETTABLE, load_experiment, override
-from vmaptune.settings import MOVED_TO_SAMPLER
+from vmaptune.search.settings import MOVED_TO_SAMPLER
 
 IDX_CASES = 3000
 NPZ_CASES = 3000

@@ -4,7 +4,7 @@ values, diverged trials scored worst."""
 import pytest
 
 import vmaptune as vt
-from vmaptune.importance import importance
+from vmaptune.reporting.importance import importance
 
 
 def test_importance_ranks_by_the_spread_of_group_means_and_scores_divergence_worst(synthetic_run):

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 
 import vmaptune as vt
-from vmaptune.keys import REPLICA, replica_keys, round_keys
-from vmaptune.optimizers import BUILTIN
-from vmaptune.population import Population
+from vmaptune.lanes.keys import REPLICA, replica_keys, round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN
 
 SEEDS = 3
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune import tracking
 from vmaptune.cli import main
 from vmaptune.errors import SettingsError
+from vmaptune.reporting import tracking
 
 mlflow = pytest.importorskip("mlflow", reason="the MLflow tests need the mlflow extra")
 from mlflow import MlflowClient  # noqa: E402

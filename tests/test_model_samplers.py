@@ -10,8 +10,8 @@ import pytest
 import vmaptune as vt
 from vmaptune.samplers import Density, Evolution, parse
 from vmaptune.samplers.history import allocate
-from vmaptune.structural import Bucket
-from vmaptune.trials import TrialTable
+from vmaptune.space.structural import Bucket
+from vmaptune.trials.table import TrialTable
 
 MODEL_BASED = ["density", "evolution"]
 SPACE = vt.Space(learning_rate=vt.LogUniform(1e-5, 1.0), weight_decay=vt.LogUniform(1e-8, 1e-1),

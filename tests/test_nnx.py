@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN
-from vmaptune.population import Population
+from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN
 
 PARAM_ATOL = 1e-4  # As in test_population: float32 rounding over a few dozen steps.
 
@@ -29,7 +29,7 @@ class NNXMLP(nnx.Module):
 
   def __call__(self, x, dropout_rate=None, rngs=None):
     h = nnx.relu(self.hidden(x.reshape((x.shape[0], -1))))
-    return self.out(vt.nnx.dropout(h, dropout_rate, rngs))
+    return self.out(vt.models.nnx.dropout(h, dropout_rate, rngs))
 
 
 class LinenMLP(nn.Module):
@@ -96,7 +96,7 @@ def test_the_same_mlp_in_linen_and_nnx_gives_the_same_records(form, linen_run, s
 
 
 def test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone(small_data):
-  model = vt.nnx.NNXModel(NNXMLP)
+  model = vt.models.nnx.NNXModel(NNXMLP)
   pop = Population(model, BUILTIN["adamw"], small_data, epochs=2, batch_size=32,
                       eval_batch_size=60)
   lr = np.array([3e-3, 3e-2, 1e-1], np.float32)
@@ -126,7 +126,7 @@ def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data
   result = vt.tune(NNXMLP, small_data, space, **UNCONFIRMED)
   assert result.rounds[1].compiles == 0  # New rates, same program.
   # A rate of 0 is the run without dropout; a high rate changes training.
-  pop = Population(vt.nnx.NNXModel(NNXMLP), BUILTIN["adamw"], small_data, epochs=1,
+  pop = Population(vt.models.nnx.NNXModel(NNXMLP), BUILTIN["adamw"], small_data, epochs=1,
                       batch_size=32, eval_batch_size=60)
   keys = round_keys(0, 0)
   plain = pop.alone.fit({"learning_rate": 0.03}, *keys)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
-from vmaptune.keys import round_keys
+from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN
 from vmaptune.objectives import Metric
-from vmaptune.optimizers import BUILTIN
-from vmaptune.population import Population
 
 PARAM_ATOL = 1e-4  # As in test_population: a lane agrees with its lone run to float32 rounding.
 LR = {"learning_rate": vt.LogUniform(1e-3, 1e-1)}
@@ -382,7 +382,7 @@ def test_a_metric_must_give_one_value_per_example_and_copying_hparams_reads_noth
 
   def copying(hparams):  # Copies every name, reads one.
     hparams = dict(hparams)
-    return vt.optimizers.BUILTIN["adamw"]({"learning_rate": hparams["learning_rate"]})
+    return vt.models.optimizers.BUILTIN["adamw"]({"learning_rate": hparams["learning_rate"]})
 
   refused_before_compiling(
       vt.SettingsError, r"\['unused'\] are read by nothing: not by optimizer '.*copying'",
@@ -416,7 +416,7 @@ def test_nested_pytree_inputs_train_and_their_parameters_load_back(tmp_path):
   params = vt.load_run(tmp_path / "run").best_params(_TwoInputs())
   assert params["Dense_0"]["kernel"].shape == (5, 1)
   with pytest.raises(ValueError, match="metric name 'mse_std' is taken"):
-    vt.scoring.Scoring((("mse", "minimize"), ("mse_std", "minimize")), "mse")
+    vt.trials.scoring.Scoring((("mse", "minimize"), ("mse_std", "minimize")), "mse")
 
 
 class _BagOfTokens(nn.Module):

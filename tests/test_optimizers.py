@@ -8,8 +8,8 @@ import optax
 import pytest
 
 import vmaptune as vt
-from vmaptune.optimizers import BUILTIN, TRAINER_HPARAMS, scheduled
-from vmaptune.train import make_init, make_step
+from vmaptune.lanes.train import make_init, make_step
+from vmaptune.models.optimizers import BUILTIN, TRAINER_HPARAMS, scheduled
 
 BATCH = 32
 # The runs here test optimizers, not the confirmation stage (test_confirmation.py does): off.
@@ -50,7 +50,7 @@ def test_warmup_scales_the_first_steps_linearly(small_data):
             for m, n in zip(moves[1.0], moves[0.0], strict=True)]
   assert ratios[0] == pytest.approx(0.25, rel=1e-4)
   assert ratios[1] < ratios[2] < ratios[3] and ratios[3] > 0.5
-  assert vt.optimizers.warmup_multiplier(jnp.int32(0), jnp.float32(0.0)) == 1.0
+  assert vt.models.optimizers.warmup_multiplier(jnp.int32(0), jnp.float32(0.0)) == 1.0
 
 
 FULL_SPACE = vt.Space(learning_rate=vt.LogUniform(3e-3, 1e-1), b1=vt.Uniform(0.7, 0.95),

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN
-from vmaptune.population import Population
+from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN
 
 optuna = pytest.importorskip("optuna", reason="the Optuna bridge needs optuna (the test extra)")
 from optuna.trial import TrialState  # noqa: E402

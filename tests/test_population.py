@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN
-from vmaptune.population import Population
-from vmaptune.train import eval_batches
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.lanes.train import eval_batches
+from vmaptune.models.optimizers import BUILTIN
 
 # Lane i of a vmapped population against the same config trained alone: XLA may
 # order a batched matmul's sums differently, so parameters agree to float32

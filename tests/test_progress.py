@@ -26,7 +26,7 @@ SAFE = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e-1), weight_decay=vt.LogUnif
 def _json_run(small_data, tiny_mlp, **settings) -> tuple[vt.TuneResult, list[dict]]:
   stream = io.StringIO()
   result = vt.tune(tiny_mlp, small_data, SAFE,
-                   progress=vt.progress.JsonLines(stream, every=1), **settings)
+                   progress=vt.reporting.progress.JsonLines(stream, every=1), **settings)
   lines = stream.getvalue().splitlines()
   return result, [json.loads(line) for line in lines]
 
@@ -80,7 +80,7 @@ def test_pieces_of_training_are_reported_and_change_no_result(small_data, tiny_m
   plain = vt.tune(tiny_mlp, small_data, SAFE, **settings)
   reported, events = _json_run(small_data, tiny_mlp, **settings)
   rungs = []
-  coarse = vt.tune(tiny_mlp, small_data, SAFE, progress=vt.progress.Callback(
+  coarse = vt.tune(tiny_mlp, small_data, SAFE, progress=vt.reporting.progress.Callback(
       rungs.append, every=None), **settings)
   segments = lambda evs: [(e["first_epoch"], e["epoch"], e["lanes"])
                           for e in evs if e["event"] == "segment"]
@@ -107,7 +107,7 @@ def test_buckets_are_reported_with_their_structural_values(small_data):
 def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, capsys):
   stream = io.StringIO()
   vt.tune(tiny_mlp, small_data, SAFE, population=8, rounds=2, epochs=2, batch_size=32,
-          confirm="off", progress=vt.progress.Bar(stream), verbose=True)
+          confirm="off", progress=vt.reporting.progress.Bar(stream), verbose=True)
   drawn = stream.getvalue()
   assert "\n" not in drawn
   frames = [f for f in drawn.split("\r") if f]
@@ -129,7 +129,8 @@ def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, 
 def test_no_progress_prints_nothing(small_data, tiny_mlp, capsys):
   vt.tune(tiny_mlp, small_data, SAFE, population=4, rounds=1, epochs=1, progress="none")
   assert capsys.readouterr() == ("", "")
-  assert vt.progress.resolve(None) is None and vt.progress.resolve(False) is None
+  resolve = vt.reporting.progress.resolve
+  assert resolve(None) is None and resolve(False) is None
 
 
 @pytest.mark.parametrize("progress, message", [
@@ -149,7 +150,7 @@ def test_a_bad_progress_is_refused_before_compiling(progress, message, small_dat
 ])
 def test_progress_settings_are_checked(kwargs, message):
   with pytest.raises(ValueError, match=message):
-    vt.progress.JsonLines(**kwargs)
+    vt.reporting.progress.JsonLines(**kwargs)
 
 
 def test_the_command_logs_json_lines_and_nothing_else(tmp_path, capsys):
@@ -220,7 +221,7 @@ def test_a_minimised_metric_reports_its_lowest_value_as_the_best():
   from vmaptune.objectives import parse
 
   events = []
-  reporter = vt.progress.Reporter(vt.progress.Callback(events.append),
+  reporter = vt.reporting.progress.Reporter(vt.reporting.progress.Callback(events.append),
                                   scoring=parse("regression").scoring)
   reporter.run_start(rounds=1, population=3, epochs=1, seeds=1, strategy="random",
                      sampler="random", space=SAFE, restored=[])
@@ -240,7 +241,7 @@ def test_a_minimised_metric_reports_its_lowest_value_as_the_best():
   assert (second["val_mse"], second["best_val_mse"]) == (1.0, 0.5)
   assert (end["val_mse"], end["best_val_mse"]) == (0.5, 0.5)
   assert last["best_val_mse"] == 0.5 and not any("accuracy" in key for key in last)
-  assert vt.progress.Bar(io.StringIO()).postfix(second).endswith("best 0.5000")
+  assert vt.reporting.progress.Bar(io.StringIO()).postfix(second).endswith("best 0.5000")
 
 
 def test_a_regression_run_reports_its_mse():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.ranking import best_row, keep_top, order, order_lanes, rank
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.trials import TrialTable
+from vmaptune.trials.ranking import best_row, keep_top, order, order_lanes, rank
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import TrialTable
 
 
 def test_rank_trials_orders_by_epochs_reached_then_accuracy_then_loss_and_drops_diverged():

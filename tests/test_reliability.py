@@ -20,8 +20,8 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.compilation import CompileCounter
 from vmaptune.errors import DamagedRunError, RunDirectoryBusyError, RunDirectoryWriteError
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.rundir import interrupts_deferred, write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def cache_dir(tmp_path_factory) -> str:
 @pytest.fixture(autouse=True)
 def compilation_cache(cache_dir):
   """Runs of the same config share compiled programs (in this process and in children)."""
-  with vt.compilation.persistent_cache(cache_dir):
+  with vt.lanes.compilation.persistent_cache(cache_dir):
     yield
 
 

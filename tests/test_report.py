@@ -10,7 +10,7 @@ import pytest
 import vmaptune as vt
 from conftest import PNG, REPORT_SPACE, needs_matplotlib
 from vmaptune.cli import main
-from vmaptune.report import INSTALL_HINT
+from vmaptune.reporting.report import INSTALL_HINT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,10 +17,10 @@ import pytest
 
 import vmaptune as vt
 from conftest import REPORT_SPACE, needs_matplotlib
-from vmaptune.confirmation import describe as describe_confirmation
-from vmaptune.importance import format_value
-from vmaptune.report import INSTALL_HINT, top_rows
-from vmaptune.report_page import render
+from vmaptune.reporting.importance import format_value
+from vmaptune.reporting.page import render
+from vmaptune.reporting.report import INSTALL_HINT, top_rows
+from vmaptune.search.confirmation import describe as describe_confirmation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"

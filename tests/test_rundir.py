@@ -14,7 +14,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.compilation import CompileCounter
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.rundir import data_fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ def cache_dir(tmp_path_factory) -> str:
 def compilation_cache(cache_dir):
   """Runs of the same config share compiled programs (the uninterrupted, the stopped
   and the resumed one): the same programs, compiled once."""
-  with vt.compilation.persistent_cache(cache_dir):
+  with vt.lanes.compilation.persistent_cache(cache_dir):
     yield
 
 

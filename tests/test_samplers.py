@@ -12,12 +12,12 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.ranking import rank
 from vmaptune.samplers import SAMPLERS, Narrow, parse
-from vmaptune.scoring import CLASSIFICATION
+from vmaptune.space.structural import Bucket
 from vmaptune.strategies import parse as parse_strategy
-from vmaptune.structural import Bucket
-from vmaptune.trials import TrialTable
+from vmaptune.trials.ranking import rank
+from vmaptune.trials.scoring import CLASSIFICATION
+from vmaptune.trials.table import TrialTable
 
 SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 3e-1), weight_decay=vt.LogUniform(1e-6, 1e-2))
 PLAIN = Bucket(index=None, values={}, model=None, batch_size=32)

@@ -8,16 +8,16 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.samplers import Narrow
-from vmaptune.settings import Settings
+from vmaptune.search.settings import Settings
 
 
 def test_numpy_scalars_are_accepted_and_user_factories_are_not_rescheduled():
   Settings(sampler=Narrow(keep=np.float32(0.5), margin=np.float64(0.1)),
            population=np.int64(4)).check(100, vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0)))
   factory = lambda hparams: optax.sgd(hparams["learning_rate"])
-  assert vt.optimizers.scheduled(factory, "auto", 100) is factory
-  builtin = vt.optimizers.BUILTIN["adamw"]
-  assert vt.optimizers.scheduled(builtin, "auto", 100) is not builtin
+  assert vt.models.optimizers.scheduled(factory, "auto", 100) is factory
+  builtin = vt.models.optimizers.BUILTIN["adamw"]
+  assert vt.models.optimizers.scheduled(builtin, "auto", 100) is not builtin
 
 
 def test_settings_are_described_for_records_with_the_sampler_and_strategy_spelled_out():

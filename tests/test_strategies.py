@@ -9,13 +9,13 @@ import optax
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
-from vmaptune.ranking import order_lanes as rank
+from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.strategies import parse as parse_strategy
 from vmaptune.strategies.halving import halving_budgets, ladder_size
+from vmaptune.trials.ranking import order_lanes as rank
 
 SEEDS = 3
 PARAM_ATOL = 1e-4  # As in test_population: rechunked lanes agree to float32 rounding.
@@ -142,7 +142,7 @@ def test_halving_budgets_and_the_ladder():
 ])
 def test_bad_strategies_are_refused_before_anything_compiles(spec, message, small_data,
                                                               tiny_mlp, lr_space):
-  from vmaptune.compilation import CompileCounter
+  from vmaptune.lanes.compilation import CompileCounter
   with CompileCounter() as compiled, pytest.raises(vt.SettingsError, match=message):
     vt.tune(tiny_mlp, small_data, lr_space, population=4, rounds=1, epochs=2, batch_size=32,
             strategy=spec)

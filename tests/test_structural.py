@@ -11,12 +11,12 @@ import optax
 import pytest
 
 import vmaptune as vt
-from vmaptune.keys import round_keys
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.rundir import SUMMARY_FILE
 from vmaptune.samplers import Narrow
-from vmaptune.structural import Buckets
+from vmaptune.space.structural import Buckets
 
 # --- the distributions ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.errors import SettingsError
-from vmaptune.tracking import export, make
+from vmaptune.reporting.tracking import export, make
 
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
                                        reason="the tensorboard extra is not installed")
@@ -23,7 +23,7 @@ SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0), weight_decay=vt.LogUnif
 
 
 def tracker(logdir):
-  from vmaptune.tracking.tensorboard_tracker import TensorBoardTracker
+  from vmaptune.reporting.tracking.tensorboard_tracker import TensorBoardTracker
 
   return TensorBoardTracker(logdir=str(logdir))
 
@@ -199,7 +199,7 @@ def test_choices_are_strings_structural_numbers_floats_and_diverged_trials_fail(
 
 @needs_tensorboard
 def test_run_names_come_from_the_run_directory_or_the_time(tmp_path):
-  from vmaptune.tracking.tensorboard_tracker import default_run_name
+  from vmaptune.reporting.tracking.tensorboard_tracker import default_run_name
 
   named = default_run_name(str(tmp_path / "a" / "digits"), str(tmp_path))
   assert re.fullmatch(r"digits-[0-9a-f]{8}", named)
@@ -259,7 +259,7 @@ def test_exports_without_tensorflow(synthetic_run, tmp_path):
       import sys
       sys.modules["tensorflow"] = None  # Importing TensorFlow now fails.
       import vmaptune as vt
-      from vmaptune.tracking import export, make
+      from vmaptune.reporting.tracking import export, make
       export(vt.load_run(sys.argv[1]), make("tensorboard", logdir=sys.argv[2]))
   """)
   logdir = tmp_path / "logdir"

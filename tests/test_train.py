@@ -9,12 +9,12 @@ import optax
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter
-from vmaptune.keys import round_keys
+from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.keys import round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.lanes.train import step_key
+from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.objectives import cross_entropy, smoothed_cross_entropy
-from vmaptune.optimizers import BUILTIN, scheduled
-from vmaptune.population import Population
-from vmaptune.train import step_key
 
 PARAM_ATOL = 1e-4  # As in test_population: lanes agree with a lone run to float32 rounding.
 EPOCHS, BATCH = 2, 32

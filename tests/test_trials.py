@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.structural import Buckets
-from vmaptune.trials import TrialTable
+from vmaptune.space.structural import Buckets
+from vmaptune.trials.table import TrialTable
 
 
 def test_merged_trials_keep_lanes_unique_and_parents_inside_their_bucket():

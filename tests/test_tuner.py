@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
-from vmaptune.compilation import CompileCounter, persistent_cache
+from vmaptune.lanes.compilation import CompileCounter, persistent_cache
 from vmaptune.rundir import SUMMARY_FILE
 
 

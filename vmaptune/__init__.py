@@ -2,14 +2,14 @@
 
 The top level holds what a script uses: :func:`tune`, the search space, the
 dataset, experiment configs, the results and run directories read back,
-:func:`report`, the errors, and the ``objectives``, ``samplers`` and
-``strategies`` modules. The engine's modules (``population``, ``rounds``, ``events``,
-...) stay importable as ``vmaptune.<module>``.
+:func:`report`, the errors, and one package per concept: ``space``, ``data``,
+``trials``, ``objectives``, ``models``, ``lanes``, ``samplers``, ``strategies``,
+``rundir``, ``search`` and ``reporting`` (see docs/design.md).
 
 Importing vmaptune changes no JAX setting. :func:`tune` and ``vmaptune run``
 ask JAX for one CPU device per usable core before anything runs on JAX
 (unless ``XLA_FLAGS`` or ``jax_num_cpu_devices`` already set a count;
-``VMAPTUNE_CPU_DEVICES=1`` turns it off), see :mod:`vmaptune.devices`.
+``VMAPTUNE_CPU_DEVICES=1`` turns it off), see :mod:`vmaptune.lanes.devices`.
 
 >>> import vmaptune as vt
 >>> space = vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0),
@@ -18,11 +18,21 @@ ask JAX for one CPU device per usable core before anything runs on JAX
 ['learning_rate', 'weight_decay']
 """
 
-from vmaptune import data, models, objectives, samplers, strategies
+from vmaptune import (
+  data,
+  lanes,
+  models,
+  objectives,
+  reporting,
+  rundir,
+  samplers,
+  search,
+  space,
+  strategies,
+  trials,
+)
 from vmaptune.config import Experiment, load_experiment, override
 from vmaptune.data import Dataset
-from vmaptune.discrete import Choice, IntUniform
-from vmaptune.distributions import LogUniform, Uniform
 from vmaptune.errors import (
   AllDivergedError,
   ConfigError,
@@ -37,23 +47,17 @@ from vmaptune.errors import (
   SpaceError,
   VmaptuneError,
 )
-from vmaptune.final_fit import FinalFit
-from vmaptune.report import report
-from vmaptune.results import RoundResult, TuneResult
+from vmaptune.reporting.report import report
 from vmaptune.rundir import Run, load_best_params, load_run, read_trials
-from vmaptune.space import Space
-from vmaptune.trials import Trial
+from vmaptune.search.final_fit import FinalFit
+from vmaptune.search.results import RoundResult, TuneResult
+from vmaptune.space.discrete import Choice, IntUniform
+from vmaptune.space.distributions import LogUniform, Uniform
+from vmaptune.space.space import Space
+from vmaptune.trials.table import Trial
 from vmaptune.tuner import tune
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-  # The Optuna shim imports Optuna, an optional dependency: only on first use.
-  if name == "optuna_bridge":
-    import importlib
-    return importlib.import_module("vmaptune.optuna_bridge")
-  raise AttributeError(f"module 'vmaptune' has no attribute {name!r}")
 
 
 __all__ = [
@@ -62,6 +66,7 @@ __all__ = [
     "OutOfMemoryError", "RoundResult", "Run", "RunDirectoryBusyError", "RunDirectoryError",
     "RunDirectoryWriteError", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult",
     "Uniform",
-    "VmaptuneError", "data", "load_best_params", "load_experiment", "load_run", "models",
-    "objectives", "override", "read_trials", "report", "samplers", "strategies", "tune",
+    "VmaptuneError", "data", "lanes", "load_best_params", "load_experiment", "load_run", "models",
+    "objectives", "override", "read_trials", "report", "reporting", "rundir", "samplers", "search",
+    "space", "strategies", "trials", "tune",
 ]

@@ -29,16 +29,17 @@ import time
 import numpy as np
 from jax.experimental.multihost_utils import broadcast_one_to_all
 
-from vmaptune import devices, distributed, tracking
-from vmaptune import progress as progress_events
-from vmaptune.compilation import persistent_cache
 from vmaptune.config import SETTABLE, load_experiment, override
-from vmaptune.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from vmaptune.errors import AllDivergedError, DamagedRunError, VmaptuneError
-from vmaptune.report import describe_run
-from vmaptune.report import report as write_report
+from vmaptune.lanes import devices, distributed
+from vmaptune.lanes.compilation import persistent_cache
+from vmaptune.lanes.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+from vmaptune.reporting import progress as progress_events
+from vmaptune.reporting import tracking
+from vmaptune.reporting.report import describe_run
+from vmaptune.reporting.report import report as write_report
+from vmaptune.reporting.tracking import TRACKERS
 from vmaptune.rundir import load_run
-from vmaptune.tracking import TRACKERS
 
 CONFIG_COPY = "config.py"  # The config file's copy in a new run directory.
 USER_ERRORS = (VmaptuneError, FileExistsError, FileNotFoundError)

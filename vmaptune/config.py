@@ -18,12 +18,12 @@ from typing import Any
 
 import flax.linen as nn
 
-from vmaptune import distributed
 from vmaptune.data import Dataset
-from vmaptune.distributed import Processes
 from vmaptune.errors import ConfigError
-from vmaptune.settings import MOVED_TO_SAMPLER, Settings
-from vmaptune.space import Space
+from vmaptune.lanes import distributed
+from vmaptune.lanes.distributed import Processes
+from vmaptune.search.settings import MOVED_TO_SAMPLER, Settings
+from vmaptune.space.space import Space
 from vmaptune.tuner import tune
 from vmaptune.validation import is_whole
 
@@ -40,7 +40,7 @@ class Experiment(Settings):
     space: the search space.
     name: a label used for the default run directory.
     coordinator, num_processes, process_id: a run over several processes
-      (see :mod:`vmaptune.distributed`): process 0's ``HOST:PORT``, the
+      (see :mod:`vmaptune.lanes.distributed`): process 0's ``HOST:PORT``, the
       number of processes, this process's index. ``None`` (the default)
       leaves each to ``vmaptune run``'s flags, then the ``VMAPTUNE_*``
       environment variables, then JAX's cluster detection.
@@ -61,7 +61,7 @@ class Experiment(Settings):
   process_id: int | None = None
 
   def initialize_processes(self) -> Processes:
-    """Joins the run's processes (:func:`vmaptune.distributed.initialize`); a
+    """Joins the run's processes (:func:`vmaptune.lanes.distributed.initialize`); a
     no-op for a single process or when already joined."""
     return distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 

@@ -2,9 +2,9 @@
 
 A run is a sampler (which configurations each round tries, see
 :mod:`vmaptune.samplers`) and a strategy (how a round trains them, see
-:mod:`vmaptune.strategies`) over the rounds loop of :mod:`vmaptune.rounds`,
+:mod:`vmaptune.strategies`) over the rounds loop of :mod:`vmaptune.search.rounds`,
 with records in a run directory (:mod:`vmaptune.rundir`) and progress
-reported to a listener (:mod:`vmaptune.progress`). The test split is not
+reported to a listener (:mod:`vmaptune.reporting.progress`). The test split is not
 touched until :meth:`vmaptune.TuneResult.final_fit`.
 """
 
@@ -13,18 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vmaptune import progress as progress_events
-from vmaptune import rundir, tracking
+from vmaptune import rundir
 from vmaptune.data import Dataset
-from vmaptune.distributed import is_first_process
-from vmaptune.engine import Engine
 from vmaptune.errors import SettingsError
-from vmaptune.results import RoundResult, TuneResult
-from vmaptune.rounds import run_rounds
-from vmaptune.settings import Settings
-from vmaptune.space import Space
-from vmaptune.structural import ModelSpec
-from vmaptune.tracking.live import LiveLogging
+from vmaptune.lanes.distributed import is_first_process
+from vmaptune.reporting import progress as progress_events
+from vmaptune.reporting import tracking
+from vmaptune.reporting.tracking.live import LiveLogging
+from vmaptune.search.engine import Engine
+from vmaptune.search.results import RoundResult, TuneResult
+from vmaptune.search.rounds import run_rounds
+from vmaptune.search.settings import Settings
+from vmaptune.space.space import Space
+from vmaptune.space.structural import ModelSpec
 
 
 def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = None,
@@ -47,7 +48,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
       fields; or pass a function ``model(**structural_values) -> nn.Module``.
       Flax NNX models work too: a constructor ``f(rngs, **structural_values)``
       (or an ``nnx.Module`` class), or an ``nnx.Module`` instance whose
-      weights every lane starts from (see :mod:`vmaptune.nnx`).
+      weights every lane starts from (see :mod:`vmaptune.models.nnx`).
     data: a :class:`vmaptune.Dataset` (splits: pairs ``(x, y)`` or any pytree
       of arrays); its test split is not read here.
     space: the hyperparameters to search, one value per lane: the names the
@@ -75,11 +76,11 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     copy_files: ``{name: source path}`` copied into a new run directory.
     progress: ``"bar"`` (a live line), ``"json"`` (one JSON object per
       event), a function of one event dict, or a
-      :class:`vmaptune.progress.Progress`; ``None`` (default) reports nothing.
+      :class:`vmaptune.reporting.progress.Progress`; ``None`` (default) reports nothing.
     loggers: trackers told the run as it goes: names (``"mlflow"``,
-      ``"tensorboard"``) or :class:`vmaptune.tracking.Tracker` instances
-      (see :mod:`vmaptune.tracking`).
-    **settings: any field of :class:`vmaptune.settings.Settings`:
+      ``"tensorboard"``) or :class:`vmaptune.reporting.tracking.Tracker` instances
+      (see :mod:`vmaptune.reporting.tracking`).
+    **settings: any field of :class:`vmaptune.search.settings.Settings`:
       ``population`` (256), ``rounds`` (4), ``epochs`` (5), ``batch_size``
       (64), ``seed`` (0), ``sampler`` ("narrow"), ``strategy`` ("random"),
       ``seeds`` (1), ``confirm`` ("auto"), ``optimizer`` ("adamw"), ``schedule`` ("auto"),

@@ -5,7 +5,7 @@ loss, averaged over the minibatch), which metrics a split is scored by (each
 a per-example value averaged over the examples, so validation runs in
 batches), which of them ranks trials, and in which direction. Everything
 downstream (ranking, samplers, strategies, confirmation, records, reports)
-reads its :class:`~vmaptune.scoring.Scoring`.
+reads its :class:`~vmaptune.trials.scoring.Scoring`.
 
 Built in, by name (``objective="regression"`` in a script, a config or on the
 command line, with settings as ``"regression(rank_by='mae')"``):

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import jax
 
 from vmaptune.errors import DataError, SettingsError
-from vmaptune.scoring import MINIMIZE, Scoring
+from vmaptune.trials.scoring import MINIMIZE, Scoring
 
 Batch = Any  # A pytree of arrays with a leading example axis [B, ...].
 

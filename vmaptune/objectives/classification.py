@@ -10,7 +10,7 @@ import optax
 
 from vmaptune.errors import SettingsError
 from vmaptune.objectives.base import Metric, Objective, pair, targets
-from vmaptune.scoring import MAXIMIZE, MINIMIZE
+from vmaptune.trials.scoring import MAXIMIZE, MINIMIZE
 
 LABEL_SMOOTHING = "label_smoothing"
 

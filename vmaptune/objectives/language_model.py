@@ -9,7 +9,7 @@ import optax
 
 from vmaptune.errors import DataError, SettingsError
 from vmaptune.objectives.base import Metric, Objective
-from vmaptune.scoring import MAXIMIZE, MINIMIZE
+from vmaptune.trials.scoring import MAXIMIZE, MINIMIZE
 
 
 def _lm_targets(batch):

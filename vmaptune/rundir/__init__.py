@@ -4,7 +4,7 @@ A run directory (``tune(..., out=DIR)``, ``vmaptune run CONFIG --out DIR``) hold
 
 * ``config.json``: what the run is (:func:`snapshot`: settings, space, model,
   data), written when the run starts and compared when it is resumed;
-* ``trials.jsonl``: one JSON object per trial (:class:`vmaptune.trials.Trial`),
+* ``trials.jsonl``: one JSON object per trial (:class:`vmaptune.trials.table.Trial`),
   appended and forced to disk after each round;
 * ``summary.json``: the chosen trial, every round's ranges and timings and,
   after the final fit, the test accuracy; replaced atomically after each
@@ -24,7 +24,7 @@ no lock and see the completed rounds only.
 continues it: the records past the last completed round (a round in
 progress, a torn last line) are cut off, and the completed rounds are handed
 back (:class:`Restored`) to be rebuilt and told to the sampler again (see
-:mod:`vmaptune.rounds`). Everything in ``config.json`` must match, except
+:mod:`vmaptune.search.rounds`). Everything in ``config.json`` must match, except
 ``rounds``, which may be raised to extend a run (or lowered, to no fewer
 than the rounds completed); the devices may differ (with a warning: results
 then match an uninterrupted run only up to float rounding). A different

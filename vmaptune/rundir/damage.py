@@ -29,9 +29,9 @@ from vmaptune.rundir.files import (
   TRIALS_FILE,
   upgrade,
 )
-from vmaptune.scoring import Scoring
-from vmaptune.space import Space
-from vmaptune.trials import TrialTable
+from vmaptune.space.space import Space
+from vmaptune.trials.scoring import Scoring
+from vmaptune.trials.table import TrialTable
 
 # A summary's round entry: the fields resuming reads, and their types.
 ROUND_FIELDS: dict[str, tuple[type, ...]] = {

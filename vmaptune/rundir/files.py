@@ -15,8 +15,8 @@ import numpy as np
 
 from vmaptune.data import Dataset
 from vmaptune.errors import DamagedRunError
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
+from vmaptune.space.space import Space
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 
 TRIALS_FILE = "trials.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -139,7 +139,7 @@ def snapshot(settings: Mapping[str, Any], space: Space, model: str,
   """What a run is, as ``config.json`` holds it (JSON-ready).
 
   Args:
-    settings: the run's settings (:meth:`vmaptune.settings.Settings.to_dict`).
+    settings: the run's settings (:meth:`vmaptune.search.settings.Settings.to_dict`).
     space: the original search space.
     model: the model's description (a module's repr, a function's name).
     parameters: parameter count of each bucket's model, in bucket order.

@@ -18,8 +18,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from vmaptune.distributed import is_first_process, on_first_process, share_from_first_process
 from vmaptune.errors import RunDirectoryError, RunDirectoryWriteError
+from vmaptune.lanes.distributed import is_first_process, on_first_process, share_from_first_process
 from vmaptune.rundir.damage import (
   Inspection,
   damage_error,

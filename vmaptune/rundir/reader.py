@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from vmaptune.errors import DamagedRunError
-from vmaptune.ranking import rank
 from vmaptune.rundir.damage import damage_error, inspect_run, read_config, read_params
 from vmaptune.rundir.files import (
   CONFIG_FILE,
@@ -23,10 +22,11 @@ from vmaptune.rundir.files import (
   example_inputs,
   upgrade,
 )
-from vmaptune.scoring import Scoring
-from vmaptune.space import Space
-from vmaptune.structural import BATCH_SIZE, ModelSpec, build_model
-from vmaptune.trials import TrialTable
+from vmaptune.space.space import Space
+from vmaptune.space.structural import BATCH_SIZE, ModelSpec, build_model
+from vmaptune.trials.ranking import rank
+from vmaptune.trials.scoring import Scoring
+from vmaptune.trials.table import TrialTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Run:
 
   def top(self, count: int = 10) -> list[dict[str, Any]]:
     """The best ``count`` records, ranked as the tuner ranks (see
-    :mod:`vmaptune.ranking`); diverged trials left out."""
+    :mod:`vmaptune.trials.ranking`); diverged trials left out."""
     return [self.records[row] for row in rank(self.trials)[:count]]
 
   @property

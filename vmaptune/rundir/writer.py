@@ -25,9 +25,9 @@ from typing import Any
 import flax.serialization
 import jax
 
-from vmaptune import distributed
-from vmaptune.distributed import is_first_process
 from vmaptune.errors import RunDirectoryError, RunDirectoryWriteError
+from vmaptune.lanes import distributed
+from vmaptune.lanes.distributed import is_first_process
 from vmaptune.rundir.damage import digest, read_params, settle_params
 from vmaptune.rundir.files import (
   CONFIG_FILE,
@@ -128,7 +128,7 @@ class RunDirectory:
 
   def commit_round(self, result: Any, summary: dict[str, Any],
                    params: Any = None) -> None:
-    """Commits a round: its records (:class:`vmaptune.results.RoundResult`),
+    """Commits a round: its records (:class:`vmaptune.search.results.RoundResult`),
     the best parameters so far when they changed (``params``, with the
     summary's ``best_params`` pointing to them), then ``summary``."""
     if not self.writes:
@@ -138,7 +138,7 @@ class RunDirectory:
       self._write_with_params(summary, params)
 
   def append_round(self, result: Any) -> None:
-    """Appends one line per trial of a :class:`vmaptune.results.RoundResult` and
+    """Appends one line per trial of a :class:`vmaptune.search.results.RoundResult` and
     forces it to disk (part of :meth:`commit_round`); a failed append is cut back."""
     if not self.writes:
       return

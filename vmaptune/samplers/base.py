@@ -28,9 +28,9 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
-from vmaptune.trials import TrialTable
+from vmaptune.space.space import Space
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import TrialTable
 from vmaptune.validation import to_spec
 
 
@@ -55,7 +55,7 @@ class Sampler:
   def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
     """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy`` and
     the objective's ``scoring`` (called before anything compiles). Samplers
-    that learn from trials rank them with :mod:`vmaptune.ranking`, which
+    that learn from trials rank them with :mod:`vmaptune.trials.ranking`, which
     follows the trials' own scoring; ``scoring`` is for samplers that must
     know the direction beforehand (an Optuna study's)."""
 
@@ -88,7 +88,7 @@ class Sampler:
 
   def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
           stream: int = 0) -> dict[str, np.ndarray]:
-    """``count`` configurations of ``bucket`` (a :class:`vmaptune.structural.Bucket`)
+    """``count`` configurations of ``bucket`` (a :class:`vmaptune.space.structural.Bucket`)
     for round ``round_index``: ``{name: float32 [count]}`` of the traced
     parameters. ``stream`` tells apart several draws of one round and bucket
     (e.g. Hyperband's brackets); ``history`` holds the completed rounds."""

@@ -1,7 +1,7 @@
 """Density: a sampler of the TPE family that proposes a whole round at once.
 
 From every configuration trained so far (all rounds, all buckets), ranked as
-:mod:`vmaptune.ranking` ranks, the top ``good`` fraction gives a *good*
+:mod:`vmaptune.trials.ranking` ranks, the top ``good`` fraction gives a *good*
 density and the rest (diverged ones included) a *bad* one: kernel density
 estimates in the unit cube of the traced parameters (each axis a parameter's
 range in its own scale), with one truncated Gaussian kernel per trial, a
@@ -33,8 +33,8 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
 from vmaptune.samplers.history import FromHistory
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
+from vmaptune.space.space import Space
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 from vmaptune.validation import fraction, whole_number
 
 # Kernel widths never fall below this fraction of a range, so a good density

@@ -7,7 +7,7 @@ the centre of the unit cube of the traced parameters with step size
 already moves the mean towards the best trials and shapes the covariance
 after them. Each later round samples the updated Gaussian (points outside
 the cube are mirrored back in) and is told back, ranked as
-:mod:`vmaptune.ranking` ranks: a generation of as many members as the round
+:mod:`vmaptune.trials.ranking` ranks: a generation of as many members as the round
 has configurations. Diverged trials rank last.
 
 The CMA-ES is `evosax <https://github.com/RobertTLange/evosax>`_'s (an
@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmaptune.samplers.history import FromHistory
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
-from vmaptune.trials import TrialTable
+from vmaptune.space.space import Space
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import TrialTable
 from vmaptune.validation import real_number
 
 INSTALL = ("the evolution sampler needs evosax, an optional dependency: "

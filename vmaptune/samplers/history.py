@@ -4,7 +4,7 @@ and buckets sized by how often each combination of structural values is good.
 A :class:`FromHistory` sampler proposes each round as a whole from every
 configuration trained so far (all rounds, all buckets), in the unit cube of
 the traced parameters (each axis a parameter's range in its own scale, see
-:meth:`vmaptune.space.Space.to_unit`). The first round, with nothing learned
+:meth:`vmaptune.space.space.Space.to_unit`). The first round, with nothing learned
 yet, draws uniformly over the whole space: the same configurations as the
 narrow sampler's first round. Subclasses say how a round is proposed
 (:meth:`FromHistory.propose`) and what they learn from a finished round
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from vmaptune.ranking import rank
 from vmaptune.samplers.base import Sampler, Told
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
-from vmaptune.trials import TrialTable
+from vmaptune.space.space import Space
+from vmaptune.trials.ranking import rank
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import TrialTable
 from vmaptune.validation import fraction
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from vmaptune.ranking import keep_top
 from vmaptune.samplers.base import Sampler, Told
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.trials import TrialTable
+from vmaptune.trials.ranking import keep_top
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import TrialTable
 from vmaptune.validation import fraction
 
 
@@ -22,7 +22,7 @@ class Narrow(Sampler):
 
   Each round samples uniformly (in each parameter's own scale) from the
   current ranges; then the top ``keep`` fraction of the round's
-  configurations is kept (ranked as :mod:`vmaptune.ranking` ranks), and every
+  configurations is kept (ranked as :mod:`vmaptune.trials.ranking` ranks), and every
   range narrows to the span of the kept values widened by ``margin`` times
   its width on each side, clipped to the original range; categories narrow
   to those kept (a category dropped never comes back). A parameter that

@@ -37,15 +37,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from vmaptune.discrete import Choice, IntUniform
-from vmaptune.distributions import Continuous, LogUniform
 from vmaptune.errors import SpaceError
-from vmaptune.ranking import rank
 from vmaptune.samplers.base import Sampler, Told
 from vmaptune.samplers.history import power_of_two_sizes
-from vmaptune.scoring import CLASSIFICATION, Scoring
-from vmaptune.space import Space
-from vmaptune.trials import DIVERGED, FINISHED, TrialTable, finite_or_none
+from vmaptune.space.discrete import Choice, IntUniform
+from vmaptune.space.distributions import Continuous, LogUniform
+from vmaptune.space.space import Space
+from vmaptune.trials.ranking import rank
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import DIVERGED, FINISHED, TrialTable, finite_or_none
 from vmaptune.validation import one_of
 
 ROUND_ATTR = "vmaptune_round"

@@ -6,7 +6,7 @@ configurations (:meth:`RoundContext.sample`, which the round's sampler
 answers), trains them through the population trainer (``ctx.pop.init``,
 :meth:`RoundContext.advance` over a range of epochs, ``ctx.pop.select`` to
 keep or copy lanes, :meth:`RoundContext.evaluate`), and opens and closes
-trials in a :class:`~vmaptune.trials.TrialLog`. It touches neither the
+trials in a :class:`~vmaptune.trials.table.TrialLog`. It touches neither the
 trainer nor the round loop. Its fields are its settings, e.g.
 ``SuccessiveHalving(eta=3)``, written ``"halving(eta=3)"`` in configs.
 """
@@ -20,13 +20,13 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import numpy as np
 
-from vmaptune import events
-from vmaptune.devices import to_host
-from vmaptune.ranking import order_lanes
-from vmaptune.scoring import Scoring
-from vmaptune.space import Space
-from vmaptune.trial_log import TrialLog
-from vmaptune.trials import DIVERGED, FINISHED
+from vmaptune.lanes import events
+from vmaptune.lanes.devices import to_host
+from vmaptune.space.space import Space
+from vmaptune.trials.log import TrialLog
+from vmaptune.trials.ranking import order_lanes
+from vmaptune.trials.scoring import Scoring
+from vmaptune.trials.table import DIVERGED, FINISHED
 from vmaptune.validation import to_spec
 
 
@@ -47,7 +47,7 @@ class RoundContext:
     seeds: initialisation and data-order seeds each configuration trains
       with (only :class:`~vmaptune.strategies.RandomSearch` supports more than 1).
     listener: told about each piece of training and each evaluation
-      (see :mod:`vmaptune.events`), or ``None``.
+      (see :mod:`vmaptune.lanes.events`), or ``None``.
     pieces: how training is cut into reported pieces (with a listener).
   """
 

@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 
 from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
-from vmaptune.trial_log import TrialLog
-from vmaptune.trials import HALVED
+from vmaptune.trials.log import TrialLog
+from vmaptune.trials.table import HALVED
 from vmaptune.validation import whole_number
 
 # Population sizes a rung may have: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... Rounding

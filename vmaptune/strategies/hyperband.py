@@ -13,7 +13,7 @@ from vmaptune.strategies.halving import (
   ladder_size,
   rung_budgets,
 )
-from vmaptune.trial_log import TrialLog
+from vmaptune.trials.log import TrialLog
 
 
 @dataclasses.dataclass(frozen=True)

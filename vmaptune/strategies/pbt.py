@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
-from vmaptune.trial_log import TrialLog
-from vmaptune.trials import EXPLOITED
+from vmaptune.trials.log import TrialLog
+from vmaptune.trials.table import EXPLOITED
 from vmaptune.validation import greater_than, real_number, whole_number
 
 
@@ -21,7 +21,7 @@ class PopulationBasedTraining(Strategy):
   random lane of the top ``fraction`` (weights and optimizer state) and
   explores: each hyperparameter is resampled from the round's space with
   probability ``resample``, else moved one step of ``perturb`` (see
-  :meth:`vmaptune.distributions.Continuous.perturbed`). Diverged lanes are
+  :meth:`vmaptune.space.distributions.Continuous.perturbed`). Diverged lanes are
   always replaced.
 
   Every lane shares the round's initial weights and minibatch order, so a

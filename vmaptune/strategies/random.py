@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 
-from vmaptune.devices import to_host
-from vmaptune.keys import REPLICA
+from vmaptune.lanes.devices import to_host
+from vmaptune.lanes.keys import REPLICA
 from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
-from vmaptune.trial_log import TrialLog
-from vmaptune.trials import DIVERGED, FINISHED
+from vmaptune.trials.log import TrialLog
+from vmaptune.trials.table import DIVERGED, FINISHED
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,225 @@
+"""The confirmation stage: the search's top configurations trained again with
+fresh seeds, and the final choice made by their mean.
+
+The best of hundreds of noisy validation scores is optimistic: it selects
+luck as much as quality (and population-based training selects on the
+validation split every few epochs). So after the last round the top ``K``
+distinct configurations of the whole search (ranked as
+:mod:`vmaptune.trials.ranking` ranks; a population-based-training trial with its
+whole lineage) train again, ``S`` seeds each: ``K x S`` lanes in one
+population per bucket, from keys no round uses. The chosen configuration is
+the one with the best mean validation accuracy over its seeds (one for which
+any seed diverged is never chosen), and its **optimism** is its search score
+minus that mean: how much the search flattered it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vmaptune.lanes.keys import REPLICA, round_keys
+from vmaptune.strategies.base import lane_scores
+from vmaptune.trials.ranking import order, rank
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.table import Trial, TrialTable, finite_or_none
+
+# The round index whose keys the confirmation trains with (folded per seed):
+# no run has that many rounds, so its seeds are fresh.
+CONFIRMATION_ROUND = 2 ** 32 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+  """The top configurations retrained with ``S`` seeds each, and the choice.
+
+  Attributes:
+    candidates: the search's top ``K`` distinct trials, best first.
+    seed_metrics: ``{metric: float64 [K, S]}`` each candidate's seeds'
+      validation metrics (NaN where a seed diverged).
+    epochs: the epoch budget each seed trained.
+    wall_s: wall time of the stage, compilation included.
+    scoring: the objective's metrics and the ranking one.
+  """
+
+  candidates: tuple[Trial, ...]
+  seed_metrics: dict[str, np.ndarray]
+  epochs: int
+  wall_s: float
+  scoring: Scoring = CLASSIFICATION
+
+  @property
+  def seed_scores(self) -> np.ndarray:
+    """float64 ``[K, S]``: the ranking metric of each candidate's seeds."""
+    return self.seed_metrics[self.scoring.rank_by]
+
+  @property
+  def seeds(self) -> int:
+    return int(self.seed_scores.shape[1])
+
+  @property
+  def diverged(self) -> np.ndarray:
+    """bool ``[K]``: some seed of the candidate diverged."""
+    return np.isnan(self.seed_scores).any(axis=1)
+
+  @property
+  def mean(self) -> np.ndarray:
+    """float64 ``[K]`` the ranking metric's mean over seeds (NaN if one diverged)."""
+    return self.seed_scores.mean(axis=1)
+
+  @property
+  def spread(self) -> np.ndarray:
+    """float64 ``[K]`` standard deviation over seeds (0 with one seed)."""
+    return self.seed_scores.std(axis=1, ddof=1 if self.seeds > 1 else 0)
+
+  @property
+  def chosen(self) -> int:
+    """Index of the chosen candidate: the best mean in the ranking metric's
+    direction (ties by the other metrics' means, then search rank); the
+    search's best if every candidate diverged somewhere."""
+    means = {name: values.mean(axis=1) for name, values in self.seed_metrics.items()}
+    ranked = order(self.scoring, means, self.diverged)
+    return int(ranked[0]) if len(ranked) else 0
+
+  @property
+  def trial(self) -> Trial:
+    """The chosen trial."""
+    return self.candidates[self.chosen]
+
+  @property
+  def optimism(self) -> float:
+    """How much better the chosen trial's search score is than its
+    confirmation mean (in the ranking metric's direction: positive when the
+    search was optimistic)."""
+    search = self.trial.score
+    if search is None:
+      return float("nan")
+    return float(self.scoring.oriented(search) - self.scoring.oriented(self.mean[self.chosen]))
+
+  @property
+  def lane_epochs(self) -> int:
+    return self.seed_scores.size * self.epochs
+
+  def summary(self) -> dict[str, Any]:
+    chosen, scoring = self.chosen, self.scoring
+    search = "search_" + scoring.field(scoring.rank_by)
+    return {
+        "configurations": len(self.candidates), "seeds": self.seeds, "chosen": chosen,
+        search: self.trial.score,
+        "mean": finite_or_none(self.mean[chosen]), "sd": finite_or_none(self.spread[chosen]),
+        "optimism": finite_or_none(self.optimism), "lane_epochs": self.lane_epochs,
+        "wall_s": self.wall_s,
+        "candidates": [{"round": t.round, "trial": t.trial, "hparams": t.to_record()["hparams"],
+                        search: t.score,
+                        "mean": finite_or_none(self.mean[i]),
+                        "sd": finite_or_none(self.spread[i]),
+                        **{f"seed_{name}": [finite_or_none(v) for v in values[i]]
+                           for name, values in self.seed_metrics.items()}}
+                       for i, t in enumerate(self.candidates)],
+    }
+
+  def describe(self) -> str:
+    """Two lines: the chosen configuration's confirmation and what was compared."""
+    return describe(self.summary(), self.scoring)
+
+
+def describe(summary: Mapping[str, Any], scoring: Scoring = CLASSIFICATION) -> str:
+  """Two lines from a confirmation's summary (as ``summary.json`` holds it)."""
+  number = lambda value, form: "n/a" if value is None else format(value, form)
+  optimism = summary["optimism"]
+  # Accuracies are fractions: their optimism reads best in percentage points.
+  points = scoring.rank_by.endswith("accuracy")
+  optimism = (f"{number(None if optimism is None else 100 * optimism, '+.1f')} points"
+              if points else number(optimism, "+.4g"))
+  return (f"  confirmed     {number(summary['mean'], '.4f')} +- {number(summary['sd'], '.4f')} "
+          f"over {summary['seeds']} fresh seeds (optimism of the search score "
+          f"{optimism})\n"
+          f"  chosen as the best mean of the top {summary['configurations']} configurations "
+          f"retrained ({summary['lane_epochs']} lane-epochs, {summary['wall_s']:.1f}s)")
+
+
+def top_candidates(rounds: Sequence[Any], count: int) -> list[Trial]:
+  """The best ``count`` trials of ``rounds`` that trained the full budget,
+  best first, one per distinct lineage (a copied configuration counts once)."""
+  table = TrialTable.concat(list(rounds))
+  by_index = {r.index: r for r in rounds}
+  chosen: list[Trial] = []
+  seen: set[str] = set()
+  for row in rank(table):
+    if len(chosen) == count or not table.completed[row]:
+      break
+    result = by_index[int(table.round[row])]
+    trial = result.record(int(table.trial[row]))
+    key = repr((result.structural(trial.trial), result.schedule(trial.trial)))
+    if key not in seen:
+      seen.add(key)
+      chosen.append(trial)
+  return chosen
+
+
+def confirm(engine: Any, rounds: Sequence[Any], count: int, seeds: int,
+            schedule: Callable[[Trial], list]) -> Confirmation | None:
+  """Retrains the top ``count`` configurations of ``rounds`` with ``seeds``
+  fresh seeds each (``None`` if no trial trained the full budget).
+
+  Args:
+    engine: the run's :class:`vmaptune.search.engine.Engine`.
+    rounds: the completed :class:`vmaptune.search.results.RoundResult` s.
+    count, seeds: ``K`` and ``S``.
+    schedule: a trial's ``[(first_epoch, end_epoch, hparams), ...]``.
+  """
+  start = time.perf_counter()
+  candidates = top_candidates(rounds, count)
+  if not candidates:
+    return None
+  scoring = engine.objective.scoring
+  seed_metrics = {name: np.full((len(candidates), seeds), np.nan) for name in scoring.names}
+  groups: dict[tuple, list[int]] = {}
+  for i, trial in enumerate(candidates):
+    groups.setdefault(tuple(engine.buckets.find(trial.hparams).values.items()), []).append(i)
+  init_key, data_key = round_keys(engine.settings.seed, CONFIRMATION_ROUND)
+  for members in groups.values():
+    pop = engine.population(engine.buckets.find(candidates[members[0]].hparams))
+    schedules = [schedule(candidates[i]) for i in members]
+    cuts = sorted({first for s in schedules for first, _, _ in s} | {pop.epochs})
+
+    def at(epoch: int, schedules: list = schedules) -> dict[str, np.ndarray]:
+      """Every lane's hyperparameters at ``epoch``: lane ``s * k + i`` is member ``i``,
+      seed ``s``."""
+      current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
+      hparams = {name: np.tile(np.array([h[name] for h in current], np.float32), seeds)
+                 for name in current[0]}
+      hparams[REPLICA] = np.repeat(np.arange(seeds), len(schedules)).astype(np.float32)
+      return hparams
+
+    lanes = pop.init(at(0), init_key)
+    for first, end in zip(cuts, cuts[1:], strict=False):
+      if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
+        lanes = pop.select(lanes, np.arange(lanes.count), at(first))
+      lanes, _ = pop.advance(lanes, data_key, first, end - first)
+    scores = lane_scores(pop, lanes).reshaped(seeds, len(members))
+    for name, values in scores.metrics.items():
+      seed_metrics[name][members] = values.T
+  return Confirmation(tuple(candidates), seed_metrics, engine.settings.epochs,
+                      time.perf_counter() - start, scoring)
+
+
+def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
+            seeds: int, epochs: int, scoring: Scoring = CLASSIFICATION) -> Confirmation | None:
+  """The confirmation a run directory's summary holds, if it confirmed the
+  same candidates with as many seeds; else ``None`` (it runs again)."""
+  if not saved or saved.get("seeds") != seeds:
+    return None
+  candidates = top_candidates(rounds, count)
+  stored = [(c["round"], c["trial"]) for c in saved.get("candidates", [])]
+  if stored != [(t.round, t.trial) for t in candidates]:
+    return None
+  as_array = lambda key: np.array([[np.nan if v is None else v for v in c[key]]
+                                   for c in saved["candidates"]], np.float64)
+  return Confirmation(tuple(candidates),
+                      {name: as_array(f"seed_{name}") for name in scoring.names},
+                      epochs, saved["wall_s"], scoring)

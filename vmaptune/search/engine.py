@@ -1,0 +1,174 @@
+"""What every round of a run trains with: the checked model, data and settings,
+the buckets, and one :class:`~vmaptune.lanes.population.Population` per bucket.
+
+An :class:`Engine` checks everything before anything compiles (settings,
+space, data, every bucket's model and optimizer, traced), then builds each
+bucket's population on first use and keeps it, so a bucket's compiled
+programs serve every round in which it recurs. It also trains the chosen
+configuration alone for the final fit, the only read of the test split.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from vmaptune.data import Dataset
+from vmaptune.data.dataset import split_length
+from vmaptune.errors import SettingsError
+from vmaptune.lanes import devices
+from vmaptune.lanes.keys import replica_keys, round_keys
+from vmaptune.lanes.population import Population
+from vmaptune.lanes.train import first_example
+from vmaptune.models import nnx as nnx_models
+from vmaptune.models import optimizers
+from vmaptune.search.checks import check_model, check_optimizer, check_training
+from vmaptune.search.final_fit import FinalFit
+from vmaptune.search.settings import Settings
+from vmaptune.space.space import Space
+from vmaptune.space.structural import Bucket, Buckets, ModelSpec
+from vmaptune.trials.table import Trial
+
+
+class Engine:
+  """A run's checked inputs and its populations.
+
+  Args:
+    model: a Linen module, a function of the structural values returning
+      one, or a Flax NNX model (see :func:`vmaptune.tune`).
+    data: the dataset; its test split is read only by :meth:`refit`.
+    space: the search space.
+    settings: the run's settings.
+
+  Attributes:
+    model, data, space, settings, sampler, strategy, objective: as checked (an
+      NNX model wrapped).
+    buckets: every combination of structural values, with its model.
+    parameters: each bucket's parameter count, in bucket order.
+
+  Raises:
+    SettingsError, SpaceError, DataError: bad input, before anything compiles.
+  """
+
+  def __init__(self, model: ModelSpec, data: Dataset, space: Space, settings: Settings):
+    # One CPU device per core, before JAX starts; a warning points at tune's caller.
+    devices.configure_cpu_devices(stacklevel=4)
+    if not isinstance(data, Dataset):
+      raise SettingsError(f"data={type(data).__name__}; expected a vmaptune.data.Dataset "
+                          "(see vmaptune.data.from_arrays)")
+    if not isinstance(space, Space):
+      raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
+    try:
+      model = nnx_models.model_spec(model)
+    except ValueError as e:
+      raise SettingsError(str(e)) from None
+    self.model, self.data, self.space, self.settings = model, data, space, settings
+    num_train = split_length(data.train)
+    settings.check(num_train, space)
+    self.sampler = settings.parsed_sampler()
+    self.strategy = settings.parsed_strategy()
+    self.objective = settings.parsed_objective()
+    self.objective.check_data(data)
+    traced = space.traced()
+    try:
+      self.buckets = Buckets(model, space, population=settings.population,
+                             batch_size=settings.batch_size, num_train=num_train)
+      self._factory = optimizers.resolve(settings.optimizer, tuple(traced))
+      optimizers.check_ranges(traced, self._factory, self.objective.hparam_ranges)
+    except ValueError as e:
+      raise SettingsError(str(e)) from None
+    fewest = self.sampler.fewest_configurations(space, settings.population)
+    if fewest != settings.population:
+      settings.check(num_train, space, lanes=fewest)
+    self.parameters = []
+    read: set[str] = set()
+    for bucket in self.buckets:  # Every bucket the run may train, before compiling any.
+      try:
+        params = check_model(bucket.model, data, bucket.batch_size,
+                             dropout=optimizers.DROPOUT_RATE in traced, objective=self.objective)
+        optimizer = self._optimizer(bucket)
+        check_optimizer(optimizer, traced, params)
+        read |= check_training(bucket.model, optimizer, self.objective, data,
+                               bucket.batch_size, list(traced))
+      except SettingsError as e:
+        if not bucket.values:
+          raise
+        raise SettingsError(f"with {bucket.describe()}: {e}") from e
+      self.parameters.append(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+    unread = [name for name in traced if name not in read]
+    if unread:
+      known = (list(optimizers.TRAINER_HPARAMS) + list(self.objective.hparam_ranges)
+               + (list(self._factory.accepted)
+                  if isinstance(self._factory, optimizers.BuiltinOptimizer) else []))
+      raise SettingsError(optimizers.unread_message(unread, settings.optimizer,
+                                                    self.objective.describe(), known))
+    sizes = self.sampler.lane_sizes(space, settings.population)
+    # Sizes count configurations; with seeds, every configuration takes `seeds` lanes.
+    self._lane_sizes = None if sizes is None else tuple(s * settings.seeds for s in sizes)
+    self._populations: dict[tuple, Population] = {}
+
+  @property
+  def model_name(self) -> str:
+    """The model as records describe it: a module's repr, a function's name."""
+    if isinstance(self.model, nn.Module):
+      return repr(self.model)
+    return getattr(self.model, "__qualname__", repr(self.model))
+
+  def described_settings(self) -> dict[str, Any]:
+    """The settings as records hold them (no batch size when the space searches it)."""
+    return {**self.settings.to_dict(),
+            **({"batch_size": None} if self.buckets.searched_batch_size else {})}
+
+  @property
+  def example_inputs(self) -> Any:
+    """The model's inputs for one training example (``[1, ...]`` leaves)."""
+    return first_example(self.objective, self.data.train)
+
+  def _optimizer(self, bucket: Bucket) -> optimizers.OptimizerFactory:
+    steps_per_epoch = split_length(self.data.train) // bucket.batch_size
+    return optimizers.scheduled(
+        self._factory, self.settings.schedule, self.settings.epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        warmup=optimizers.WARMUP_EPOCHS in self.space.traced())
+
+  def population(self, bucket: Bucket) -> Population:
+    """The bucket's population, built on first use and the same one after."""
+    key = tuple(bucket.values.items())
+    if key not in self._populations:
+      settings = self.settings
+      self._populations[key] = Population(
+          bucket.model, self._optimizer(bucket), self.data, epochs=settings.epochs,
+          batch_size=bucket.batch_size, eval_batch_size=settings.eval_batch_size,
+          objective=self.objective,
+          matmul_precision=settings.matmul_precision,
+          lanes_per_chunk=settings.max_lanes_per_chunk,
+          memory_budget_bytes=settings.memory_budget_bytes, lane_sizes=self._lane_sizes)
+    return self._populations[key]
+
+  def populations(self) -> list[Population]:
+    """The populations built so far."""
+    return list(self._populations.values())
+
+  def refit(self, trial: Trial, schedule: list) -> FinalFit:
+    """Retrains ``trial`` alone (its whole lineage ``schedule``) with its round's
+    keys, in its bucket; then scores it on validation and reads the test split once."""
+    bucket = self.buckets.find(trial.hparams)
+    alone = self.population(bucket).alone
+    keys = round_keys(self.settings.seed, trial.round)
+    if trial.seed_scores is not None:  # Trained with several seeds: refit with the first.
+      keys = replica_keys(*keys, 0)
+    trained = alone.fit_schedule(schedule, *keys)
+    names = self.objective.scoring.names  # In the objective's order, not the pytree's.
+    scored = alone.evaluate(trained.params)
+    val = {name: float(scored[name]) for name in names}
+    test = self.data.read_test()
+    if split_length(test):
+      scored = alone.evaluate(trained.params, self.population(bucket).put_batches(test))
+      test_metrics = {name: float(scored[name]) for name in names}
+    else:
+      test_metrics = {name: math.nan for name in names}
+    return FinalFit(trial=trial, schedule=schedule, val=val, test=test_metrics,
+                    params=trained.params, model=bucket.model, batch_size=bucket.batch_size)
