@@ -11,6 +11,7 @@ import vmaptune as vt
 from vmaptune.samplers import Density, Evolution, parse
 from vmaptune.samplers.history import allocate
 from vmaptune.space.structural import Bucket
+from vmaptune.trials.scoring import CLASSIFICATION
 from vmaptune.trials.table import TrialTable
 
 MODEL_BASED = ["density", "evolution"]
@@ -45,12 +46,12 @@ def search(name: str, seed: int, rounds: int = 4, count: int = 48) -> list[dict]
   """Each round's proposals of sampler ``name``, every round told its scores."""
   sampler = parse(name)
   sampler.check(SPACE, None)
-  sampler.start(SPACE, seed)
+  sampler.start(SPACE, seed, scoring=CLASSIFICATION)
   proposed = []
   for index in range(rounds):
-    hparams = sampler.ask(count, [], round_index=index, bucket=PLAIN)
+    hparams = sampler.ask(count, round_index=index, bucket=PLAIN)
     proposed.append(hparams)
-    sampler.tell(table(hparams, score(hparams), index), [], round_index=index)
+    sampler.tell(table(hparams, score(hparams), index), round_index=index)
   return proposed
 
 
@@ -89,10 +90,10 @@ def test_a_resumed_sampler_told_the_same_rounds_proposes_the_same(name):
   """A resume tells restored rounds without asking first: proposals must not change."""
   uninterrupted = search(name, seed=4, rounds=3)
   resumed = parse(name)
-  resumed.start(SPACE, 4)
+  resumed.start(SPACE, 4, scoring=CLASSIFICATION)
   for index, hparams in enumerate(uninterrupted[:2]):
-    resumed.tell(table(hparams, score(hparams), index), [], round_index=index)
-  proposed = resumed.ask(48, [], round_index=2, bucket=PLAIN)
+    resumed.tell(table(hparams, score(hparams), index), round_index=index)
+  proposed = resumed.ask(48, round_index=2, bucket=PLAIN)
   for param in SPACE:
     np.testing.assert_array_equal(proposed[param], uninterrupted[2][param])
 
@@ -106,11 +107,11 @@ def test_the_first_round_is_the_narrow_samplers_uniform_draw():
 
 def test_diverged_trials_count_as_bad_and_the_best_trial_is_kept():
   sampler = Density()
-  sampler.start(SPACE, 0)
-  hparams = sampler.ask(20, [], round_index=0, bucket=PLAIN)
+  sampler.start(SPACE, 0, scoring=CLASSIFICATION)
+  hparams = sampler.ask(20, round_index=0, bucket=PLAIN)
   accuracy = score(hparams)
   accuracy[:5] = np.nan
-  told = sampler.tell(table(hparams, accuracy, 0), [], round_index=0)
+  told = sampler.tell(table(hparams, accuracy, 0), round_index=0)
   assert told.kept[0] == np.nanargmax(accuracy) and not set(told.kept) & set(range(5))
   assert told.next_space == SPACE  # Nothing is narrowed.
   assert not sampler.is_good[:5].any()
@@ -119,14 +120,14 @@ def test_diverged_trials_count_as_bad_and_the_best_trial_is_kept():
 def test_buckets_are_sized_by_how_often_their_configurations_are_good():
   space = vt.Space(learning_rate=vt.LogUniform(1e-4, 1.0), width=vt.Choice([8, 16, 32]))
   sampler = Density(good=0.2)
-  sampler.start(space, 0)
-  plan = sampler.buckets(30, 0)
+  sampler.start(space, 0, scoring=CLASSIFICATION)
+  plan = sampler.plan(30, 0).buckets
   assert [count for _, count in plan] == [10, 10, 10]  # Nothing learned yet: equal shares.
   width = np.repeat([8, 16, 32], 10)
   accuracy = np.where(width == 16, 0.9, 0.5) + np.tile(np.linspace(0, 0.01, 10), 3)
   hparams = {"learning_rate": np.full(30, 1e-2, np.float32), "width": width}
-  sampler.tell(table(hparams, accuracy, 0), [], round_index=0)
-  plan = dict((values["width"], count) for values, count in sampler.buckets(30, 1))
+  sampler.tell(table(hparams, accuracy, 0), round_index=0)
+  plan = dict((values["width"], count) for values, count in sampler.plan(30, 1).buckets)
   floor = sampler.fewest_configurations(space, 30)
   assert sum(plan.values()) == 30 and min(plan.values()) >= floor == 5
   assert plan[16] > plan[8] and plan[16] > plan[32]

@@ -22,8 +22,8 @@ LAYERS = [
     ("objectives",),
     ("models",),
     ("lanes",),
-    ("samplers",),
     ("strategies",),
+    ("samplers",),
     ("rundir",),
     ("search",),
     ("reporting",),
@@ -49,9 +49,14 @@ MODULES = _modules()
 
 def _imports(path: str) -> list[tuple[str, str | None, int]]:
   """``(module imported, name taken from it or None, line)`` for every vmaptune
-  import of a file, module level or inside functions."""
+  import of a file, module level or inside functions; imports for type checking
+  only (``if TYPE_CHECKING:``) run nothing, so they are left out."""
   found = []
-  for node in ast.walk(ast.parse(open(path).read(), path)):
+  tree = ast.parse(open(path).read(), path)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+      node.body = []
+  for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       found += [(alias.name, None, node.lineno) for alias in node.names
                 if alias.name.startswith("vmaptune")]

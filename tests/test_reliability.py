@@ -328,15 +328,16 @@ def test_a_final_fit_holds_the_directory_and_refuses_one_another_run_changed(
   assert compiled.compiles == 0 and _files(out) == before  # Nothing trained, nothing written.
   # While a final fit trains and saves, the directory is held.
   seen = {}
-  refit = extended._refit
+  engine = extended._search.engine
+  refit = engine.refit
 
-  def refit_and_try(result):
+  def refit_and_try(trial, schedule):
     with pytest.raises(RunDirectoryBusyError) as busy:
       _tune(out, small_data, rounds=4)
     seen["holder"] = busy.value.holder
-    return refit(result)
+    return refit(trial, schedule)
 
-  extended._refit = refit_and_try
+  engine.refit = refit_and_try
   extended.final_fit()
   assert seen["holder"]["pid"] == os.getpid()
   assert vt.load_run(out).params_trial["from"] == "final_fit"

@@ -20,10 +20,10 @@ class Hungry(vt.strategies.RandomSearch):
   name = "hungry"
   fits: int = 2
 
-  def run(self, ctx, log):
+  def run(self, ctx):
     if ctx.index >= 1 and ctx.pop.layout(ctx.configurations).chunk > self.fits:
       jnp.zeros(2**42, jnp.float32).block_until_ready()
-    super().run(ctx, log)
+    return super().run(ctx)
 
 
 # No confirmation stage: the results compared are the rounds'.

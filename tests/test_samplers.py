@@ -40,8 +40,8 @@ def test_every_sampler_is_chosen_by_name_and_described_as_configs_write_it(name)
 
 def test_narrow_draws_rounds_buckets_and_streams_apart_and_the_same_for_the_same_seed():
   sampler = Narrow()
-  sampler.start(SPACE, seed=3)
-  draw = lambda **where: sampler.ask(6, [], **{"round_index": 1, "bucket": PLAIN, **where})
+  sampler.start(SPACE, seed=3, scoring=CLASSIFICATION)
+  draw = lambda **where: sampler.ask(6, **{"round_index": 1, "bucket": PLAIN, **where})
   first = draw()
   for name in SPACE:
     np.testing.assert_array_equal(first[name], draw()[name])
@@ -68,18 +68,18 @@ def _table(values: dict[str, np.ndarray], accuracy: np.ndarray) -> TrialTable:
 
 def test_narrow_keeps_the_top_fraction_and_shrinks_every_range_to_their_span():
   sampler = Narrow(keep=0.25, margin=0.1)
-  sampler.start(SPACE, seed=0)
+  sampler.start(SPACE, seed=0, scoring=CLASSIFICATION)
   values = SPACE.sample(0, 0, 8)
   accuracy = np.array([0.5, 0.9, np.nan, 0.7, 0.95, 0.2, 0.6, 0.1])
-  told = sampler.tell(_table(values, accuracy), [], round_index=0)
+  told = sampler.tell(_table(values, accuracy), round_index=0)
   assert told.kept.tolist() == [4, 1]  # ceil(0.25 * 8) best; the diverged trial never.
   expected = SPACE.narrow({k: v[[4, 1]] for k, v in values.items()}, 0.1, SPACE)
-  assert told.next_space == expected == sampler.round_space()
+  assert told.next_space == expected == sampler.ranges
   # A round in which every trial diverged keeps nothing and narrows nothing.
-  nothing = sampler.tell(_table(values, np.full(8, np.nan)), [], round_index=1)
+  nothing = sampler.tell(_table(values, np.full(8, np.nan)), round_index=1)
   assert len(nothing.kept) == 0 and nothing.next_space == expected
-  sampler.start(SPACE, seed=0)  # A new run forgets what the last one learned.
-  assert sampler.round_space() == SPACE
+  sampler.start(SPACE, seed=0, scoring=CLASSIFICATION)  # A new run forgets what it learned.
+  assert sampler.ranges == SPACE
 
 
 def test_a_sampler_object_reused_by_a_second_run_starts_afresh(small_data, tiny_mlp):
@@ -207,16 +207,16 @@ def test_the_optuna_study_minimises_a_minimised_metric_and_is_told_it(handwritte
   sampler = vt.samplers.Optuna(sampler="random")
   sampler.start(SPACE, seed=0, scoring=regression)
   assert sampler.active_study.direction == optuna.study.StudyDirection.MINIMIZE
-  asked = sampler.ask(4, [], round_index=0, bucket=PLAIN)
+  asked = sampler.ask(4, round_index=0, bucket=PLAIN)
   mse = np.array([0.5, 0.25, np.nan, 2.0])
-  told = sampler.tell(handwritten_regression(asked, mse), [], round_index=0)
+  told = sampler.tell(handwritten_regression(asked, mse), round_index=0)
   study = sampler.active_study
   assert [t.value for t in study.trials] == [0.5, 0.25, None, 2.0]
   assert [t.user_attrs.get("val_mae") for t in study.trials] == [0.25, 0.125, None, 1.0]
   assert "val_loss" not in study.trials[0].user_attrs
   assert study.best_value == 0.25 and told.kept.tolist() == [1]  # The lowest mse.
   classification = vt.samplers.Optuna(sampler="random")
-  classification.start(SPACE, seed=0)  # The default objective: accuracy, maximised.
+  classification.start(SPACE, seed=0, scoring=CLASSIFICATION)  # Accuracy, maximised.
   assert classification.active_study.direction == optuna.study.StudyDirection.MAXIMIZE
 
 
@@ -239,9 +239,9 @@ def test_a_study_in_the_wrong_direction_for_the_objective_is_refused(handwritten
     minimizing.check(SPACE, parse_strategy("random"))  # Classification, the default.
   # Started for one objective and told another's trials: refused, not told the wrong way.
   minimizing.start(SPACE, 0, scoring=regression)
-  asked = minimizing.ask(2, [], round_index=0, bucket=PLAIN)
+  asked = minimizing.ask(2, round_index=0, bucket=PLAIN)
   table = handwritten_regression(asked, np.array([0.5, 0.25]))
   accuracy = dataclasses.replace(table, scoring=CLASSIFICATION, metrics={
       "accuracy": table.metrics["mse"], "loss": table.metrics["mae"]})
   with pytest.raises(ValueError, match=re.escape("expected one direction, 'maximize'")):
-    minimizing.tell(accuracy, [], round_index=0)
+    minimizing.tell(accuracy, round_index=0)

@@ -17,6 +17,7 @@ from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.rundir import SUMMARY_FILE
 from vmaptune.samplers import Narrow
 from vmaptune.space.structural import Buckets
+from vmaptune.trials.scoring import CLASSIFICATION
 
 # --- the distributions ------------------------------------------------------------------
 
@@ -29,12 +30,12 @@ def test_each_combination_gets_an_equal_share_of_the_lanes():
                    activation=vt.Choice(["relu", "tanh"]))
   buckets = Buckets(vt.models.MLP(), space, population=16, batch_size=32, num_train=360)
   sampler = Narrow()
-  sampler.start(space, seed=0)
-  plan = sampler.buckets(16, 0)
+  sampler.start(space, seed=0, scoring=CLASSIFICATION)
+  plan = sampler.plan(16, 0).buckets
   assert len(buckets) == 6 and [count for _, count in plan] == [3] * 6  # ceil(16 / 6).
   narrowed = vt.Space(dict(space, activation=vt.Choice(["tanh"])))
-  sampler.start(narrowed, seed=0)
-  plan = sampler.buckets(16, 0)
+  sampler.start(narrowed, seed=0, scoring=CLASSIFICATION)
+  plan = sampler.plan(16, 0).buckets
   assert [values for values, _ in plan] == [
       {"hidden": w, "activation": "tanh"} for w in (8, 16, 32)]
   assert [count for _, count in plan] == [6] * 3

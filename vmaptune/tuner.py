@@ -21,8 +21,9 @@ from vmaptune.reporting import progress as progress_events
 from vmaptune.reporting import tracking
 from vmaptune.reporting.tracking.live import LiveLogging
 from vmaptune.search.engine import Engine
+from vmaptune.search.observer import Observers, OnRound, Printer
 from vmaptune.search.results import RoundResult, TuneResult
-from vmaptune.search.rounds import run_rounds
+from vmaptune.search.rounds import Search
 from vmaptune.search.settings import Settings
 from vmaptune.space.space import Space
 from vmaptune.space.structural import ModelSpec
@@ -119,34 +120,16 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   run_dir, restored = (None, None) if out is None else rundir.open_run(
       out, config, resume=resume, resume_from_intact=resume_from_intact,
       copy_files=copy_files)
-  live = LiveLogging(trackers, config, out) if trackers else None
-
-  def announce(done: list[RoundResult]) -> None:
-    if verbose and is_first_process():
-      print(f"resuming {out}: {len(done)} of {settings.rounds} rounds restored from its "
-            "records", flush=True)
-    if live is not None:
-      live.restored(done)
-
-  listener = (None if sink is None
-              else progress_events.Reporter(sink, scoring=engine.objective.scoring))
-  callbacks = [] if listener is None else [listener.round_end]  # First: clears a live line.
+  observers = []
+  if sink is not None:  # First: it clears a live line before anything prints.
+    observers.append(progress_events.Reporter(sink, scoring=engine.objective.scoring))
   if verbose and is_first_process():  # Several processes: process 0 speaks for all.
-    callbacks.append(lambda r: print(r.describe(settings.rounds), flush=True))
-  if live is not None:
-    callbacks.append(live.log_round)
+    observers.append(Printer(settings.rounds, out))
+  if trackers:
+    observers.append(LiveLogging(trackers, config, out))
   if on_round is not None:
-    callbacks.append(on_round)
-  try:
-    result = run_rounds(engine, run_dir=run_dir, restored=restored, listener=listener,
-                        pieces=None if sink is None else progress_events.pieces_for(sink),
-                        callbacks=callbacks, on_restored=announce,
-                        resume_from_intact=resume_from_intact)
-  except BaseException as e:
-    if live is not None:
-      live.stop(e)
-    raise
-  if live is not None:
-    live.finish(result)
-    result.after_final_fit(live.finish)
-  return result
+    observers.append(OnRound(on_round))
+  search = Search(engine, run_dir=run_dir, restored=restored, observer=Observers(observers),
+                  pieces=None if sink is None else progress_events.pieces_for(sink),
+                  resume_from_intact=resume_from_intact)
+  return search.run()

@@ -16,13 +16,13 @@ it does with the news (a live line, JSON lines, a callback) is
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vmaptune.lanes.devices import to_host
+from vmaptune.lanes.population import Lanes, Population
 from vmaptune.validation import greater_than, whole_number
 
 # Epoch-loss records of consecutive pieces hold NaN outside their own epochs.
@@ -30,22 +30,11 @@ _merge_losses = jax.jit(jnp.fmax)
 
 
 class Listener:
-  """Receives what a run reports; every method does nothing unless overridden.
-
-  The round loop calls ``run_start``, ``round_start``, ``bucket_start``,
-  ``round_end`` and ``run_end``; training calls :meth:`trained` after each
-  piece and :meth:`evaluated` after each validation pass.
+  """Hears training as it goes; both methods do nothing unless overridden.
+  Training calls :meth:`trained` after each piece and :meth:`evaluated` after
+  each validation pass. A run's observers
+  (:class:`vmaptune.search.observer.Observer`) extend it.
   """
-
-  def run_start(self, *, rounds: int, population: int, epochs: int, seeds: int,
-                strategy: str, sampler: str, space: Any, restored: list) -> None:
-    """Before the first round; ``restored`` are the rounds a resumed run restored."""
-
-  def round_start(self, index: int, space: Any, buckets: int) -> None:
-    """Before a round's training (again if the round is rerun after running out of memory)."""
-
-  def bucket_start(self, position: int, values: dict[str, Any]) -> None:
-    """Before a bucket (combination of structural values) of the round trains."""
 
   def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
               seconds: float) -> None:
@@ -56,15 +45,6 @@ class Listener:
     """After a validation pass: ``scores``, the ranking metric of each lane (the
     objective's: validation accuracy for classification; lower is better for a
     minimised one), and ``diverged``, both ``[lanes]`` (NaN scores where diverged)."""
-
-  def round_end(self, result: Any) -> None:
-    """After a round (a :class:`vmaptune.search.results.RoundResult`)."""
-
-  def run_end(self, result: Any) -> None:
-    """After the search (a :class:`vmaptune.search.results.TuneResult`)."""
-
-  def close(self) -> None:
-    """Ends the display; called after the run or an error."""
 
 
 class Pieces:
@@ -101,8 +81,8 @@ class Pieces:
     self._lane_epoch_s = seconds / lane_epochs
 
 
-def advance(pop: Any, lanes: Any, data_key: jax.Array, first_epoch: int, num_epochs: int,
-            pieces: Pieces, listener: Listener) -> tuple[Any, jax.Array]:
+def advance(pop: Population, lanes: Lanes, data_key: jax.Array, first_epoch: int,
+            num_epochs: int, pieces: Pieces, listener: Listener) -> tuple[Lanes, jax.Array]:
   """:meth:`Population.advance` over epochs ``[first_epoch, first_epoch +
   num_epochs)`` in pieces, each reported to ``listener``; returns what one
   call would (the lanes, and ``epoch_loss [L, budget]``)."""

@@ -1,7 +1,7 @@
 """Progress of a run as events: a live line on a terminal, JSON lines, or your callback.
 
 This module only listens. Training reports its pieces and evaluations to a
-:class:`Reporter` (a :class:`vmaptune.lanes.events.Listener`), which turns them
+:class:`Reporter` (a :class:`vmaptune.search.observer.Observer`), which turns them
 into event dicts for a :class:`Progress` sink. How training is cut into
 reported pieces is :mod:`vmaptune.lanes.events`' business: ``every="auto"`` (the
 default) sizes pieces to about ``interval_s`` seconds of training each, from
@@ -74,8 +74,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vmaptune.lanes.distributed import is_first_process
-from vmaptune.lanes.events import Listener, Pieces
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.lanes.events import Pieces
+from vmaptune.search.observer import Observer
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import finite_or_none
 
 Event = dict[str, Any]
@@ -270,7 +271,7 @@ def pieces_for(sink: Progress) -> Pieces:
   return Pieces(every, sink.interval_s)
 
 
-class Reporter(Listener):
+class Reporter(Observer):
   """Turns what a run reports into events for a :class:`Progress` sink.
 
   Every process of a multi-process run keeps one; only process 0 passes
@@ -282,7 +283,7 @@ class Reporter(Listener):
       ``val_<metric>`` and ``best_val_<metric>``) and which way it is better.
   """
 
-  def __init__(self, sink: Progress, scoring: Scoring = CLASSIFICATION):
+  def __init__(self, sink: Progress, scoring: Scoring):
     self.sink = sink
     self.scoring = scoring
     self.field = scoring.field(scoring.rank_by)  # "val_accuracy", "val_mse", ...

@@ -2,107 +2,136 @@
 
 A sampler proposes each round's configurations, from the space and every
 finished trial, and learns from each round when it ends; a strategy (see
-:mod:`vmaptune.strategies`) decides how they are trained. A run calls, in
-order:
+:mod:`vmaptune.strategies`) decides how they are trained. A sampler implements
+at most four methods, called in this order:
 
-1. :meth:`Sampler.start` once, with the original space and the run's seed;
-2. per round: :meth:`Sampler.round_space` (the ranges the round samples
-   from, recorded with it), :meth:`Sampler.buckets` (which combinations of
-   structural values it trains, and how many configurations each), then
-   :meth:`Sampler.ask` whenever the strategy draws configurations in a
-   bucket, and :meth:`Sampler.tell` with the round's trials (listed as
-   :meth:`Sampler.order` says);
+1. :meth:`Sampler.start`, once, with the original space, the run's seed and
+   the objective's scoring (the base class keeps them, and the ranges);
+2. per round: :meth:`Sampler.plan` (the ranges the round samples from, recorded
+   with it, and which combinations of structural values it trains with how many
+   configurations each), :meth:`Sampler.ask` whenever the strategy draws
+   configurations in a bucket, and :meth:`Sampler.tell` with the round's trials;
 3. a resumed run tells the sampler each restored round again, so it learns
    what the uninterrupted run had learned.
 
-A sampler's fields are its settings (``Narrow(keep=0.2)``, written
-``"narrow(keep=0.2)"`` in configs); what it learns during a run is reset by
-:meth:`Sampler.start`.
+Most samplers implement :meth:`ask` and :meth:`tell` alone. :meth:`Sampler.check`
+refuses bad settings before anything compiles. A sampler's fields are its
+settings (``Narrow(keep=0.2)``, written ``"narrow(keep=0.2)"`` in configs); what
+it learns during a run is reset by :meth:`Sampler.start`. A new sampler is one
+file and a line in :data:`vmaptune.samplers.SAMPLERS`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from vmaptune.space.space import Space
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 from vmaptune.validation import to_spec
+
+
+class RoundPlan(NamedTuple):
+  """What a round trains.
+
+  Attributes:
+    space: the ranges the round samples from.
+    buckets: ``[(structural values, configurations), ...]``: the combinations of
+      structural values the round trains and how many configurations each gets.
+  """
+  space: Space
+  buckets: list[tuple[dict[str, Any], int]]
 
 
 class Told(NamedTuple):
   """What a sampler made of a finished round.
 
   Attributes:
-    kept: rows of the round's trials it kept, best first (``[K]``; the
-      round's best alone for a sampler that narrows nothing).
+    kept: rows of the round's trials it kept, best first (``[K]``; the round's
+      best alone for a sampler that narrows nothing), counted in ``order``.
     next_space: the ranges the next round samples from.
+    order: the order the round's records list its trials in (a permutation of
+      the rows told, which come bucket by bucket), or ``None``: bucket order.
   """
   kept: np.ndarray
   next_space: Space
+  order: np.ndarray | None = None
+
+
+def power_of_two_sizes(population: int) -> tuple[int, ...]:
+  """Lane counts that buckets of varying sizes are padded up to: the powers of
+  two below ``population``, and ``population``.
+
+  >>> power_of_two_sizes(24)
+  (1, 2, 4, 8, 16, 24)
+  """
+  return tuple(sorted({2 ** k for k in range(population.bit_length()) if 2 ** k < population}
+                      | {population}))
 
 
 class Sampler:
   """Proposes each round's configurations; see the module docstring for the
-  order of calls. Subclasses implement :meth:`ask` and :meth:`tell`."""
+  order of calls. Subclasses implement :meth:`ask` and :meth:`tell`, and may
+  implement :meth:`start` and :meth:`plan`.
+
+  Attributes:
+    bucket_share: the fewest configurations a combination of structural values
+      gets, as a fraction of its equal share of the population; below 1, bucket
+      sizes vary between rounds and are padded up to powers of two of lanes (so
+      buckets share compiled programs). A class setting, not a field.
+  """
 
   name: ClassVar[str] = "sampler"
+  bucket_share: ClassVar[float] = 1.0
 
-  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy`` and
-    the objective's ``scoring`` (called before anything compiles). Samplers
-    that learn from trials rank them with :mod:`vmaptune.trials.ranking`, which
-    follows the trials' own scoring; ``scoring`` is for samplers that must
-    know the direction beforehand (an Optuna study's)."""
+    the objective's ``scoring`` (called before anything compiles)."""
+
+  def start(self, space: Space, seed: int, scoring: Scoring) -> None:
+    """Begins a run over ``space`` (forgetting an earlier run) whose trials are
+    scored by ``scoring``; the ranges start as the whole space."""
+    self.space, self.seed, self.scoring = space, seed, scoring
+    self.ranges = space
+
+  def plan(self, population: int, round_index: int) -> RoundPlan:
+    """Round ``round_index``'s ranges and buckets: by default the current
+    :attr:`ranges`, every combination still in them, ``ceil(population /
+    combinations)`` configurations each."""
+    combinations = self.ranges.combinations()
+    each = math.ceil(population / len(combinations))
+    return RoundPlan(self.ranges, [(values, each) for values in combinations])
+
+  def ask(self, count: int, *, round_index: int, bucket: Bucket,
+          stream: int = 0) -> dict[str, np.ndarray]:
+    """``count`` configurations of ``bucket`` for round ``round_index``:
+    ``{name: float32 [count]}`` of the traced parameters. ``stream`` tells apart
+    several draws of one round and bucket (e.g. Hyperband's brackets)."""
+    raise NotImplementedError
+
+  def tell(self, trials: TrialTable, *, round_index: int) -> Told:
+    """Learns from a finished round's ``trials`` (every bucket's, merged)."""
+    raise NotImplementedError
 
   def fewest_configurations(self, space: Space, population: int) -> int:
     """The fewest configurations a bucket can get (a strategy must run with that
-    many): by default the equal share of :meth:`buckets` over every combination."""
-    return math.ceil(population / len(space.combinations()))
+    many), from :attr:`bucket_share`."""
+    combinations = len(space.combinations())
+    if combinations == 1:
+      return population
+    return max(1, math.ceil(population / combinations * self.bucket_share))
 
   def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
-    """Population sizes a bucket's lane count is rounded up to (so buckets of
-    varying sizes share compiled programs), or ``None`` (sizes are fixed)."""
-    return None
-
-  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
-    """Begins a run over ``space`` (forgetting an earlier run) whose trials are
-    scored by ``scoring``."""
-    self.space, self.seed = space, seed
-
-  def round_space(self) -> Space:
-    """The ranges the next round samples from."""
-    return self.space
-
-  def buckets(self, population: int, round_index: int) -> list[tuple[dict[str, Any], int]]:
-    """The combinations of structural values the round trains and how many
-    configurations each gets: by default, every combination still in
-    :meth:`round_space`, ``ceil(population / combinations)`` each."""
-    combinations = self.round_space().combinations()
-    each = math.ceil(population / len(combinations))
-    return [(values, each) for values in combinations]
-
-  def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
-          stream: int = 0) -> dict[str, np.ndarray]:
-    """``count`` configurations of ``bucket`` (a :class:`vmaptune.space.structural.Bucket`)
-    for round ``round_index``: ``{name: float32 [count]}`` of the traced
-    parameters. ``stream`` tells apart several draws of one round and bucket
-    (e.g. Hyperband's brackets); ``history`` holds the completed rounds."""
-    raise NotImplementedError
-
-  def order(self, trials: TrialTable, *, round_index: int) -> np.ndarray | None:
-    """The order the round's records list its trials in (a permutation of
-    the rows of ``trials``, which come bucket by bucket), or ``None`` to keep
-    bucket order. Called before :meth:`tell`, which then sees that order."""
-    return None
-
-  def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
-    """Learns from a finished round's ``trials`` (every bucket's, merged)."""
-    raise NotImplementedError
+    """Population sizes a bucket's lane count is rounded up to, or ``None``
+    (every bucket's size is fixed)."""
+    if self.bucket_share == 1.0 or len(space.combinations()) == 1:
+      return None
+    return power_of_two_sizes(population)
 
   def describe(self) -> str:
     """``name(key=value, ...)``, as configs write it."""

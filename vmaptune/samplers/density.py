@@ -27,14 +27,15 @@ Structural parameters are learned as :mod:`vmaptune.samplers.history` says.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr, ndtri
 
 from vmaptune.samplers.history import FromHistory
 from vmaptune.space.space import Space
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
+from vmaptune.trials.scoring import Scoring
 from vmaptune.validation import fraction, whole_number
 
 # Kernel widths never fall below this fraction of a range, so a good density
@@ -138,12 +139,12 @@ class Density(FromHistory):
   candidates: int = 16
   name = "density"
 
-  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     super().check(space, strategy, scoring)
     fraction("explore", self.explore, error=ValueError)
     whole_number("candidates", self.candidates, 1, error=ValueError)
 
-  def propose(self, count: int, rng: np.random.Generator, bucket: Any) -> np.ndarray:
+  def propose(self, count: int, rng: np.random.Generator, bucket: Bucket) -> np.ndarray:
     unit, is_good = self.unit, self.is_good
     own = self.rows_of(bucket)
     # A bucket's own trials once it has a few good ones; before, every bucket's.

@@ -29,7 +29,9 @@ import numpy as np
 
 from vmaptune.samplers.history import FromHistory
 from vmaptune.space.space import Space
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 from vmaptune.validation import real_number
 
@@ -79,12 +81,12 @@ class Evolution(FromHistory):
   sigma: float = 0.3
   name = "evolution"
 
-  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     super().check(space, strategy, scoring)
     real_number("sigma", self.sigma, 0.0, 1.0, low_open=True, error=ValueError)
     import_evosax()
 
-  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+  def start(self, space: Space, seed: int, scoring: Scoring) -> None:
     super().start(space, seed, scoring)
     self._state = None
 
@@ -109,7 +111,7 @@ class Evolution(FromHistory):
     self._state, _ = es.tell(key, jnp.asarray(unit, jnp.float32), jnp.asarray(fitness),
                              self._fresh(es), self._params(es))
 
-  def propose(self, count: int, rng: np.random.Generator, bucket: Any) -> np.ndarray:
+  def propose(self, count: int, rng: np.random.Generator, bucket: Bucket) -> np.ndarray:
     es = cma_es(count, len(self.space.traced()))
     key = jax.random.key(int(rng.integers(2 ** 31)))
     points, _ = es.ask(key, self._fresh(es), self._params(es))

@@ -22,28 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from vmaptune.samplers.base import Sampler, Told
+from vmaptune.samplers.base import RoundPlan, Sampler, Told
 from vmaptune.space.space import Space
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
 from vmaptune.trials.ranking import rank
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 from vmaptune.validation import fraction
-
-
-def power_of_two_sizes(population: int) -> tuple[int, ...]:
-  """Lane counts that buckets of varying sizes are padded up to: the powers of
-  two below ``population``, and ``population``.
-
-  >>> power_of_two_sizes(24)
-  (1, 2, 4, 8, 16, 24)
-  """
-  return tuple(sorted({2 ** k for k in range(population.bit_length()) if 2 ** k < population}
-                      | {population}))
 
 
 def allocate(weights: np.ndarray, total: int, floor: int) -> np.ndarray:
@@ -74,49 +63,44 @@ class FromHistory(Sampler):
   """
 
   good: float = 0.15
+  bucket_share = 0.5  # Each bucket gets at least half its equal share.
 
-  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     # The rest of the ranked configurations are the bad ones, so neither end.
     fraction("good", self.good, low_open=True, high_open=True, error=ValueError)
 
-  def fewest_configurations(self, space: Space, population: int) -> int:
-    combinations = len(space.combinations())
-    return population if combinations == 1 else max(1, math.ceil(population / combinations / 2))
-
-  def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
-    return None if len(space.combinations()) == 1 else power_of_two_sizes(population)
-
-  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+  def start(self, space: Space, seed: int, scoring: Scoring) -> None:
     super().start(space, seed, scoring)
     self.history: TrialTable | None = None  # Every configuration trained so far.
     self.is_good: np.ndarray | None = None  # bool [N]: among the top `good` fraction.
     self.unit: np.ndarray | None = None  # [N, D]: the history's points in the unit cube.
 
-  def buckets(self, population: int, round_index: int) -> list[tuple[dict[str, Any], int]]:
+  def plan(self, population: int, round_index: int) -> RoundPlan:
     combinations = self.space.combinations()
     if len(combinations) == 1 or self.history is None:
-      return super().buckets(population, round_index)
+      return super().plan(population, round_index)
     keys = self._bucket_keys(self.history)
     good_keys = [key for key, good in zip(keys, self.is_good, strict=True) if good]
     trained = np.array([keys.count(tuple(c.values())) for c in combinations])
     good = np.array([good_keys.count(tuple(c.values())) for c in combinations])
     counts = allocate((good + 1) / (trained + 2), population,
                       self.fewest_configurations(self.space, population))
-    return [(values, int(count)) for values, count in zip(combinations, counts, strict=True)]
+    return RoundPlan(self.space, [(values, int(count))
+                                  for values, count in zip(combinations, counts, strict=True)])
 
   def _bucket_keys(self, table: TrialTable) -> list[tuple]:
     names = self.space.structural_names
     return [tuple(self.space[n].value(table.hparams[n][row]) for n in names)
             for row in range(len(table))]
 
-  def rows_of(self, bucket: Any) -> np.ndarray:
+  def rows_of(self, bucket: Bucket) -> np.ndarray:
     """bool ``[N]``: the history's configurations trained in ``bucket``."""
     if not bucket.values:
       return np.ones(len(self.history), bool)
     key = tuple(bucket.values[n] for n in self.space.structural_names)
     return np.array([k == key for k in self._bucket_keys(self.history)], bool)
 
-  def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
+  def ask(self, count: int, *, round_index: int, bucket: Bucket,
           stream: int = 0) -> dict[str, np.ndarray]:
     traced = self.space.traced()
     if self.history is None:  # Nothing learned yet: uniform, as the narrow sampler's first round.
@@ -127,7 +111,7 @@ class FromHistory(Sampler):
     assert unit.shape == (count, len(traced)), (unit.shape, count)
     return traced.from_unit(unit)
 
-  def propose(self, count: int, rng: np.random.Generator, bucket: Any) -> np.ndarray:
+  def propose(self, count: int, rng: np.random.Generator, bucket: Bucket) -> np.ndarray:
     """``count`` points of the unit cube, float64 ``[count, D]``, for ``bucket``."""
     raise NotImplementedError
 
@@ -136,7 +120,7 @@ class FromHistory(Sampler):
     their unit-cube points ``unit [T, D]`` and rows ranked best first
     (``ranked [R]``, diverged ones left out). :attr:`history` already holds them."""
 
-  def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
+  def tell(self, trials: TrialTable, *, round_index: int) -> Told:
     configurations = trials.take(np.flatnonzero(trials.is_configuration))
     self.history = (configurations if self.history is None
                     else TrialTable.concat([self.history, configurations]))

@@ -4,14 +4,15 @@ the best trials, shrink every range to their span, repeat."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from vmaptune.samplers.base import Sampler, Told
+from vmaptune.space.space import Space
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
 from vmaptune.trials.ranking import keep_top
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 from vmaptune.validation import fraction
 
@@ -37,26 +38,19 @@ class Narrow(Sampler):
   margin: float = 0.1
   name = "narrow"
 
-  def check(self, space: Any, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     fraction("keep", self.keep, low_open=True, error=ValueError)
     fraction("margin", self.margin, error=ValueError)
 
-  def start(self, space: Any, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
-    super().start(space, seed, scoring)
-    self._current = space
-
-  def round_space(self) -> Any:
-    return self._current
-
-  def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
+  def ask(self, count: int, *, round_index: int, bucket: Bucket,
           stream: int = 0) -> dict[str, np.ndarray]:
     # Each bucket draws from its own stream (numbered in the original space), so a
     # configuration depends neither on the other buckets nor on dropped categories.
-    return self._current.traced().sample(self.seed, round_index, count, stream, bucket.index)
+    return self.ranges.traced().sample(self.seed, round_index, count, stream, bucket.index)
 
-  def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
+  def tell(self, trials: TrialTable, *, round_index: int) -> Told:
     kept = keep_top(trials, self.keep)
     if len(kept):
-      self._current = self._current.narrow({k: v[kept] for k, v in trials.hparams.items()},
-                                           self.margin, self.space)
-    return Told(kept, self._current)
+      self.ranges = self.ranges.narrow({k: v[kept] for k, v in trials.hparams.items()},
+                                       self.margin, self.space)
+    return Told(kept, self.ranges)

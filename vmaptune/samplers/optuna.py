@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 from vmaptune.errors import SpaceError
-from vmaptune.samplers.base import Sampler, Told
-from vmaptune.samplers.history import power_of_two_sizes
+from vmaptune.samplers.base import RoundPlan, Sampler, Told
 from vmaptune.space.discrete import Choice, IntUniform
 from vmaptune.space.distributions import Continuous, LogUniform
 from vmaptune.space.space import Space
+from vmaptune.space.structural import Bucket
+from vmaptune.strategies.base import Strategy
 from vmaptune.trials.ranking import rank
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import DIVERGED, FINISHED, TrialTable, finite_or_none
 from vmaptune.validation import one_of
 
@@ -132,8 +132,9 @@ class Optuna(Sampler):
   sampler: str | None = None
   diverged: str = "pruned"
   name = "optuna"
+  bucket_share = 0.0  # The study decides how many configurations each bucket gets.
 
-  def check(self, space: Space, strategy: Any, scoring: Scoring = CLASSIFICATION) -> None:
+  def check(self, space: Space, strategy: Strategy, scoring: Scoring) -> None:
     """Raises ``ValueError`` if it cannot sample ``space`` for ``strategy``, or
     its study's direction is not ``scoring``'s (the objective's)."""
     optuna = import_optuna()
@@ -150,7 +151,7 @@ class Optuna(Sampler):
     if study is not None:
       check_direction(study, scoring)
     distributions(space)
-    if space.structural_names and getattr(strategy, "name", "random") != "random":
+    if space.structural_names and strategy.name != "random":
       raise ValueError("the Optuna sampler chooses how many configurations each combination "
                        "of structural values gets, so a strategy that stops or copies lanes "
                        "could be left with one; use strategy 'random' with structural "
@@ -159,20 +160,11 @@ class Optuna(Sampler):
       raise ValueError("the Optuna sampler asks and tells its study from one process; run "
                        "it in a single process")
 
-  def fewest_configurations(self, space: Space, population: int) -> int:
-    return 1 if space.structural_names else population  # The study splits the buckets.
-
-  def lane_sizes(self, space: Space, population: int) -> tuple[int, ...] | None:
-    if not space.structural_names:
-      return None  # One bucket of exactly `population` configurations.
-    return power_of_two_sizes(population)
-
-  def start(self, space: Space, seed: int, scoring: Scoring = CLASSIFICATION) -> None:
+  def start(self, space: Space, seed: int, scoring: Scoring) -> None:
     """Begins a run: a new study in ``scoring``'s direction, or the one given
     (checked to have it)."""
-    super().start(space, seed)
+    super().start(space, seed, scoring)
     optuna = import_optuna()
-    self.scoring = scoring
     if self.study is not None:
       check_direction(self.study, scoring)
     sampler = getattr(optuna.samplers, OPTUNA_SAMPLERS[self.sampler or "tpe"])
@@ -194,20 +186,20 @@ class Optuna(Sampler):
   def _key(self, values: dict[str, Any]) -> tuple:
     return tuple(values[name] for name in self.space.structural_names)
 
-  def buckets(self, population: int, round_index: int) -> list[tuple[dict[str, Any], int]]:
+  def plan(self, population: int, round_index: int) -> RoundPlan:
     names = self.space.structural_names
     if not names:
-      return [({}, population)]
+      return RoundPlan(self.space, [({}, population)])
     if round_index not in self._grouped:  # Asked once, even if the round runs again.
       groups: dict[tuple, list] = {}
       for _ in range(population):
         trial = self.active_study.ask(self._distributions)
         groups.setdefault(tuple(trial.params[n] for n in names), []).append(trial)
       self._grouped[round_index] = groups
-    return [(dict(zip(names, key, strict=True)), len(trials))
-            for key, trials in self._grouped[round_index].items()]
+    return RoundPlan(self.space, [(dict(zip(names, key, strict=True)), len(trials))
+                                  for key, trials in self._grouped[round_index].items()])
 
-  def ask(self, count: int, history: Sequence[Any], *, round_index: int, bucket: Any,
+  def ask(self, count: int, *, round_index: int, bucket: Bucket,
           stream: int = 0) -> dict[str, np.ndarray]:
     key = (round_index, self._key(bucket.values), stream)
     if key not in self._asked:
@@ -222,18 +214,22 @@ class Optuna(Sampler):
     """The round's asked trials, in the order their configurations were trained."""
     return [t for key, ts in self._asked.items() if key[0] == round_index for t in ts]
 
-  def order(self, trials: TrialTable, *, round_index: int) -> np.ndarray | None:
+  def _record_order(self, trials: TrialTable, round_index: int) -> np.ndarray | None:
     """With structural parameters, the round's configurations in the order the
-    study asked for them (trained bucket by bucket), other trials after."""
-    if not self.space.structural_names:
+    study asked for them (trained bucket by bucket), other trials after; ``None``
+    without them, or for a round restored from its records (already in order)."""
+    if not self.space.structural_names or not self._asked_in_order(round_index):
       return None
     configurations = np.flatnonzero(trials.is_configuration)
     numbers = [t.number for t in self._asked_in_order(round_index)]
     by_number = configurations[np.argsort(numbers, kind="stable")]
     return np.concatenate([by_number, np.flatnonzero(~trials.is_configuration)])
 
-  def tell(self, trials: TrialTable, history: Sequence[Any], *, round_index: int) -> Told:
+  def tell(self, trials: TrialTable, *, round_index: int) -> Told:
     optuna = import_optuna()
+    order = self._record_order(trials, round_index)
+    if order is not None:  # Told, and recorded, in the order the study asked.
+      trials = trials.reordered(order)
     scoring = trials.scoring
     if scoring.direction != self.scoring.direction:  # Started for another objective.
       check_direction(self.active_study, scoring)
@@ -267,7 +263,7 @@ class Optuna(Sampler):
       del self._asked[key]
     self._grouped.pop(round_index, None)
     # Nothing is narrowed (the study adapts itself); the round's best trial is marked kept.
-    return Told(rank(trials)[:1], self.space)
+    return Told(rank(trials)[:1], self.space, order)
 
   def _inside(self, params: dict[str, Any]) -> dict[str, Any]:
     """Recorded values inside their distributions: a float32 record of a bound

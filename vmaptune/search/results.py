@@ -8,12 +8,10 @@ ranges, timings); a :class:`TuneResult` holds the rounds, the chosen trial
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +21,10 @@ from vmaptune.space.distributions import describe_values, json_value
 from vmaptune.space.space import Space
 from vmaptune.trials.ranking import best_row, rank
 from vmaptune.trials.table import FINISHED, Trial, TrialTable, finite_or_none
+
+if TYPE_CHECKING:  # Only for types: the search builds results, and confirms with them.
+  from vmaptune.search.confirmation import Confirmation
+  from vmaptune.search.rounds import Search
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,8 +56,6 @@ class RoundResult(TrialTable):
   compile_s: float
   trace_s: float
   compiles: int
-  # The best finished trial's parameters, no lane axis (None when restored from records).
-  best_params: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
   def configurations(self) -> int:
@@ -224,25 +224,20 @@ class TuneResult:
     out_dir: the run directory, or ``None`` when records were not written.
     confirmation: the :class:`vmaptune.search.confirmation.Confirmation` that chose
       the configuration, or ``None`` (turned off, or before it ran).
+    final: the :class:`FinalFit`, once :meth:`final_fit` ran (or a resumed run restored it).
   """
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
-               wall_s: float, out_dir: str | None,
-               refit: Callable[[TuneResult], FinalFit] | None, final: FinalFit | None = None,
-               on_final_fit: Callable[[TuneResult], None] | None = None,
-               confirmation: Any = None,
-               final_fit_guard: Callable[[], contextlib.AbstractContextManager] | None = None):
+               wall_s: float, out_dir: str | None, *, final: FinalFit | None = None,
+               confirmation: Confirmation | None = None, search: Search | None = None):
     self.rounds = rounds
     self.confirmation = confirmation
     self.space = space
     self.settings = settings
     self.wall_s = wall_s
     self.out_dir = out_dir
-    self._refit = refit
     self._final = final  # Restored from the run directory when a finished run is resumed.
-    self._on_final_fit = on_final_fit  # Saves the fit's parameters and summary.
-    self._final_fit_guard = final_fit_guard  # Holds the run directory over the final fit.
-    self._after_final_fit: list[Callable[[TuneResult], None]] = []
+    self._search = search  # What refits the chosen configuration (None: nothing can).
 
   @property
   def best(self) -> Trial | None:
@@ -281,26 +276,19 @@ class TuneResult:
     if self._final is None:
       if self.best is None:
         raise RuntimeError("no round completed, so there is no configuration to refit")
-      if self._refit is None:
+      if self._search is None:
         raise RuntimeError("this result has no data or model attached to refit with")
-      guard = self._final_fit_guard or contextlib.nullcontext
-      with guard():
-        self._final = self._refit(self)
-        if self._on_final_fit is not None:
-          self._on_final_fit(self)
-      for callback in self._after_final_fit:
-        callback(self)
+      self._search.final_fit(self)
     return self._final
-
-  def after_final_fit(self, callback: Callable[[TuneResult], None]) -> None:
-    """Calls ``callback(self)`` once the final fit ran and was saved (e.g. to
-    send it to a tracker)."""
-    self._after_final_fit.append(callback)
 
   @property
   def final(self) -> FinalFit | None:
     """The final fit, if it ran (or was restored); ``None`` before."""
     return self._final
+
+  @final.setter
+  def final(self, fit: FinalFit) -> None:
+    self._final = fit
 
   def summary(self) -> dict[str, Any]:
     best = self.best

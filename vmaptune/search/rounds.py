@@ -1,225 +1,315 @@
-"""The round loop every sampler and strategy share: ask, train, evaluate, tell, record.
+"""The round loop every sampler and strategy share, as a :class:`Search` with named steps.
 
-Each round the sampler gives the round's ranges and buckets; in every bucket
-the strategy draws the sampler's configurations and trains them through the
-bucket's population; all the round's trials are merged into one table, told
-to the sampler, appended to the run directory and, with the summary,
-committed. A resumed run first rebuilds its completed rounds from their
-records and tells them to the sampler again, checking that it narrows as the
-summary recorded; later rounds draw from round-indexed keys, so the resumed
+:meth:`Search.run` reads top to bottom: :meth:`~Search.resume` (a resumed run's
+completed rounds, rebuilt from their records and told to the sampler again),
+then per round :meth:`~Search.round` (the sampler plans and asks, the strategy
+trains every bucket and returns its trials with their lanes, the table is
+ranked once, the sampler is told) and :meth:`~Search.commit` (the run directory
+records it, the observers hear of it), then :meth:`~Search.confirm` and
+:meth:`~Search.finish`. Later rounds draw from round-indexed keys, so a resumed
 run writes what an uninterrupted run writes. The test split is not touched
-until the final fit.
+until :meth:`Search.final_fit`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import contextlib
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
 
-import flax.serialization
 import jax
 import numpy as np
 
-from vmaptune.errors import (
-  AllDivergedError,
-  DamagedRunError,
-  OutOfMemoryError,
-  RunDirectoryWriteError,
-)
+from vmaptune.errors import AllDivergedError, OutOfMemoryError, RunDirectoryWriteError
 from vmaptune.lanes.chunks import is_out_of_memory
 from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.lanes.devices import lane_to_host
-from vmaptune.lanes.events import Listener, Pieces
+from vmaptune.lanes.events import Pieces
 from vmaptune.lanes.keys import round_keys
-from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
-from vmaptune.rundir.damage import intact_advice
-from vmaptune.rundir.files import as_json
+from vmaptune.rundir import Restored, RunDirectory
 from vmaptune.rundir.writer import kept_params
+from vmaptune.samplers.base import RoundPlan
 from vmaptune.search import confirmation as confirmation_stage
+from vmaptune.search import restore
+from vmaptune.search.confirmation import Confirmation
 from vmaptune.search.engine import Engine
 from vmaptune.search.final_fit import FinalFit
+from vmaptune.search.observer import Observer, Observers
 from vmaptune.search.results import RoundResult, TuneResult, best_trial
 from vmaptune.space.distributions import LogUniform
 from vmaptune.strategies import RoundContext
-from vmaptune.trials.log import TrialLog
 from vmaptune.trials.ranking import best_row
-from vmaptune.trials.table import TrialTable
+from vmaptune.trials.table import Trial, TrialTable
 
 
-def _params_pointer(source: str, trial: Any) -> dict[str, Any]:
+def params_pointer(source: str, trial: Trial) -> dict:
   """The summary's ``best_params``: whose parameters the file holds (its
   ``sha256`` is added when it is written)."""
   return {"from": source, "round": trial.round, "trial": trial.trial,
           "hparams": trial.to_record()["hparams"]}
 
 
-def _best_lane_params(log: TrialLog, table: TrialTable) -> Any:
-  """The parameters of a bucket's best finished trial (``None`` if none finished)."""
-  row = best_row(table)
-  if row is None or row not in log.placed:
-    return None
-  lanes, position = log.placed[row]
-  return lane_to_host(lanes.state.params, position)
-
-
-def run_round(engine: Engine, index: int, history: Sequence[RoundResult],
-              listener: Listener | None = None, pieces: Pieces | None = None,
-              keep_params: bool = False) -> RoundResult:
-  """Round ``index``: the strategy in every bucket the sampler gives it, all
-  the trials merged (bucket order) and told to the sampler; with
-  ``keep_params``, the best finished trial's parameters come along
-  (``RoundResult.best_params``, to be saved)."""
-  settings, sampler, strategy = engine.settings, engine.sampler, engine.strategy
-  start = time.perf_counter()
-  space = sampler.round_space()
-  traced = space.traced()
-  init_key, data_key = round_keys(settings.seed, index)
-  plan = sampler.buckets(settings.population, index)
-  if listener is not None:
-    listener.round_start(index, space, len(plan))
-  parts, candidates = [], []
-  with CompileCounter() as compiled:
-    # Buckets share the round's keys: a configuration's result does not depend
-    # on which other buckets the round has.
-    for position, (values, count) in enumerate(plan):
-      bucket = engine.buckets.find(values)
-      if listener is not None:
-        listener.bucket_start(position, bucket.values)
-      numbered = [] if bucket.index is None else [bucket.index]
-      ask = (lambda size, stream, bucket=bucket: sampler.ask(
-          size, history, round_index=index, bucket=bucket, stream=stream))
-      ctx = RoundContext(pop=engine.population(bucket), space=traced, index=index,
-                         configurations=count, init_key=init_key, data_key=data_key,
-                         rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
-                         ask=ask, seeds=settings.seeds, listener=listener, pieces=pieces)
-      log = TrialLog(list(traced), settings.epochs, index, engine.objective.scoring)
-      strategy.run(ctx, log)
-      parts.append((bucket.values, log.table()))
-      if keep_params:
-        candidates.append((bucket, _best_lane_params(log, parts[-1][1])))
-  table = TrialTable.merge_buckets(parts, space)
-  rows = sampler.order(table, round_index=index)
-  if rows is not None:
-    table = table.reordered(rows)
-  told = sampler.tell(table, history, round_index=index)
-  result = RoundResult(**table.columns(), index=index, space=space, next_space=told.next_space,
-                       kept=told.kept, strategy=strategy.describe(),
-                       wall_s=time.perf_counter() - start, compile_s=compiled.compile_seconds,
-                       trace_s=compiled.trace_seconds, compiles=compiled.compiles)
-  row = best_row(result)
-  if row is None or not keep_params:
-    return result
-  bucket = engine.buckets.find(result.structural(row))
-  return dataclasses.replace(result, best_params=next(
-      (params for found, params in candidates if found is bucket), None))
-
-
-def run_round_in_memory(engine: Engine, index: int, history: Sequence[RoundResult],
-                        listener: Listener | None = None, pieces: Pieces | None = None,
-                        keep_params: bool = False) -> RoundResult:
-  """:func:`run_round`; if a device runs out of memory, the round runs again
-  with lane chunks half as large (same keys, so the same results) down to one lane.
-
-  Raises:
-    OutOfMemoryError: one lane per chunk does not fit either.
-  """
-  while True:
-    try:
-      return run_round(engine, index, history, listener, pieces, keep_params)
-    except jax.errors.JaxRuntimeError as e:
-      if not is_out_of_memory(e):
-        raise
-      pops = [engine.population(engine.buckets.find(values))
-              for values, _ in engine.sampler.buckets(engine.settings.population, index)]
-      if not [pop.shrink_chunks() for pop in pops].count(True):
-        raise OutOfMemoryError(f"round {index + 1}/{engine.settings.rounds} ran out of device "
-                               f"memory with one lane per chunk: {e}") from e
-      lanes = max(pop.lanes_per_chunk or 1 for pop in pops)
-      warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
-                    f"most {lanes} lane{'s' if lanes > 1 else ''} per chunk", RuntimeWarning,
-                    stacklevel=3)
-
-
-def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | None = None,
-                   resume_from_intact: bool = False) -> list[RoundResult]:
-  """The completed rounds of a resumed run, rebuilt from their records and
-  told to the (started) sampler again.
+class Search:
+  """One search: the engine's rounds, recorded in a run directory, told to observers.
 
   Args:
-    run_dir: the run directory, cut back to the rounds that replay when
-      ``resume_from_intact`` (its damaged files copied aside first).
-
-  Raises:
-    DamagedRunError: the records do not replay to what the summary recorded
-      (without ``resume_from_intact``).
+    engine: the run's checked inputs and populations.
+    run_dir: where records go (``None``: nowhere); its writer lock is released
+      when :meth:`run` ends, however it ends.
+    restored: the completed state of a resumed run (from :func:`vmaptune.rundir.open_run`).
+    observer: told about the run as it goes (see :mod:`vmaptune.search.observer`).
+    pieces: how training is cut into reported pieces (with observers).
+    resume_from_intact: restored rounds that do not replay cut the run back to
+      the ones before them (see :func:`vmaptune.search.restore.restore_rounds`).
   """
-  rounds: list[RoundResult] = []
-  for index, summary in enumerate(restored.summary["rounds"]):
-    space = engine.sampler.round_space()
-    records = restored.round_records(index)
+
+  def __init__(self, engine: Engine, *, run_dir: RunDirectory | None = None,
+               restored: Restored | None = None, observer: Observer | None = None,
+               pieces: Pieces | None = None, resume_from_intact: bool = False):
+    self.engine, self.run_dir, self.restored = engine, run_dir, restored
+    self.observer = observer if observer is not None else Observers()
+    self.pieces = pieces
+    self.resume_from_intact = resume_from_intact
+    self.rounds: list[RoundResult] = []
+    self.best: tuple[RoundResult, int] | None = None  # The best finished trial: (round, row).
+    self.confirmation: Confirmation | None = None
+    self.final: FinalFit | None = None
+    self.saved: dict | None = None  # Whose parameters best_params.msgpack holds.
+    self.record = {**engine.described_settings(), "data": repr(engine.data),
+                   "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
+                   "processes": jax.process_count()}
+    self.started = time.perf_counter()
+
+  def run(self) -> TuneResult:
+    """Runs (or resumes) the search: every round, each recorded as it completes.
+
+    Raises:
+      AllDivergedError: every lane of a round diverged (``partial`` holds the rounds before).
+      OutOfMemoryError: a round does not fit, one lane per chunk (``partial`` likewise).
+      RunDirectoryWriteError: a write failed (``partial`` holds the rounds on disk).
+      DamagedRunError: restored records do not replay (without ``resume_from_intact``).
+    """
+    settings = self.engine.settings
     try:
-      if as_json(space.to_dict()) != summary["space"]:
-        raise ValueError(f"round {index + 1}'s ranges in the summary are not the ones the "
-                         "earlier rounds narrowed to")
-      table = TrialTable.from_records(records, engine.space, engine.settings.epochs,
-                                      engine.objective.scoring)
-      told = engine.sampler.tell(table, rounds, round_index=index)
-      result = RoundResult(**table.columns(), index=index, space=space,
-                           next_space=told.next_space, kept=told.kept,
-                           strategy=summary["strategy"], wall_s=summary["wall_s"],
-                           compile_s=summary["compile_s"], trace_s=summary["trace_s"],
-                           compiles=summary["compiles"])
-      replayed = as_json(result.summary())
-      differs = [key for key in summary if replayed.get(key, summary[key]) != summary[key]]
-      if as_json([t.to_record() for t in result.trials()]) != records or differs:
-        raise ValueError(f"round {index + 1} replayed from its records does not give the "
-                         f"records and summary the run wrote ({', '.join(differs) or 'records'}"
-                         " differ: damaged records, or a vmaptune that ranks or narrows "
-                         "differently)")
-    except (KeyError, ValueError, TypeError) as e:
-      where = "the run directory" if run_dir is None else run_dir.path
-      if not resume_from_intact or run_dir is None:
-        trials = os.path.join(where, TRIALS_FILE)
-        raise DamagedRunError(
-            f"{trials} and {os.path.join(where, SUMMARY_FILE)} disagree: {e}. "
-            f"{intact_advice(where, index, engine.settings.rounds)}", trials, index) from e
-      aside = run_dir.keep_rounds(restored.summary, index)
-      # Told the damaged round: again.
-      engine.sampler.start(engine.space, engine.settings.seed, engine.objective.scoring)
-      for done in rounds:
-        engine.sampler.round_space()
-        engine.sampler.tell(done, rounds[:done.index], round_index=done.index)
-      if aside is not None:  # Process 0, which moved them.
-        warnings.warn(f"{e}; resuming {where} from its {index} intact rounds; the damaged "
-                      f"files were copied to {aside}", RuntimeWarning, stacklevel=3)
-      break
-    rounds.append(result)
-  return rounds
+      self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
+      self.resume()
+      described = self.record
+      self.observer.run_start(rounds=settings.rounds, population=settings.population,
+                              epochs=settings.epochs, seeds=settings.seeds,
+                              strategy=described["strategy"], sampler=described["sampler"],
+                              space=self.engine.space, restored=list(self.rounds))
+      for index in range(len(self.rounds), settings.rounds):
+        self.commit(self.round(index))
+      self.confirm()
+      return self.finish()
+    except BaseException as e:
+      self.observer.stopped(e)
+      raise
+    finally:
+      if self.run_dir is not None:
+        self.run_dir.release()
+
+  def result(self, rounds: list[RoundResult] | None = None) -> TuneResult:
+    """The search so far (or over ``rounds``), as a :class:`TuneResult`."""
+    rounds = list(self.rounds if rounds is None else rounds)
+    return TuneResult(rounds, self.engine.space, self.record,
+                      time.perf_counter() - self.started,
+                      None if self.run_dir is None else self.run_dir.path,
+                      final=self.final, confirmation=self.confirmation, search=self)
+
+  def summary(self, result: TuneResult) -> dict:
+    """``summary.json``'s content for ``result``: its summary and the parameters' pointer."""
+    return {**result.summary(), "best_params": self.saved}
+
+  def resume(self) -> None:
+    """A resumed run's completed rounds, confirmation and final fit, as they ran."""
+    restored, run_dir = self.restored, self.run_dir
+    if restored is None:
+      return
+    self.rounds = restore.restore_rounds(self.engine, restored, run_dir, self.resume_from_intact)
+    for result in self.rounds:
+      self._note_best(result)
+    run_dir.tidy()  # The records replayed: what a killed writer left can go.
+    cut = len(self.rounds) < len(restored.summary["rounds"])
+    if restored.params is not None and run_dir.writes:
+      self.saved = restored.summary.get("best_params")
+      if cut:
+        self.saved = kept_params(run_dir.path, restored.summary, len(self.rounds))
+    size = self.engine.settings.confirm_size()
+    if not cut:
+      self.confirmation = restore.restore_confirmation(self.engine, restored, self.rounds, size)
+      if size is None or self.confirmation is not None:
+        best = self.chosen()
+        self.final = restore.restore_final_fit(self.engine, restored, self.rounds, best)
+    self.started -= (sum(r.wall_s for r in self.rounds) if cut
+                     else restored.summary.get("wall_s", 0.0))
+    run_dir.write_config(restored.config)  # Only now that the records were checked.
+    if cut or restored.repaired:  # The cut summary lacks the choice: written again now.
+      run_dir.write_summary(self.summary(self.result()))
+    self.observer.restored(list(self.rounds))
+
+  def chosen(self) -> Trial | None:
+    """The chosen trial: the confirmation's choice, or the best finished trial so far."""
+    if self.confirmation is not None:
+      return self.confirmation.trial
+    return None if self.best is None else self.best[0].record(self.best[1])
+
+  def round(self, index: int) -> RoundResult:
+    """Round ``index``, planned once and trained (again, with lane chunks half as
+    large, if a device runs out of memory: same keys, so the same results).
+
+    Raises:
+      OutOfMemoryError: one lane per chunk does not fit either (the summary says so).
+    """
+    engine = self.engine
+    plan = engine.sampler.plan(engine.settings.population, index)
+    while True:
+      try:
+        return self._train_round(index, plan)
+      except jax.errors.JaxRuntimeError as e:
+        if not is_out_of_memory(e):
+          raise
+        self._shrink_chunks(index, plan, e)
+
+  def _shrink_chunks(self, index: int, plan: RoundPlan, error: Exception) -> None:
+    """Halves the lane chunks of the plan's populations, or raises :class:`OutOfMemoryError`."""
+    pops = [self.engine.population(self.engine.buckets.find(values))
+            for values, _ in plan.buckets]
+    if not [pop.shrink_chunks() for pop in pops].count(True):
+      e = OutOfMemoryError(f"round {index + 1}/{self.engine.settings.rounds} ran out of device "
+                           f"memory with one lane per chunk: {error}")
+      e.partial = self.result()
+      if self.run_dir is not None:
+        self.run_dir.write_summary({**self.summary(e.partial), "error": str(e)})
+      raise e from error
+    lanes = max(pop.lanes_per_chunk or 1 for pop in pops)
+    warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
+                  f"most {lanes} lane{'s' if lanes > 1 else ''} per chunk", RuntimeWarning,
+                  stacklevel=4)
+
+  def _train_round(self, index: int, plan: RoundPlan) -> RoundResult:
+    """The strategy in every bucket of ``plan``, all the trials merged (bucket
+    order, or the sampler's) and told to the sampler, ranked once."""
+    engine = self.engine
+    settings, sampler, strategy = engine.settings, engine.sampler, engine.strategy
+    start = time.perf_counter()
+    traced = plan.space.traced()
+    init_key, data_key = round_keys(settings.seed, index)
+    self.observer.round_start(index, plan.space, len(plan.buckets))
+    parts, lanes = [], []
+    with CompileCounter() as compiled:
+      # Buckets share the round's keys: a configuration's result does not depend
+      # on which other buckets the round has.
+      for position, (values, count) in enumerate(plan.buckets):
+        bucket = engine.buckets.find(values)
+        self.observer.bucket_start(position, bucket.values)
+        numbered = [] if bucket.index is None else [bucket.index]
+        ask = (lambda size, stream, bucket=bucket: sampler.ask(
+            size, round_index=index, bucket=bucket, stream=stream))
+        ctx = RoundContext(pop=engine.population(bucket), space=traced, index=index,
+                           configurations=count, init_key=init_key, data_key=data_key,
+                           rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
+                           ask=ask, seeds=settings.seeds,
+                           # Training is cut into reported pieces only for a progress display.
+                           listener=None if self.pieces is None else self.observer,
+                           pieces=self.pieces)
+        trained = strategy.run(ctx)
+        parts.append((bucket.values, trained.table))
+        lanes += trained.lanes
+    table = TrialTable.merge_buckets(parts, plan.space)
+    told = sampler.tell(table, round_index=index)
+    if told.order is not None:
+      table, lanes = table.reordered(told.order), [lanes[row] for row in told.order]
+    result = RoundResult(**table.columns(), index=index, space=plan.space,
+                         next_space=told.next_space, kept=told.kept,
+                         strategy=strategy.describe(), wall_s=time.perf_counter() - start,
+                         compile_s=compiled.compile_seconds, trace_s=compiled.trace_seconds,
+                         compiles=compiled.compiles)
+    self._lanes = lanes
+    return result
+
+  def _note_best(self, result: RoundResult) -> bool:
+    """Whether ``result``'s best finished trial is the best so far (ties: the earlier)."""
+    row = best_row(result)
+    if row is None:
+      return False
+    if self.best is not None:
+      rival, rival_row = self.best
+      pair = TrialTable.concat([rival.take(np.array([rival_row])), result.take(np.array([row]))])
+      if best_row(pair) == 0:
+        return False
+    self.best = (result, row)
+    return True
+
+  def commit(self, result: RoundResult) -> None:
+    """Records round ``result`` (with the best parameters when it improved on
+    every earlier round) and tells the observers.
+
+    Raises:
+      AllDivergedError: every lane of the round diverged (its records are kept).
+    """
+    if not result.completed.any():
+      self.observer.round_end(result)
+      message = divergence_message(result, self.engine, self.rounds)
+      partial = self.result()
+      self._write_round(result, {**self.summary(partial), "error": message})
+      raise AllDivergedError(message, partial)
+    params = None
+    self.rounds.append(result)
+    if self._note_best(result) and self.run_dir is not None:
+      lanes = self._lanes[self.best[1]]
+      if lanes is not None:  # The best so far: its parameters saved with the round.
+        params = lane_to_host(lanes[0].state.params, lanes[1])
+        self.saved = params_pointer("search", result.record(self.best[1]))
+    self._lanes = []
+    self._write_round(result, self.summary(self.result()), params)
+    self.observer.round_end(result)
+
+  def _write_round(self, result: RoundResult, summary: dict, params: object = None) -> None:
+    """Commits ``result`` to the run directory (``partial``: the rounds on disk if it fails)."""
+    if self.run_dir is None:
+      return
+    try:
+      self.run_dir.commit_round(result, summary, params)
+    except RunDirectoryWriteError as e:
+      e.partial = self.result([r for r in self.rounds if r is not result])
+      raise
+
+  def confirm(self) -> None:
+    """The confirmation stage, when turned on and not restored."""
+    size = self.engine.settings.confirm_size()
+    if size is None or self.confirmation is not None or not self.rounds:
+      return
+    self.confirmation = confirmation_stage.confirm(
+        self.engine, self.rounds, *size,
+        lambda trial: self.rounds[trial.round].schedule(trial.trial))
+    if self.run_dir is not None:
+      self.run_dir.write_summary(self.summary(self.result()))
+    if self.confirmation is not None:
+      self.observer.confirmed(self.confirmation)
+
+  def finish(self) -> TuneResult:
+    """The search's result, told to the observers."""
+    result = self.result()
+    self.observer.run_end(result)
+    return result
+
+  def final_fit(self, result: TuneResult) -> FinalFit:
+    """Retrains ``result``'s chosen configuration alone and reads the test split,
+    once; saves the fit's parameters and summary, then tells the observers."""
+    guard = contextlib.nullcontext if self.run_dir is None else self.run_dir.final_fit_guard
+    best = result.best
+    with guard():
+      result.final = self.final = self.engine.refit(best, result.schedule(best))
+      if self.run_dir is not None:
+        self.saved = params_pointer("final_fit", best)
+        self.run_dir.write_final(result.final.params, self.summary(result))
+    self.observer.final_fit(result)
+    return result.final
 
 
-def restore_final_fit(engine: Engine, restored: Restored, rounds: list[RoundResult],
-                      best: Any) -> FinalFit | None:
-  """The saved final fit of a resumed run, if the summary holds one for the
-  chosen trial ``best`` of ``rounds`` and its parameters were saved; else
-  ``None`` (the fit runs again when asked for)."""
-  final, pointer = restored.summary.get("final_fit"), restored.summary.get("best_params")
-  if not final or restored.params is None or best is None or \
-      (final["round"], final["trial"]) != (best.round, best.trial) or \
-      (pointer is not None and pointer.get("from") != "final_fit"):
-    return None
-  bucket = engine.buckets.find(best.hparams)
-  val, test = FinalFit.metrics_from_summary(final, engine.objective.scoring)
-  return FinalFit(trial=best, schedule=rounds[best.round].schedule(best.trial),
-                  val=val, test=test,
-                  params=flax.serialization.msgpack_restore(restored.params),
-                  model=bucket.model, batch_size=bucket.batch_size)
-
-
-def divergence_message(result: RoundResult, engine: Engine, done: list[RoundResult]) -> str:
+def divergence_message(result: RoundResult, engine: Engine,
+                       done: list[RoundResult]) -> str:
   """Why a round in which every lane diverged stopped the run, and what to try."""
   ranges = ", ".join(f"{k} {d.describe()}" for k, d in result.space.items())
   message = (f"no trial trained round {result.index + 1}/{engine.settings.rounds}'s full "
@@ -238,161 +328,3 @@ def divergence_message(result: RoundResult, engine: Engine, done: list[RoundResu
   else:
     message += " Try lower step sizes or narrower ranges."
   return message
-
-
-def run_rounds(engine: Engine, *, run_dir: RunDirectory | None = None,
-               restored: Restored | None = None, listener: Listener | None = None,
-               pieces: Pieces | None = None,
-               callbacks: Sequence[Callable[[RoundResult], None]] = (),
-               on_restored: Callable[[list[RoundResult]], None] | None = None,
-               on_confirmed: Callable[[Any], None] | None = None,
-               first_round: int = 0, result_type: type[TuneResult] = TuneResult,
-               resume_from_intact: bool = False) -> TuneResult:
-  """Runs (or resumes) a search: every round, each recorded as it completes.
-
-  Args:
-    engine: the run's checked inputs and populations.
-    run_dir: where records go (``None``: nowhere); its writer lock is released
-      when the search ends, however it ends.
-    restored: the completed state of a resumed run (from :func:`vmaptune.rundir.open_run`).
-    listener: told about the run as it goes (see :mod:`vmaptune.lanes.events`).
-    pieces: how training is cut into reported pieces (with a listener).
-    callbacks: called with each round as it completes (not restored ones).
-    on_restored: called with the restored rounds once they are checked.
-    on_confirmed: called with the :class:`vmaptune.search.confirmation.Confirmation`
-      once it ran (not with one restored).
-    first_round: the index of the first round (its keys), for a search that
-      continues an earlier one without a run directory.
-    result_type: the :class:`TuneResult` (sub)class returned.
-    resume_from_intact: restored rounds that do not replay cut the run back
-      to the ones before them (see :func:`restore_rounds`).
-
-  Raises:
-    AllDivergedError: every lane of a round diverged (``partial`` holds the rounds before).
-    OutOfMemoryError: a round does not fit, one lane per chunk (``partial`` likewise).
-    RunDirectoryWriteError: a write failed (``partial`` holds the rounds on disk).
-    DamagedRunError: restored records do not replay (without ``resume_from_intact``).
-  """
-  try:
-    return _search(engine, run_dir, restored, listener, pieces, callbacks, on_restored,
-                   on_confirmed, first_round, result_type, resume_from_intact)
-  finally:
-    if run_dir is not None:
-      run_dir.release()
-
-
-def _search(engine: Engine, run_dir: RunDirectory | None, restored: Restored | None,
-            listener: Listener | None, pieces: Pieces | None,
-            callbacks: Sequence[Callable[[RoundResult], None]],
-            on_restored: Callable[[list[RoundResult]], None] | None,
-            on_confirmed: Callable[[Any], None] | None, first_round: int,
-            result_type: type[TuneResult], resume_from_intact: bool) -> TuneResult:
-  """:func:`run_rounds`, its lock aside."""
-  settings, sampler = engine.settings, engine.sampler
-  sampler.start(engine.space, settings.seed, engine.objective.scoring)
-  described = engine.described_settings()
-  record = {**described, "data": repr(engine.data), "model": engine.model_name,
-            "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
-  # Whose parameters best_params.msgpack holds (the summary's "best_params"; None: nobody's).
-  saved: dict[str, Any] | None = None
-
-  def summary_of(result: TuneResult) -> dict[str, Any]:
-    return {**result.summary(), "best_params": saved}
-
-  def on_final_fit(result: TuneResult) -> None:
-    nonlocal saved
-    if run_dir is not None:
-      saved = _params_pointer("final_fit", result.final.trial)
-      run_dir.write_final(result.final.params, summary_of(result))
-
-  def tune_result(rounds: list[RoundResult], final: FinalFit | None = None,
-                  confirmed: Any = None) -> TuneResult:
-    return result_type(rounds, engine.space, record, time.perf_counter() - start,
-                       None if run_dir is None else run_dir.path,
-                       lambda result: engine.refit(result.best, result.schedule(result.best)),
-                       final, on_final_fit=on_final_fit, confirmation=confirmed,
-                       final_fit_guard=None if run_dir is None else run_dir.final_fit_guard)
-
-  def schedule(trial: Any) -> list:
-    return next(r for r in done if r.index == trial.round).schedule(trial.trial)
-
-  def commit(result: RoundResult, summary: dict[str, Any], params: Any = None) -> None:
-    if run_dir is None:
-      return
-    try:
-      run_dir.commit_round(result, summary, params)
-    except RunDirectoryWriteError as e:
-      e.partial = tune_result([r for r in done if r is not result])
-      raise
-
-  size = settings.confirm_size()
-  done: list[RoundResult] = []
-  final = confirmed = None
-  start = time.perf_counter()
-  if restored is not None:  # Resuming: the rounds already completed, as they ran.
-    done = restore_rounds(engine, restored, run_dir, resume_from_intact)
-    run_dir.tidy()  # The records replayed: what a killed writer left can go.
-    cut = len(done) < len(restored.summary["rounds"])
-    if restored.params is not None and run_dir.writes:
-      saved = restored.summary.get("best_params")
-      if cut:
-        saved = kept_params(run_dir.path, restored.summary, len(done))
-    if size is not None and len(done) == settings.rounds and not cut:
-      try:
-        confirmed = confirmation_stage.restore(restored.summary.get("confirmation"), done,
-                                               *size, settings.epochs,
-                                               engine.objective.scoring)
-      except (KeyError, TypeError, ValueError):  # Odd values in a summary: it runs again.
-        confirmed = None
-    if (size is None or confirmed is not None) and not cut:
-      final = restore_final_fit(engine, restored, done,
-                                best_trial(done) if confirmed is None else confirmed.trial)
-    start -= sum(r.wall_s for r in done) if cut else restored.summary.get("wall_s", 0.0)
-    run_dir.write_config(restored.config)  # Only now that the records were checked.
-    if cut or restored.repaired:  # The cut summary lacks the choice: written again now.
-      run_dir.write_summary(summary_of(tune_result(done, final, confirmed)))
-    if on_restored is not None:
-      on_restored(done)
-  tuned = tune_result(done, final)
-  if listener is not None:
-    listener.run_start(rounds=settings.rounds, population=settings.population,
-                       epochs=settings.epochs, seeds=settings.seeds,
-                       strategy=described["strategy"], sampler=described["sampler"],
-                       space=engine.space, restored=done)
-  for index in range(first_round + len(done), first_round + settings.rounds):
-    try:
-      result = run_round_in_memory(engine, index, done, listener, pieces,
-                                   keep_params=run_dir is not None)
-    except OutOfMemoryError as e:
-      e.partial = tune_result(list(done))
-      if run_dir is not None:
-        run_dir.write_summary({**summary_of(e.partial), "error": str(e)})
-      raise
-    if not result.completed.any():
-      for callback in callbacks:
-        callback(result)
-      message = divergence_message(result, engine, done)
-      partial = tune_result(list(done))
-      commit(result, {**summary_of(partial), "error": message})
-      raise AllDivergedError(message, partial)
-    done.append(result)
-    tuned = tune_result(list(done))
-    best, params = best_trial(done), None
-    if best is not None and best.round == result.index and result.best_params is not None:
-      params = result.best_params  # The best so far: saved with the round.
-      saved = _params_pointer("search", best)
-    commit(result, summary_of(tuned), params)
-    for callback in callbacks:
-      callback(result)
-  if size is not None and confirmed is None and done:
-    confirmed = confirmation_stage.confirm(engine, done, *size, schedule)
-    tuned = tune_result(list(done), confirmed=confirmed)
-    if run_dir is not None:
-      run_dir.write_summary(summary_of(tuned))
-    if on_confirmed is not None and confirmed is not None:
-      on_confirmed(confirmed)
-  elif confirmed is not None:  # A finished run, resumed: its confirmation restored.
-    tuned = tune_result(list(done), final, confirmed)
-  if listener is not None:
-    listener.run_end(tuned)
-  return tuned

@@ -1,6 +1,6 @@
 """Structural hyperparameters: one compiled population per combination of static values.
 
-A structural parameter (a :class:`~vmaptune.space.space.Choice`, or an
+A structural parameter (a :class:`~vmaptune.space.discrete.Choice`, or an
 ``IntUniform(..., structural=True)``) changes the program itself: a layer
 width or depth changes the parameter shapes, an activation name the
 operations, the batch size the minibatch shape. Such values cannot be traced

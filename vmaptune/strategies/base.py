@@ -5,9 +5,10 @@ A strategy decides how a round's configurations are trained: it asks for
 configurations (:meth:`RoundContext.sample`, which the round's sampler
 answers), trains them through the population trainer (``ctx.pop.init``,
 :meth:`RoundContext.advance` over a range of epochs, ``ctx.pop.select`` to
-keep or copy lanes, :meth:`RoundContext.evaluate`), and opens and closes
-trials in a :class:`~vmaptune.trials.table.TrialLog`. It touches neither the
-trainer nor the round loop. Its fields are its settings, e.g.
+keep or copy lanes, :meth:`RoundContext.evaluate`), opens and closes trials
+in a :class:`~vmaptune.trials.log.TrialLog` (:meth:`RoundContext.new_log`), and
+returns what it trained (:meth:`~vmaptune.trials.log.TrialLog.trained`). It
+touches neither the trainer nor the round loop. Its fields are its settings, e.g.
 ``SuccessiveHalving(eta=3)``, written ``"halving(eta=3)"`` in configs.
 """
 
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import numpy as np
 
 from vmaptune.lanes import events
 from vmaptune.lanes.devices import to_host
+from vmaptune.lanes.population import Lanes, Population
 from vmaptune.space.space import Space
-from vmaptune.trials.log import TrialLog
+from vmaptune.trials.log import Trained, TrialLog
 from vmaptune.trials.ranking import order_lanes
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import DIVERGED, FINISHED
@@ -51,7 +53,7 @@ class RoundContext:
     pieces: how training is cut into reported pieces (with a listener).
   """
 
-  pop: Any
+  pop: Population
   space: Space
   index: int
   configurations: int
@@ -67,6 +69,10 @@ class RoundContext:
   def budget(self) -> int:
     return self.pop.epochs
 
+  def new_log(self) -> TrialLog:
+    """An empty log of this round's trials in this bucket."""
+    return TrialLog(list(self.space), self.budget, self.index, self.scoring)
+
   @property
   def scoring(self) -> Scoring:
     """The objective's metrics and the ranking one."""
@@ -76,7 +82,7 @@ class RoundContext:
     """``size`` configurations from the round's sampler: ``{name: float32 [size]}``."""
     return self.ask(size, stream)
 
-  def advance(self, lanes: Any, first_epoch: int, num_epochs: int) -> tuple[Any, jax.Array]:
+  def advance(self, lanes: Lanes, first_epoch: int, num_epochs: int) -> tuple[Lanes, jax.Array]:
     """:meth:`Population.advance` with the round's data key (reported in
     pieces when there is a listener: the same computation)."""
     if self.listener is None:
@@ -84,7 +90,7 @@ class RoundContext:
     return events.advance(self.pop, lanes, self.data_key, first_epoch, num_epochs,
                           self.pieces or events.Pieces(None), self.listener)
 
-  def evaluate(self, lanes: Any) -> Scores:
+  def evaluate(self, lanes: Lanes) -> Scores:
     """Validation metrics and divergence ``[count]`` of the real lanes (NaN
     metrics where a lane diverged)."""
     scores = lane_scores(self.pop, lanes)
@@ -117,7 +123,7 @@ class Scores(NamedTuple):
                   self.diverged.reshape(shape))
 
 
-def lane_scores(pop: Any, lanes: Any) -> Scores:
+def lane_scores(pop: Population, lanes: Lanes) -> Scores:
   """Validation metrics (float64) and divergence ``[count]`` of the real lanes
   of ``lanes``, on the host. A lane diverged if its training did or any metric
   is NaN/inf (a NaN metric is a diverged lane); its metrics are then NaN."""
@@ -135,15 +141,17 @@ def lane_scores(pop: Any, lanes: Any) -> Scores:
 class Strategy:
   """How a round trains its configurations. Subclasses are frozen dataclasses
   whose fields are their settings; they implement :meth:`run` and may refuse
-  settings in :meth:`check`."""
+  settings in :meth:`check`. A new strategy is one file and a line in
+  :data:`vmaptune.strategies.STRATEGIES`."""
 
   name: ClassVar[str] = "strategy"
 
   def check(self, epochs: int, population: int) -> None:
     """Raises ``ValueError`` if the strategy cannot run with these settings."""
 
-  def run(self, ctx: RoundContext, log: TrialLog) -> None:
-    """Trains one bucket's round: samples, trains and logs its trials."""
+  def run(self, ctx: RoundContext) -> Trained:
+    """Trains one bucket's round: samples, trains and logs its trials, and
+    returns them (``ctx.new_log()`` ... ``log.trained()``)."""
     raise NotImplementedError
 
   def describe(self) -> str:
@@ -152,13 +160,13 @@ class Strategy:
 
 
 def close_all(log: TrialLog, trials: Sequence[int], end: int, scores: Scores,
-              status: str = FINISHED, lanes: Any = None) -> None:
+              status: str = FINISHED, lanes: Lanes | None = None) -> None:
   """Closes ``trials`` (one per lane, in lane order) at epoch ``end``; given
   the ``lanes`` they end in, the round can save the best one's parameters."""
   for position, trial in enumerate(trials):
     close(log, trial, end, scores, position, status)
   if lanes is not None:
-    log.placed.update({trial: (lanes, position) for position, trial in enumerate(trials)})
+    log.finished_in(list(trials), lanes)
 
 
 def close(log: TrialLog, trial: int, end: int, scores: Scores, position: int,

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
-from vmaptune.trials.log import TrialLog
+from vmaptune.trials.log import Trained, TrialLog
 from vmaptune.trials.table import HALVED
 from vmaptune.validation import whole_number
 
@@ -109,6 +109,8 @@ class SuccessiveHalving(Strategy):
           f"{population} lanes over {epochs} epochs (it needs population >= eta and epochs "
           f">= eta * min_epochs = {self.eta * self.min_epochs}); it would be random search")
 
-  def run(self, ctx: RoundContext, log: TrialLog) -> None:
+  def run(self, ctx: RoundContext) -> Trained:
+    log = ctx.new_log()
     budgets = halving_budgets(ctx.budget, self.eta, ctx.configurations, self.min_epochs)
     halve(ctx, log, ctx.sample(ctx.configurations), budgets, self.eta)
+    return log.trained()

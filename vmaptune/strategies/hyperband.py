@@ -13,7 +13,7 @@ from vmaptune.strategies.halving import (
   ladder_size,
   rung_budgets,
 )
-from vmaptune.trials.log import TrialLog
+from vmaptune.trials.log import Trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,10 @@ class Hyperband(SuccessiveHalving):
       plan.append((count, rung_budgets(epochs, self.eta, s, self.min_epochs)))
     return plan
 
-  def run(self, ctx: RoundContext, log: TrialLog) -> None:
-    offset = 0
+  def run(self, ctx: RoundContext) -> Trained:
+    log, offset = ctx.new_log(), 0
     for bracket, (count, budgets) in enumerate(self.brackets(ctx.budget, ctx.configurations)):
       halve(ctx, log, ctx.sample(count, stream=bracket + 1), budgets, self.eta,
             bracket=bracket, lane_offset=offset)
       offset += count
+    return log.trained()

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from vmaptune.strategies.base import RoundContext, Strategy, close, close_all, record_losses
-from vmaptune.trials.log import TrialLog
+from vmaptune.trials.log import Trained, TrialLog
 from vmaptune.trials.table import EXPLOITED
 from vmaptune.validation import greater_than, real_number, whole_number
 
@@ -60,7 +60,13 @@ class PopulationBasedTraining(Strategy):
         moved[name] = dist.perturbed(hparams[name], ctx.rng, self.perturb)
     return moved
 
-  def run(self, ctx: RoundContext, log: TrialLog) -> None:
+  def run(self, ctx: RoundContext) -> Trained:
+    log = ctx.new_log()
+    self._train(ctx, log)
+    return log.trained()
+
+  def _train(self, ctx: RoundContext, log: TrialLog) -> None:
+    """Trains the bucket's population, exploiting and exploring every ``interval`` epochs."""
     count = ctx.configurations
     hparams = ctx.sample(count)
     current = [log.open(i, {k: v[i] for k, v in hparams.items()}, 0) for i in range(count)]

@@ -9,7 +9,7 @@ import numpy as np
 from vmaptune.lanes.devices import to_host
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.strategies.base import RoundContext, Strategy, close_all, record_losses
-from vmaptune.trials.log import TrialLog
+from vmaptune.trials.log import Trained, TrialLog
 from vmaptune.trials.table import DIVERGED, FINISHED
 
 
@@ -20,16 +20,18 @@ class RandomSearch(Strategy):
 
   name = "random"
 
-  def run(self, ctx: RoundContext, log: TrialLog) -> None:
+  def run(self, ctx: RoundContext) -> Trained:
+    log = ctx.new_log()
     hparams = ctx.sample(ctx.configurations)
     trials = [log.open(i, {k: v[i] for k, v in hparams.items()}, 0)
               for i in range(ctx.configurations)]
     if ctx.seeds > 1:
       self._run_seeds(ctx, log, hparams, trials)
-      return
-    lanes, losses = ctx.advance(ctx.pop.init(hparams, ctx.init_key), 0, ctx.budget)
-    record_losses(log, trials, losses)
-    close_all(log, trials, ctx.budget, ctx.evaluate(lanes), lanes=lanes)
+    else:
+      lanes, losses = ctx.advance(ctx.pop.init(hparams, ctx.init_key), 0, ctx.budget)
+      record_losses(log, trials, losses)
+      close_all(log, trials, ctx.budget, ctx.evaluate(lanes), lanes=lanes)
+    return log.trained()
 
   @staticmethod
   def _run_seeds(ctx: RoundContext, log: TrialLog, hparams: dict[str, np.ndarray],
@@ -48,7 +50,7 @@ class RandomSearch(Strategy):
     ranking = scores.metrics[ctx.scoring.rank_by]
     with np.errstate(invalid="ignore"):
       mean_curve = curves.mean(axis=0)
-    log.placed.update({trial: (lanes, i) for i, trial in enumerate(trials)})  # Seed 0's lane.
+    log.finished_in(trials, lanes)  # Seed 0's lanes come first.
     for i, trial in enumerate(trials):
       log.record_losses(trial, mean_curve[i])
       metrics = {name: np.nan if bad[i] else float(values[:, i].mean())

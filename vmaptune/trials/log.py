@@ -1,18 +1,32 @@
 """The log a strategy fills as it opens and closes one bucket's trials in a round.
 
-A :class:`TrialLog` collects rows while a round trains; :meth:`TrialLog.table`
-turns them into the :class:`~vmaptune.trials.table.TrialTable` everything else reads.
+A :class:`TrialLog` collects rows while a round trains; :meth:`TrialLog.trained`
+turns them into what the strategy returns: the
+:class:`~vmaptune.trials.table.TrialTable` everything else reads, and where each
+finished trial's lanes are (so the round can save the best one's parameters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
+
+
+class Trained(NamedTuple):
+  """What a strategy trained in one bucket.
+
+  Attributes:
+    table: its trials, one row each (``[T]`` columns).
+    lanes: per row, ``(lanes, position)``: the population's lanes the trial
+      finished in and its lane there, or ``None`` (stopped early, or not kept).
+  """
+  table: TrialTable
+  lanes: list[tuple[Any, int] | None]
 
 
 class TrialLog:
@@ -20,14 +34,12 @@ class TrialLog:
   are the traced hyperparameters, ``budget`` the epochs of a full run,
   ``scoring`` the objective's metrics."""
 
-  def __init__(self, names: list[str], budget: int, round_index: int = 0,
-               scoring: Scoring = CLASSIFICATION):
+  def __init__(self, names: list[str], budget: int, round_index: int, scoring: Scoring):
     self.names = names
     self.budget = budget
     self.round_index = round_index
     self.scoring = scoring
     self.rows: list[dict[str, Any]] = []
-    self.placed: dict[int, tuple[Any, int]] = {}  # Finished trial: (its lanes, its position).
 
   def open(self, lane: int, hparams: Mapping[str, float], start_epoch: int,
            parent: int = -1, bracket: int = -1) -> int:
@@ -50,6 +62,16 @@ class TrialLog:
     row = self.rows[trial]
     row.update(epochs=end_epoch - row["start_epoch"], metrics=dict(metrics),
                status=status, seed_scores=seed_scores)
+
+  def finished_in(self, trials: list[int], lanes: Any) -> None:
+    """Notes that ``trials`` (one per lane, in lane order) finished in ``lanes``
+    (a :class:`vmaptune.lanes.population.Lanes`)."""
+    for position, trial in enumerate(trials):
+      self.rows[trial]["lanes"] = (lanes, position)
+
+  def trained(self) -> Trained:
+    """The log's trials as a table, and where each finished (see :class:`Trained`)."""
+    return Trained(self.table(), [row.get("lanes") for row in self.rows])
 
   def table(self) -> TrialTable:
     """The trials as a :class:`TrialTable` (traced hyperparameters only)."""

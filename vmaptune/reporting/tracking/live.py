@@ -22,9 +22,11 @@ from vmaptune.lanes.distributed import is_first_process
 from vmaptune.reporting.tracking.base import Tracker, run_files
 from vmaptune.rundir import load_run
 from vmaptune.rundir.files import as_json
+from vmaptune.search.observer import Observer
+from vmaptune.search.results import RoundResult, TuneResult
 
 
-class LiveLogging:
+class LiveLogging(Observer):
   """Tells ``trackers`` about one run, on a thread of their own.
 
   The config is told at once, in the caller's thread, so that a store that
@@ -122,3 +124,16 @@ class LiveLogging:
     self._send("stop", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
     self._send("close")
     self._drain(timeout_s=60)
+
+  # The observer protocol (vmaptune.search.observer.Observer).
+  def round_end(self, result: RoundResult) -> None:
+    self.log_round(result)
+
+  def run_end(self, result: TuneResult) -> None:
+    self.finish(result)
+
+  def final_fit(self, result: TuneResult) -> None:
+    self.finish(result)
+
+  def stopped(self, error: BaseException) -> None:
+    self.stop(error)
