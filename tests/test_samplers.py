@@ -23,8 +23,8 @@ SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 3e-1), weight_decay=vt.LogUni
 PLAIN = Bucket(index=None, values={}, model=None, batch_size=32)
 TRAIN = dict(epochs=1, batch_size=32, seed=0, schedule="constant")
 # The confirmation stage after the last round trains lanes of its own and tells no sampler: the
-# runs here go without it (confirm="off"), but for the tune whose study is compared with the
-# bridge's, which keeps it (the default): the comparison shows it tells the study nothing.
+# runs here go without it (confirm="off"), but for one tune that keeps it (the default), whose
+# study is compared with that of the same run without it: it tells the study nothing.
 OFF = dict(TRAIN, confirm="off")
 
 
@@ -100,20 +100,23 @@ def _study(seed: int = 0):
                              sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
 
 
-def test_tune_with_an_optuna_study_writes_the_records_the_bridge_wrote(small_data, tiny_mlp,
-                                                                        tmp_path):
+def test_tune_with_an_optuna_study_records_its_rounds_and_confirming_tells_the_study_nothing(
+    small_data, tiny_mlp, tmp_path):
   study = _study()
   result = vt.tune(tiny_mlp, small_data, SPACE, sampler=vt.samplers.Optuna(study),
                    population=4, rounds=2, out=str(tmp_path / "run"), **TRAIN)
-  # The tune has the confirmation stage (the default), the bridge not: their studies are equal,
-  # so the confirmation told the study nothing.
-  bridged_study = _study()
-  bridged = vt.optuna_bridge.optimize(bridged_study, tiny_mlp, small_data, SPACE, batches=2,
-                                      population=4, **OFF)
+  assert result.confirmation is not None  # The default: the top trials confirmed.
+  # The same run without the confirmation stage, on a study of the same seed: the same trials
+  # asked and told (the same seed, the same study), the same records.
+  unconfirmed_study = _study()
+  unconfirmed = vt.tune(tiny_mlp, small_data, SPACE,
+                        sampler=vt.samplers.Optuna(unconfirmed_study), population=4, rounds=2,
+                        **OFF)
   records = [t.to_record() for t in result.trials()]
-  assert records == [t.to_record() for t in bridged.trials()] == vt.read_trials(tmp_path / "run")
+  assert records == [t.to_record() for t in unconfirmed.trials()]
+  assert records == vt.read_trials(tmp_path / "run")
   assert [(t.params, t.value, t.state) for t in study.trials] == \
-      [(t.params, t.value, t.state) for t in bridged_study.trials]
+      [(t.params, t.value, t.state) for t in unconfirmed_study.trials]
   config = json.loads((tmp_path / "run" / "config.json").read_text())
   assert config["settings"]["sampler"] == "optuna(sampler='tpe', diverged='pruned')"
   assert [t.user_attrs["vmaptune_round"] for t in study.trials] == [0] * 4 + [1] * 4
