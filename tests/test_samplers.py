@@ -239,7 +239,7 @@ def test_a_study_in_the_wrong_direction_for_the_objective_is_refused(handwritten
   with pytest.raises(ValueError, match=re.escape(
       "study directions ['minimize']; expected one direction, 'maximize': each trial is told "
       "its validation accuracy")):
-    minimizing.check(SPACE, parse_strategy("random"))  # Classification, the default.
+    minimizing.check(SPACE, parse_strategy("random"), CLASSIFICATION)
   # Started for one objective and told another's trials: refused, not told the wrong way.
   minimizing.start(SPACE, 0, scoring=regression)
   asked = minimizing.ask(2, round_index=0, bucket=PLAIN)

@@ -23,7 +23,7 @@ from jax.extend.core import Var
 from vmaptune.data import Dataset
 from vmaptune.errors import SettingsError
 from vmaptune.models import optimizers
-from vmaptune.objectives import Classification, Objective
+from vmaptune.objectives import Objective
 from vmaptune.space.space import Space
 
 
@@ -44,7 +44,7 @@ def batch_shapes(data: Dataset, size: int) -> Any:
 
 
 def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
-                dropout: bool = False, objective: Objective | None = None) -> Any:
+                objective: Objective, dropout: bool = False) -> Any:
   """Traces (without compiling) the model as training and evaluation will call it.
 
   Initialises on one example, then applies the parameters to a batch of
@@ -56,8 +56,8 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
     model: the Linen module.
     data: the dataset.
     batch_size: training examples per step.
+    objective: what the outputs must suit.
     dropout: whether the space searches ``dropout_rate``.
-    objective: what the outputs must suit (default: classification).
 
   Returns:
     The shapes of the model's ``params`` (a pytree of ``ShapeDtypeStruct``).
@@ -69,7 +69,6 @@ def check_model(model: nn.Module, data: Dataset, batch_size: int, *,
       it, has state besides ``params``, or outputs what the objective does
       not read (e.g. not ``[batch_size, num_classes]`` logits).
   """
-  objective = objective or Classification()
   name = type(model).__name__
   if not isinstance(model, nn.Module):
     raise SettingsError(f"model={model!r} is not a flax.linen Module")

@@ -18,15 +18,19 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vmaptune.lanes.keys import REPLICA, round_keys
+from vmaptune.search.engine import Engine
 from vmaptune.strategies.base import lane_scores
 from vmaptune.trials.ranking import order, rank
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials.table import Trial, TrialTable, finite_or_none
+
+if TYPE_CHECKING:  # Results hold a confirmation: only for types.
+  from vmaptune.search.results import RoundResult
 
 # The round index whose keys the confirmation trains with (folded per seed):
 # no run has that many rounds, so its seeds are fresh.
@@ -142,7 +146,7 @@ def describe(summary: Mapping[str, Any], scoring: Scoring = CLASSIFICATION) -> s
           f"retrained ({summary['lane_epochs']} lane-epochs, {summary['wall_s']:.1f}s)")
 
 
-def top_candidates(rounds: Sequence[Any], count: int) -> list[Trial]:
+def top_candidates(rounds: Sequence[RoundResult], count: int) -> list[Trial]:
   """The best ``count`` trials of ``rounds`` that trained the full budget,
   best first, one per distinct lineage (a copied configuration counts once)."""
   table = TrialTable.concat(list(rounds))
@@ -161,7 +165,7 @@ def top_candidates(rounds: Sequence[Any], count: int) -> list[Trial]:
   return chosen
 
 
-def confirm(engine: Any, rounds: Sequence[Any], count: int, seeds: int,
+def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: int,
             schedule: Callable[[Trial], list]) -> Confirmation | None:
   """Retrains the top ``count`` configurations of ``rounds`` with ``seeds``
   fresh seeds each (``None`` if no trial trained the full budget).
