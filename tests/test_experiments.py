@@ -4,8 +4,7 @@ Each config runs shrunk once per session (:func:`shrunk_run`); the tests of one 
 (regression, language model, VAE) read that run instead of training again.
 
 The configs name their sampler with its settings (``sampler="narrow(keep=0.2,
-margin=0.1)"``): ``keep`` and ``margin`` are the narrow sampler's settings,
-not the run's.
+margin=0.1)"``).
 """
 
 import glob

@@ -28,7 +28,6 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.config import SETTABLE, load_experiment, override
-from vmaptune.search.settings import MOVED_TO_SAMPLER
 
 IDX_CASES = 3000
 NPZ_CASES = 3000
@@ -612,7 +611,7 @@ _GOOD = {"population": ["8", "16"], "rounds": ["1", "3"], "epochs": ["2", "4"],
 
 def _assignment(rng: np.random.Generator) -> str:
   roll = rng.random()
-  keys = (*SETTABLE, *MOVED_TO_SAMPLER)
+  keys = (*SETTABLE, "keep", "margin")  # Unknown keys that look like settings.
   key = (keys[rng.integers(len(keys))] if roll < 0.85 else
          ["", " ", "population ", "Population", "model", "data", "space", "x=y",
           _random_bytes(rng, 1, 8).decode("latin1")][rng.integers(9)])

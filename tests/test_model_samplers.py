@@ -45,7 +45,7 @@ def table(hparams: dict, accuracy: np.ndarray, round_index: int) -> TrialTable:
 def search(name: str, seed: int, rounds: int = 4, count: int = 48) -> list[dict]:
   """Each round's proposals of sampler ``name``, every round told its scores."""
   sampler = parse(name)
-  sampler.check(SPACE, None)
+  sampler.check(SPACE, vt.strategies.parse("random"), CLASSIFICATION)
   sampler.start(SPACE, seed, scoring=CLASSIFICATION)
   proposed = []
   for index in range(rounds):

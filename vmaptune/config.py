@@ -22,7 +22,7 @@ from vmaptune.data import Dataset
 from vmaptune.errors import ConfigError
 from vmaptune.lanes import distributed
 from vmaptune.lanes.distributed import Processes
-from vmaptune.search.settings import MOVED_TO_SAMPLER, Settings
+from vmaptune.search.settings import Settings
 from vmaptune.space.space import Space
 from vmaptune.tuner import tune
 from vmaptune.validation import is_whole
@@ -126,12 +126,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
                       "returning vmaptune.Experiment(...)")
   try:
     experiment = get_config()
-  except Exception as e:  # E.g. a setting of the previous version (a TypeError), a typo.
-    moved = [name for name in MOVED_TO_SAMPLER if f"'{name}'" in str(e)]
-    hint = (f"; {' and '.join(moved)} are the narrow sampler's settings now: "
-            "sampler='narrow(keep=0.2, margin=0.1)'" if moved and isinstance(e, TypeError)
-            else "")
-    raise ConfigError(f"{path}: get_config() failed: {type(e).__name__}: {e}{hint}") from e
+  except Exception as e:  # E.g. an unknown setting (a TypeError), a typo.
+    raise ConfigError(f"{path}: get_config() failed: {type(e).__name__}: {e}") from e
   if not isinstance(experiment, Experiment):
     raise ConfigError(f"{path}: get_config() returned {type(experiment).__name__}; "
                       "expected a vmaptune.Experiment")
@@ -170,9 +166,6 @@ def override(experiment: Experiment, assignments: Iterable[str]) -> Experiment:
     if not sep or not key:
       raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. population=512")
     if key not in SETTABLE:
-      hint = (f" ({key} is the narrow sampler's setting now: 'sampler=narrow({key}=...)')"
-              if key in MOVED_TO_SAMPLER else "")
-      raise ConfigError(f"--set {key}: unknown key; settable keys are "
-                        f"{', '.join(SETTABLE)}{hint}")
+      raise ConfigError(f"--set {key}: unknown key; settable keys are {', '.join(SETTABLE)}")
     changes[key] = _parse_value(key, text.strip(), getattr(experiment, key))
   return dataclasses.replace(experiment, **changes)

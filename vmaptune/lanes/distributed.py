@@ -16,7 +16,7 @@ environment variables ``VMAPTUNE_COORDINATOR``, ``VMAPTUNE_NUM_PROCESSES``,
 also honours its own ``JAX_COORDINATOR_ADDRESS``). Given none of them, it
 leaves the detection to JAX (SLURM, Open MPI, Cloud TPU pods, ...) when such a
 cluster with more than one process is found (only before JAX has run
-anything), and otherwise does nothing: one process, as before.
+anything), and otherwise does nothing: one process.
 
 **When process 0 fails**, the others stop within seconds: see
 :mod:`vmaptune.lanes.watchdog` (:func:`abort_others`, started by :func:`initialize`).

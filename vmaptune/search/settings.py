@@ -18,9 +18,6 @@ from vmaptune.models import optimizers
 from vmaptune.space.space import Space
 from vmaptune.validation import one_of, optional_whole_number, whole_number
 
-# Settings of the previous version that are the narrow sampler's now.
-MOVED_TO_SAMPLER = ("keep", "margin")
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -92,10 +89,7 @@ class Settings:
     known = [f.name for f in dataclasses.fields(cls) if f.name not in excluded]
     unknown = sorted(set(values) - set(known))
     if unknown:
-      moved = sorted(set(unknown) & set(MOVED_TO_SAMPLER))
-      hint = (f"; {' and '.join(moved)} are the narrow sampler's settings now, e.g. "
-              "sampler='narrow(keep=0.2, margin=0.1)'" if moved else "")
-      raise SettingsError(f"unknown settings {unknown}; expected some of {known}{hint}")
+      raise SettingsError(f"unknown settings {unknown}; expected some of {known}")
     return cls(**values, **fixed)
 
   def confirm_size(self) -> tuple[int, int] | None:

@@ -54,8 +54,15 @@ def order_lanes(scoring: Scoring, metrics: Mapping[str, np.ndarray],
 
 def rank(table: TrialTable) -> np.ndarray:
   """The rows of ``table`` that did not diverge, best first (ties by row,
-  i.e. by round, then index within the round)."""
-  return order(table.scoring, table.metrics, table.diverged, table.reached)
+  i.e. by round, then index within the round). Ranked once per table: the
+  order is kept on it (read-only), so a round, its summary and its readers
+  share one ranking."""
+  ranked = table.__dict__.get("_ranked")
+  if ranked is None:
+    ranked = order(table.scoring, table.metrics, table.diverged, table.reached)
+    ranked.flags.writeable = False
+    object.__setattr__(table, "_ranked", ranked)  # A frozen table: its ranking never changes.
+  return ranked
 
 
 def keep_top(table: TrialTable, fraction: float) -> np.ndarray:
