@@ -80,6 +80,9 @@ class Sampler:
   implement :meth:`start` and :meth:`plan`.
 
   Attributes:
+    ranges: the ranges the next round samples from (:meth:`start` sets the whole
+      space, :meth:`tell` may narrow them); a resumed run checks each restored
+      round's recorded ranges against them.
     bucket_share: the fewest configurations a combination of structural values
       gets, as a fraction of its equal share of the population; below 1, bucket
       sizes vary between rounds and are padded up to powers of two of lanes (so
@@ -100,9 +103,10 @@ class Sampler:
     self.ranges = space
 
   def plan(self, population: int, round_index: int) -> RoundPlan:
-    """Round ``round_index``'s ranges and buckets: by default the current
-    :attr:`ranges`, every combination still in them, ``ceil(population /
-    combinations)`` configurations each."""
+    """Round ``round_index``'s ranges (:attr:`ranges`) and buckets: by default
+    every combination still in the ranges, ``ceil(population / combinations)``
+    configurations each. Called once per round; a resumed run does not plan the
+    rounds it restores."""
     combinations = self.ranges.combinations()
     each = math.ceil(population / len(combinations))
     return RoundPlan(self.ranges, [(values, each) for values in combinations])

@@ -85,7 +85,7 @@ class FromHistory(Sampler):
     good = np.array([good_keys.count(tuple(c.values())) for c in combinations])
     counts = allocate((good + 1) / (trained + 2), population,
                       self.fewest_configurations(self.space, population))
-    return RoundPlan(self.space, [(values, int(count))
+    return RoundPlan(self.ranges, [(values, int(count))
                                   for values, count in zip(combinations, counts, strict=True)])
 
   def _bucket_keys(self, table: TrialTable) -> list[tuple]:

@@ -189,14 +189,14 @@ class Optuna(Sampler):
   def plan(self, population: int, round_index: int) -> RoundPlan:
     names = self.space.structural_names
     if not names:
-      return RoundPlan(self.space, [({}, population)])
+      return RoundPlan(self.ranges, [({}, population)])
     if round_index not in self._grouped:  # Asked once, even if the round runs again.
       groups: dict[tuple, list] = {}
       for _ in range(population):
         trial = self.active_study.ask(self._distributions)
         groups.setdefault(tuple(trial.params[n] for n in names), []).append(trial)
       self._grouped[round_index] = groups
-    return RoundPlan(self.space, [(dict(zip(names, key, strict=True)), len(trials))
+    return RoundPlan(self.ranges, [(dict(zip(names, key, strict=True)), len(trials))
                                   for key, trials in self._grouped[round_index].items()])
 
   def ask(self, count: int, *, round_index: int, bucket: Bucket,

@@ -6,6 +6,7 @@ final fit restored from the summary. The files themselves are read and checked b
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -23,6 +24,27 @@ from vmaptune.search.results import RoundResult
 from vmaptune.trials.table import Trial, TrialTable
 
 
+def same(replayed: object, recorded: object) -> bool:
+  """Whether a replayed summary value is the recorded one, floats within a few
+  ulps: narrowing computes ranges with NumPy's log and exp, whose last bit may
+  differ between NumPy versions, and a run must resume after an upgrade.
+
+  >>> same({"high": 0.16251185675178936}, {"high": 0.16251185675178934})
+  True
+  >>> same({"high": 0.1625}, {"high": 0.1626}), same([1, 2], [1, 2, 3])
+  (False, False)
+  """
+  if isinstance(replayed, float) and isinstance(recorded, float):
+    return math.isclose(replayed, recorded, rel_tol=1e-12, abs_tol=0.0)
+  if isinstance(replayed, dict) and isinstance(recorded, dict):
+    return replayed.keys() == recorded.keys() and all(
+        same(replayed[key], recorded[key]) for key in replayed)
+  if isinstance(replayed, list) and isinstance(recorded, list):
+    return len(replayed) == len(recorded) and all(
+        same(a, b) for a, b in zip(replayed, recorded, strict=True))
+  return replayed == recorded
+
+
 def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | None,
                    resume_from_intact: bool) -> list[RoundResult]:
   """The completed rounds of a resumed run, rebuilt from their records and
@@ -38,10 +60,10 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
   """
   rounds: list[RoundResult] = []
   for index, summary in enumerate(restored.summary["rounds"]):
-    space = engine.sampler.plan(engine.settings.population, index).space
+    space = engine.sampler.ranges  # What the round sampled from: asking anew would draw.
     records = restored.round_records(index)
     try:
-      if as_json(space.to_dict()) != summary["space"]:
+      if not same(as_json(space.to_dict()), summary["space"]):
         raise ValueError(f"round {index + 1}'s ranges in the summary are not the ones the "
                          "earlier rounds narrowed to")
       table = TrialTable.from_records(records, engine.space, engine.settings.epochs,
@@ -53,7 +75,7 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
                            compile_s=summary["compile_s"], trace_s=summary["trace_s"],
                            compiles=summary["compiles"])
       replayed = as_json(result.summary())
-      differs = [key for key in summary if replayed.get(key, summary[key]) != summary[key]]
+      differs = [key for key in summary if not same(replayed.get(key, summary[key]), summary[key])]
       if as_json([t.to_record() for t in result.trials()]) != records or differs:
         raise ValueError(f"round {index + 1} replayed from its records does not give the "
                          f"records and summary the run wrote ({', '.join(differs) or 'records'}"
@@ -70,7 +92,6 @@ def restore_rounds(engine: Engine, restored: Restored, run_dir: RunDirectory | N
       # Told the damaged round: again.
       engine.sampler.start(engine.space, engine.settings.seed, engine.objective.scoring)
       for done in rounds:
-        engine.sampler.plan(engine.settings.population, done.index)
         engine.sampler.tell(done, round_index=done.index)
       if aside is not None:  # Process 0, which moved them.
         warnings.warn(f"{e}; resuming {where} from its {index} intact rounds; the damaged "
