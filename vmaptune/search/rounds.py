@@ -38,6 +38,7 @@ from vmaptune.lanes.keys import round_keys
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
 from vmaptune.rundir.damage import intact_advice
 from vmaptune.rundir.files import as_json
+from vmaptune.rundir.records import ParamsPointer
 from vmaptune.rundir.writer import kept_params
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.engine import Engine
@@ -53,8 +54,7 @@ from vmaptune.trials.table import TrialTable
 def _params_pointer(source: str, trial: Any) -> dict[str, Any]:
   """The summary's ``best_params``: whose parameters the file holds (its
   ``sha256`` is added when it is written)."""
-  return {"from": source, "round": trial.round, "trial": trial.trial,
-          "hparams": trial.to_record()["hparams"]}
+  return ParamsPointer.of(source, trial).to_json()
 
 
 def _best_lane_params(log: TrialLog, table: TrialTable) -> Any:
