@@ -275,9 +275,11 @@ def test_a_regression_page_shows_every_metric_and_ranks_lowest_mse_first(tmp_pat
   path = tmp_path / "regression"
   write_regression_run(path, REGRESSION_MSES)
   run = vt.load_run(path)
-  chosen = {"round": 0, "trial": 17, "hparams": {"learning_rate": 0.05}, "val_mse": 0.3,
-            "val_mae": 0.15}
-  final = {"val_mse": 0.3125, "val_mae": 0.25, "test_mse": 0.375, "test_mae": 0.5}
+  # As a summary holds them (the fields its records require: vmaptune.rundir.records).
+  chosen = {"round": 0, "trial": 17, "hparams": {"learning_rate": 0.05}, "start_epoch": 0,
+            "epochs": 3, "val_mse": 0.3, "val_mae": 0.15}
+  final = {"round": 0, "trial": 17, "val_mse": 0.3125, "val_mae": 0.25, "test_mse": 0.375,
+           "test_mae": 0.5}
   fitted = dataclasses.replace(run, summary={**run.summary, "chosen": chosen,
                                              "final_fit": final})
   found = vt.report(path, tmp_path / "report", quiet=True)

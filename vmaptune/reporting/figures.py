@@ -141,7 +141,7 @@ def draw_pair(ax: Any, run: Run, round_index: int, x: str, y: str | None,
   ys = values(trials, y, rows) if y else score
   diverged = trials.diverged[rows] | ~np.isfinite(score)
   kept = run.kept[rows]
-  entry = run.round_entry(round_index) or {}
+  entry = run.round_record(round_index)
   # The y of a diverged trial in a 1-D panel: the worst score of the run.
   finite = trials.score[np.isfinite(trials.score)]
   worst = (float(finite.min() if scoring.maximize else finite.max()) if len(finite)
@@ -152,9 +152,9 @@ def draw_pair(ax: Any, run: Run, round_index: int, x: str, y: str | None,
                        marker="x", color="tab:red", s=18, linewidths=1)
   ax.scatter(xs[kept], ys[kept], facecolors="none", edgecolors="black", s=40, linewidths=0.8)
   box: dict[str, tuple[float, float]] | None = None
-  for space, style, is_next in ((entry.get("space"), dict(edgecolor="0.5", linestyle="--"),
+  for space, style, is_next in ((entry and entry.space, dict(edgecolor="0.5", linestyle="--"),
                                  False),
-                                (entry.get("next_space"), dict(edgecolor="tab:red",
+                                (entry and entry.next_space, dict(edgecolor="tab:red",
                                                                linewidth=1.5), True)):
     bx, by = _bounds(space, x), _bounds(space, y) if y else None
     if bx is None or (y and by is None):
@@ -224,10 +224,10 @@ def draw_wall_time(ax: Any, run: Run) -> None:
   times, bests, elapsed = [], [], 0.0
   trials, scoring = run.trials, run.scoring
   for r in _rounds(trials):
-    entry = run.round_entry(r)
-    if entry is None:
+    entry = run.round_record(r)
+    if entry is None or entry.wall_s is None:
       continue
-    elapsed += entry["wall_s"]
+    elapsed += entry.wall_s
     done = trials.completed & (trials.round <= r)
     times.append(elapsed)
     bests.append(scoring.best_of(trials.score[done]))

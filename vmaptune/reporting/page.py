@@ -22,6 +22,7 @@ import numpy as np
 
 from vmaptune.reporting.importance import Importance, format_value
 from vmaptune.rundir import PARAMS_FILE, Run
+from vmaptune.rundir.records import RoundEntry
 from vmaptune.search.confirmation import describe as describe_confirmation
 from vmaptune.space.space import Space
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
@@ -152,23 +153,24 @@ def _rounds(run: Run) -> str:
   """Per completed round: its counts and scores, the ranges it sampled and those it
   handed to the next round."""
   trials, scoring = run.trials, run.scoring
-  field = scoring.field(scoring.rank_by)
   parts = []
   for r in sorted(set(trials.round.tolist())):
-    entry = run.round_entry(r) or {}
+    entry = run.round_record(r) or RoundEntry(r, 0, scoring=scoring)
     mine = trials.round == r
     score = trials.score[mine]
     finite = score[~np.isnan(score)]  # A hand-written summary may lack the scores.
-    best = entry.get(f"best_{field}", scoring.best_of(finite) if finite.size else None)
-    median = entry.get(f"median_{field}", np.median(finite) if finite.size else None)
-    wall = entry.get("wall_s")
+    best = entry.best if entry.best is not None else (
+        scoring.best_of(finite) if finite.size else None)
+    median = entry.median if entry.median is not None else (
+        np.median(finite) if finite.size else None)
+    wall = entry.wall_s
     diverged, kept = int(trials.diverged[mine].sum()), int(run.kept[mine].sum())
     parts.append(
         f"<div><h3>Round {r + 1}</h3><p>{int(mine.sum())} trials, {diverged} diverged, "
         f"{kept} kept;<br>best val {_e(metric_name(scoring))} {_number(best)}, "
         f"median {_number(median)}"
         + (f"; {wall:.1f} s" if wall is not None else "") + "</p>")
-    sampled, following = _ranges(entry.get("space")), _ranges(entry.get("next_space"))
+    sampled, following = _ranges(entry.space), _ranges(entry.next_space)
     if sampled or following:
       parts.append(_table(["parameter", "sampled", "next round's"],
                           [(n, sampled.get(n, "n/a"), following.get(n, "n/a"))
@@ -181,34 +183,34 @@ def _rounds(run: Run) -> str:
 
 def _chosen(run: Run) -> str:
   """The chosen configuration: values, search score, confirmation, final fit."""
-  chosen, scoring = run.chosen, run.scoring
+  chosen, scoring = run.chosen_record, run.scoring
   if chosen is None:
     return "<p>Nothing was chosen yet.</p>"
   metric, rank_by = _e(metric_name(scoring)), scoring.rank_by
   others = [name for name in scoring.names if name != rank_by]
 
-  def besides(prefix: str, values: Mapping[str, Any], key: Any) -> str:
+  def besides(prefix: str, values: Mapping[str, Any]) -> str:
     """`` (validation loss 0.5000)``: the other metrics, in parentheses."""
     shown = ", ".join(f"{prefix} {_e(metric_name(scoring, name))} "
-                      f"{_number(values.get(key(name)))}" for name in others)
+                      f"{_number(values.get(name))}" for name in others)
     return f" ({shown})" if shown else ""
 
-  lines = [f"<p>Round {chosen['round'] + 1}, trial {chosen['trial']}.</p>",
+  lines = [f"<p>Round {chosen.round + 1}, trial {chosen.trial}.</p>",
            _table(["parameter", "value"],
-                  [(n, format_value(v)) for n, v in chosen["hparams"].items()]),
-           f"<p>Validation {metric} {_number(chosen.get(scoring.field(rank_by)))} in the "
-           f"search{besides('validation', chosen, scoring.field)}.</p>"]
-  confirmation = run.summary.get("confirmation")
+                  [(n, format_value(v)) for n, v in chosen.hparams.items()]),
+           f"<p>Validation {metric} {_number(chosen.score)} in the "
+           f"search{besides('validation', chosen.metrics)}.</p>"]
+  confirmation = run.confirmation_record
   if confirmation:
     lines += [f"<p>{_e(line.strip())}</p>"
-              for line in describe_confirmation(confirmation, scoring).splitlines()]
-  final = run.final_fit
+              for line in describe_confirmation(confirmation).splitlines()]
+  final = run.final_fit_record
   params = os.path.join(run.path, PARAMS_FILE)
   if final is not None:
     lines.append(f"<p>Final fit: validation {metric} "
-                 f"{_number(final.get(scoring.field(rank_by)))} (refit alone), <strong>test "
-                 f"{metric} {_number(final.get(f'test_{rank_by}'))}</strong>"
-                 f"{besides('test', final, lambda name: f'test_{name}')}. Its parameters: "
+                 f"{_number(final.val_score)} (refit alone), <strong>test "
+                 f"{metric} {_number(final.test_score)}</strong>"
+                 f"{besides('test', final.test)}. Its parameters: "
                  f"<code>{_e(params)}</code>.</p>")
   else:
     lines.append("<p>The final fit has not run, so the sealed test split is still unread: "

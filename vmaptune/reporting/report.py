@@ -28,7 +28,6 @@ from vmaptune.reporting.page import render as render_page
 from vmaptune.rundir import PARAMS_FILE, Run, load_run
 from vmaptune.search.confirmation import describe as describe_confirmation
 from vmaptune.space.distributions import describe_values
-from vmaptune.trials.ranking import rank
 from vmaptune.validation import whole_number
 
 INSTALL_HINT = ("matplotlib is not installed, so no figures were written; install it with "
@@ -59,29 +58,30 @@ def describe_run(run: Run, top: int = 10) -> str:
            f"  {run.config['data']['description']}; population {settings['population']}, "
            f"{settings['epochs']} epochs, sampler {settings['sampler']}, strategy "
            f"{settings['strategy']}, seed {settings['seed']}"]
-  if run.summary and run.summary.get("error"):
-    lines.append(f"  stopped with an error: {run.summary['error']}")
-  chosen, scoring = run.chosen, run.scoring
-  metric, field = metric_name(scoring), scoring.field(scoring.rank_by)
+  summary = run.summary_record
+  if summary is not None and summary.error:
+    lines.append(f"  stopped with an error: {summary.error}")
+  chosen, scoring = run.chosen_record, run.scoring
+  metric = metric_name(scoring)
   if chosen is not None:
-    lines.append(f"chosen config (round {chosen['round'] + 1}, trial {chosen['trial']}): "
-                 f"{describe_values(chosen['hparams'], sep='  ')}")
-    scores = f"  val {metric}  {_score(chosen.get(field))} (search)"
-    final = run.final_fit
+    lines.append(f"chosen config (round {chosen.round + 1}, trial {chosen.trial}): "
+                 f"{describe_values(chosen.hparams, sep='  ')}")
+    scores = f"  val {metric}  {_score(chosen.score)} (search)"
+    final = run.final_fit_record
+    saved = run.params_pointer
     if final is not None:
-      scores += f"  {_score(final.get(field))} (refit alone)"
-      test = final.get(f"test_{scoring.rank_by}")
+      scores += f"  {_score(final.val_score)} (refit alone)"
+      test = final.test_score
       scores += f"\n  test {metric} " + ("n/a (empty test split)" if test is None
                                          or math.isnan(test) else f"{test:.4f}")
       scores += f"\n  best parameters: {os.path.join(run.path, PARAMS_FILE)}"
-    elif run.params_trial is not None:
-      saved = run.params_trial
+    elif saved is not None:
       scores += (f"\n  best parameters so far: {os.path.join(run.path, PARAMS_FILE)} (round "
-                 f"{saved['round'] + 1}, trial {saved['trial']}, as trained in the search)")
+                 f"{saved.round + 1}, trial {saved.trial}, as trained in the search)")
     lines.append(scores)
-    if run.summary.get("confirmation"):
-      lines.append(describe_confirmation(run.summary["confirmation"], scoring))
-  best = run.top(top) if run.records else []
+    if summary.confirmation:
+      lines.append(describe_confirmation(summary.confirmation))
+  best = [run.trial_records[row] for row in run.top_rows(top)] if run.records else []
   if best:
     # The first metric's column as wide as its value, the others right-aligned under
     # their headers (classification: "val_acc  val_loss").
@@ -89,10 +89,10 @@ def describe_run(run: Run, top: int = 10) -> str:
     widths = [0] + [max(8, len(name)) for name in names[1:]]
     lines.append(f"top {len(best)} of {len(run.records)} trials:")
     lines.append("  round  trial  epochs  " + "  ".join(names) + "  hparams")
-    lines += [f"  {r['round'] + 1:>5}  {r['trial']:>5}  {r['start_epoch'] + r['epochs']:>6}  "
-              + "".join(f"{_score(r.get(scoring.field(name)), width)}  "
+    lines += [f"  {r.round + 1:>5}  {r.trial:>5}  {r.start_epoch + r.epochs:>6}  "
+              + "".join(f"{_score(r.metrics[name], width)}  "
                         for name, width in zip(scoring.names, widths, strict=True))
-              + describe_values(r["hparams"]) for r in best]
+              + describe_values(r.hparams) for r in best]
   return "\n".join(lines)
 
 
@@ -105,17 +105,17 @@ def top_rows(run: Run, top: int = 10) -> tuple[list[str], list[list[str]]]:
   header = (["#", "round", "trial", "status", "epochs"]
             + [column(name) for name in scoring.names] + names)
   rows = []
-  for place, i in enumerate(rank(trials)[:top]):
-    record = run.records[i]
+  for place, i in enumerate(run.top_rows(top)):
+    record = run.trial_records[i]
     scores = []
     for name in scoring.names:
       cell = f"{trials.metrics[name][i]:.4f}"
-      if name == scoring.rank_by and record.get(scoring.spread_field) is not None:
-        cell += f"±{record[scoring.spread_field]:.4f}"  # Over seeds.
+      if name == scoring.rank_by and record.score_std is not None:
+        cell += f"±{record.score_std:.4f}"  # Over seeds.
       scores.append(cell)
     rows.append([str(place + 1), str(trials.round[i] + 1), str(trials.trial[i]),
-                 record["status"], str(trials.reached[i]), *scores]
-                + [format_value(record["hparams"][n]) for n in names])
+                 record.status, str(trials.reached[i]), *scores]
+                + [format_value(record.hparams[n]) for n in names])
   return header, rows
 
 
@@ -154,20 +154,20 @@ class Report:
   page: str | None = None
 
   def describe(self, run: Run) -> str:
-    chosen, final = run.summary.get("chosen"), run.summary.get("final_fit")
+    chosen, final = run.chosen_record, run.final_fit_record
     scoring = run.scoring
-    metric, test = metric_name(scoring), f"test_{scoring.rank_by}"
+    metric = metric_name(scoring)
     rounds = len(set(run.trials.round.tolist()))
     lines = [f"run {run.path}: {len(run.records)} trials over {rounds} round"
              f"{'s' if rounds != 1 else ''}, {int(run.trials.diverged.sum())} diverged"]
     if chosen:
-      lines.append(f"chosen (round {chosen['round'] + 1}, trial {chosen['trial']}): "
-                   f"{describe_values(chosen['hparams'], sep='  ')}  val {metric} "
-                   f"{_score(chosen.get(scoring.field(scoring.rank_by)))}"
-                   + (f", test {metric} {final[test]:.4f}"
-                      if final and final.get(test) is not None else ""))
-      if run.summary.get("confirmation"):
-        lines.append(describe_confirmation(run.summary["confirmation"], scoring))
+      lines.append(f"chosen (round {chosen.round + 1}, trial {chosen.trial}): "
+                   f"{describe_values(chosen.hparams, sep='  ')}  val {metric} "
+                   f"{_score(chosen.score)}"
+                   + (f", test {metric} {final.test_score:.4f}"
+                      if final and final.test_score is not None else ""))
+      if run.confirmation_record:
+        lines.append(describe_confirmation(run.confirmation_record))
     lines += ["", f"top trials (full budget first, then {ranked_by(scoring)}):", self.table,
               "", f"importance (spread of mean val {metric} over groups of a parameter's "
               "first-round values):"]

@@ -29,61 +29,19 @@ from vmaptune.rundir.files import (
   TRIALS_FILE,
   upgrade,
 )
+from vmaptune.rundir.records import TrialRecord, parts, round_entries
 from vmaptune.space.space import Space
+from vmaptune.trials import fields
+from vmaptune.trials.fields import RecordError
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 
-# A summary's round entry: the fields resuming reads, and their types.
-ROUND_FIELDS: dict[str, tuple[type, ...]] = {
-    "round": (int,), "trials": (int,), "space": (dict,), "next_space": (dict,),
-    "strategy": (str,), "wall_s": (int, float), "compile_s": (int, float),
-    "trace_s": (int, float), "compiles": (int,)}
-NUMBER = (int, float, type(None))  # None: NaN, as JSON writes it.
-# A trial record's fields and their types (None where a diverged trial has no
-# score), besides its metrics' ``val_<metric>`` (see record_fields).
-RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "round": (int,), "trial": (int,), "lane": (int,), "bracket": (int,),
-    "hparams": (dict,), "start_epoch": (int,), "epochs": (int,),
-    "status": (str,), "parent": (int,), "kept": (bool,), "epoch_loss": (list,)}
+# config.json's parts and their types (its settings are checked below).
 CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
     "settings": (dict,), "space": (dict,), "model": (dict,), "data": (dict,),
     "environment": (dict,)}
 # What reading a run back needs (resuming it needs every field above).
-READ_ROUND_FIELDS = ("round", "trials")
 READ_CONFIG_FIELDS = ("settings", "space")
-# The parts of a summary that resuming and showing read, and their fields
-# (besides the metrics', see part_fields).
-PART_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "chosen": {"round": (int,), "trial": (int,), "hparams": (dict,), "epochs": (int,),
-               "start_epoch": (int,)},
-    "final_fit": {"round": (int,), "trial": (int,)},
-    "best_params": {"from": (str,), "round": (int,), "trial": (int,), "hparams": (dict,),
-                    "sha256": (str,)},
-    "confirmation": {"seeds": (int,), "candidates": (list,), "wall_s": (int, float)}}
-CANDIDATE_FIELDS: dict[str, tuple[type, ...]] = {
-    "round": (int,), "trial": (int,), "hparams": (dict,)}
-
-
-def record_fields(scoring: Scoring) -> dict[str, tuple[type, ...]]:
-  """A trial record's fields and types: :data:`RECORD_FIELDS` and ``val_<metric>``."""
-  return {**RECORD_FIELDS, **{scoring.field(name): NUMBER for name in scoring.names}}
-
-
-def part_fields(scoring: Scoring) -> dict[str, dict[str, tuple[type, ...]]]:
-  """The summary parts' fields and types, the metrics' included."""
-  val = {scoring.field(name): NUMBER for name in scoring.names}
-  test = {f"test_{name}": NUMBER for name in scoring.names}
-  return {**PART_FIELDS, "chosen": {**PART_FIELDS["chosen"], **val},
-          "final_fit": {**PART_FIELDS["final_fit"], **val, **test}}
-
-
-def candidate_fields(scoring: Scoring) -> dict[str, tuple[type, ...]]:
-  """A confirmation candidate's fields and types, each metric's seeds included."""
-  return {**CANDIDATE_FIELDS, **{f"seed_{name}": (list,) for name in scoring.names}}
-SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
-    "rounds": (list,), "chosen": (dict, type(None)), "final_fit": (dict, type(None)),
-    "confirmation": (dict, type(None)), "best_params": (dict, type(None)),
-    "wall_s": (int, float)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,32 +159,17 @@ def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
   return config
 
 
-def _parts_problem(summary: dict[str, Any], scoring: Scoring) -> str | None:
-  """What is wrong with the chosen trial, final fit, parameters or confirmation."""
-  for part, fields in part_fields(scoring).items():
-    value = summary.get(part)
-    problem = None if value is None else _type_problem(value, fields)
-    if problem is None and value is not None and part == "confirmation":
-      problem = next((f"a candidate: {found}" for candidate in value["candidates"]
-                      if (found := _type_problem(candidate, candidate_fields(scoring)))),
-                     None)
-    if problem is not None:
-      return f"its {part!r} is damaged: {problem}"
-  return None
-
-
-def _summary_rounds(summary: dict[str, Any], resuming: bool) -> tuple[int, str | None]:
-  """How many leading round entries are well-formed, and what is wrong with the next."""
-  optional = _optional(ROUND_FIELDS, resuming, READ_ROUND_FIELDS)
-  for index, entry in enumerate(summary["rounds"]):
-    problem = _type_problem(entry, ROUND_FIELDS, optional)
-    if problem is None and entry["round"] != index:
-      problem = f"'round' is {entry['round']}, expected {index}"
-    if problem is None and entry["trials"] < 1:
-      problem = f"'trials' is {entry['trials']}, expected at least 1"
-    if problem is not None:
-      return index, f"its entry for round {index + 1} is damaged: {problem}"
-  return len(summary["rounds"]), None
+def _summary_problem(summary: dict[str, Any], scoring: Scoring,
+                     resuming: bool) -> tuple[int, str | None]:
+  """How many leading round entries are well-formed, and what is wrong with
+  the summary (its records, :mod:`vmaptune.rundir.records`, say)."""
+  listed = len(round_entries(summary, scoring, resuming, leading=True))
+  try:
+    round_entries(summary, scoring, resuming)
+    parts(summary, scoring)
+  except RecordError as e:
+    return listed, str(e)
+  return listed, None
 
 
 def _check_round(records: list[dict[str, Any]], index: int, space: Space,
@@ -252,24 +195,24 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
   """
   summary_path, trials_path = (os.path.join(path, name) for name in (SUMMARY_FILE, TRIALS_FILE))
   scoring = Scoring.from_dict(config.get("scoring"))
-  fields = record_fields(scoring)
   summary: dict[str, Any] = {"rounds": []}
   damage: Damage | None = None
   listed = 0
   if os.path.exists(summary_path):
     value, problem = _read_json(summary_path)
     if problem is None:
-      problem = _type_problem(value, SUMMARY_FIELDS,
-                              optional=tuple(k for k in SUMMARY_FIELDS if k != "rounds"))
-      problem = None if problem is None else f"is damaged: {problem}"
+      try:
+        fields.obj(value)
+        fields.take(value, "rounds", fields.LIST)
+      except RecordError as e:
+        problem = f"is damaged: {e}"
     if problem is not None:
       damage = Damage(summary_path, f"{summary_path} {problem}")
     else:  # Its rounds can be read: damage past them leaves them intact.
       summary = value
-      listed, problem = _summary_rounds(summary, resuming)
-      problem = problem or _parts_problem(summary, scoring)
+      listed, problem = _summary_problem(summary, scoring, resuming)
       if problem is not None:
-        damage = Damage(summary_path, f"{summary_path}: {problem}")
+        damage = Damage(summary_path, f"{summary_path} is damaged: {problem}")
   rounds = summary["rounds"][:listed]
   space = Space.from_dict(upgrade(config)["space"])
   epochs = config["settings"]["epochs"]
@@ -289,9 +232,10 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
     except ValueError as e:
       problem = f"line {line_number} is not valid JSON ({e})"
       break
-    field_problem = _type_problem(record, fields)
-    if field_problem is not None:
-      problem = f"line {line_number} is not a trial record: {field_problem}"
+    try:
+      TrialRecord.from_json(record, scoring)
+    except RecordError as e:
+      problem = f"line {line_number} is not a trial record: {e}"
       break
     if (record["round"], record["trial"]) != (intact, len(current)):
       problem = (f"line {line_number} holds round {record['round'] + 1}'s trial "

@@ -22,6 +22,16 @@ from vmaptune.rundir.files import (
   example_inputs,
   upgrade,
 )
+from vmaptune.rundir.records import (
+  FINAL_FIT,
+  ConfirmationRecord,
+  FinalFitRecord,
+  ParamsPointer,
+  RoundEntry,
+  Summary,
+  TrialRecord,
+  read_summary,
+)
 from vmaptune.space.space import Space
 from vmaptune.space.structural import BATCH_SIZE, ModelSpec, build_model
 from vmaptune.trials.ranking import rank
@@ -82,47 +92,88 @@ class Run:
     """Every round ran (the final fit may still be missing)."""
     return self.rounds_completed == self.settings["rounds"]
 
+  @functools.cached_property
+  def summary_record(self) -> Summary | None:
+    """``summary.json`` as a record (``None`` before the first round completed)."""
+    return read_summary(self.summary, self.scoring)
+
+  @functools.cached_property
+  def trial_records(self) -> list[TrialRecord]:
+    """:attr:`records` as typed records (:class:`vmaptune.trials.table.Trial`)."""
+    return [TrialRecord.from_json(record, self.scoring) for record in self.records]
+
   @property
   def chosen(self) -> dict[str, Any] | None:
-    """The chosen trial's record (``None`` before a round completed)."""
+    """The chosen trial's record as JSON holds it (``None`` before a round
+    completed); :attr:`chosen_record` is the typed one."""
     return self.summary.get("chosen") if self.summary else None
 
   @property
+  def chosen_record(self) -> TrialRecord | None:
+    """The chosen trial (``None`` before a round completed)."""
+    return self.summary_record.chosen if self.summary_record else None
+
+  @property
   def final_fit(self) -> dict[str, Any] | None:
-    """The final fit's scores (``None`` until it ran)."""
+    """The final fit's scores as JSON holds them (``None`` until it ran);
+    :attr:`final_fit_record` is the typed one."""
     return self.summary.get("final_fit") if self.summary else None
+
+  @property
+  def final_fit_record(self) -> FinalFitRecord | None:
+    """The final fit (``None`` until it ran)."""
+    return self.summary_record.final_fit if self.summary_record else None
+
+  @property
+  def confirmation_record(self) -> ConfirmationRecord | None:
+    """The confirmation (``None`` when it did not run)."""
+    return self.summary_record.confirmation if self.summary_record else None
 
   def round_entry(self, index: int) -> dict[str, Any] | None:
     """The summary's entry for round ``index`` (its ``space``, ``next_space``,
-    ``wall_s``, ...), ``None`` if it has none."""
+    ``wall_s``, ...), ``None`` if it has none; :meth:`round_record` is the typed one."""
     entries = {entry["round"]: entry for entry in (self.summary or {}).get("rounds", [])}
     return entries.get(index)
+
+  def round_record(self, index: int) -> RoundEntry | None:
+    """The summary's entry for round ``index``, ``None`` if it has none."""
+    entries = self.summary_record.rounds if self.summary_record else ()
+    return next((entry for entry in entries if entry.round == index), None)
 
   def top(self, count: int = 10) -> list[dict[str, Any]]:
     """The best ``count`` records, ranked as the tuner ranks (see
     :mod:`vmaptune.trials.ranking`); diverged trials left out."""
-    return [self.records[row] for row in rank(self.trials)[:count]]
+    return [self.records[row] for row in self.top_rows(count)]
+
+  def top_rows(self, count: int = 10) -> list[int]:
+    """The rows of :attr:`records` of the best ``count`` trials, best first."""
+    return [int(row) for row in rank(self.trials)[:count]]
+
+  @property
+  def params_pointer(self) -> ParamsPointer | None:
+    """Whose parameters ``best_params.msgpack`` holds (``None`` before any were saved)."""
+    summary = self.summary_record
+    if summary is None:
+      return None
+    if summary.best_params is None and summary.final_fit and summary.chosen:
+      return ParamsPointer.of(FINAL_FIT, summary.chosen)  # Written by an earlier vmaptune.
+    return summary.best_params
 
   @property
   def params_trial(self) -> dict[str, Any] | None:
     """Which trial ``best_params.msgpack`` holds: ``{"from": "search" | "final_fit",
-    "round", "trial", "hparams"}`` (``None`` before any was saved)."""
-    if not self.summary:
-      return None
-    pointer = self.summary.get("best_params")
-    if pointer is None and self.final_fit and self.chosen:  # Written by an earlier vmaptune.
-      pointer = {"from": "final_fit", "round": self.chosen["round"],
-                 "trial": self.chosen["trial"], "hparams": self.chosen["hparams"]}
-    return pointer
+    "round", "trial", "hparams"}`` (``None`` before any was saved); see :attr:`params_pointer`."""
+    pointer = self.params_pointer
+    return None if pointer is None else pointer.to_json()
 
   def best_model(self, model: ModelSpec) -> Any:
     """The module the best parameters belong to: ``model`` with the structural
     values of the trial they hold (``model`` itself without structure)."""
-    trial = self.params_trial or self.chosen
+    trial = self.params_pointer or self.chosen_record
     if trial is None:
       raise ValueError(f"{self.path}: no round completed, so nothing was chosen")
     space = self.space
-    values = {name: space[name].value(trial["hparams"][name])
+    values = {name: space[name].value(trial.hparams[name])
               for name in space.structural_names if name != BATCH_SIZE}
     return build_model(model, values)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmaptune.lanes.keys import REPLICA, round_keys
+from vmaptune.rundir.records import CandidateRecord, ConfirmationRecord
 from vmaptune.search.engine import Engine
 from vmaptune.strategies.base import lane_scores
 from vmaptune.trials.ranking import order, rank
@@ -109,41 +110,46 @@ class Confirmation:
     return self.seed_scores.size * self.epochs
 
   def summary(self) -> dict[str, Any]:
+    """The summary's ``confirmation`` entry (see :class:`ConfirmationRecord`)."""
+    return self.record().to_json()
+
+  def record(self) -> ConfirmationRecord:
+    """The summary's ``confirmation`` entry, as a record."""
     chosen, scoring = self.chosen, self.scoring
-    search = "search_" + scoring.field(scoring.rank_by)
-    return {
-        "configurations": len(self.candidates), "seeds": self.seeds, "chosen": chosen,
-        search: self.trial.score,
-        "mean": finite_or_none(self.mean[chosen]), "sd": finite_or_none(self.spread[chosen]),
-        "optimism": finite_or_none(self.optimism), "lane_epochs": self.lane_epochs,
-        "wall_s": self.wall_s,
-        "candidates": [{"round": t.round, "trial": t.trial, "hparams": t.to_record()["hparams"],
-                        search: t.score,
-                        "mean": finite_or_none(self.mean[i]),
-                        "sd": finite_or_none(self.spread[i]),
-                        **{f"seed_{name}": [finite_or_none(v) for v in values[i]]
-                           for name, values in self.seed_metrics.items()}}
-                       for i, t in enumerate(self.candidates)],
-    }
+    return ConfirmationRecord(
+        configurations=len(self.candidates), seeds=self.seeds, chosen=chosen,
+        search=self.trial.score, mean=finite_or_none(self.mean[chosen]),
+        sd=finite_or_none(self.spread[chosen]), optimism=finite_or_none(self.optimism),
+        lane_epochs=self.lane_epochs, wall_s=self.wall_s,
+        candidates=tuple(CandidateRecord(
+            round=t.round, trial=t.trial, hparams=t.hparams_json(), search=t.score,
+            mean=finite_or_none(self.mean[i]), sd=finite_or_none(self.spread[i]),
+            seeds={name: [finite_or_none(v) for v in values[i]]
+                   for name, values in self.seed_metrics.items()}, scoring=scoring)
+            for i, t in enumerate(self.candidates)), scoring=scoring)
 
   def describe(self) -> str:
     """Two lines: the chosen configuration's confirmation and what was compared."""
     return describe(self.summary(), self.scoring)
 
 
-def describe(summary: Mapping[str, Any], scoring: Scoring = CLASSIFICATION) -> str:
-  """Two lines from a confirmation's summary (as ``summary.json`` holds it)."""
+def describe(summary: Mapping[str, Any] | ConfirmationRecord,
+             scoring: Scoring = CLASSIFICATION) -> str:
+  """Two lines from a confirmation's summary entry (as ``summary.json`` holds
+  it, or as its record)."""
+  record = (summary if isinstance(summary, ConfirmationRecord)
+            else ConfirmationRecord.from_json(summary, scoring))
   number = lambda value, form: "n/a" if value is None else format(value, form)
-  optimism = summary["optimism"]
+  optimism = record.optimism
   # Accuracies are fractions: their optimism reads best in percentage points.
-  points = scoring.rank_by.endswith("accuracy")
+  points = record.scoring.rank_by.endswith("accuracy")
   optimism = (f"{number(None if optimism is None else 100 * optimism, '+.1f')} points"
               if points else number(optimism, "+.4g"))
-  return (f"  confirmed     {number(summary['mean'], '.4f')} +- {number(summary['sd'], '.4f')} "
-          f"over {summary['seeds']} fresh seeds (optimism of the search score "
+  return (f"  confirmed     {number(record.mean, '.4f')} +- {number(record.sd, '.4f')} "
+          f"over {record.seeds} fresh seeds (optimism of the search score "
           f"{optimism})\n"
-          f"  chosen as the best mean of the top {summary['configurations']} configurations "
-          f"retrained ({summary['lane_epochs']} lane-epochs, {summary['wall_s']:.1f}s)")
+          f"  chosen as the best mean of the top {record.configurations} configurations "
+          f"retrained ({record.lane_epochs} lane-epochs, {record.wall_s:.1f}s)")
 
 
 def top_candidates(rounds: Sequence[RoundResult], count: int) -> list[Trial]:
@@ -216,14 +222,15 @@ def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
             seeds: int, epochs: int, scoring: Scoring = CLASSIFICATION) -> Confirmation | None:
   """The confirmation a run directory's summary holds, if it confirmed the
   same candidates with as many seeds; else ``None`` (it runs again)."""
-  if not saved or saved.get("seeds") != seeds:
+  if not saved:
+    return None
+  record = ConfirmationRecord.from_json(saved, scoring)
+  if record.seeds != seeds:
     return None
   candidates = top_candidates(rounds, count)
-  stored = [(c["round"], c["trial"]) for c in saved.get("candidates", [])]
-  if stored != [(t.round, t.trial) for t in candidates]:
+  if [(c.round, c.trial) for c in record.candidates] != [(t.round, t.trial) for t in candidates]:
     return None
-  as_array = lambda key: np.array([[np.nan if v is None else v for v in c[key]]
-                                   for c in saved["candidates"]], np.float64)
-  return Confirmation(tuple(candidates),
-                      {name: as_array(f"seed_{name}") for name in scoring.names},
-                      epochs, saved["wall_s"], scoring)
+  as_array = lambda name: np.array([[np.nan if v is None else v for v in c.seeds[name]]
+                                    for c in record.candidates], np.float64)
+  return Confirmation(tuple(candidates), {name: as_array(name) for name in scoring.names},
+                      epochs, record.wall_s, scoring)

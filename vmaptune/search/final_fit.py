@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from vmaptune.rundir.records import FinalFitRecord
 from vmaptune.trials.table import Trial
 
 
@@ -55,19 +56,21 @@ class FinalFit:
     """As the run directory's summary holds it: ``val_<metric>`` and
     ``test_<metric>`` for every metric (classification: ``val_accuracy``,
     ``val_loss``, ``test_accuracy``, ``test_loss``)."""
+    return self.record().to_json()
+
+  def record(self) -> FinalFitRecord:
+    """The summary's ``final_fit`` entry, as a record."""
     scoring = self.trial.scoring
-    return {"config": self.trial.to_record()["hparams"], "round": self.trial.round,
-            "trial": self.trial.trial, "lane": self.trial.lane,
-            "schedule": [{"first_epoch": a, "end_epoch": b, "hparams": h}
-                         for a, b, h in self.schedule],
-            "batch_size": self.batch_size,
-            "search_" + scoring.field(scoring.rank_by): self.trial.score,
-            **{scoring.field(name): self.val[name] for name in scoring.names},
-            **{f"test_{name}": self.test[name] for name in scoring.names}}
+    return FinalFitRecord(
+        config=self.trial.hparams_json(), round=self.trial.round, trial=self.trial.trial,
+        lane=self.trial.lane, schedule=tuple(tuple(step) for step in self.schedule),
+        batch_size=self.batch_size, search=self.trial.score,
+        val={name: self.val[name] for name in scoring.names},
+        test={name: self.test[name] for name in scoring.names}, scoring=scoring)
 
   @classmethod
   def metrics_from_summary(cls, entry: dict[str, Any],
                            scoring: Any) -> tuple[dict[str, float], dict[str, float]]:
     """``(val, test)`` metrics of a summary's final-fit entry."""
-    return ({name: entry[scoring.field(name)] for name in scoring.names},
-            {name: entry[f"test_{name}"] for name in scoring.names})
+    record = FinalFitRecord.from_json(entry, scoring)
+    return record.val, record.test

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE
+from vmaptune.rundir.records import BucketEntry, ParamsPointer, RoundEntry, Summary
 from vmaptune.search.final_fit import FinalFit
 from vmaptune.space.distributions import describe_values, json_value
 from vmaptune.space.space import Space
@@ -94,7 +95,7 @@ class RoundResult(TrialTable):
   @property
   def best_key(self) -> str:
     """The summary's key of the best ranking metric: ``best_val_<metric>``."""
-    return "best_" + self.scoring.field(self.scoring.rank_by)
+    return self.scoring.best_field
 
   def structural(self, trial: int) -> dict[str, Any]:
     """The structural values of a trial: which bucket it trained in."""
@@ -113,18 +114,22 @@ class RoundResult(TrialTable):
     """Per bucket: its structural values (JSON-ready), configurations started,
     trials, kept trials, diverged trials, and its best trial that trained the
     full budget (``None`` if none did, e.g. when all its lanes diverged)."""
+    return [bucket.to_json() for bucket in self.bucket_entries()]
+
+  def bucket_entries(self) -> list[BucketEntry]:
+    """:meth:`bucket_summaries` as records."""
     kept = set(self.kept.tolist())
-    summaries = []
+    entries = []
     for values, trials in self.buckets():
       done = trials[self.completed[trials]]
       best = int(done[rank(self.take(done))[0]]) if len(done) else None
-      summaries.append({
-          "values": {k: json_value(v) for k, v in values.items()},
-          "configurations": int(self.is_configuration[trials].sum()),
-          "trials": len(trials), "kept": len(kept.intersection(trials.tolist())),
-          "diverged": int(self.diverged[trials].sum()), "best_trial": best,
-          self.best_key: None if best is None else float(self.score[best])})
-    return summaries
+      entries.append(BucketEntry(
+          values={k: json_value(v) for k, v in values.items()},
+          configurations=int(self.is_configuration[trials].sum()),
+          trials=len(trials), kept=len(kept.intersection(trials.tolist())),
+          diverged=int(self.diverged[trials].sum()), best_trial=best,
+          best=None if best is None else float(self.score[best]), scoring=self.scoring))
+    return entries
 
   def schedule(self, trial: int) -> list[tuple[int, int, dict[str, float]]]:
     """The configurations ``trial`` and its ancestors trained with, oldest
@@ -170,32 +175,34 @@ class RoundResult(TrialTable):
     ]
     if self.space.structural_names:
       lines.append("  by bucket:")
-      for (values, _), bucket in zip(self.buckets(), self.bucket_summaries(), strict=True):
-        best = bucket[self.best_key]
-        count = bucket["configurations"]
+      for (values, _), bucket in zip(self.buckets(), self.bucket_entries(), strict=True):
+        count = bucket.configurations
         lines.append(f"    {describe_values(values)}: {count} configuration"
                      f"{'s' if count != 1 else ''}, best "
-                     + ("-" if best is None else f"{best:.4f}")
-                     + f", kept {bucket['kept']}, diverged {bucket['diverged']}/"
-                     f"{bucket['trials']}")
+                     + ("-" if bucket.best is None else f"{bucket.best:.4f}")
+                     + f", kept {bucket.kept}, diverged {bucket.diverged}/{bucket.trials}")
     return "\n".join(lines)
 
   def summary(self) -> dict[str, Any]:
+    """The round's entry in ``summary.json`` (see :class:`vmaptune.rundir.records.RoundEntry`)."""
+    return self.entry().to_json()
+
+  def entry(self) -> RoundEntry:
+    """The round's entry in ``summary.json``, as a record."""
     best = self.best_trial if self.completed.any() else None
-    return {
-        "round": self.index, "strategy": self.strategy, "space": self.space.to_dict(),
-        "next_space": self.next_space.to_dict(), "configurations": self.configurations,
-        "trials": self.num_trials, "lane_epochs": self.lane_epochs,
-        "kept": len(self.kept), "diverged": self.num_diverged,
-        "statuses": {str(k): int(v) for k, v in zip(*np.unique(self.status, return_counts=True),
-                                                     strict=True)},
-        self.best_key: None if best is None else self.best_score,
-        "median_" + self.scoring.field(self.scoring.rank_by): finite_or_none(self.median_score),
-        "best_trial": best,
-        "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
-        "compiles": self.compiles, "trials_per_s": self.trials_per_s,
-        **({"buckets": self.bucket_summaries()} if self.space.structural_names else {}),
-    }
+    return RoundEntry(
+        round=self.index, strategy=self.strategy, space=self.space.to_dict(),
+        next_space=self.next_space.to_dict(), configurations=self.configurations,
+        trials=self.num_trials, lane_epochs=self.lane_epochs,
+        kept=len(self.kept), diverged=self.num_diverged,
+        statuses={str(k): int(v) for k, v in zip(*np.unique(self.status, return_counts=True),
+                                                 strict=True)},
+        best=None if best is None else self.best_score,
+        median=finite_or_none(self.median_score), best_trial=best,
+        wall_s=self.wall_s, compile_s=self.compile_s, trace_s=self.trace_s,
+        compiles=self.compiles, trials_per_s=self.trials_per_s,
+        buckets=tuple(self.bucket_entries()) if self.space.structural_names else None,
+        scoring=self.scoring)
 
 
 def best_trial(rounds: list[RoundResult]) -> Trial | None:
@@ -291,20 +298,25 @@ class TuneResult:
     self._final = fit
 
   def summary(self) -> dict[str, Any]:
+    """``summary.json`` as far as the result knows it (``best_params`` is
+    ``None``: the run directory's writer sets it)."""
+    return self.summary_record().to_json()
+
+  def summary_record(self, best_params: ParamsPointer | None = None,
+                     error: str | None = None) -> Summary:
+    """``summary.json`` as a record."""
     best = self.best
-    return {
-        "chosen": None if best is None else best.to_record(),
-        "final_fit": None if self._final is None else self._final.summary(),
-        "settings": self.settings, "space": self.space.to_dict(),
-        "rounds": [r.summary() for r in self.rounds],
-        "confirmation": None if self.confirmation is None else self.confirmation.summary(),
-        "wall_s": self.wall_s, "compile_s": self.compile_s, "trace_s": self.trace_s,
+    return Summary(
+        chosen=best, final_fit=None if self._final is None else self._final.record(),
+        settings=self.settings, space=self.space.to_dict(),
+        rounds=tuple(r.entry() for r in self.rounds),
+        confirmation=None if self.confirmation is None else self.confirmation.record(),
+        wall_s=self.wall_s, compile_s=self.compile_s, trace_s=self.trace_s,
         # XLA programs compiled (or loaded from the cache) over the whole search:
         # one set per population size a strategy used, reused by later rounds.
-        "programs_compiled": sum(r.compiles for r in self.rounds),
-        # The rounds' and the confirmation's.
-        "lane_epochs": self.lane_epochs,
-    }
+        programs_compiled=sum(r.compiles for r in self.rounds),
+        lane_epochs=self.lane_epochs,  # The rounds' and the confirmation's.
+        best_params=best_params, error=error)
 
   @property
   def lane_epochs(self) -> int:

@@ -27,6 +27,7 @@ from vmaptune.lanes.devices import lane_to_host
 from vmaptune.lanes.events import Pieces
 from vmaptune.lanes.keys import round_keys
 from vmaptune.rundir import Restored, RunDirectory
+from vmaptune.rundir.records import ParamsPointer
 from vmaptune.rundir.writer import kept_params
 from vmaptune.samplers.base import RoundPlan
 from vmaptune.search import confirmation as confirmation_stage
@@ -45,8 +46,7 @@ from vmaptune.trials.table import Trial, TrialTable
 def params_pointer(source: str, trial: Trial) -> dict:
   """The summary's ``best_params``: whose parameters the file holds (its
   ``sha256`` is added when it is written)."""
-  return {"from": source, "round": trial.round, "trial": trial.trial,
-          "hparams": trial.to_record()["hparams"]}
+  return ParamsPointer.of(source, trial).to_json()
 
 
 class Search:

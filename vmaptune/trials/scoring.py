@@ -85,19 +85,46 @@ class Scoring:
     """Whether a higher ranking metric is better."""
     return self.direction == MAXIMIZE
 
+  # Every record key derived from a metric's name is composed here, once (the
+  # run format's records in vmaptune.rundir.records, the trackers and reports read them).
+
   def field(self, name: str) -> str:
-    """The record field of a metric: ``val_<name>``."""
+    """The record field of a metric on the validation split: ``val_<name>``."""
     return f"val_{name}"
+
+  def test_field(self, name: str) -> str:
+    """The final fit's field of a metric on the test split: ``test_<name>``."""
+    return f"test_{name}"
+
+  def seeds_field(self, name: str) -> str:
+    """The field of a metric's value for each seed: ``seed_<name>``."""
+    return f"seed_{name}"
 
   @property
   def seed_field(self) -> str:
     """The record field of the ranking metric of each seed: ``seed_<rank_by>``."""
-    return f"seed_{self.rank_by}"
+    return self.seeds_field(self.rank_by)
 
   @property
   def spread_field(self) -> str:
     """The record field of its standard deviation over seeds: ``val_<rank_by>_std``."""
-    return f"val_{self.rank_by}_std"
+    return f"{self.field(self.rank_by)}_std"
+
+  @property
+  def best_field(self) -> str:
+    """A round entry's best ranking-metric value: ``best_val_<rank_by>``."""
+    return f"best_{self.field(self.rank_by)}"
+
+  @property
+  def median_field(self) -> str:
+    """A round entry's median ranking-metric value: ``median_val_<rank_by>``."""
+    return f"median_{self.field(self.rank_by)}"
+
+  @property
+  def search_field(self) -> str:
+    """A chosen trial's ranking metric in the search (the confirmation's and the
+    final fit's entries): ``search_val_<rank_by>``."""
+    return f"search_{self.field(self.rank_by)}"
 
   def label(self, name: str | None = None) -> str:
     """``"validation <metric>"`` (the ranking metric by default), for axes and tables."""
@@ -149,7 +176,7 @@ class Scoring:
     for metric in self.names:
       if name == self.field(metric):
         return metrics[metric]
-      if test is not None and name == f"test_{metric}":
+      if test is not None and name == self.test_field(metric):
         return test[metric]
     if seeds is not None and name == self.seed_field:
       return seeds

@@ -21,6 +21,7 @@ import numpy as np
 from vmaptune.space.discrete import IntUniform
 from vmaptune.space.distributions import json_value
 from vmaptune.space.space import Space
+from vmaptune.trials import fields
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 
 FINISHED, HALVED, EXPLOITED, DIVERGED = "finished", "halved", "exploited", "diverged"
@@ -97,32 +98,66 @@ class Trial:
       return self.score_std
     return self.scoring.value_of(name, self.metrics, seeds=self.seed_scores)
 
-  def to_record(self) -> dict[str, Any]:
+  def hparams_json(self) -> dict[str, Any]:
+    """``hparams`` as records hold them (tuples as lists)."""
+    return {k: json_value(v) for k, v in self.hparams.items()}
+
+  def to_json(self) -> dict[str, Any]:
     """The record as ``trials.jsonl`` holds it: ``val_<metric>`` fields after
     ``epochs``, tuples as lists, the seed fields only with several seeds."""
+    scoring = self.scoring
     record: dict[str, Any] = {
         "round": self.round, "trial": self.trial, "lane": self.lane, "bracket": self.bracket,
-        "hparams": {k: json_value(v) for k, v in self.hparams.items()},
-        "start_epoch": self.start_epoch, "epochs": self.epochs}
-    record.update({self.scoring.field(name): value for name, value in self.metrics.items()})
+        "hparams": self.hparams_json(), "start_epoch": self.start_epoch, "epochs": self.epochs}
+    record.update({scoring.field(name): value for name, value in self.metrics.items()})
     record.update(status=self.status, parent=self.parent, kept=self.kept)
     if self.seed_scores is not None:  # One seed: no spread to record.
-      record[self.scoring.seed_field] = list(self.seed_scores)
-      record[self.scoring.spread_field] = self.score_std
+      record[scoring.seed_field] = list(self.seed_scores)
+      record[scoring.spread_field] = self.score_std
     record["epoch_loss"] = self.epoch_loss
     return record
 
+  # What a summary's chosen trial needs besides its metrics (complete=False).
+  CHOSEN = ("round", "trial", "hparams", "start_epoch", "epochs")
+
+  @classmethod
+  def from_json(cls, record: Any, scoring: Scoring, complete: bool = True) -> Trial:
+    """A line of ``trials.jsonl`` read back (hparams as JSON holds them).
+
+    Args:
+      complete: every field must be there; else (a summary's ``chosen``) only
+        :attr:`CHOSEN` and the metrics, the others ``None`` where absent.
+
+    Raises:
+      RecordError: a field is missing or of the wrong type (the error names it).
+    """
+    def take(key: str, types: tuple[type, ...]) -> Any:
+      if complete or key in cls.CHOSEN:
+        return fields.take(record, key, types)
+      return fields.take(record, key, types + (type(None),), None)
+
+    return cls(
+        round=take("round", fields.INT), trial=take("trial", fields.INT),
+        lane=take("lane", fields.INT), bracket=take("bracket", fields.INT),
+        hparams=dict(take("hparams", fields.DICT)), start_epoch=take("start_epoch", fields.INT),
+        epochs=take("epochs", fields.INT),
+        metrics={name: fields.take(record, scoring.field(name), fields.NUMBER)
+                 for name in scoring.names},
+        status=take("status", fields.STR), parent=take("parent", fields.INT),
+        kept=take("kept", fields.BOOL),
+        seed_scores=fields.numbers(record, scoring.seed_field, None),
+        score_std=fields.take(record, scoring.spread_field, fields.NUMBER, None),
+        epoch_loss=fields.numbers(record, "epoch_loss", *(() if complete else (None,))),
+        scoring=scoring)
+
+  def to_record(self) -> dict[str, Any]:
+    """:meth:`to_json` (the name earlier versions used)."""
+    return self.to_json()
+
   @classmethod
   def from_record(cls, record: Mapping[str, Any], scoring: Scoring) -> Trial:
-    """A record of ``trials.jsonl`` read back (hparams as JSON holds them)."""
-    return cls(
-        round=record["round"], trial=record["trial"], lane=record["lane"],
-        bracket=record["bracket"], hparams=dict(record["hparams"]),
-        start_epoch=record["start_epoch"], epochs=record["epochs"],
-        metrics={name: record.get(scoring.field(name)) for name in scoring.names},
-        status=record["status"], parent=record["parent"], kept=record["kept"],
-        seed_scores=record.get(scoring.seed_field), score_std=record.get(scoring.spread_field),
-        epoch_loss=record.get("epoch_loss"), scoring=scoring)
+    """:meth:`from_json` (the name earlier versions used)."""
+    return cls.from_json(record, scoring)
 
 
 @dataclasses.dataclass(frozen=True)

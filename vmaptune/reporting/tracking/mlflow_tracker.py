@@ -43,6 +43,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from vmaptune.errors import SettingsError
 from vmaptune.reporting.tracking.base import Tracker
 from vmaptune.rundir.files import flatten
+from vmaptune.rundir.records import RoundEntry, Summary, TrialRecord
 from vmaptune.space.distributions import describe_values
 from vmaptune.space.space import Space
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
@@ -147,62 +148,65 @@ class MlflowTracker(Tracker):
     self.client.log_dict(self.run_id, dict(config), "config.json")
 
   def log_round(self, entry: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
-    index = int(entry["round"])
+    round_entry = RoundEntry.from_json(dict(entry), self.scoring, complete=False)
+    index = round_entry.round
     for record in records:
-      self._log_trial(record)
+      self._log_trial(TrialRecord.from_json(dict(record), self.scoring))
     if index in self._rounds:
       return
     now = int(time.time() * 1000)
-    field = self.scoring.field(self.scoring.rank_by)
     metrics = [Metric(name, value, now, index) for name, value in (
-        (f"best_{field}", _number(entry.get(f"best_{field}"))),
-        (f"median_{field}", _number(entry.get(f"median_{field}"))),
-        ("lane_epochs", _number(entry.get("lane_epochs"))),
-        ("trials_per_s", _number(entry.get("trials_per_s")))) if value is not None]
-    ranges = Space.from_dict(entry["space"]) if "space" in entry else None
+        (self.scoring.best_field, _number(round_entry.best)),
+        (self.scoring.median_field, _number(round_entry.median)),
+        ("lane_epochs", _number(round_entry.lane_epochs)),
+        ("trials_per_s", _number(round_entry.trials_per_s))) if value is not None]
+    ranges = None if round_entry.space is None else Space.from_dict(round_entry.space)
     tags = [] if ranges is None else [RunTag(f"round_{index + 1}.ranges", _text(", ".join(
         f"{name} {dist.describe()}" for name, dist in ranges.items())))]
     self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
     self.client.log_dict(self.run_id, dict(entry), f"rounds/round_{index + 1}.json")
     self._rounds.add(index)
 
-  def _log_trial(self, record: Mapping[str, Any]) -> None:
-    where = (int(record["round"]), int(record["trial"]))
+  def _log_trial(self, record: TrialRecord) -> None:
+    where = (record.round, record.trial)
     if where in self._logged:
       return
     name = f"r{where[0] + 1}-t{where[1]}"
     tags = {MLFLOW_PARENT_RUN_ID: self.run_id, "vmaptune.round": str(where[0] + 1),
-            "vmaptune.trial": str(where[1]), "lane": str(record["lane"]),
-            "status": str(record["status"]), "bracket": str(record["bracket"]),
-            "parent_trial": str(record["parent"]), "kept": str(record["kept"])}
+            "vmaptune.trial": str(where[1]), "lane": str(record.lane),
+            "status": str(record.status), "bracket": str(record.bracket),
+            "parent_trial": str(record.parent), "kept": str(record.kept)}
     child = self.client.create_run(self._experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
-    fields = [self.scoring.field(metric) for metric in self.scoring.names]
-    metrics = [Metric(field, value, now, 0) for field, value in (
-        (field, _number(record.get(field))) for field in fields) if value is not None]
-    start = int(record["start_epoch"])
+    metrics = [Metric(self.scoring.field(metric), value, now, 0) for metric, value in (
+        (metric, _number(record.metrics[metric])) for metric in self.scoring.names)
+        if value is not None]
+    start = record.start_epoch
     metrics += [Metric("epoch_loss", float(loss), now, start + i)
-                for i, loss in enumerate(record["epoch_loss"]) if _number(loss) is not None]
-    params = [Param(k, _text(v)) for k, v in record["hparams"].items()]
+                for i, loss in enumerate(record.epoch_loss or ()) if _number(loss) is not None]
+    params = [Param(k, _text(v)) for k, v in record.hparams.items()]
     self.client.log_batch(child, metrics=metrics, params=params)
     self.client.set_terminated(child, RunStatus.to_string(RunStatus.FINISHED))
     self._logged.add(where)
 
   def finish(self, summary: Mapping[str, Any], files: Mapping[str, str] | None = None) -> None:
     now = int(time.time() * 1000)
-    chosen = summary.get("chosen") or {}
-    tags = [RunTag(f"chosen.{k}", _text(v)) for k, v in chosen.get("hparams", {}).items()]
+    record = Summary.from_json(dict(summary), self.scoring)
+    chosen, scoring = record.chosen, self.scoring
+    tags = [] if chosen is None else [RunTag(f"chosen.{k}", _text(v))
+                                      for k, v in chosen.hparams.items()]
     if chosen:
-      tags += [RunTag("chosen", f"round {chosen['round'] + 1}, trial {chosen['trial']}: "
-                      + _text(describe_values(chosen["hparams"], sep="  ")))]
-    field = self.scoring.field(self.scoring.rank_by)
-    figures = {f"chosen_{field}": chosen.get(field)}
-    confirmation = summary.get("confirmation") or {}
-    figures.update({f"confirmation_{k}": confirmation.get(k) for k in ("mean", "sd", "optimism")})
-    final = summary.get("final_fit") or {}
-    keys = ([self.scoring.field(m) for m in self.scoring.names]
-            + [f"test_{m}" for m in self.scoring.names])  # Classification: val_accuracy, ...
-    figures.update({f"final_{k}": final.get(k) for k in keys})
+      tags += [RunTag("chosen", f"round {chosen.round + 1}, trial {chosen.trial}: "
+                      + _text(describe_values(chosen.hparams, sep="  ")))]
+    figures = {f"chosen_{scoring.field(scoring.rank_by)}": None if chosen is None
+               else chosen.score}
+    confirmation = record.confirmation
+    figures.update({f"confirmation_{k}": None if confirmation is None
+                    else getattr(confirmation, k) for k in ("mean", "sd", "optimism")})
+    final = record.final_fit
+    if final is not None:  # Classification: final_val_accuracy, ..., final_test_loss.
+      figures.update({f"final_{scoring.field(m)}": final.val[m] for m in scoring.names})
+      figures.update({f"final_{scoring.test_field(m)}": final.test[m] for m in scoring.names})
     logged = self.client.get_run(self.run_id).data.metrics
     metrics = [Metric(k, float(v), now, 0) for k, v in figures.items()
                if _number(v) is not None and logged.get(k) != float(v)]  # Only what changed.
@@ -211,10 +215,10 @@ class MlflowTracker(Tracker):
     for name, path in (files or {}).items():
       folder = os.path.dirname(name)
       self.client.log_artifact(self.run_id, path, artifact_path=folder or None)
-    rounds = summary.get("settings", {}).get("rounds")
-    if summary.get("error"):
+    rounds = (record.settings or {}).get("rounds")
+    if record.error:
       self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
-    elif rounds is not None and len(summary.get("rounds", [])) >= rounds:
+    elif rounds is not None and len(record.rounds) >= rounds:
       self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
     # Otherwise the run is still going (an export of a running run): it stays RUNNING.
 

@@ -65,6 +65,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from vmaptune.reporting.tracking.base import Tracker
+from vmaptune.rundir.records import RoundEntry, TrialRecord
 from vmaptune.space.distributions import describe_values, freeze
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 
@@ -100,8 +101,7 @@ def round_scalars(scoring: Scoring) -> tuple[str, ...]:
   >>> round_scalars(CLASSIFICATION)[:2]
   ('best_val_accuracy', 'median_val_accuracy')
   """
-  field = scoring.field(scoring.rank_by)
-  return (f"best_{field}", f"median_{field}") + ROUND_COUNTS
+  return (scoring.best_field, scoring.median_field) + ROUND_COUNTS
 
 
 def hparam_value(value: Any, spec: Mapping[str, Any] | None) -> float | str:
@@ -284,21 +284,22 @@ class TensorBoardTracker(Tracker):
       if not written_parts(directory):
         write_events(directory, "trial", self._trial_summaries(record))
     if entry:
+      index = RoundEntry.from_json(dict(entry), self.scoring, complete=False).round
       values = {f"round/{k}": entry.get(k) for k in round_scalars(self.scoring)}
-      self._write_part(f"round-{int(entry['round']):04d}",
-                       lambda: [(int(entry["round"]), scalars(values))])
+      self._write_part(f"round-{index:04d}", lambda: [(index, scalars(values))])
 
   def _trial_summaries(self, record: Mapping[str, Any]) -> list[tuple[int, Any]]:
     name = session_name(record)
-    hparams = {k: hparam_value(v, self._space.get(k)) for k, v in record["hparams"].items()}
-    start, epochs = int(record["start_epoch"]), int(record["epochs"])
-    diverged = record["status"] == "diverged"
-    fields = [self.scoring.field(metric) for metric in self.scoring.names]
+    trial = TrialRecord.from_json(dict(record), self.scoring)
+    hparams = {k: hparam_value(v, self._space.get(k)) for k, v in trial.hparams.items()}
+    start, epochs = trial.start_epoch, trial.epochs
+    diverged = trial.status == "diverged"
     return [
         (0, summary_v2.hparams_pb(hparams, trial_id=name, start_time_secs=time.time())),
         *((start + i, scalars({"train/epoch_loss": loss}))
-          for i, loss in enumerate(record.get("epoch_loss") or ())),
-        (max(start + epochs - 1, 0), scalars({field: record.get(field) for field in fields})),
+          for i, loss in enumerate(trial.epoch_loss or ())),
+        (max(start + epochs - 1, 0), scalars({self.scoring.field(metric): value
+                                              for metric, value in trial.metrics.items()})),
         (0, text("trial/status", _status(record))),
         (0, session_end(api_pb2.STATUS_FAILURE if diverged else api_pb2.STATUS_SUCCESS)),
     ]
@@ -323,7 +324,7 @@ class TensorBoardTracker(Tracker):
     if final:
       self._write_part(_named("final-fit", final), lambda: [(step, scalars(
           {f"final/{k}": final.get(k)
-           for k in fields + [f"test_{metric}" for metric in self.scoring.names]}))])
+           for k in fields + [self.scoring.test_field(m) for m in self.scoring.names]}))])
     for name, path in sorted((files or {}).items()):
       with open(path, "rb") as f:
         content = hashlib.sha256(f.read()).hexdigest()[:12]
