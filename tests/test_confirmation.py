@@ -11,14 +11,14 @@ import vmaptune as vt
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.lanes.population import Population
 from vmaptune.search.confirmation import Confirmation, top_candidates
-from vmaptune.trials.scoring import Scoring
+from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials.table import Trial
 
 
 def _trial(index: int, accuracy: float) -> Trial:
   return Trial(round=0, trial=index, lane=index, bracket=-1, hparams={"learning_rate": 0.1},
                start_epoch=0, epochs=2, metrics={"accuracy": accuracy, "loss": 1 - accuracy},
-               status="finished", parent=-1, kept=False)
+               status="finished", parent=-1, kept=False, scoring=CLASSIFICATION)
 
 
 def test_the_choice_is_the_best_mean_over_seeds_not_the_best_search_score():
@@ -26,7 +26,7 @@ def test_the_choice_is_the_best_mean_over_seeds_not_the_best_search_score():
       candidates=(_trial(0, 0.95), _trial(1, 0.93), _trial(2, 0.92)),
       seed_metrics={"accuracy": np.array([[0.90, 0.86], [0.91, 0.92], [0.99, np.nan]]),
                     "loss": np.array([[0.3, 0.4], [0.3, 0.3], [0.1, np.nan]])},
-      epochs=2, wall_s=1.0)
+      epochs=2, wall_s=1.0, scoring=CLASSIFICATION)
   # Candidate 2 has the best seed but one seed diverged: never chosen.
   assert confirmation.chosen == 1 and confirmation.trial.trial == 1
   assert confirmation.optimism == pytest.approx(0.93 - 0.915)

@@ -39,7 +39,7 @@ def table(hparams: dict, accuracy: np.ndarray, round_index: int) -> TrialTable:
       bracket=np.full(count, -1), start_epoch=np.zeros(count, int), epochs=np.ones(count, int),
       parent=np.full(count, -1), status=np.where(diverged, "diverged", "finished").astype(object),
       metrics={"accuracy": accuracy, "loss": 1.0 - accuracy},
-      epoch_loss=np.zeros((count, 1), np.float32))
+      epoch_loss=np.zeros((count, 1), np.float32), scoring=CLASSIFICATION)
 
 
 def search(name: str, seed: int, rounds: int = 4, count: int = 48) -> list[dict]:

@@ -71,7 +71,7 @@ def test_keeping_the_top_counts_configurations_and_never_keeps_a_diverged_trial(
       status=np.array(["finished", "finished", "halved", "diverged", "finished"], object),
       metrics={"accuracy": np.array([0.5, 0.7, 0.9, np.nan, 0.6]),
                "loss": np.array([1.0, 1.0, 0.1, np.nan, 1.0])},
-      epoch_loss=np.zeros((5, 4), np.float32))
+      epoch_loss=np.zeros((5, 4), np.float32), scoring=CLASSIFICATION)
   # Four configurations (the last trial continued a parent): keep=0.5 keeps two.
   assert keep_top(table, 0.5).tolist() == [1, 4]  # Full budget first; the halved one after.
   assert keep_top(table, 1.0).tolist() == [1, 4, 0, 2]

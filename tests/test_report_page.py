@@ -119,7 +119,7 @@ def test_the_page_holds_the_run_and_embeds_every_figure(written_run, written_rep
       assert (f"{name} {r.space[name].describe()} {r.next_space[name].describe()}"
               in rounds), (r.index, name)
 
-  chosen, confirmation = page.text("chosen"), run.summary.get("confirmation")
+  chosen, confirmation = page.text("chosen"), run.confirmation_record
   assert f"Round {run.chosen['round'] + 1}, trial {run.chosen['trial']}." in chosen
   for name, value in run.chosen["hparams"].items():
     assert f"{name} {format_value(value)}" in chosen

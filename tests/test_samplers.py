@@ -63,7 +63,7 @@ def _table(values: dict[str, np.ndarray], accuracy: np.ndarray) -> TrialTable:
       epochs=np.ones(count, np.int64), parent=np.full(count, -1),
       status=np.where(diverged, "diverged", "finished").astype(object),
       metrics={"accuracy": accuracy, "loss": np.where(diverged, np.nan, 1 - accuracy)},
-      epoch_loss=np.ones((count, 1), np.float32))
+      epoch_loss=np.ones((count, 1), np.float32), scoring=CLASSIFICATION)
 
 
 def test_narrow_keeps_the_top_fraction_and_shrinks_every_range_to_their_span():

@@ -6,6 +6,7 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.space.structural import Buckets
+from vmaptune.trials.scoring import CLASSIFICATION
 from vmaptune.trials.table import TrialTable
 
 
@@ -22,7 +23,7 @@ def test_merged_trials_keep_lanes_unique_and_parents_inside_their_bucket():
         start_epoch=ints([0, 0, 1][:count]), epochs=ints([1] * count), parent=ints(parents),
         status=np.array(["exploited", "finished", "finished"][:count], object),
         metrics={"accuracy": np.full(count, 0.5), "loss": np.full(count, 1.0)},
-        epoch_loss=np.ones((count, 2), np.float32))
+        epoch_loss=np.ones((count, 2), np.float32), scoring=CLASSIFICATION)
 
   merged = TrialTable.merge_buckets([(buckets[0].values, table([-1, -1, 0])),
                                      (buckets[1].values, table([-1, -1]))], space)
@@ -53,7 +54,8 @@ def _table(parents, starts, statuses, accuracy=None, round_index=0):
       parent=ints(parents), status=np.array(statuses, object),
       metrics={"accuracy": np.array(accuracy or [0.5] * count, np.float64),
                "loss": np.ones(count)},
-      epoch_loss=np.arange(count * 4, dtype=np.float32).reshape(count, 4))
+      epoch_loss=np.arange(count * 4, dtype=np.float32).reshape(count, 4),
+      scoring=CLASSIFICATION)
 
 
 def test_configurations_are_the_trials_that_started_from_initialisation():

@@ -33,7 +33,7 @@ from vmaptune.reporting.importance import Importance, is_log, values
 from vmaptune.rundir import Run
 from vmaptune.space.space import Space
 from vmaptune.trials.ranking import rank
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
 
 # Pair panels use the most important numeric parameters, at most this many
@@ -266,8 +266,7 @@ def draw_curves(ax: Any, run: Run, count: int) -> int:
   return drawn
 
 
-def draw_importance(ax: Any, ranking: list[Importance],
-                    scoring: Scoring = CLASSIFICATION) -> None:
+def draw_importance(ax: Any, ranking: list[Importance], scoring: Scoring) -> None:
   """Horizontal bars of each parameter's spread, the largest on top."""
   names = [i.name for i in ranking][::-1]
   ax.barh(names, [i.spread for i in ranking][::-1], color="tab:blue")

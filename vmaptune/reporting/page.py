@@ -25,7 +25,7 @@ from vmaptune.rundir import PARAMS_FILE, Run
 from vmaptune.rundir.records import RoundEntry
 from vmaptune.search.confirmation import describe as describe_confirmation
 from vmaptune.space.space import Space
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 
 # The page may run its own inline style and script and show data: images; nothing else loads.
 POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -219,7 +219,7 @@ def _chosen(run: Run) -> str:
   return "\n".join(lines)
 
 
-def _importance(ranking: Sequence[Importance], scoring: Scoring = CLASSIFICATION) -> str:
+def _importance(ranking: Sequence[Importance], scoring: Scoring) -> str:
   widest = max((i.spread for i in ranking), default=0) or 1
   rows = "".join(
       f"<tr><td>{_e(i.name)}</td><td class=\"num\">{i.spread:.4f}</td><td><span class=\"bar\" "

@@ -134,7 +134,7 @@ def data_fingerprint(data: Dataset) -> str:
 
 
 def snapshot(settings: Mapping[str, Any], space: Space, model: str,
-             parameters: list[int], data: Dataset, scoring: Scoring = CLASSIFICATION,
+             parameters: list[int], data: Dataset, scoring: Scoring,
              inputs: Any = None) -> dict[str, Any]:
   """What a run is, as ``config.json`` holds it (JSON-ready).
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.serialization
@@ -43,6 +43,7 @@ from vmaptune.rundir.files import (
   write_json,
 )
 from vmaptune.rundir.lock import WriterLock
+from vmaptune.trials.table import Trial
 
 
 @contextlib.contextmanager
@@ -126,25 +127,29 @@ class RunDirectory:
       distributed.abort_others(message)
       raise RunDirectoryWriteError(message) from e
 
-  def commit_round(self, result: Any, summary: dict[str, Any],
-                   params: Any = None) -> None:
-    """Commits a round: its records (:class:`vmaptune.search.results.RoundResult`),
-    the best parameters so far when they changed (``params``, with the
-    summary's ``best_params`` pointing to them), then ``summary``."""
-    if not self.writes:
-      return
-    with interrupts_deferred():
-      self.append_round(result)
-      self._write_with_params(summary, params)
+  def commit_round(self, trials: Sequence[Trial], summary: dict[str, Any],
+                   params: Any = None) -> str | None:
+    """Commits a round: its ``trials``' records, the best parameters so far when
+    they changed (``params``, a pytree, with the summary's ``best_params``
+    pointing to them), then ``summary``.
 
-  def append_round(self, result: Any) -> None:
-    """Appends one line per trial of a :class:`vmaptune.search.results.RoundResult` and
-    forces it to disk (part of :meth:`commit_round`); a failed append is cut back."""
+    Returns:
+      The SHA-256 of the parameters written (``None``: none were).
+    """
+    if not self.writes:
+      return None
+    with interrupts_deferred():
+      self.append_round(trials)
+      return self._write_with_params(summary, params)
+
+  def append_round(self, trials: Sequence[Trial]) -> None:
+    """Appends one line per trial and forces it to disk (part of
+    :meth:`commit_round`); a failed append is cut back."""
     if not self.writes:
       return
     path = self.file(TRIALS_FILE)
     size = os.path.getsize(path) if os.path.exists(path) else 0
-    data = "".join(json.dumps(t.to_record()) + "\n" for t in result.trials()).encode()
+    data = "".join(json.dumps(t.to_record()) + "\n" for t in trials).encode()
     with self._writing(TRIALS_FILE, undo=lambda: os.truncate(path, size)):
       with open(path, "ab") as f:
         f.write(data)
@@ -158,21 +163,24 @@ class RunDirectory:
     self.committed = len(summary.get("rounds", []))
     self.summary_digest = digest(data)
 
-  def _write_with_params(self, summary: dict[str, Any], params: Any) -> None:
+  def _write_with_params(self, summary: dict[str, Any], params: Any) -> str | None:
     """Writes ``summary``, and before it new ``params`` that its ``best_params``
-    then points to. The new file keeps a name of its own until the summary is
-    written, so at every moment one file matches the summary's digest."""
+    then points to (with their SHA-256, returned). The new file keeps a name of
+    its own until the summary is written, so at every moment one file matches
+    the summary's digest."""
     if params is None:
       self._write_summary(summary)
-      return
+      return None
     data = flax.serialization.to_bytes(jax.device_get(params))
     with self._writing(PARAMS_FILE):
       write_atomic(self.file(PENDING_PARAMS_FILE), data)
-    summary["best_params"]["sha256"] = digest(data)
+    sha256 = digest(data)
+    summary["best_params"]["sha256"] = sha256
     self._write_summary(summary)
     with self._writing(PARAMS_FILE):
       os.replace(self.file(PENDING_PARAMS_FILE), self.file(PARAMS_FILE))
       sync_directory(self.path)
+    return sha256
 
   def write_summary(self, summary: dict[str, Any]) -> None:
     """Writes ``summary.json`` atomically (a crash leaves the old one intact)."""
@@ -187,17 +195,20 @@ class RunDirectory:
       with self._writing(CONFIG_FILE):
         write_json(self.file(CONFIG_FILE), config)
 
-  def write_final(self, params: Any, summary: dict[str, Any]) -> None:
+  def write_final(self, params: Any, summary: dict[str, Any]) -> str | None:
     """Saves the final fit: its parameters, then the summary pointing to them.
     Takes the writer lock again if the run released it (``tune`` returned).
+
+    Returns:
+      The parameters' SHA-256 (``None`` on a process that does not write).
 
     Raises:
       RunDirectoryBusyError: another process writes the directory now.
     """
     if not self.writes:
-      return
+      return None
     with self.locked(), interrupts_deferred():
-      self._write_with_params(summary, params)
+      return self._write_with_params(summary, params)
 
   @contextlib.contextmanager
   def locked(self) -> Iterator[None]:

@@ -27,7 +27,7 @@ from vmaptune.rundir.records import CandidateRecord, ConfirmationRecord
 from vmaptune.search.engine import Engine
 from vmaptune.strategies.base import lane_scores
 from vmaptune.trials.ranking import order, rank
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import Trial, TrialTable, finite_or_none
 
 if TYPE_CHECKING:  # Results hold a confirmation: only for types.
@@ -55,7 +55,7 @@ class Confirmation:
   seed_metrics: dict[str, np.ndarray]
   epochs: int
   wall_s: float
-  scoring: Scoring = CLASSIFICATION
+  scoring: Scoring = dataclasses.field(kw_only=True)
 
   @property
   def seed_scores(self) -> np.ndarray:
@@ -130,15 +130,11 @@ class Confirmation:
 
   def describe(self) -> str:
     """Two lines: the chosen configuration's confirmation and what was compared."""
-    return describe(self.summary(), self.scoring)
+    return describe(self.record())
 
 
-def describe(summary: Mapping[str, Any] | ConfirmationRecord,
-             scoring: Scoring = CLASSIFICATION) -> str:
-  """Two lines from a confirmation's summary entry (as ``summary.json`` holds
-  it, or as its record)."""
-  record = (summary if isinstance(summary, ConfirmationRecord)
-            else ConfirmationRecord.from_json(summary, scoring))
+def describe(record: ConfirmationRecord) -> str:
+  """Two lines from a confirmation's record (as ``summary.json`` holds it)."""
   number = lambda value, form: "n/a" if value is None else format(value, form)
   optimism = record.optimism
   # Accuracies are fractions: their optimism reads best in percentage points.
@@ -215,11 +211,11 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
     for name, values in scores.metrics.items():
       seed_metrics[name][members] = values.T
   return Confirmation(tuple(candidates), seed_metrics, engine.settings.epochs,
-                      time.perf_counter() - start, scoring)
+                      time.perf_counter() - start, scoring=scoring)
 
 
-def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
-            seeds: int, epochs: int, scoring: Scoring = CLASSIFICATION) -> Confirmation | None:
+def restore(saved: Mapping[str, Any] | None, rounds: Sequence[RoundResult], count: int,
+            seeds: int, epochs: int, scoring: Scoring) -> Confirmation | None:
   """The confirmation a run directory's summary holds, if it confirmed the
   same candidates with as many seeds; else ``None`` (it runs again)."""
   if not saved:
@@ -233,4 +229,4 @@ def restore(saved: Mapping[str, Any] | None, rounds: Sequence[Any], count: int,
   as_array = lambda name: np.array([[np.nan if v is None else v for v in c.seeds[name]]
                                     for c in record.candidates], np.float64)
   return Confirmation(tuple(candidates), {name: as_array(name) for name in scoring.names},
-                      epochs, record.wall_s, scoring)
+                      epochs, record.wall_s, scoring=scoring)

@@ -14,6 +14,7 @@ until :meth:`Search.final_fit`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 
@@ -43,12 +44,6 @@ from vmaptune.trials.ranking import best_row
 from vmaptune.trials.table import Trial, TrialTable
 
 
-def params_pointer(source: str, trial: Trial) -> dict:
-  """The summary's ``best_params``: whose parameters the file holds (its
-  ``sha256`` is added when it is written)."""
-  return ParamsPointer.of(source, trial).to_json()
-
-
 class Search:
   """One search: the engine's rounds, recorded in a run directory, told to observers.
 
@@ -74,7 +69,7 @@ class Search:
     self.best: tuple[RoundResult, int] | None = None  # The best finished trial: (round, row).
     self.confirmation: Confirmation | None = None
     self.final: FinalFit | None = None
-    self.saved: dict | None = None  # Whose parameters best_params.msgpack holds.
+    self.saved: ParamsPointer | None = None  # Whose parameters best_params.msgpack holds.
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
                    "processes": jax.process_count()}
@@ -117,9 +112,10 @@ class Search:
                       None if self.run_dir is None else self.run_dir.path,
                       final=self.final, confirmation=self.confirmation, search=self)
 
-  def summary(self, result: TuneResult) -> dict:
-    """``summary.json``'s content for ``result``: its summary and the parameters' pointer."""
-    return {**result.summary(), "best_params": self.saved}
+  def summary(self, result: TuneResult, error: str | None = None) -> dict:
+    """``summary.json``'s content for ``result``: its summary, the parameters'
+    pointer and, when a round failed, why."""
+    return result.summary_record(self.saved, error).to_json()
 
   def resume(self) -> None:
     """A resumed run's completed rounds, confirmation and final fit, as they ran."""
@@ -132,9 +128,9 @@ class Search:
     run_dir.tidy()  # The records replayed: what a killed writer left can go.
     cut = len(self.rounds) < len(restored.summary["rounds"])
     if restored.params is not None and run_dir.writes:
-      self.saved = restored.summary.get("best_params")
-      if cut:
-        self.saved = kept_params(run_dir.path, restored.summary, len(self.rounds))
+      saved = (kept_params(run_dir.path, restored.summary, len(self.rounds)) if cut
+               else restored.summary.get("best_params"))
+      self.saved = None if saved is None else ParamsPointer.from_json(saved)
     size = self.engine.settings.confirm_size()
     if not cut:
       self.confirmation = restore.restore_confirmation(self.engine, restored, self.rounds, size)
@@ -180,7 +176,7 @@ class Search:
                            f"memory with one lane per chunk: {error}")
       e.partial = self.result()
       if self.run_dir is not None:
-        self.run_dir.write_summary({**self.summary(e.partial), "error": str(e)})
+        self.run_dir.write_summary(self.summary(e.partial, error=str(e)))
       raise e from error
     lanes = max(pop.lanes_per_chunk or 1 for pop in pops)
     warnings.warn(f"round {index + 1} ran out of device memory; running it again with at "
@@ -252,7 +248,7 @@ class Search:
       self.observer.round_end(result)
       message = divergence_message(result, self.engine, self.rounds)
       partial = self.result()
-      self._write_round(result, {**self.summary(partial), "error": message})
+      self._write_round(result, self.summary(partial, error=message))
       raise AllDivergedError(message, partial)
     params = None
     self.rounds.append(result)
@@ -260,7 +256,7 @@ class Search:
       lanes = self._lanes[self.best[1]]
       if lanes is not None:  # The best so far: its parameters saved with the round.
         params = lane_to_host(lanes[0].state.params, lanes[1])
-        self.saved = params_pointer("search", result.record(self.best[1]))
+        self.saved = ParamsPointer.of("search", result.record(self.best[1]))
     self._lanes = []
     self._write_round(result, self.summary(self.result()), params)
     self.observer.round_end(result)
@@ -270,10 +266,12 @@ class Search:
     if self.run_dir is None:
       return
     try:
-      self.run_dir.commit_round(result, summary, params)
+      sha256 = self.run_dir.commit_round(result.trials(), summary, params)
     except RunDirectoryWriteError as e:
       e.partial = self.result([r for r in self.rounds if r is not result])
       raise
+    if sha256 is not None:  # The summary written points to the parameters by their digest.
+      self.saved = dataclasses.replace(self.saved, sha256=sha256)
 
   def confirm(self) -> None:
     """The confirmation stage, when turned on and not restored."""
@@ -302,8 +300,10 @@ class Search:
     with guard():
       result.final = self.final = self.engine.refit(best, result.schedule(best))
       if self.run_dir is not None:
-        self.saved = params_pointer("final_fit", best)
-        self.run_dir.write_final(result.final.params, self.summary(result))
+        self.saved = ParamsPointer.of("final_fit", best)
+        sha256 = self.run_dir.write_final(result.final.params, self.summary(result))
+        if sha256 is not None:
+          self.saved = dataclasses.replace(self.saved, sha256=sha256)
     self.observer.final_fit(result)
     return result.final
 

@@ -22,7 +22,7 @@ from vmaptune.space.discrete import IntUniform
 from vmaptune.space.distributions import json_value
 from vmaptune.space.space import Space
 from vmaptune.trials import fields
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 
 FINISHED, HALVED, EXPLOITED, DIVERGED = "finished", "halved", "exploited", "diverged"
 
@@ -83,7 +83,7 @@ class Trial:
   seed_scores: list[float | None] | None = None
   score_std: float | None = None
   epoch_loss: list[float | None] | None = None
-  scoring: Scoring = dataclasses.field(default=CLASSIFICATION, repr=False, compare=False)
+  scoring: Scoring = dataclasses.field(kw_only=True, repr=False, compare=False)
 
   @property
   def score(self) -> float | None:
@@ -193,7 +193,7 @@ class TrialTable:
   metrics: dict[str, np.ndarray]
   epoch_loss: np.ndarray
   seed_scores: np.ndarray | None = None
-  scoring: Scoring = CLASSIFICATION
+  scoring: Scoring = dataclasses.field(kw_only=True)
 
   def __len__(self) -> int:
     return len(self.status)
@@ -383,7 +383,7 @@ class TrialTable:
 
   @classmethod
   def from_records(cls, records: Sequence[Mapping[str, Any]], space: Space,
-                   budget: int, scoring: Scoring = CLASSIFICATION) -> TrialTable:
+                   budget: int, scoring: Scoring) -> TrialTable:
     """The table ``records`` (``trials.jsonl`` lines) were written from, with
     the dtypes a round produces: exact, since traced values are recorded as
     the float32 values' exact decimals."""

@@ -46,7 +46,7 @@ from vmaptune.rundir.files import flatten
 from vmaptune.rundir.records import RoundEntry, Summary, TrialRecord
 from vmaptune.space.distributions import describe_values
 from vmaptune.space.space import Space
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 KEY_TAG = "vmaptune.run_key"  # SHA-256 of the run directory's absolute path.
@@ -81,7 +81,7 @@ class MlflowTracker(Tracker):
     self._experiment_id: str | None = None
     self._logged: set[tuple[int, int]] = set()  # (round, trial) already nested runs.
     self._rounds: set[int] = set()  # Rounds whose figures the parent run holds.
-    self.scoring: Scoring = CLASSIFICATION  # The run's, once started.
+    self.scoring: Scoring | None = None  # The run's, once started.
 
   def _experiment_id_for(self) -> str:
     found = self.client.get_experiment_by_name(self.experiment)

@@ -67,7 +67,7 @@ from tensorboard.util import tensor_util
 from vmaptune.reporting.tracking.base import Tracker
 from vmaptune.rundir.records import RoundEntry, TrialRecord
 from vmaptune.space.distributions import describe_values, freeze
-from vmaptune.trials.scoring import CLASSIFICATION, Scoring
+from vmaptune.trials.scoring import Scoring
 
 DEFAULT_LOGDIR = os.path.join("runs", "tensorboard")
 MARK = ".vmaptune."  # Event files are named events.out.tfevents.<time>.vmaptune.<part>.
@@ -261,7 +261,7 @@ class TensorBoardTracker(Tracker):
     self.run_dir: str | None = None
     self._space: dict[str, Any] = {}
     self._parts: set[str] = set()
-    self.scoring: Scoring = CLASSIFICATION  # The run's, once started.
+    self.scoring: Scoring | None = None  # The run's, once started.
 
   def start(self, config: Mapping[str, Any], key: str | None = None) -> None:
     self.run_dir = os.path.join(self.logdir, self.run_name or default_run_name(key, self.logdir))
