@@ -29,8 +29,8 @@ back (:class:`Restored`) to be rebuilt and told to the sampler again (see
 than the rounds completed); the devices may differ (with a warning: results
 then match an uninterrupted run only up to float rounding). A different
 config is refused naming what differs, and the directory is left untouched.
-A directory written by an earlier vmaptune (format 1) is read as its format-2
-equivalent (:func:`upgrade`).
+A format-1 directory (``keep`` and ``margin`` settings, no confirmation) is read
+as its format-2 equivalent (:func:`upgrade`).
 
 **Damage** (:mod:`vmaptune.rundir.damage`): a file that is unreadable or
 disagrees with the others is refused with one error naming it, what is wrong

@@ -304,8 +304,8 @@ def read_params(path: str, summary: Mapping[str, Any]) -> tuple[bytes | None, st
   """The bytes of the parameters ``summary`` points to (its ``best_params.sha256``):
   ``best_params.msgpack``, or ``best_params.next.msgpack`` when the run stopped
   between writing the summary and renaming the new file; ``None`` and why when
-  neither matches. A summary without a digest (an earlier vmaptune's) points
-  to the final fit's ``best_params.msgpack``."""
+  neither matches. A summary without a digest (format 1) points to the final
+  fit's ``best_params.msgpack``."""
   pointer = summary.get("best_params")
   if pointer is None and not summary.get("final_fit"):
     return None, "no parameters were saved yet"

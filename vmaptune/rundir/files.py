@@ -1,5 +1,5 @@
 """The run directory's files: their names, atomic writes, reading records back,
-and ``config.json`` (what a run is, how two runs differ, older formats)."""
+and ``config.json`` (what a run is, how two runs differ, format 1 read as format 2)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ PENDING_PARAMS_FILE = "best_params.next.msgpack"
 LOCK_FILE = ".lock"  # Held by the one writer (see vmaptune.rundir.lock).
 DAMAGED_DIR = "damaged"  # Where resume_from_intact moves damaged files.
 TEMP_SUFFIX = ".tmp"
-FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1 had keep and margin).
+FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1: keep and margin).
 # Config entries that may change between a run and its resumption (the
 # confirmation follows the last round; a changed one runs again).
 MAY_CHANGE = ("settings.rounds", "settings.confirm")
@@ -189,9 +189,9 @@ def example_inputs(data: Mapping[str, Any]) -> Any:
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-  """``config.json`` in the current format: format 1 (no ``format`` 2) named
-  the narrowing settings ``keep`` and ``margin``, now the narrow sampler's,
-  and had no confirmation stage (``confirm="off"``)."""
+  """``config.json`` in the current format: format 1 (no ``format`` 2) names
+  the narrow sampler's settings ``keep`` and ``margin`` as run settings, and
+  has no confirmation stage (``confirm="off"``)."""
   config = _with_objective(config)
   settings = config.get("settings", {})
   if config.get("format", 1) >= 2 or "keep" not in settings:
@@ -208,7 +208,7 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_objective(config: dict[str, Any]) -> dict[str, Any]:
-  """A config written before objectives existed: a classification's."""
+  """A config without an objective (format 1): a classification's."""
   if "settings" not in config or ("objective" in config["settings"] and "scoring" in config):
     return config
   return {**config, "settings": {**config["settings"],

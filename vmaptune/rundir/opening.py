@@ -127,9 +127,9 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
                               "overwritten, or resume it with the same config")
     stored = read_config(path, resuming=True)
     if stored is None:
-      raise RunDirectoryError(f"{path} already holds a run but no {CONFIG_FILE} (an "
-                              "earlier vmaptune wrote it), so it cannot be checked for "
-                              "resuming; choose another --out / out directory")
+      raise RunDirectoryError(f"{path} already holds a run but no {CONFIG_FILE}, so it "
+                              "cannot be checked for resuming; choose another --out / out "
+                              "directory")
     return lock, _resume(path, config, stored, resume_from_intact)
   except BaseException as e:
     if lock is not None:

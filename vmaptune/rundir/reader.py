@@ -68,8 +68,8 @@ class Run:
 
   @property
   def scoring(self) -> Scoring:
-    """The objective's metrics and the ranking one (classification for runs
-    written before objectives)."""
+    """The objective's metrics and the ranking one (classification for a config
+    without a scoring, as format 1 has)."""
     return Scoring.from_dict(self.config.get("scoring"))
 
   @functools.cached_property
@@ -156,7 +156,7 @@ class Run:
     if summary is None:
       return None
     if summary.best_params is None and summary.final_fit and summary.chosen:
-      return ParamsPointer.of(FINAL_FIT, summary.chosen)  # Written by an earlier vmaptune.
+      return ParamsPointer.of(FINAL_FIT, summary.chosen)  # Format 1: no pointer.
     return summary.best_params
 
   @property
@@ -214,7 +214,7 @@ class Run:
                             run.rounds_completed)
     try:
       params = flax.serialization.msgpack_restore(data)
-    except Exception as e:  # A damaged file matching no digest (an earlier vmaptune's).
+    except Exception as e:  # A damaged file with no digest to check (format 1).
       raise DamagedRunError(f"{path} is not readable msgpack ({type(e).__name__}: {e}); "
                             "move it aside and run the same config again: the final fit "
                             "writes it again", path, run.rounds_completed) from None

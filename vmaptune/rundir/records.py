@@ -20,8 +20,8 @@ and nowhere else.
   (with a :class:`CandidateRecord` per candidate), the :class:`FinalFitRecord`
   and the :class:`ParamsPointer`.
 
-Fields an earlier vmaptune did not write read back as ``None``; a record read
-from such a file writes them as ``null``.
+Fields a format-1 directory lacks read back as ``None``; a record read from
+such a file writes them as ``null``.
 
 >>> from vmaptune.trials.scoring import CLASSIFICATION
 >>> pointer = ParamsPointer("search", 0, 3, {"learning_rate": 0.01}, sha256="ab")

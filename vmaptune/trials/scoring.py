@@ -8,7 +8,7 @@ rebuild it without the objective's code.
 
 Trials are ordered by the ranking metric in its direction, ties broken by the
 other metrics in their order and directions (classification: accuracy
-descending, then loss ascending, as vmaptune always ranked).
+descending, then loss ascending).
 
 >>> CLASSIFICATION.rank_by, CLASSIFICATION.direction
 ('accuracy', 'maximize')
@@ -199,5 +199,5 @@ class Scoring:
                str(value.get("rank_by")))
 
 
-# vmaptune's scoring before objectives existed; runs that stored none used it.
+# Classification's: accuracy maximised, then loss minimised (a config without a scoring's).
 CLASSIFICATION = Scoring((("accuracy", MAXIMIZE), ("loss", MINIMIZE)), "accuracy")
