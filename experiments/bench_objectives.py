@@ -7,9 +7,9 @@ In one run:
   num_classes=10)``) on ``digits()`` (val 0.2, test 0.2, seed 0), P lanes, AdamW
   with cosine decay, learning rate and weight decay traced per lane, batch 64,
   trained by ``Population(...).train(hparams, init_key, data_key)`` with the
-  trainer's default objective. "Before" is the package at ``--before`` (default
-  ``a8776cc``, the last commit before objectives: ``git archive`` into a
-  temporary directory), "after" is this working tree. Each pair starts one
+  trainer's default objective. "Before" is the package at ``--before`` (a
+  commit to compare against, e.g. the last one before objectives: ``git archive``
+  into a temporary directory), "after" is this working tree. Each pair starts one
   worker process of each version (this script with ``--worker``, the same
   Python, ``PYTHONPATH`` naming the version), compiles both (one untimed call
   each), then alternates timed calls between them (before, after, after,
@@ -47,12 +47,24 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BEFORE = "a8776cc"
 MARK = "RESULT "  # Prefix of the worker's protocol lines on its stdout.
 
 # ---------------------------------------------------------------------------
 # Worker: imports whichever vmaptune PYTHONPATH names; works with both APIs.
 # ---------------------------------------------------------------------------
+
+
+def _trainer(*names: str) -> tuple:
+  """``Population`` and the optimizer names asked for, from whichever layout the
+  imported vmaptune has (modules in folders, or flat)."""
+  import importlib
+  try:
+    population, optimizers = (importlib.import_module("vmaptune.lanes.population"),
+                              importlib.import_module("vmaptune.models.optimizers"))
+  except ImportError:
+    population, optimizers = (importlib.import_module("vmaptune.population"),
+                              importlib.import_module("vmaptune.optimizers"))
+  return (population.Population, *(getattr(optimizers, name) for name in names))
 
 
 def _reply(payload: dict) -> None:
@@ -75,8 +87,7 @@ def _best(evaluation: Any, name: str, maximize: bool) -> float:
 def _classifier(args) -> tuple[Any, Any, dict]:
   """The default experiment's population: P lanes of the digits MLP."""
   import vmaptune as vt
-  from vmaptune.lanes.population import Population
-  from vmaptune.models.optimizers import BUILTIN, scheduled
+  Population, BUILTIN, scheduled = _trainer("BUILTIN", "scheduled")
 
   data = vt.data.digits(val_fraction=0.2, test_fraction=0.2, seed=0)
   model = vt.models.MLP(hidden=(128,), num_classes=10)
@@ -96,8 +107,8 @@ def _classifier(args) -> tuple[Any, Any, dict]:
 def _language_model(args) -> tuple[Any, Any, dict]:
   """``experiments/char_lm.py``'s model, data and space, P lanes."""
   import vmaptune as vt
-  from vmaptune.lanes.population import Population
-  from vmaptune.models.optimizers import BUILTIN, WARMUP_EPOCHS, scheduled
+  Population, BUILTIN, WARMUP_EPOCHS, scheduled = _trainer("BUILTIN", "WARMUP_EPOCHS",
+                                                           "scheduled")
 
   experiment = vt.load_experiment(args.config)
   data = experiment.load_data()
@@ -122,12 +133,17 @@ def _language_model(args) -> tuple[Any, Any, dict]:
 def worker(args) -> int:
   """Builds the population, compiles it (one untimed call), then answers
   ``time`` lines on stdin with one timed training call each, until EOF."""
+  import importlib
+
   import jax
 
   import vmaptune as vt
-  from vmaptune.lanes.keys import round_keys
 
-  vt.lanes.devices.configure_cpu_devices()  # One CPU device per core, as tune asks.
+  # Modules in folders, or flat: whichever vmaptune PYTHONPATH names.
+  lanes = getattr(vt, "lanes", None)
+  keys_module = "vmaptune.lanes.keys" if lanes is not None else "vmaptune.keys"
+  round_keys = importlib.import_module(keys_module).round_keys
+  (vt.devices if lanes is None else lanes.devices).configure_cpu_devices()  # As tune asks.
   build = {"classifier": _classifier, "lm": _language_model}[args.worker]
   population, hparams, info = build(args)
   keys = round_keys(0, 0)
@@ -305,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="smaller populations, 2 pairs of 3 calls")
-  parser.add_argument("--before", default=BEFORE, help="the commit to compare against")
+  parser.add_argument("--before", required=True,
+                      help="the commit to compare against (e.g. the last before objectives)")
   parser.add_argument("--population", type=int, help="classifier lanes (default 256, quick 64)")
   parser.add_argument("--epochs", type=int, help="classifier epochs per call (default 4, "
                                                  "quick 2)")
