@@ -86,6 +86,7 @@ def metric_columns(scoring: Scoring) -> list[tuple[str, str, int]]:
   """The HParams metrics ``(tag, display name, dataset)``: every validation
   metric of ``scoring``, then the training loss.
 
+  >>> from vmaptune.trials.scoring import CLASSIFICATION
   >>> [tag for tag, _, _ in metric_columns(CLASSIFICATION)]
   ['val_accuracy', 'val_loss', 'train/epoch_loss']
   """
@@ -98,6 +99,7 @@ def round_scalars(scoring: Scoring) -> tuple[str, ...]:
   """A round entry's keys written as ``round/<key>``: best and median of the
   ranking metric, then the counts.
 
+  >>> from vmaptune.trials.scoring import CLASSIFICATION
   >>> round_scalars(CLASSIFICATION)[:2]
   ('best_val_accuracy', 'median_val_accuracy')
   """
