@@ -182,6 +182,47 @@ def _check_round(records: list[dict[str, Any]], index: int, space: Space,
   return None
 
 
+def _read_summary(path: str, scoring: Scoring,
+                  resuming: bool) -> tuple[dict[str, Any], int, Damage | None]:
+  """``summary.json`` (``{"rounds": []}`` when missing or unreadable), how many of
+  its round entries are well-formed, and its damage (``None`` if none)."""
+  if not os.path.exists(path):
+    return {"rounds": []}, 0, None
+  value, problem = _read_json(path)
+  if problem is None:
+    try:
+      fields.obj(value)
+      fields.take(value, "rounds", fields.LIST)
+    except RecordError as e:
+      problem = f"is damaged: {e}"
+  if problem is not None:
+    return {"rounds": []}, 0, Damage(path, f"{path} {problem}")
+  # Its rounds can be read: damage past them leaves them intact.
+  listed, problem = _summary_problem(value, scoring, resuming)
+  return value, listed, None if problem is None else Damage(path, f"{path} is damaged: {problem}")
+
+
+def _parse_record(line: bytes, line_number: int, scoring: Scoring,
+                  expected: tuple[int, int]) -> tuple[dict[str, Any] | None, str | None]:
+  """One ``trials.jsonl`` line as a record, or what is wrong with it; ``expected``
+  is the ``(round, trial)`` it must hold."""
+  if not line.endswith(b"\n"):
+    return None, f"line {line_number} is cut short (no line end)"
+  try:
+    record = json.loads(line)
+  except ValueError as e:
+    return None, f"line {line_number} is not valid JSON ({e})"
+  try:
+    TrialRecord.from_json(record, scoring)
+  except RecordError as e:
+    return None, f"line {line_number} is not a trial record: {e}"
+  if (record["round"], record["trial"]) != expected:
+    return None, (f"line {line_number} holds round {record['round'] + 1}'s trial "
+                  f"{record['trial']} where round {expected[0] + 1}'s trial {expected[1]} "
+                  "was expected (records reordered, or some missing)")
+  return record, None
+
+
 def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> Inspection:
   """Reads a run directory and finds its intact rounds (see the module).
 
@@ -195,28 +236,10 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
   """
   summary_path, trials_path = (os.path.join(path, name) for name in (SUMMARY_FILE, TRIALS_FILE))
   scoring = Scoring.from_dict(config.get("scoring"))
-  summary: dict[str, Any] = {"rounds": []}
-  damage: Damage | None = None
-  listed = 0
-  if os.path.exists(summary_path):
-    value, problem = _read_json(summary_path)
-    if problem is None:
-      try:
-        fields.obj(value)
-        fields.take(value, "rounds", fields.LIST)
-      except RecordError as e:
-        problem = f"is damaged: {e}"
-    if problem is not None:
-      damage = Damage(summary_path, f"{summary_path} {problem}")
-    else:  # Its rounds can be read: damage past them leaves them intact.
-      summary = value
-      listed, problem = _summary_problem(summary, scoring, resuming)
-      if problem is not None:
-        damage = Damage(summary_path, f"{summary_path} is damaged: {problem}")
+  summary, listed, damage = _read_summary(summary_path, scoring, resuming)
   rounds = summary["rounds"][:listed]
   space = Space.from_dict(upgrade(config)["space"])
   epochs = config["settings"]["epochs"]
-
   records: list[dict[str, Any]] = []
   current: list[dict[str, Any]] = []
   intact = end = offset = 0
@@ -224,23 +247,8 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
   for line_number, line in enumerate(_lines(trials_path), 1):
     if intact == len(rounds):
       break  # What follows is the round in progress when the run stopped.
-    if not line.endswith(b"\n"):
-      problem = f"line {line_number} is cut short (no line end)"
-      break
-    try:
-      record = json.loads(line)
-    except ValueError as e:
-      problem = f"line {line_number} is not valid JSON ({e})"
-      break
-    try:
-      TrialRecord.from_json(record, scoring)
-    except RecordError as e:
-      problem = f"line {line_number} is not a trial record: {e}"
-      break
-    if (record["round"], record["trial"]) != (intact, len(current)):
-      problem = (f"line {line_number} holds round {record['round'] + 1}'s trial "
-                 f"{record['trial']} where round {intact + 1}'s trial {len(current)} was "
-                 "expected (records reordered, or some missing)")
+    record, problem = _parse_record(line, line_number, scoring, (intact, len(current)))
+    if problem is not None:
       break
     current.append(record)
     offset += len(line)
