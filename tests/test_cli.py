@@ -35,6 +35,7 @@ def test_the_default_experiment_runs_shrunk_and_reports_everything(tmp_path, cap
   assert (out / "summary.json").exists()
 
 
+@pytest.mark.slow  # A run of a command; the default experiment's is the fast one.
 def test_the_structural_experiment_runs_shrunk_with_one_population_per_combination(tmp_path,
                                                                                   capsys):
   out = tmp_path / "run"
@@ -120,6 +121,7 @@ def test_get_config_must_return_an_experiment(tmp_path, capsys):
   assert "get_config() returned dict; expected a vmaptune.Experiment" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # A run of a command; the default experiment's is the fast one.
 def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_path):
   (tmp_path / "my_models.py").write_text(textwrap.dedent("""
       import flax.linen as nn
@@ -144,6 +146,7 @@ def test_a_config_imports_modules_beside_it_and_repeated_set_flags_add_up(tmp_pa
   assert len(records) == 3 and {r["round"] for r in records} == {0}
 
 
+@pytest.mark.slow  # A run of a command; the default experiment's is the fast one.
 def test_a_strategy_is_chosen_with_set(tmp_path, capsys):
   out = tmp_path / "run"
   assert main(["run", DEFAULT, "--no-cache", "--set", "population=6", "rounds=1", "epochs=4",

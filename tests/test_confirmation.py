@@ -92,6 +92,7 @@ def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_cho
   assert lanes == [(6, True)] and third.confirmation.seeds == 3
 
 
+@pytest.mark.slow  # The stage's fast test is the one above; this adds PBT's lineages.
 def test_a_lineage_of_population_based_training_is_confirmed_as_it_was_trained(small_data,
                                                                                tiny_mlp,
                                                                                lr_space):

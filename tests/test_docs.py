@@ -152,6 +152,7 @@ REQUIRES = {"optuna": "optuna"}
 CONFIRMED = {"readme"}
 
 
+@pytest.mark.slow  # Full-size examples; the features they show have fast tests.
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 def test_the_example_runs(example, capsys, monkeypatch):
   if example.name in REQUIRES:
@@ -183,12 +184,14 @@ def test_the_readme_is_short_and_keeps_its_two_setup_commands():
     text = f.read()
   lines = text.splitlines()
   assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
-  # .ci/run runs the line after the second ```bash under this heading.
+  # .ci/run runs the line after the second ```bash under this heading (the fast tier) ...
   section = text.split("\n## Set-up: two commands\n", 1)[1].split("\n## ", 1)[0]
   blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
   assert len(blocks) == 2 and len(blocks[1].splitlines()) == 1
   assert "vmaptune run experiments/digits_mlp.py" in blocks[0]
   assert "pip install -e '.[test]'" in blocks[1] and "python -m pytest" in blocks[1]
+  # ... then, in the same environment, the slow tier's command, which the section gives.
+  assert "`python -m pytest -q -m slow`" in section
 
 
 def _anchors(path: str) -> set[str]:

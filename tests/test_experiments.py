@@ -80,6 +80,7 @@ def _config(name: str) -> str:
   return os.path.join(ROOT, "experiments", name)
 
 
+@pytest.mark.slow  # An experiment config's smoke run.
 @pytest.mark.parametrize("path", CONFIGS,
                          ids=os.path.basename)
 def test_every_experiment_config_runs_shrunk(path, shrunk_run):
@@ -111,6 +112,7 @@ def test_the_diabetes_data_is_standardised_with_the_training_split_only():
   np.testing.assert_allclose(restored, np.sort(raw), rtol=1e-5)
 
 
+@pytest.mark.slow  # An experiment config's smoke run.
 def test_the_diabetes_regression_beats_predicting_the_mean(shrunk_run):
   shrunk, result, out = shrunk_run(_config("diabetes_mlp.py"))
   records = vt.read_trials(out)
@@ -138,6 +140,7 @@ def test_the_grammar_text_is_deterministic_and_cut_into_token_sequences():
     vt.data.characters("the cat.", 20)
 
 
+@pytest.mark.slow  # An experiment config's smoke run.
 def test_the_char_lm_beats_uniform_prediction_and_records_its_metrics(shrunk_run):
   shrunk, result, out = shrunk_run(_config("char_lm.py"))
   data = shrunk.load_data()
@@ -160,6 +163,7 @@ def test_the_char_lm_beats_uniform_prediction_and_records_its_metrics(shrunk_run
   assert best["token_accuracy"] > frequency.max()
 
 
+@pytest.mark.slow  # The VAE config's model run eagerly: dozens of small programs.
 def test_the_vae_samples_in_training_and_evaluates_deterministically():
   experiment = vt.load_experiment(_config("digits_vae.py"))
   model, objective = experiment.model, experiment.objective
@@ -176,6 +180,7 @@ def test_the_vae_samples_in_training_and_evaluates_deterministically():
   np.testing.assert_allclose(model.apply({"params": params}, x, jax.random.key(3))[1], mean)
 
 
+@pytest.mark.slow  # An experiment config's smoke run.
 def test_the_vae_searches_the_kl_weight_and_ranks_by_the_negative_elbo(shrunk_run):
   shrunk, result, out = shrunk_run(_config("digits_vae.py"))
   records = vt.read_trials(out)
@@ -210,6 +215,7 @@ def test_the_regression_experiment_runs_from_the_command_line(tmp_path):
   assert len(records) == 2 and all(math.isfinite(r["val_mse"]) for r in records)
 
 
+@pytest.mark.slow  # An experiment config's smoke run.
 def test_the_idx_config_tunes_on_the_idx_files_its_variable_names(tmp_path, monkeypatch):
   rng = np.random.default_rng(0)
   files = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (60, 6, 6), dtype=np.uint8),

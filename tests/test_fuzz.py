@@ -29,6 +29,9 @@ import pytest
 import vmaptune as vt
 from vmaptune.config import SETTABLE, load_experiment, override
 
+# Thousands of inputs per test: the slow tier.
+pytestmark = pytest.mark.slow
+
 IDX_CASES = 3000
 NPZ_CASES = 3000
 ARRAY_CASES = 3000

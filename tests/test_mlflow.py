@@ -67,6 +67,7 @@ def _check_trials(client, children: dict, records: list[dict]) -> None:
                                [expected[k] for k in sorted(expected)], rtol=1e-6)
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_run_directory_exports_to_mlflow_once_however_often(written_run, tmp_path):
   result, out = written_run
   uri, run = _uri(tmp_path), vt.load_run(out)
@@ -112,6 +113,7 @@ def test_a_run_logs_live_to_mlflow_as_the_export_would(small_data, tiny_mlp, lr_
   assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_the_commands_export_and_log_live(experiment_file, tmp_path, capsys):
   uri = _uri(tmp_path)
   out = tmp_path / "run"
@@ -192,6 +194,7 @@ def test_the_export_benchmark_runs_and_writes_its_results(tmp_path):
   assert found["exports"]["mlflow"]["again_s"] < found["exports"]["mlflow"]["first_s"]
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_run_that_stops_marks_its_parent_and_leaves_no_half_written_trial(
     small_data, tiny_mlp, lr_space, fast_settings, tmp_path):
   out, uri = tmp_path / "it's run", _uri(tmp_path)  # A quote in the path, too.
@@ -218,6 +221,7 @@ def test_a_run_that_stops_marks_its_parent_and_leaves_no_half_written_trial(
   _check_trials(client, children, vt.load_run(out).records)
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_store_that_fails_mid_run_is_dropped_with_a_warning(small_data, tiny_mlp, lr_space,
                                                               fast_settings, tmp_path):
   failing = tracking.make("mlflow", tracking_uri=_uri(tmp_path))
@@ -228,6 +232,7 @@ def test_a_store_that_fails_mid_run_is_dropped_with_a_warning(small_data, tiny_m
   assert len(result.rounds) == 3  # Trained to its end.
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_deleted_experiment_is_refused_clearly(tmp_path):
   uri = _uri(tmp_path)
   client = MlflowClient(tracking_uri=uri)
@@ -244,6 +249,7 @@ def _regression_data() -> vt.Dataset:
   return vt.data.from_arrays(x, y, val_fraction=0.2, test_fraction=0.2, seed=0)
 
 
+@pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_regression_run_logs_every_metric_under_its_name(lr_space, tmp_path):
   out, uri = tmp_path / "run", _uri(tmp_path)
   result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), _regression_data(), lr_space,

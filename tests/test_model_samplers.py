@@ -148,6 +148,7 @@ def test_bad_settings_are_refused_before_anything_compiles(spec, message, small_
                            space=SPACE, population=4, rounds=1, epochs=1, sampler=spec)
 
 
+@pytest.mark.slow  # End to end; the sampler's behaviour has the fast tests above.
 def test_a_structural_space_tunes_end_to_end_with_the_density_sampler(small_data):
   space = vt.Space(learning_rate=vt.LogUniform(1e-3, 0.3), hidden=vt.Choice([(8,), (16,)]))
   result = vt.tune(vt.models.MLP, small_data, space, population=8, rounds=2, epochs=1,

@@ -65,6 +65,7 @@ def linen_run(small_arrays):
   return start, vt.tune(LinenMLP(_weights(start)), data, SPACE, **RUN)
 
 
+@pytest.mark.slow  # Two runs and a Linen one; the fast NNX test is lanes-equal-alone below.
 @pytest.mark.parametrize("form", ["instance", "constructor"])
 def test_the_same_mlp_in_linen_and_nnx_gives_the_same_records(form, linen_run, small_data):
   start, linen = linen_run
@@ -121,6 +122,7 @@ def test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone(smal
   assert float(scores["accuracy"].max()) > 0.7
 
 
+@pytest.mark.slow  # A further NNX feature; the fast NNX test is lanes-equal-alone above.
 def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1), dropout_rate=vt.Uniform(0.0, 0.5))
   result = vt.tune(NNXMLP, small_data, space, **UNCONFIRMED)
@@ -136,6 +138,7 @@ def test_a_searched_dropout_rate_reaches_nnx_models_as_a_traced_value(small_data
   assert not np.allclose(half.epoch_loss, plain.epoch_loss, rtol=1e-3)
 
 
+@pytest.mark.slow  # A further NNX feature; the fast NNX test is lanes-equal-alone above.
 def test_structural_values_are_nnx_constructor_arguments(small_data, refused_before_compiling):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1), hidden=vt.Choice([8, 24]))
   build = lambda rngs, hidden: NNXMLP(hidden, rngs=rngs)

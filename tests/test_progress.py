@@ -127,7 +127,9 @@ def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, 
 
 
 def test_no_progress_prints_nothing(small_data, tiny_mlp, capsys):
-  vt.tune(tiny_mlp, small_data, SAFE, population=4, rounds=1, epochs=1, progress="none")
+  # The settings of the live line's run: its programs, loaded from the session's cache.
+  vt.tune(tiny_mlp, small_data, SAFE, population=8, rounds=1, epochs=2, batch_size=32,
+          progress="none")
   assert capsys.readouterr() == ("", "")
   resolve = vt.reporting.progress.resolve
   assert resolve(None) is None and resolve(False) is None
@@ -153,6 +155,7 @@ def test_progress_settings_are_checked(kwargs, message):
     vt.reporting.progress.JsonLines(**kwargs)
 
 
+@pytest.mark.slow  # A run of a command; test_cli.py's default experiment is the fast one.
 def test_the_command_logs_json_lines_and_nothing_else(tmp_path, capsys):
   out = tmp_path / "run"
   assert main(["run", DEFAULT, "--no-cache", "--log-format", "json", "--set",
@@ -175,6 +178,7 @@ def test_quiet_and_json_together_are_refused(capsys):
   assert "choose one" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # A run of a command; test_cli.py's default experiment is the fast one.
 def test_quiet_prints_only_the_final_result(tmp_path, capsys):
   assert main(["run", DEFAULT, "--no-cache", "--quiet", "--set", "population=4", "rounds=1",
                "epochs=1", "--out", str(tmp_path / "run")]) == 0

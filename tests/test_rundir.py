@@ -169,9 +169,11 @@ def _mlp(hidden, depth):
 
 @pytest.mark.parametrize("case, stop", [
     ("structural", "killed mid-append"),  # Choice of tuples, structural ints, narrowing.
-    ("halving", "extended"),              # A finished 1-round run given a second round.
+    # A finished 1-round run given a second round (slow: the other cases resume in the fast tier).
+    pytest.param("halving", "extended", marks=pytest.mark.slow),
     ("pbt", "killed mid-append"),         # Records with parents, lineage replayed.
-    ("seeds", "stopped between rounds"),  # Records with per-seed accuracies.
+    # Records with per-seed accuracies (slow: test_strategies.py checks them fast).
+    pytest.param("seeds", "stopped between rounds", marks=pytest.mark.slow),
 ])
 def test_a_resumed_run_equals_the_uninterrupted_run(case, stop, small_data, tiny_mlp, lr_space,
                                                     tmp_path):
@@ -273,6 +275,7 @@ def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_fi
 CLI_SHRUNK = ["population=4", "rounds=2", "epochs=1"]
 
 
+@pytest.mark.slow  # A command's runs of the full digits set.
 def test_the_command_resumes_refuses_and_shows_a_run(tmp_path, capsys):
   config = os.path.join(ROOT, "experiments", "digits_mlp.py")
   out = tmp_path / "run"

@@ -51,7 +51,9 @@ def test_training_in_segments_equals_training_at_once(population):
   assert np.isfinite(np.asarray(first_losses)[:3, :2]).all()
 
 
-@pytest.mark.parametrize("lanes_per_chunk", [None, 1, 2])
+# Chunked (1, 2: slow tier) as well as whole: test_chunks.py checks chunking fast.
+@pytest.mark.parametrize("lanes_per_chunk", [None, pytest.param(1, marks=pytest.mark.slow),
+                                             pytest.param(2, marks=pytest.mark.slow)])
 def test_a_surviving_lane_continues_exactly_as_without_compaction(small_data, lanes_per_chunk):
   # 5 lanes compacted to 3: padded over the devices, and looped over chunks.
   population = Population(vt.models.MLP(hidden=(16,)), BUILTIN["adamw"], small_data,
@@ -345,6 +347,7 @@ SPECS = {"random": "random", "halving": "halving(eta=2)", "hyperband": "hyperban
          "pbt": "pbt(interval=1)"}
 
 
+@pytest.mark.slow  # Every strategy again; test_samplers.py tests the Optuna sampler fast.
 @pytest.mark.parametrize("name", sorted(vt.strategies.STRATEGIES))
 def test_every_strategy_trains_what_the_optuna_sampler_proposes(name, small_data, tiny_mlp,
                                                                lr_space):

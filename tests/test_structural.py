@@ -169,6 +169,7 @@ def _mlp_of_depth(depth: int) -> nn.Module:
   return vt.models.MLP(hidden=(16,) * depth)
 
 
+@pytest.mark.slow  # Covered fast piecewise: buckets above, model functions in test_rundir, PBT.
 def test_a_model_function_a_structural_integer_and_batch_size_with_pbt(small_data):
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 1e-1),
                    depth=vt.IntUniform(1, 2, structural=True), batch_size=vt.Choice([60]))
