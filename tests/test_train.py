@@ -72,8 +72,11 @@ def population(data):
 
 @pytest.fixture(scope="module")
 def trained(population):
+  """The lanes trained and evaluated once: the programs later tests must reuse."""
   keys = round_keys(0, 0)
-  return population.train(_lanes(ROWS), *keys), keys
+  out = population.train(_lanes(ROWS), *keys)
+  population.evaluate(out.params)
+  return out, keys
 
 
 def test_each_lane_equals_its_config_trained_alone(population, trained):
