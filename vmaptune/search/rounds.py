@@ -70,6 +70,7 @@ class Search:
     self.confirmation: Confirmation | None = None
     self.final: FinalFit | None = None
     self.saved: ParamsPointer | None = None  # Whose parameters best_params.msgpack holds.
+    self._params: object = None  # The round's best parameters, when they will be saved.
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
                    "processes": jax.process_count()}
@@ -212,17 +213,32 @@ class Search:
         trained = strategy.run(ctx)
         parts.append((bucket.values, trained.table))
         lanes += trained.lanes
-    table = TrialTable.merge_buckets(parts, plan.space)
-    told = sampler.tell(table, round_index=index)
-    if told.order is not None:
-      table, lanes = table.reordered(told.order), [lanes[row] for row in told.order]
+      table = TrialTable.merge_buckets(parts, plan.space)
+      told = sampler.tell(table, round_index=index)
+      if told.order is not None:
+        table, lanes = table.reordered(told.order), [lanes[row] for row in told.order]
+      # The best parameters so far, copied to the host inside the round (its program is
+      # the round's), when they will be saved.
+      self._params = self._best_params(table, lanes)
     result = RoundResult(**table.columns(), index=index, space=plan.space,
                          next_space=told.next_space, kept=told.kept,
                          strategy=strategy.describe(), wall_s=time.perf_counter() - start,
                          compile_s=compiled.compile_seconds, trace_s=compiled.trace_seconds,
                          compiles=compiled.compiles)
-    self._lanes = lanes
     return result
+
+  def _best_params(self, table: TrialTable, lanes: list) -> object:
+    """The parameters of ``table``'s best finished trial if it beats every earlier
+    round's and a run directory will save them, else ``None``."""
+    row = best_row(table)
+    if row is None or self.run_dir is None or lanes[row] is None:
+      return None
+    if self.best is not None:
+      rival, rival_row = self.best
+      pair = TrialTable.concat([rival.take(np.array([rival_row])), table.take(np.array([row]))])
+      if best_row(pair) == 0:
+        return None
+    return lane_to_host(lanes[row][0].state.params, lanes[row][1])
 
   def _note_best(self, result: RoundResult) -> bool:
     """Whether ``result``'s best finished trial is the best so far (ties: the earlier)."""
@@ -250,14 +266,10 @@ class Search:
       partial = self.result()
       self._write_round(result, self.summary(partial, error=message))
       raise AllDivergedError(message, partial)
-    params = None
+    params, self._params = self._params, None
     self.rounds.append(result)
-    if self._note_best(result) and self.run_dir is not None:
-      lanes = self._lanes[self.best[1]]
-      if lanes is not None:  # The best so far: its parameters saved with the round.
-        params = lane_to_host(lanes[0].state.params, lanes[1])
-        self.saved = ParamsPointer.of("search", result.record(self.best[1]))
-    self._lanes = []
+    if self._note_best(result) and params is not None:  # Saved with the round.
+      self.saved = ParamsPointer.of("search", result.record(self.best[1]))
     self._write_round(result, self.summary(self.result()), params)
     self.observer.round_end(result)
 
