@@ -70,7 +70,8 @@ class Search:
     self.confirmation: Confirmation | None = None
     self.final: FinalFit | None = None
     self.saved: ParamsPointer | None = None  # Whose parameters best_params.msgpack holds.
-    self._params: object = None  # The round's best parameters, when they will be saved.
+    # The round's row that beats every earlier round's, and its parameters when saved.
+    self._improved: tuple[int | None, object] = (None, None)
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
                    "processes": jax.process_count()}
@@ -125,7 +126,9 @@ class Search:
       return
     self.rounds = restore.restore_rounds(self.engine, restored, run_dir, self.resume_from_intact)
     for result in self.rounds:
-      self._note_best(result)
+      row = self._beats_best(result)
+      if row is not None:
+        self.best = (result, row)
     run_dir.tidy()  # The records replayed: what a killed writer left can go.
     cut = len(self.rounds) < len(restored.summary["rounds"])
     if restored.params is not None and run_dir.writes:
@@ -219,7 +222,10 @@ class Search:
         table, lanes = table.reordered(told.order), [lanes[row] for row in told.order]
       # The best parameters so far, copied to the host inside the round (its program is
       # the round's), when they will be saved.
-      self._params = self._best_params(table, lanes)
+      row = self._beats_best(table)
+      params = (None if row is None or self.run_dir is None or lanes[row] is None
+                else lane_to_host(lanes[row][0].state.params, lanes[row][1]))
+      self._improved = (row, params)
     result = RoundResult(**table.columns(), index=index, space=plan.space,
                          next_space=told.next_space, kept=told.kept,
                          strategy=strategy.describe(), wall_s=time.perf_counter() - start,
@@ -227,31 +233,15 @@ class Search:
                          compiles=compiled.compiles)
     return result
 
-  def _best_params(self, table: TrialTable, lanes: list) -> object:
-    """The parameters of ``table``'s best finished trial if it beats every earlier
-    round's and a run directory will save them, else ``None``."""
+  def _beats_best(self, table: TrialTable) -> int | None:
+    """The row of ``table``'s best finished trial if it beats the best of every
+    earlier round (ties: the earlier), else ``None``."""
     row = best_row(table)
-    if row is None or self.run_dir is None or lanes[row] is None:
-      return None
-    if self.best is not None:
-      rival, rival_row = self.best
-      pair = TrialTable.concat([rival.take(np.array([rival_row])), table.take(np.array([row]))])
-      if best_row(pair) == 0:
-        return None
-    return lane_to_host(lanes[row][0].state.params, lanes[row][1])
-
-  def _note_best(self, result: RoundResult) -> bool:
-    """Whether ``result``'s best finished trial is the best so far (ties: the earlier)."""
-    row = best_row(result)
-    if row is None:
-      return False
-    if self.best is not None:
-      rival, rival_row = self.best
-      pair = TrialTable.concat([rival.take(np.array([rival_row])), result.take(np.array([row]))])
-      if best_row(pair) == 0:
-        return False
-    self.best = (result, row)
-    return True
+    if row is None or self.best is None:
+      return row
+    rival, rival_row = self.best
+    pair = TrialTable.concat([rival.take(np.array([rival_row])), table.take(np.array([row]))])
+    return None if best_row(pair) == 0 else row
 
   def commit(self, result: RoundResult) -> None:
     """Records round ``result`` (with the best parameters when it improved on
@@ -266,10 +256,12 @@ class Search:
       partial = self.result()
       self._write_round(result, self.summary(partial, error=message))
       raise AllDivergedError(message, partial)
-    params, self._params = self._params, None
+    (row, params), self._improved = self._improved, (None, None)
     self.rounds.append(result)
-    if self._note_best(result) and params is not None:  # Saved with the round.
-      self.saved = ParamsPointer.of("search", result.record(self.best[1]))
+    if row is not None:
+      self.best = (result, row)
+      if params is not None:  # Saved with the round.
+        self.saved = ParamsPointer.of("search", result.record(row))
     self._write_round(result, self.summary(self.result()), params)
     self.observer.round_end(result)
 
