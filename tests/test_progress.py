@@ -104,7 +104,9 @@ def test_buckets_are_reported_with_their_structural_values(small_data):
   assert [e["lane_epochs"] for e in segments] == [2, 4]  # Summed over the round's buckets.
 
 
-def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, capsys):
+def test_the_live_line_redraws_in_place_and_clears_itself(small_data, tiny_mlp, capsys,
+                                                          monkeypatch):
+  monkeypatch.setenv("COLUMNS", "120")  # The bar's width follows the terminal's.
   stream = io.StringIO()
   vt.tune(tiny_mlp, small_data, SAFE, population=8, rounds=2, epochs=2, batch_size=32,
           confirm="off", progress=vt.reporting.progress.Bar(stream), verbose=True)
