@@ -1,15 +1,19 @@
 """The `vmaptune` command: a shrunk default experiment end to end, and its input errors."""
 
+import datetime
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 import vmaptune as vt
+from vmaptune import cli
 from vmaptune.cli import main
+from vmaptune.lanes.compilation import CompileCounter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "experiments", "digits_mlp.py")
@@ -165,3 +169,40 @@ def test_overrides_keep_types_and_the_rest_of_the_experiment():
   assert (changed.population, changed.sampler, changed.optimizer, changed.name) == \
       (512, "narrow(keep=1)", "sgd", "lr_sweep")
   assert changed.space == experiment.space and changed.model == experiment.model
+
+
+def test_out_into_a_folder_that_is_not_a_run_is_refused_before_compiling(
+    experiment_file, tmp_path, monkeypatch, capsys):
+  """The issue's case: ``vmaptune run ... --out .`` in a project replaced its config.py
+  and removed its ``.*.tmp`` files."""
+  (tmp_path / "config.py").write_text("PROJECT = 'mine'\n")
+  (tmp_path / ".build.tmp").write_text("work in progress")
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  monkeypatch.chdir(tmp_path)
+  with CompileCounter() as compiled:
+    assert main(["run", experiment_file, "--out", ".", "--quiet", "--no-cache"]) == 2
+  error = capsys.readouterr().err
+  assert (f"vmaptune: error: {tmp_path} is not empty and holds no run (it holds .build.tmp, "
+          "config.py, small_digits_exp.py)") in error, error
+  assert compiled.compiles == 0
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # No lock file either.
+
+
+def test_default_run_directories_are_new_and_named_in_utc(tmp_path, monkeypatch):
+  """A job array starts many runs in one second: each gets a directory of its own, made
+  when it is named, so none resumes another's; the time is UTC, whatever the local zone."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: local time is a day ahead.
+  time.tzset()
+  try:
+    made = [cli._default_out("exp") for _ in range(20)]
+  finally:
+    monkeypatch.undo()
+    time.tzset()
+  assert len(set(made)) == 20
+  for path in made:
+    assert os.path.dirname(path) == os.path.join("runs", "exp")
+    assert os.path.isdir(tmp_path / path) and not os.listdir(tmp_path / path)
+    stamp = datetime.datetime.strptime(os.path.basename(path).split("-")[0], "%Y%m%dT%H%M%SZ")
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    assert abs((now - stamp).total_seconds()) < 60, (path, now)

@@ -70,13 +70,14 @@ def _run_together(commands: list[tuple[list[str], dict]], cwd) -> list[tuple[int
   return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
 
 
-def _start_pair(command: list[str], cwd) -> list:
-  """``command`` as processes 0 and 1 of a run (2 CPU devices each), output to files."""
+def _start_processes(command: list[str], cwd, count: int = 2, cpu_devices: int = 2) -> list:
+  """``command`` as processes 0 to ``count - 1`` of a run (``cpu_devices`` CPU devices
+  each), output to files ``out<i>.txt`` and ``err<i>.txt``."""
   port = _free_port()
   procs = []
-  for index in range(2):
-    env = _env(2, VMAPTUNE_COORDINATOR=f"localhost:{port}", VMAPTUNE_NUM_PROCESSES="2",
-               VMAPTUNE_PROCESS_ID=str(index))
+  for index in range(count):
+    env = _env(cpu_devices, VMAPTUNE_COORDINATOR=f"localhost:{port}",
+               VMAPTUNE_NUM_PROCESSES=str(count), VMAPTUNE_PROCESS_ID=str(index))
     with open(cwd / f"out{index}.txt", "w") as out, open(cwd / f"err{index}.txt", "w") as err:
       procs.append(subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err))
   return procs
@@ -222,7 +223,7 @@ def test_when_process_0_raises_every_process_exits_at_once_naming_the_error(
     tmp_path, experiment_file):
   script = tmp_path / "failing.py"
   script.write_text(FAILING_SCRIPT)
-  procs = _start_pair([sys.executable, str(script), experiment_file, "run",
+  procs = _start_processes([sys.executable, str(script), experiment_file, "run",
                        str(tmp_path / "failed_at")], tmp_path)
   ended = _exit_times(procs)
   failed_at = float((tmp_path / "failed_at").read_text())
@@ -233,9 +234,60 @@ def test_when_process_0_raises_every_process_exits_at_once_naming_the_error(
   assert ("vmaptune: process 0 failed: RuntimeError: disk full (simulated); process 1 stops"
           in err1), err1[-3000:]
   assert "finished" not in (tmp_path / "out1.txt").read_text()
+  print("exits after the failure (s):", [round(t - failed_at, 2) for t in ended])
   # Measured on 2 busy cores: both exit within about a second.
   assert ended[1] - failed_at < 15, (ended[1] - failed_at, err1[-3000:])
   assert ended[0] - failed_at < 15, (ended[0] - failed_at, err0[-3000:])
+
+
+# When another process fails, every process stops within seconds: before, process 0 and the
+# others waited for it in a collective (it waited at JAX's shutdown barrier) for minutes.
+FAILING_ELSEWHERE_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import vmaptune as vt
+    from vmaptune.rundir import RunDirectory
+
+    processes = vt.lanes.distributed.initialize()
+    commit_round, commits = RunDirectory.commit_round, []
+
+    def failing_commit(self, *args, **kwargs):  # Every process commits; process 0 writes.
+      commits.append(1)
+      if processes.process_id == 2 and len(commits) == 2:  # Round 2, on process 2 only.
+        with open(sys.argv[3], "w") as f:
+          f.write(repr(time.time()))
+        raise RuntimeError("out of memory (simulated)")
+      return commit_round(self, *args, **kwargs)
+
+    RunDirectory.commit_round = failing_commit
+    vt.override(vt.load_experiment(sys.argv[1]), sys.argv[4:]).tune(out=sys.argv[2])
+    print("finished")
+""")
+
+
+@pytest.mark.slow  # Subprocesses.
+def test_when_another_process_raises_every_process_exits_at_once_naming_it(
+    tmp_path, experiment_file):
+  script = tmp_path / "failing.py"
+  script.write_text(FAILING_ELSEWHERE_SCRIPT)
+  procs = _start_processes([sys.executable, str(script), experiment_file, "run",
+                            str(tmp_path / "failed_at"), "rounds=6"], tmp_path, count=3,
+                           cpu_devices=1)
+  ended = _exit_times(procs, timeout_s=120)
+  failed_at = float((tmp_path / "failed_at").read_text())
+  errors = [(tmp_path / f"err{i}.txt").read_text() for i in range(3)]
+  assert procs[2].returncode == 1, errors[2][-3000:]  # Python's status for an uncaught exception.
+  assert "RuntimeError: out of memory (simulated)" in errors[2]
+  for index in (0, 1):
+    assert procs[index].returncode == 1, errors[index][-3000:]
+    assert (f"vmaptune: process 2 failed: RuntimeError: out of memory (simulated); process "
+            f"{index} stops") in errors[index], errors[index][-3000:]
+    assert "finished" not in (tmp_path / f"out{index}.txt").read_text()
+  # Process 0 wrote round 1 and stopped before round 2 completed everywhere.
+  assert vt.load_run(tmp_path / "run").rounds_completed in (1, 2)
+  # The others wait FAILURE_GRACE_S (2 s) for their own ends, then stop. Bound as above.
+  print("exits after the failure (s):", [round(t - failed_at, 2) for t in ended])
+  for index in range(3):
+    assert ended[index] - failed_at < 15, (index, ended[index] - failed_at, errors[index][-3000:])
 
 
 @pytest.mark.slow  # Subprocesses.
@@ -243,7 +295,7 @@ def test_when_process_0_is_killed_the_others_exit_at_once(tmp_path, experiment_f
   script = tmp_path / "tune_script.py"
   script.write_text(SCRIPT)
   # Rounds enough to still be running when process 0 is killed after round 0.
-  procs = _start_pair([sys.executable, str(script), experiment_file, "run", "rounds=50"],
+  procs = _start_processes([sys.executable, str(script), experiment_file, "run", "rounds=50"],
                       tmp_path)
   summary = tmp_path / "run" / "summary.json"
   deadline = time.time() + TIMEOUT_S
@@ -259,6 +311,7 @@ def test_when_process_0_is_killed_the_others_exit_at_once(tmp_path, experiment_f
   # The watchdog's word, or JAX's when its own check of the coordinator comes first.
   assert ("vmaptune: lost process 0 (the coordinator)" in err1
           or "JAX distributed service detected fatal errors" in err1), err1[-3000:]
+  print("exit after the kill (s):", round(ended[1] - killed_at, 2))
   assert ended[1] - killed_at < 30, (ended[1] - killed_at, err1[-3000:])
 
 
@@ -288,27 +341,37 @@ def test_abort_others_tells_every_other_process_once_and_never_raises(monkeypatc
   monkeypatch.setattr(watchdog, "_coordination", lambda: (client, 0, 3))
   distributed.abort_others("disk\n full")
   distributed.abort_others("a second word")
-  assert client.set == [("vmaptune/stop/1", "failed:disk full"),
-                        ("vmaptune/stop/2", "failed:disk full")]
-  monkeypatch.setattr(watchdog, "_coordination", lambda: (client, 1, 3))
+  assert client.set == [("vmaptune/stop/1", "failed:0:disk full"),
+                        ("vmaptune/stop/2", "failed:0:disk full")]
+  # Any process tells every other one, process 0 included.
+  client.set = []
+  monkeypatch.setattr(watchdog, "_coordination", lambda: (client, 2, 3))
   monkeypatch.setattr(watchdog, "_watch", watchdog._Watch())
-  distributed.abort_others("not process 0")
-  assert len(client.set) == 2
+  distributed.abort_others("out of memory")
+  assert client.set == [("vmaptune/stop/0", "failed:2:out of memory"),
+                        ("vmaptune/stop/1", "failed:2:out of memory")]
 
 
-@pytest.mark.parametrize("answers, stopped", [
-    (["done"], None),  # A normal end woke the watchdog.
-    ([RuntimeError("CANCELLED: CANCELLED")], None),  # This process's client shut down.
-    ([RuntimeError("DEADLINE_EXCEEDED: no key yet"), "failed:disk full"],
+@pytest.mark.parametrize("index, answers, ending, stopped", [
+    (1, ["done"], False, None),  # A normal end woke the watchdog.
+    (1, [RuntimeError("CANCELLED: CANCELLED")], False, None),  # This client shut down.
+    (1, [RuntimeError("DEADLINE_EXCEEDED: no key yet"), "failed:0:disk full"], False,
      "process 0 failed: disk full"),
-    ([RuntimeError("UNAVAILABLE: Socket closed\nmore")],
+    (0, ["failed:2:out of memory: 3 GiB"], False, "process 2 failed: out of memory: 3 GiB"),
+    (1, ["failed:2:out of memory"], True, None),  # This process ends with its own error.
+    (1, [RuntimeError("UNAVAILABLE: Socket closed\nmore")], False,
      "lost process 0 (the coordinator): UNAVAILABLE: Socket closed"),
+    (0, [RuntimeError("UNAVAILABLE: Socket closed")], False, None),  # Its own service: JAX's.
 ])
-def test_the_watchdog_stops_the_process_only_when_process_0_failed(monkeypatch, answers,
-                                                                    stopped):
+def test_the_watchdog_stops_the_process_only_when_another_failed(monkeypatch, index, answers,
+                                                                  ending, stopped):
   seen = []
+  monkeypatch.setattr(watchdog, "_watch", watchdog._Watch())
+  monkeypatch.setattr(watchdog, "FAILURE_GRACE_S", 0.01)
   monkeypatch.setattr(watchdog, "_stop", lambda index, reason, client: seen.append(reason))
-  watchdog._wait_for_process_0(FakeClient(answers), 1)
+  if ending:
+    watchdog._watch.ending.set()
+  watchdog._wait_for_others(FakeClient(answers), index)
   assert seen == ([stopped] if stopped else [])
 
 

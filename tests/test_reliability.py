@@ -20,7 +20,12 @@ import pytest
 
 import vmaptune as vt
 from vmaptune.cli import main
-from vmaptune.errors import DamagedRunError, RunDirectoryBusyError, RunDirectoryWriteError
+from vmaptune.errors import (
+  DamagedRunError,
+  RunDirectoryBusyError,
+  RunDirectoryError,
+  RunDirectoryWriteError,
+)
 from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.rundir import interrupts_deferred, write_atomic
 
@@ -420,6 +425,127 @@ def test_temporary_files_have_names_of_their_own_and_a_killed_writers_are_remove
   assert not (out / ".summary.json.123.deadbeef.tmp").exists()
   assert not (out / "best_params.next.msgpack").exists()
   assert _files(out) == _files(whole)
+
+
+# --- Links and folders that are not run directories -----------------------------------------
+
+def _plant_link(kind: str, target, link) -> None:
+  """``link`` as a symbolic link to ``target``, or as another hard link of it."""
+  if kind == "symbolic":
+    os.symlink(target, link)
+  else:
+    os.link(target, link)
+
+
+@pytest.mark.parametrize("kind", ["symbolic", "hard"])
+def test_a_planted_lock_link_is_refused_and_what_it_points_to_is_untouched(
+    kind, small_data, tmp_path):
+  """The issue's case: ``.lock -> ~/.bashrc`` was opened, emptied and rewritten."""
+  victim = tmp_path / "bashrc"
+  victim.write_text("export PATH=precious\n")
+  out = tmp_path / "run"
+  out.mkdir()
+  _plant_link(kind, victim, out / ".lock")
+  with CompileCounter() as compiled, pytest.raises(RunDirectoryError) as error:
+    _tune(out, small_data)
+  message = str(error.value)
+  what = "is a symbolic link" if kind == "symbolic" else "has 2 hard links"
+  assert f"{out / '.lock'} {what}" in message and "nothing was written" in message, message
+  assert compiled.compiles == 0
+  assert victim.read_text() == "export PATH=precious\n"
+  assert sorted(os.listdir(out)) == [".lock"]
+
+
+@pytest.mark.parametrize("kind", ["hard (cp -al)", "symbolic"])
+def test_records_shared_through_a_link_are_refused_before_anything_changes(
+    kind, whole, small_data, tmp_path):
+  """A copy made with ``cp -al`` shares ``trials.jsonl`` with the original: resuming the
+  copy appended to (and cut back) the original's records."""
+  original, copy = tmp_path / "original", tmp_path / "copy"
+  shutil.copytree(whole, original)
+  if kind.startswith("hard"):
+    shutil.copytree(original, copy, copy_function=os.link)  # What cp -al makes.
+  else:
+    shutil.copytree(original, copy)
+    (copy / "trials.jsonl").unlink()
+    os.symlink(original / "trials.jsonl", copy / "trials.jsonl")
+  before = _files(original)
+  # The lock is shared too (its holder's name is written in place): named first. Without
+  # it (removed, as someone might to get past it), the records are.
+  named = [".lock", "trials.jsonl"] if kind.startswith("hard") else ["trials.jsonl"]
+  for name in named:
+    with CompileCounter() as compiled, pytest.raises(RunDirectoryError) as error:
+      _tune(copy, small_data, rounds=4)  # One more round: its records would be appended.
+    message = str(error.value)
+    assert message.startswith(str(copy / name)) and "cp -al" in message, message
+    assert compiled.compiles == 0 and _files(original) == before
+    if name == ".lock":
+      (copy / ".lock").unlink()
+
+
+def test_a_link_planted_while_a_run_writes_is_not_appended_through(small_data, tmp_path):
+  out, victim = tmp_path / "run", tmp_path / "elsewhere.jsonl"
+
+  def plant(result):  # After round 1's commit: its records swapped for a link.
+    if result.index == 0:
+      shutil.copy(out / "trials.jsonl", victim)
+      (out / "trials.jsonl").unlink()
+      os.symlink(victim, out / "trials.jsonl")
+
+  with pytest.raises(RunDirectoryError, match="trials.jsonl is a symbolic link"):
+    _tune(out, small_data, rounds=2, on_round=plant)
+  assert len(victim.read_bytes().splitlines()) == 8  # Round 1's records only.
+
+
+def test_a_folder_that_holds_other_files_but_no_run_is_refused_untouched(small_data, tmp_path):
+  """The issue's case: ``--out .`` in a project replaced its config.py and removed its
+  ``.*.tmp`` files. The command's own case is in test_cli.py."""
+  project = tmp_path / "project"
+  (project / "data").mkdir(parents=True)
+  for name in ("config.py", ".draft.tmp", "a.txt", "b.txt", "c.txt", "d.txt"):
+    (project / name).write_text(name)
+  before = _files(project)
+  with CompileCounter() as compiled, pytest.raises(RunDirectoryError) as error:
+    _tune(project, small_data)
+  assert str(error.value).startswith(
+      f"{os.path.abspath(project)} is not empty and holds no run (it holds .draft.tmp, "
+      "a.txt, b.txt, c.txt, config.py and 2 more)"), error.value
+  assert compiled.compiles == 0 and _files(project) == before
+  assert sorted(os.listdir(project)) == sorted(before) + ["data"]  # No lock file made.
+  # Empty, or holding only what a writer killed before its first write left: a new run.
+  for leftovers in ([], [".lock", ".config.json.123.deadbeef.tmp"]):
+    fresh = tmp_path / f"fresh{len(leftovers)}"
+    fresh.mkdir()
+    for name in leftovers:
+      (fresh / name).write_text("")
+    run_dir, restored = vt.rundir.open_run(str(fresh), {"settings": {}})
+    run_dir.release()
+    assert restored is None and sorted(os.listdir(fresh)) == [".lock", "config.json"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
+def test_damaged_files_copied_aside_are_on_disk_before_they_are_rewritten(
+    whole, small_data, tmp_path, monkeypatch):
+  """``--resume-from-intact``: after a power cut at any moment the damaged files are
+  still on disk, aside or in place (every fsync is recorded with what it forced)."""
+  out = tmp_path / "run"
+  shutil.copytree(whole, out)
+  _garbage_line(out)  # Round 2's records damaged: round 1 is intact.
+  synced, real_fsync = [], os.fsync
+
+  def fsync(fd):
+    synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return real_fsync(fd)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+  with pytest.warns(RuntimeWarning, match="from its 1 intact rounds"):
+    _tune(out, small_data, resume_from_intact=True)
+  (aside,) = (out / "damaged").iterdir()
+  rewrite = next(i for i, path in enumerate(synced)
+                 if os.path.basename(path).startswith(".trials.jsonl."))
+  forced = set(synced[:rewrite])
+  for needed in (aside / "trials.jsonl", aside / "summary.json", aside, out / "damaged", out):
+    assert str(needed) in forced, (needed, synced[:rewrite + 1])
 
 
 # --- Faults ----------------------------------------------------------------------------------

@@ -144,3 +144,30 @@ def test_the_report_of_a_regression_run_ranks_and_labels_by_mse(regression_run, 
   listed = [float(row.split()[5]) for row in rows]
   assert listed == sorted(listed) and len(rows) == 10
   assert {(p["x"], p["y"]) for p in found.panels} == {("learning_rate", "weight_decay")}
+
+
+@needs_matplotlib
+def test_the_page_and_figures_replace_links_instead_of_writing_through_them(handwritten_run,
+                                                                             tmp_path):
+  """A ``report.html`` planted as a symbolic link, a figure as another hard link of a
+  file: each is replaced by a file of its own; what they pointed to is untouched."""
+  run_dir, out = tmp_path / "run", tmp_path / "run" / "report"
+  handwritten_run(str(run_dir), {"learning_rate": {"type": "LogUniform", "low": 1e-3,
+                                                   "high": 1.0}},
+                  [{"hparams": {"learning_rate": 0.01}, "acc": 0.5},
+                   {"hparams": {"learning_rate": 0.1}, "acc": 0.75}])
+  out.mkdir()
+  victim, shared = tmp_path / "bashrc", tmp_path / "shared.png"
+  victim.write_text("precious\n")
+  shared.write_bytes(b"another copy's figure")
+  os.symlink(victim, out / "report.html")
+  os.link(shared, out / "overview.png")
+  found = vt.report(run_dir, quiet=True)
+  assert victim.read_text() == "precious\n"
+  assert shared.read_bytes() == b"another copy's figure"
+  for path in (out / "report.html", out / "overview.png"):
+    assert not path.is_symlink() and path.stat().st_nlink == 1
+  assert (out / "overview.png").read_bytes().startswith(PNG)
+  assert found.page == str(out / "report.html")
+  assert "<html" in (out / "report.html").read_text()
+  assert not [name for name in os.listdir(out) if name.endswith(".tmp")]

@@ -334,3 +334,56 @@ def test_a_regression_run_lists_its_metrics_and_the_lowest_mse(tmp_path):
   session = read(run_dir / f"r1-t{record['trial']}")
   for tag in ("val_mse", "val_mae"):
     assert scalars(session, tag) == [(0, pytest.approx(record[tag], rel=1e-6))]
+
+
+@needs_tensorboard
+def test_event_files_go_through_temporary_files_of_their_own(tmp_path):
+  """The temporary file had a fixed name: a link planted there was written through."""
+  victim = tmp_path / "bashrc"
+  victim.write_text("precious\n")
+  live = tracker(tmp_path / "logdir")
+  run_dir = tmp_path / "logdir" / "planted"
+  run_dir.mkdir(parents=True)
+  os.symlink(victim, run_dir / ".experiment.writing")  # The old fixed name.
+  live.run_name = "planted"
+  live.start({"space": SPACE.to_dict()})
+  assert victim.read_bytes() == b"precious\n"
+  events = [p for p in run_dir.iterdir() if "tfevents" in p.name]
+  assert [p.name.split(".vmaptune.")[1] for p in events] == ["experiment"]
+  assert not events[0].is_symlink() and events[0].stat().st_nlink == 1
+  assert hparams_content(read(run_dir), "experiment").hparam_infos
+  assert sorted(p.name for p in run_dir.iterdir() if p not in events) == [".experiment.writing"]
+
+
+@needs_tensorboard
+def test_an_export_attaches_no_file_a_link_points_to(handwritten_run, tmp_path):
+  """A link in a run directory to a credentials file, or a report folder that is a link,
+  must not carry files from elsewhere to a shared tracking server."""
+  secret = png(5, 5)  # A PNG, which TensorBoard would embed whole.
+  (tmp_path / "credentials.png").write_bytes(secret)
+  (tmp_path / "credentials").write_text("aws_secret_access_key = hunter2\n")
+  space = {"learning_rate": SPACE.to_dict()["learning_rate"]}
+  rows = [{"hparams": {"learning_rate": 0.01}, "acc": 0.5},
+          {"hparams": {"learning_rate": 0.1}, "acc": 0.75}]
+  run_dir = tmp_path / "run"
+  handwritten_run(str(run_dir), space, rows)
+  (run_dir / "report").mkdir()
+  (run_dir / "report" / "scatter.png").write_bytes(png(3, 2))
+  os.symlink(tmp_path / "credentials.png", run_dir / "report" / "leak.png")
+  os.symlink(tmp_path / "credentials", run_dir / "config.py")
+  with pytest.warns(RuntimeWarning, match="not attached") as warned:
+    export(vt.load_run(run_dir), tracker(tmp_path / "logdir"))
+  message = str(warned[0].message)
+  assert f"{run_dir / 'config.py'} (a symbolic link to {tmp_path / 'credentials'})" in message
+  assert str(run_dir / "report" / "leak.png") in message
+  (exported,) = (tmp_path / "logdir").iterdir()
+  top = read(exported)
+  assert top.Tags()["images"] == ["files/report/scatter.png"]
+  assert not [tag for tag in top.Tags()["tensors"] if tag.startswith("files/")]
+  assert not any(secret in path.read_bytes() for path in exported.iterdir() if path.is_file())
+  # A report folder that is itself a link: its files' real paths are elsewhere.
+  other = tmp_path / "other"
+  handwritten_run(str(other), space, rows)
+  os.symlink(run_dir / "report", other / "report")
+  with pytest.warns(RuntimeWarning, match="is outside the run directory"):
+    assert vt.reporting.tracking.run_files(vt.load_run(other)) == {}

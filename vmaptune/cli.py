@@ -22,12 +22,10 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import secrets
 import shlex
 import sys
 import time
-
-import numpy as np
-from jax.experimental.multihost_utils import broadcast_one_to_all
 
 from vmaptune.config import SETTABLE, load_experiment, override
 from vmaptune.errors import AllDivergedError, DamagedRunError, VmaptuneError
@@ -53,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("config", help="path to the experiment config file")
   run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"override settings; keys: {', '.join(SETTABLE)}")
-  run.add_argument("--out", help="run directory (default: runs/<name>/<timestamp>); one "
-                   "holding a run of the same config is resumed after its last completed round")
+  run.add_argument("--out", help="run directory (default: a new runs/<name>/<UTC "
+                   "time>-<random>); one holding a run of the same config is resumed after its "
+                   "last completed round")
   run.add_argument("--no-resume", action="store_true",
                    help="refuse a run directory that holds a run instead of resuming it")
   run.add_argument("--resume-from-intact", action="store_true",
@@ -132,14 +131,25 @@ def export(args: argparse.Namespace) -> int:
   return 0
 
 
-def _default_out(name: str, shared: bool = False) -> str:
-  if shared:
-    # Processes start at slightly different times: take process 0's stamp.
-    stamp = int(broadcast_one_to_all(np.int64(time.time())))
-    stamp = datetime.datetime.fromtimestamp(stamp).strftime("%Y%m%d-%H%M%S")
-  else:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  return os.path.join("runs", name, stamp)
+def _default_out(name: str) -> str:
+  """A new run directory, ``runs/<name>/<UTC time>-<random>``, made by process 0 and
+  named alike on every process. Made exclusively: two runs started in the same
+  second (a job array), or after the clock went back, never share one."""
+  def make() -> str:
+    parent = os.path.join("runs", name)
+    os.makedirs(parent, exist_ok=True)
+    while True:
+      stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+      path = os.path.join(parent, f"{stamp}-{secrets.token_hex(3)}")
+      try:
+        os.mkdir(path)
+      except FileExistsError:
+        continue  # Taken: another random part.
+      return path
+
+  made = distributed.on_first_process(make)
+  # One collective, on every process: process 0's name.
+  return distributed.share_from_first_process(made.encode() if made else None).decode()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
   if not processes.writes:
     args.quiet = True
   chatty = not args.quiet and args.log_format == "text"
-  # Every process must name the same run directory: a timestamp could differ.
-  out = args.out or _default_out(experiment.name, processes.num_processes > 1)
+  out = args.out or _default_out(experiment.name)
   if processes.num_processes > 1 and chatty:
     print(f"vmaptune: process 0 of {processes.num_processes} (coordinator "
           f"{processes.coordinator}); it alone writes {out}", flush=True)
@@ -183,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
                                loggers=_trackers(args) if processes.writes else args.trackers)
       fit = result.final_fit()
     except KeyboardInterrupt:
+      distributed.abort_others("interrupted (Ctrl-C)")  # Any process: the others stop too.
       if processes.writes:
-        distributed.abort_others("interrupted (Ctrl-C)")
         print(_interrupted(args, out, experiment.rounds), file=sys.stderr, flush=True)
       return 130
   if processes.writes and args.log_format == "json":
@@ -247,6 +256,14 @@ def report(args: argparse.Namespace) -> int:
   return 0
 
 
+def _tell_other_processes(error: Exception) -> None:
+  """In a run over several processes, tells the others that this one stops with
+  ``error``, so that they stop too instead of waiting for it in a collective. Told
+  before the error is printed: this process's watchdog then leaves it to end
+  with its own message (see :mod:`vmaptune.lanes.watchdog`)."""
+  distributed.abort_others(f"{type(error).__name__}: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
@@ -264,12 +281,14 @@ def main(argv: list[str] | None = None) -> int:
       return export(args)
     return show(args) if args.command == "show" else run(args)
   except AllDivergedError as e:
+    _tell_other_processes(e)
     print(f"vmaptune: error: {e}", file=sys.stderr)
     if e.partial.rounds and e.partial.out_dir:
       print(f"vmaptune: the {len(e.partial.rounds)} rounds before it are recorded in "
             f"{e.partial.out_dir}", file=sys.stderr)
     return 1
   except USER_ERRORS as e:
+    _tell_other_processes(e)
     print(f"vmaptune: error: {e}", file=sys.stderr)
     return 2
 

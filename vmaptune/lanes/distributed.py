@@ -18,8 +18,9 @@ leaves the detection to JAX (SLURM, Open MPI, Cloud TPU pods, ...) when such a
 cluster with more than one process is found (only before JAX has run
 anything), and otherwise does nothing: one process.
 
-**When process 0 fails**, the others stop within seconds: see
-:mod:`vmaptune.lanes.watchdog` (:func:`abort_others`, started by :func:`initialize`).
+**When a process fails**, the others stop within seconds: see
+:mod:`vmaptune.lanes.watchdog` (:func:`abort_others`; its watchdog is started by
+:func:`initialize`).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if clash:
       raise DistributedError(f"this process already joined a run as process "
                              f"{have.process_id} of {have.num_processes}; asked for {clash}")
-    watchdog.watch_process_0()  # Joined by jax.distributed.initialize itself, perhaps.
+    watchdog.watch_processes()  # Joined by jax.distributed.initialize itself, perhaps.
     return have
   if given.get("num_processes") == 1:
     return Processes()  # One process needs no coordinator.
@@ -228,7 +229,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                              process_id=requested["process_id"],
                              initialization_timeout=timeout_s,
                              heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
-  watchdog.watch_process_0()
+  watchdog.watch_processes()
   return current()
 
 

@@ -15,6 +15,7 @@ lowest.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -30,7 +31,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from vmaptune.reporting.importance import Importance, is_log, values
-from vmaptune.rundir import Run
+from vmaptune.rundir import Run, write_atomic
 from vmaptune.space.space import Space
 from vmaptune.trials.ranking import rank
 from vmaptune.trials.scoring import Scoring
@@ -55,9 +56,11 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(figure: Figure, out: str, name: str) -> str:
-  path = os.path.join(out, name + ".png")
-  figure.savefig(path, dpi=DPI)
-  return path
+  """Writes ``figure`` as ``out/<name>.png``, atomically: a link planted under
+  that name is replaced, never written through."""
+  png = io.BytesIO()
+  figure.savefig(png, dpi=DPI, format="png")
+  return write_atomic(os.path.join(out, name + ".png"), png.getvalue())
 
 
 def _limits(dist: Any) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from typing import IO, Any
 from vmaptune.reporting.importance import Importance, format_value, importance
 from vmaptune.reporting.page import metric_name, ranked_by
 from vmaptune.reporting.page import render as render_page
-from vmaptune.rundir import PARAMS_FILE, Run, load_run
+from vmaptune.rundir import PARAMS_FILE, Run, load_run, write_atomic
 from vmaptune.search.confirmation import describe as describe_confirmation
 from vmaptune.space.distributions import describe_values
 from vmaptune.validation import whole_number
@@ -243,11 +243,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
   else:
     figures, panels = drawn.write_figures(run, ranking, out, curves=curves)
     result = Report(table, ranking, figures, panels)
-  result.page = os.path.join(out, PAGE_FILE)
-  os.makedirs(out, exist_ok=True)
-  with open(result.page, "w", encoding="utf-8") as f:
-    f.write(render_page(run, *top_rows(run, max(top, PAGE_TOP)), ranking, result.figures,
-                        result.note))
+  # Replaced atomically: a link planted as report.html is replaced, not written through.
+  result.page = write_atomic(os.path.join(out, PAGE_FILE), render_page(
+      run, *top_rows(run, max(top, PAGE_TOP)), ranking, result.figures, result.note).encode())
   if not quiet:
     stream = stream or sys.stdout
     stream.write(result.describe(run) + "\n")

@@ -18,7 +18,13 @@ A run directory (``tune(..., out=DIR)``, ``vmaptune run CONFIG --out DIR``) hold
 on the directory from opening it to its end; a second writer is refused at
 once, naming the holder, and the directory is left untouched. The operating
 system releases the lock when the process dies, however it dies. Readers take
-no lock and see the completed rounds only.
+no lock and see the completed rounds only. A folder that holds other files
+but no run is refused as a new run's directory (a new run would overwrite some).
+
+**Links.** Nothing is written through a link: the two files changed in place
+(``.lock`` and ``trials.jsonl``) are refused when they are symbolic links or
+share their data with another name (hard links, as ``cp -al`` makes), and
+every other file is replaced atomically (:func:`write_atomic`).
 
 **Resuming.** Running the same config into a directory that holds a run
 continues it: the records past the last completed round (a round in
@@ -35,7 +41,8 @@ as its format-2 equivalent (:func:`upgrade`).
 **Damage** (:mod:`vmaptune.rundir.damage`): a file that is unreadable or
 disagrees with the others is refused with one error naming it, what is wrong
 and how many rounds are intact; ``resume_from_intact`` resumes from those,
-copying the damaged files into ``damaged/<time>/`` first. A write that fails
+copying the damaged files into ``damaged/<time>/`` first (forced to disk
+before anything is rewritten). A write that fails
 raises :class:`vmaptune.errors.RunDirectoryWriteError` with every completed
 round still on disk.
 

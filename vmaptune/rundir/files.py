@@ -3,10 +3,14 @@ and ``config.json`` (what a run is, how two runs differ, format 1 read as format
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
+import shutil
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +18,7 @@ import jax
 import numpy as np
 
 from vmaptune.data import Dataset
-from vmaptune.errors import DamagedRunError
+from vmaptune.errors import DamagedRunError, RunDirectoryError
 from vmaptune.space.space import Space
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 
@@ -27,35 +31,133 @@ PENDING_PARAMS_FILE = "best_params.next.msgpack"
 LOCK_FILE = ".lock"  # Held by the one writer (see vmaptune.rundir.lock).
 DAMAGED_DIR = "damaged"  # Where resume_from_intact moves damaged files.
 TEMP_SUFFIX = ".tmp"
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has none (nor symbolic links by default).
+# A FIFO planted under a file's name must not block its opening.
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# What write_atomic names its temporary files: ".<name>.<process id>.<8 hex digits>.tmp".
+TEMPORARY = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
 FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1: keep and margin).
 # Config entries that may change between a run and its resumption (the
 # confirmation follows the last round; a changed one runs again).
 MAY_CHANGE = ("settings.rounds", "settings.confirm")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> str:
+def write_atomic(path: str | os.PathLike, data: bytes, stem: str | None = None,
+                 durable: bool = True) -> str:
   """Writes ``data`` to ``path`` atomically and durably: a crash (or a kill)
   leaves either the old file or the new one, never a mix; creates parent
-  directories. The temporary file has a name of its own (two writers never
-  share one) and is removed if the write fails. Returns the path written."""
+  directories. The temporary file is created exclusively in the same folder
+  with a name of its own (two writers never share one, and a link planted
+  under its name is refused), is removed if the write fails, and is renamed
+  over ``path``: a link at ``path`` is replaced, never written through.
+
+  Args:
+    stem: the temporary file is ``.<stem>.<pid>.<random>.tmp`` (default: the
+      file's name).
+    durable: force the file and its folder to disk (``False``: atomic only,
+      for files that can be written again, such as TensorBoard's).
+
+  Returns:
+    The path written.
+  """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
+  tmp = os.path.join(directory, f".{stem or os.path.basename(path)}.{os.getpid()}."
                      f"{secrets.token_hex(4)}{TEMP_SUFFIX}")
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # Refuses what is there.
   try:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
-      os.fsync(f.fileno())
+      if durable:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
+    if os.path.lexists(tmp):
       os.unlink(tmp)
     raise
-  sync_directory(directory)
+  if durable:
+    sync_directory(directory)
   return path
+
+
+def open_in_place(path: str, flags: int, mode: int = 0o666) -> int:
+  """Opens a file vmaptune changes in place (the writer lock, ``trials.jsonl``)
+  without following a link: a symbolic link is refused (``O_NOFOLLOW``), and
+  so is a file with other hard links (a directory copied with ``cp -al``
+  shares its files with the original) or anything but a regular file.
+
+  Returns:
+    The open descriptor (``os.open``'s ``flags``, ``mode``).
+
+  Raises:
+    RunDirectoryError: ``path`` is a link or not a regular file; the message
+      names it and says what to do. Nothing was written.
+  """
+  try:
+    fd = os.open(path, flags | NOFOLLOW | NONBLOCK, mode)
+  except OSError as e:
+    if e.errno != errno.ELOOP and not os.path.islink(path):
+      raise
+    try:
+      target = f" (to {os.readlink(path)})"
+    except OSError:
+      target = ""  # Removed meanwhile.
+    raise _linked(path, f"is a symbolic link{target}") from None
+  try:
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):
+      raise _linked(path, "is not a regular file")
+    if found.st_nlink > 1:
+      raise _linked(path, f"has {found.st_nlink} hard links (it is the same file as "
+                    f"{found.st_nlink - 1} other name{'s' if found.st_nlink > 2 else ''}: a "
+                    "directory copied with cp -al shares its files with the original)")
+  except BaseException:
+    os.close(fd)
+    raise
+  return fd
+
+
+def refuse_links(directory: str, names: tuple[str, ...]) -> None:
+  """Refuses the files ``names`` of ``directory`` that exist and could not be
+  changed in place (see :func:`open_in_place`); changes nothing."""
+  for name in names:
+    path = os.path.join(directory, name)
+    if os.path.lexists(path):
+      os.close(open_in_place(path, os.O_RDONLY))
+
+
+def _linked(path: str, what: str) -> RunDirectoryError:
+  return RunDirectoryError(
+      f"{path} {what}: vmaptune changes this file in place, so it writes it only as a "
+      "regular file of its own, never through a link (which could change a file outside "
+      "the run directory); nothing was written. "
+      "Replace it with a file of its own (copy the run directory without links: cp -a, not "
+      "cp -al or cp -s), or choose another --out / out directory")
+
+
+def truncate_in_place(path: str, size: int) -> None:
+  """Cuts ``path`` back to ``size`` bytes and forces it to disk, refusing links
+  (:func:`open_in_place`)."""
+  fd = open_in_place(path, os.O_WRONLY)
+  try:
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def copy_durably(source: str, target: str) -> None:
+  """Copies ``source`` to a new file ``target`` (with its times and mode), forced
+  to disk: after a power cut the copy holds the bytes read. Sync the folder too
+  (:func:`sync_directory`) for the copy's name to last."""
+  shutil.copy2(source, target)
+  fd = os.open(target, os.O_RDONLY | NOFOLLOW)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def sync_directory(directory: str) -> None:
@@ -74,11 +176,12 @@ def sync_directory(directory: str) -> None:
 
 
 def remove_stale_temporaries(directory: str) -> list[str]:
-  """Removes the temporary files a killed writer left (see :func:`write_atomic`);
-  call it only while holding the writer lock. Returns the names removed."""
+  """Removes the temporary files a killed writer left (named as :func:`write_atomic`
+  names them; other files are left alone); call it only while holding the
+  writer lock. Returns the names removed."""
   removed = []
   for name in os.listdir(directory):
-    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+    if TEMPORARY.fullmatch(name):
       os.unlink(os.path.join(directory, name))
       removed.append(name)
   return removed

@@ -4,7 +4,9 @@ The lock is ``fcntl.flock`` on an open file, so the operating system releases
 it when the holder's process ends in any way (an exception, Ctrl-C,
 ``kill -9``, a crash): a killed run never leaves a stale lock behind. The
 holder writes who it is (host, process id, start time) into the file, so a
-refused writer can say who holds the directory. Readers (``load_run``,
+refused writer can say who holds the directory. The file is opened without
+following a link, and one with other hard links is refused: a planted
+``.lock -> ~/.bashrc`` would otherwise be emptied. Readers (``load_run``,
 ``vmaptune show``, ``vmaptune report``) take no lock: they read only what
 complete rounds committed.
 
@@ -23,7 +25,7 @@ import warnings
 from typing import Any
 
 from vmaptune.errors import RunDirectoryBusyError
-from vmaptune.rundir.files import LOCK_FILE
+from vmaptune.rundir.files import LOCK_FILE, open_in_place
 
 try:
   import fcntl
@@ -50,6 +52,8 @@ class WriterLock:
   Raises:
     RunDirectoryBusyError: another process (or another open run in this
       process) holds it; the message names the holder.
+    RunDirectoryError: ``.lock`` is a link (symbolic, or a file with other
+      hard links) or not a regular file; it is left as it is.
     OSError: the directory cannot be written (read-only, full).
   """
 
@@ -60,7 +64,8 @@ class WriterLock:
     # Locked through a read-only descriptor where the file system allows it: the lock
     # then holds no file open for writing, so the file system can still be remounted
     # read-only under a run. NFSv4 takes exclusive locks only on a writable one.
-    self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o666)
+    # Never through a link: a planted `.lock -> ~/.bashrc` would be emptied.
+    self._fd = open_in_place(self.path, os.O_RDONLY | os.O_CREAT)
     if fcntl is None:
       return
     try:
@@ -70,7 +75,7 @@ class WriterLock:
         if e.errno != errno.EBADF:
           raise
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR)
+        self._fd = open_in_place(self.path, os.O_RDWR)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       holder = self._read_holder()
@@ -93,11 +98,19 @@ class WriterLock:
     holder = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
     try:
-      with open(self.path, "w") as f:
-        f.write(json.dumps(holder) + "\n")
+      self._rewrite(json.dumps(holder) + "\n")
     except OSError:
       self.release()
       raise
+
+  def _rewrite(self, text: str) -> None:
+    """Replaces the lock file's content (never through a link)."""
+    fd = open_in_place(self.path, os.O_WRONLY)
+    try:
+      os.ftruncate(fd, 0)
+      os.write(fd, text.encode())
+    finally:
+      os.close(fd)
 
   def _read_holder(self) -> dict[str, Any] | None:
     try:
@@ -116,8 +129,7 @@ class WriterLock:
     if self._fd is None:
       return
     try:
-      with open(self.path, "w"):
-        pass
+      self._rewrite("")
     except OSError:
       pass  # A full or read-only disk: the lock is released all the same.
     os.close(self._fd)  # Closing the descriptor releases the flock.

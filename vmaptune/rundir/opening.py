@@ -29,9 +29,12 @@ from vmaptune.rundir.damage import (
 )
 from vmaptune.rundir.files import (
   CONFIG_FILE,
+  LOCK_FILE,
   SUMMARY_FILE,
+  TEMPORARY,
   TRIALS_FILE,
   differences,
+  refuse_links,
   remove_stale_temporaries,
   write_atomic,
   write_json,
@@ -62,6 +65,31 @@ class Restored:
 
   def round_records(self, index: int) -> list[dict[str, Any]]:
     return [r for r in self.records if r["round"] == index]
+
+
+RUN_FILES = (CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE)  # Any of them: the directory holds a run.
+SHOWN_ENTRIES = 5  # Of a folder refused as a new run directory.
+
+
+def _refuse_other_files(path: str) -> None:
+  """Refuses a directory that holds no run but other files: a new run would
+  overwrite and remove some of them (its config copy, temporary files). An
+  empty directory, or one a writer left before its first write (the lock and
+  its temporary files), is a new run's."""
+  if not os.path.isdir(path) or any(os.path.lexists(os.path.join(path, name))
+                                    for name in RUN_FILES):
+    return
+  others = sorted(name for name in os.listdir(path)
+                  if name != LOCK_FILE and not TEMPORARY.fullmatch(name))
+  if others:
+    shown = ", ".join(others[:SHOWN_ENTRIES]) + (
+        f" and {len(others) - SHOWN_ENTRIES} more" if len(others) > SHOWN_ENTRIES else "")
+    raise RunDirectoryError(
+        f"{os.path.abspath(path)} is not empty and holds no run (it holds {shown}): a new "
+        "run there could overwrite or remove its files, so nothing was run and nothing in "
+        "it changed. "
+        "Choose a new or empty --out / out directory (or leave --out out: vmaptune run "
+        "then makes runs/<name>/<time>)")
 
 
 def _new_run(path: str, config: dict[str, Any], copy_files: Mapping[str, str]) -> None:
@@ -114,9 +142,9 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
   resumed run (``None`` for a new one)."""
   lock = None
   try:
+    _refuse_other_files(path)  # Before the lock file is made in it.
     lock = WriterLock(path)
-    names = (CONFIG_FILE, TRIALS_FILE, SUMMARY_FILE)
-    held = [name for name in names if os.path.exists(os.path.join(path, name))]
+    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(path, name))]
     if not held:
       remove_stale_temporaries(path)  # Left by a writer killed before its first write.
       _new_run(path, config, copy_files)
@@ -125,6 +153,7 @@ def _open_on_first_process(path: str, config: dict[str, Any], resume: bool,
       raise RunDirectoryError(f"{path} already holds a run ({', '.join(held)}); choose "
                               "another --out / out directory so its records are not "
                               "overwritten, or resume it with the same config")
+    refuse_links(path, (TRIALS_FILE,))  # Appended in place, and cut back on resuming.
     stored = read_config(path, resuming=True)
     if stored is None:
       raise RunDirectoryError(f"{path} already holds a run but no {CONFIG_FILE}, so it "
@@ -158,9 +187,10 @@ def open_run(path: str | os.PathLike, config: dict[str, Any], *, resume: bool = 
   Process 0 takes the directory's writer lock first, and holds it until the
   run ends (:meth:`RunDirectory.release`). A missing or empty directory is
   created with ``config.json`` and the ``copy_files`` (``{name in the
-  directory: source path}``). A directory that holds a run of the same config
-  is resumed (with ``resume``): records past its last completed round are cut
-  off, and its completed state is returned.
+  directory: source path}``); a directory that holds other files but no run
+  is refused. A directory that holds a run of the same config is resumed
+  (with ``resume``): records past its last completed round are cut off, and
+  its completed state is returned.
 
   Args:
     resume_from_intact: when a file is damaged, resume from the leading rounds
@@ -176,7 +206,9 @@ def open_run(path: str | os.PathLike, config: dict[str, Any], *, resume: bool = 
       names it).
     RunDirectoryError: the directory holds a run of a different config (the
       message names each difference), more completed rounds than ``rounds``,
-      or any run when ``resume`` is false.
+      or any run when ``resume`` is false; it holds other files but no run
+      (the message names some); a file changed in place (``.lock``,
+      ``trials.jsonl``) is a link.
     DamagedRunError: a file is unreadable or disagrees with the others (without
       ``resume_from_intact``).
     RunDirectoryWriteError: the directory cannot be written.

@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import flax.serialization
 import jax
 
-from vmaptune.errors import RunDirectoryError, RunDirectoryWriteError
+from vmaptune.errors import RunDirectoryError, RunDirectoryWriteError, VmaptuneError
 from vmaptune.lanes import distributed
 from vmaptune.lanes.distributed import is_first_process
 from vmaptune.rundir.damage import digest, read_params, settle_params
@@ -36,9 +35,12 @@ from vmaptune.rundir.files import (
   PENDING_PARAMS_FILE,
   SUMMARY_FILE,
   TRIALS_FILE,
+  copy_durably,
   json_bytes,
+  open_in_place,
   remove_stale_temporaries,
   sync_directory,
+  truncate_in_place,
   write_atomic,
   write_json,
 )
@@ -100,7 +102,8 @@ class RunDirectory:
     with self._writing(TRIALS_FILE):
       if self.records_end is not None and os.path.exists(trials) and \
           os.path.getsize(trials) > self.records_end:
-        os.truncate(trials, self.records_end)  # The round in progress when the run stopped.
+        # The round in progress when the run stopped.
+        truncate_in_place(trials, self.records_end)
       remove_stale_temporaries(self.path)
       settle_params(self.path)
     self.records_end = None
@@ -111,9 +114,13 @@ class RunDirectory:
   @contextlib.contextmanager
   def _writing(self, name: str, undo: Any = None) -> Iterator[None]:
     """Turns a failed write of file ``name`` into a :class:`RunDirectoryWriteError`
-    (after ``undo()``), and tells the other processes of a run that process 0 stopped."""
+    (after ``undo()``), and tells the other processes of a run that process 0 stopped.
+    A file refused as a link (a :class:`RunDirectoryError`) is raised as it is."""
     try:
       yield
+    except VmaptuneError as e:
+      distributed.abort_others(str(e))
+      raise
     except OSError as e:
       if undo is not None:
         with contextlib.suppress(OSError):
@@ -150,8 +157,10 @@ class RunDirectory:
     path = self.file(TRIALS_FILE)
     size = os.path.getsize(path) if os.path.exists(path) else 0
     data = "".join(json.dumps(t.to_record()) + "\n" for t in trials).encode()
-    with self._writing(TRIALS_FILE, undo=lambda: os.truncate(path, size)):
-      with open(path, "ab") as f:
+    with self._writing(TRIALS_FILE, undo=lambda: truncate_in_place(path, size)):
+      # In place, so never through a link (a copy made with cp -al, a planted link).
+      fd = open_in_place(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+      with os.fdopen(fd, "ab") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -283,17 +292,20 @@ def kept_params(path: str, summary: dict[str, Any], count: int) -> dict[str, Any
 def keep_rounds(path: str, summary: dict[str, Any], count: int) -> str:
   """Copies the summary and records aside, then rewrites them with the first
   ``count`` rounds only (each atomically); parameters of a round cut off (or
-  damaged) are moved aside too."""
+  damaged) are moved aside too. The copies, and the folders that name them,
+  are forced to disk before anything is rewritten: after a power cut at any
+  moment, what was damaged is still on disk, aside or in place."""
   aside = _aside(path)
   for name in (SUMMARY_FILE, TRIALS_FILE):
     if os.path.exists(os.path.join(path, name)):
-      shutil.copy2(os.path.join(path, name), os.path.join(aside, name))
+      copy_durably(os.path.join(path, name), os.path.join(aside, name))
   pointer = kept_params(path, summary, count)
   if pointer is None:  # The next round that improves on the best writes them again.
     for name in (PARAMS_FILE, PENDING_PARAMS_FILE):
       if os.path.exists(os.path.join(path, name)):
         os.replace(os.path.join(path, name), os.path.join(aside, name))
-  sync_directory(aside)
+  for folder in (aside, os.path.dirname(aside), path):  # damaged/<time>, damaged, the run.
+    sync_directory(folder)
   rounds = summary["rounds"][:count]
   records = sum(entry["trials"] for entry in rounds)
   trials = os.path.join(path, TRIALS_FILE)

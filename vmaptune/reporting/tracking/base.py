@@ -25,6 +25,7 @@ again, a resumed run) is recorded once.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,17 +57,47 @@ class Tracker:
 
 def run_files(run: Any) -> dict[str, str]:
   """The files of a run directory worth attaching: the best parameters, the
-  report's figures and page (when ``vmaptune report`` wrote them)."""
-  files = {}
-  for name in ("best_params.msgpack", "config.py"):
-    if os.path.exists(os.path.join(run.path, name)):
-      files[name] = os.path.join(run.path, name)
+  config's copy, the report's figures and page (when ``vmaptune report``
+  wrote them). Only regular files inside the run directory are attached:
+  symbolic links, and files reached through a linked folder, are skipped
+  with a warning naming them (an export must not upload what a link points
+  to, a credentials file, say).
+
+  Returns:
+    ``{name to attach as: path}``.
+  """
+  candidates = [(name, os.path.join(run.path, name))
+                for name in ("best_params.msgpack", "config.py")]
   figures = os.path.join(run.path, "report")
   if os.path.isdir(figures):
-    for name in sorted(os.listdir(figures)):
-      if name.endswith((".png", ".html")):
-        files[f"report/{name}"] = os.path.join(figures, name)
+    candidates += [(f"report/{name}", os.path.join(figures, name))
+                   for name in sorted(os.listdir(figures)) if name.endswith((".png", ".html"))]
+  root = os.path.realpath(run.path)
+  files, skipped = {}, []
+  for name, path in candidates:
+    if not os.path.lexists(path):
+      continue
+    why = _not_attachable(path, root)
+    if why is None:
+      files[name] = path
+    else:
+      skipped.append(f"{path} ({why})")
+  if skipped:
+    warnings.warn(f"not attached (nothing outside the run directory is sent): "
+                  f"{'; '.join(skipped)}", RuntimeWarning, stacklevel=2)
   return files
+
+
+def _not_attachable(path: str, root: str) -> str | None:
+  """Why ``path`` must not be sent (a link, outside ``root``, not a file), or ``None``."""
+  if os.path.islink(path):
+    return f"a symbolic link to {os.readlink(path)}"
+  real = os.path.realpath(path)
+  if os.path.commonpath([real, root]) != root:
+    return f"its real path, {real}, is outside the run directory"
+  if not os.path.isfile(real):
+    return "not a regular file"
+  return None
 
 
 def export(run: Any, tracker: Tracker) -> None:

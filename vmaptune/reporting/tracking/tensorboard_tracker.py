@@ -34,8 +34,8 @@ anything else as strings (``'relu'`` -> ``relu``, ``(32, 32)`` ->
 ``(32, 32)``), so each column has one type.
 
 Event files are written with TensorBoard's own record writer (no
-TensorFlow), each in one go under a temporary name and then renamed: a file
-named ``events.out.tfevents.*`` is complete. That makes the tracker
+TensorFlow), each in one go into a temporary file created exclusively, then
+renamed: a file named ``events.out.tfevents.*`` is complete. That makes the tracker
 idempotent: a trial whose directory holds an event file, and a run-level
 part (experiment, round, chosen, confirmation, final fit, one file) whose
 event file exists, are not written again, so exporting twice or resuming a
@@ -50,6 +50,7 @@ under one logdir share its columns).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -65,6 +66,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from vmaptune.reporting.tracking.base import Tracker
+from vmaptune.rundir.files import write_atomic
 from vmaptune.rundir.records import RoundEntry, TrialRecord
 from vmaptune.space.distributions import describe_values, freeze
 from vmaptune.trials.scoring import Scoring
@@ -219,26 +221,26 @@ def written_parts(directory: str) -> set[str]:
 
 def write_events(directory: str, part: str, summaries: Sequence[tuple[int, Any]]) -> str:
   """Writes ``(step, summary)`` pairs as one event file of ``directory``,
-  complete or not at all (written under a temporary name, then renamed).
+  complete or not at all: written into a temporary file created exclusively
+  (a name of its own, without "tfevents", which TensorBoard skips), then
+  renamed over the event file's name (a link there is replaced, not written
+  through).
 
   Returns:
     the event file's path.
   """
-  os.makedirs(directory, exist_ok=True)
   now = time.time()
   stamp = _last_stamp[0] = max(int(now * 1e6), _last_stamp[0] + 1)
   name = f"events.out.tfevents.{stamp // 1_000_000:010d}.{stamp % 1_000_000:06d}{MARK}{part}"
-  temporary = os.path.join(directory, f".{part}.writing")  # No "tfevents": TensorBoard skips it.
-  with open(temporary, "wb") as f:
-    writer = RecordWriter(f)
-    writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-    for step, summary in summaries:
-      if not summary.value:  # Nothing TensorBoard could draw (a diverged trial's scores).
-        continue
-      writer.write(event_pb2.Event(wall_time=now, step=step, summary=summary).SerializeToString())
-  path = os.path.join(directory, name)
-  os.replace(temporary, path)
-  return path
+  events = io.BytesIO()
+  writer = RecordWriter(events)
+  writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+  for step, summary in summaries:
+    if not summary.value:  # Nothing TensorBoard could draw (a diverged trial's scores).
+      continue
+    writer.write(event_pb2.Event(wall_time=now, step=step, summary=summary).SerializeToString())
+  return write_atomic(os.path.join(directory, name), events.getvalue(), stem=part,
+                      durable=False)  # One file per trial: no fsync each.
 
 
 # --- the tracker --------------------------------------------------------------------------------
