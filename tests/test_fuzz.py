@@ -16,7 +16,9 @@ second; a wall-clock guard turns a hang into a failure.
 
 import contextlib
 import gzip
+import hashlib
 import io
+import json
 import os
 import signal
 import sys
@@ -27,6 +29,7 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
+from vmaptune.cli import main
 from vmaptune.config import SETTABLE, load_experiment, override
 
 # Thousands of inputs per test: the slow tier.
@@ -650,3 +653,174 @@ def test_overrides_raise_only_vmaptune_errors(tmp_path):
       tally.run(f"override case {case}: {assignments!r}", override, base, assignments,
                 check=_check_override)
   tally.assert_sound(OVERRIDE_CASES, min_refused=0.5, min_accepted=0.1)
+
+
+# Run directories: the files of a real run (two rounds, a confirmation and the final fit),
+# mutated one file at a time, read back by every reader.
+
+RUN_CASES = 1000
+_JSON_VALUES = [None, True, False, 0, -1, 1, 3, 2**31, 2**64, -2**63, 10**400, 0.5, 1e308,
+                -1e-308, float("nan"), float("inf"), "", "x", "finished", "search", "\x1b[2J",
+                "\udcff", "é" * 3, [], {}, [1, 2], [[]], {"a": 1}, {"round": 0}, [None] * 3,
+                "a" * 300]
+
+
+def _nested(depth: int) -> object:
+  value: object = 1
+  for i in range(depth):
+    value = [value] if i % 2 else {"a": value}
+  return value
+
+
+def _json_nodes(value) -> list[tuple[object, object]]:
+  """Every ``(container, key)`` of a parsed JSON value, walked without recursion."""
+  nodes, pending = [], [value]
+  while pending:
+    item = pending.pop()
+    keys = list(item) if isinstance(item, dict) else range(len(item)) if isinstance(
+        item, list) else []
+    for key in keys:
+      nodes.append((item, key))
+      pending.append(item[key])
+  return nodes
+
+
+def _mutate_json(rng: np.random.Generator, value):
+  """A copy of ``value`` with one to three of: a value replaced (another type, a huge or
+  odd number, a control character, nesting 30 or 3,000 deep: :data:`_DEEP`), a key
+  removed or added, a list item removed or repeated."""
+  value = json.loads(json.dumps(value))
+  for _ in range(int(rng.integers(1, 4))):
+    nodes = _json_nodes(value)
+    if not nodes:
+      return _JSON_VALUES[rng.integers(len(_JSON_VALUES))]
+    container, key = nodes[rng.integers(len(nodes))]
+    op = rng.random()
+    if op < 0.6:
+      container[key] = (_JSON_VALUES[rng.integers(len(_JSON_VALUES))] if rng.random() < 0.9
+                        else _nested(30) if rng.random() < 0.5 else _DEEP)
+    elif op < 0.75:
+      del container[key]
+    elif op < 0.85 and isinstance(container, dict):
+      container[["extra", "round", "trial", "hparams", "rounds", ""][rng.integers(6)] + "_"
+                * int(rng.integers(2))] = _JSON_VALUES[rng.integers(len(_JSON_VALUES))]
+    elif isinstance(container, list):
+      container.insert(int(key), container[key])
+  return value
+
+
+# Stands for nesting too deep for json.dumps to write; _json_text writes it as text.
+_DEEP = "<3,000 levels deep>"
+
+
+def _json_text(rng: np.random.Generator, value, indent=None) -> bytes:
+  text = json.dumps(value, indent=indent).encode("utf-8", "surrogatepass")
+  text = text.replace(json.dumps(_DEEP).encode(), b"[" * 3000 + b"]" * 3000)
+  return _mutate_bytes(rng, text) if rng.random() < 0.2 else text
+
+
+def _mutate_records(rng: np.random.Generator, lines: list[bytes]) -> bytes:
+  """``trials.jsonl`` with one line changed, lines reordered, dropped, repeated or torn."""
+  lines = list(lines)
+  i = int(rng.integers(len(lines)))
+  op = rng.integers(7)
+  if op == 0:
+    lines[i] = _json_text(rng, _mutate_json(rng, json.loads(lines[i]))) + b"\n"
+  elif op == 1:
+    lines[i] = _mutate_bytes(rng, lines[i])
+  elif op == 2:
+    j = int(rng.integers(len(lines)))
+    lines[i], lines[j] = lines[j], lines[i]
+  elif op == 3:
+    del lines[i]
+  elif op == 4:
+    lines.insert(i, lines[i])
+  elif op == 5:
+    lines.append(lines[i][:int(rng.integers(1, len(lines[i])))])  # A torn round in progress.
+  else:
+    lines[i] = b"[" * 5000 + b"]" * 5000 + b"\n"
+  return b"".join(lines)
+
+
+@pytest.fixture(scope="module")
+def run_files(small_arrays, tmp_path_factory) -> dict[str, bytes]:
+  """The files of a two-round run with a 2x2 confirmation and a final fit."""
+  out = tmp_path_factory.mktemp("fuzz-run") / "run"
+  data = vt.data.from_arrays(*small_arrays, val_fraction=0.2, test_fraction=0.2, seed=0,
+                             num_classes=10)
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0), weight_decay=vt.LogUniform(1e-6, 1e-2))
+  vt.tune(vt.models.MLP(hidden=(8,)), data, space, out=str(out), population=4, rounds=2,
+          epochs=2, batch_size=32, seed=0, confirm="2x2").final_fit()
+  return {name: (out / name).read_bytes()
+          for name in ("config.json", "summary.json", "trials.jsonl", "best_params.msgpack")}
+
+
+def _damaged_run(rng: np.random.Generator, files: dict[str, bytes]) -> dict[str, bytes]:
+  """``files`` with one of them damaged (the summary and the records most often)."""
+  files = dict(files)
+  roll = rng.random()
+  if roll < 0.35:
+    files["summary.json"] = _json_text(rng, _mutate_json(rng, json.loads(files["summary.json"])),
+                                       indent=2)
+  elif roll < 0.7:
+    files["trials.jsonl"] = _mutate_records(rng, files["trials.jsonl"].splitlines(keepends=True))
+  elif roll < 0.8:
+    files["config.json"] = _json_text(rng, _mutate_json(rng, json.loads(files["config.json"])))
+  elif roll < 0.95:  # Damaged parameters; half the time the summary points to them.
+    files["best_params.msgpack"] = _mutate_bytes(rng, files["best_params.msgpack"])
+    if rng.random() < 0.5:
+      summary = json.loads(files["summary.json"])
+      summary["best_params"]["sha256"] = hashlib.sha256(files["best_params.msgpack"]).hexdigest()
+      files["summary.json"] = json.dumps(summary).encode()
+  elif roll < 0.97:
+    del files[["summary.json", "trials.jsonl", "best_params.msgpack"][rng.integers(3)]]
+  return files
+
+
+def _show(path: str) -> None:
+  """``vmaptune show``: it prints the run (status 0) or one error naming it (status 2)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = main(["show", path])
+  assert (status, err.getvalue()) == (0, "") or (
+      status == 2 and err.getvalue().startswith("vmaptune: error: ")
+      and path in err.getvalue()), (status, err.getvalue())
+
+
+def _best_params(run):
+  """The best parameters, where the summary says some were saved."""
+  return None if run.params_trial is None else run.best_params()
+
+
+def _check_run(run) -> None:
+  assert len(run.trials) == len(run.records) and run.rounds_completed <= run.settings["rounds"]
+
+
+def test_run_directory_readers_raise_only_damaged_run_errors(run_files, tmp_path, monkeypatch):
+  """Each reader reads a damaged directory or refuses it with DamagedRunError (``vmaptune
+  show`` with one line of error): no other exception, no hang. Readers retry a damaged
+  directory after a pause (a writer may be cutting it back); the pause is skipped here."""
+  monkeypatch.setattr(vt.rundir.reader.time, "sleep", lambda seconds: None)
+  rng = np.random.default_rng(22)
+  readers = {name: _Tally(vt.DamagedRunError) for name in ("load_run", "read_trials",
+                                                           "best_params", "show")}
+  with _deadline(DEADLINE_S):
+    for case in range(RUN_CASES):
+      path = tmp_path / f"run{case}"
+      path.mkdir()
+      for name, data in _damaged_run(rng, run_files).items():
+        (path / name).write_bytes(data)
+      what = f"case {case}"
+      run = readers["load_run"].run(what, vt.load_run, path, check=_check_run, names=str(path))
+      if (path / "trials.jsonl").exists():
+        readers["read_trials"].run(what, vt.read_trials, path, names=str(path))
+      else:
+        readers["read_trials"].accepted += 1  # No file: FileNotFoundError, as open() says.
+      if run is not None:
+        readers["best_params"].run(what, _best_params, run, names=str(path))
+      readers["show"].run(what, _show, str(path))
+  for name, tally in readers.items():
+    assert not tally.escaped, (name, tally.escaped[:20])
+  loaded = readers["load_run"]
+  assert loaded.tried == RUN_CASES and loaded.refused >= 0.3 * RUN_CASES
+  assert loaded.accepted >= 0.1 * RUN_CASES and readers["best_params"].refused > 0

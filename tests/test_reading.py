@@ -125,3 +125,17 @@ def test_parameters_that_are_not_the_ones_pointed_to_are_refused_without_being_h
   assert isinstance(error, DamagedRunError)
   assert "best_params.msgpack is not the file summary.json points to" in str(error)
   assert peak < 4 << 20, peak
+
+
+@pytest.mark.parametrize("field, value", [("space", 5), ("wall_s", "1.0"), ("error", 3),
+                                          ("lane_epochs", 1.5), ("settings", [])])
+def test_every_field_of_the_summary_is_checked_before_the_run_is_read(synthetic_run, field,
+                                                                      value, capsys):
+  # Found by the fuzzer: load_run accepted these, then Run.summary_record (vmaptune show,
+  # params_trial, best_params) raised a RecordError.
+  summary = os.path.join(synthetic_run, "summary.json")
+  with open(summary) as f:
+    content = json.load(f)
+  with open(summary, "w") as f:
+    json.dump({**content, field: value}, f)
+  _refused_by_every_reader(synthetic_run, "summary.json", f" is damaged: {field!r} is ", capsys)

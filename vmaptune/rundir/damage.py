@@ -30,7 +30,7 @@ from vmaptune.rundir.files import (
   upgrade,
 )
 from vmaptune.rundir.reading import parse_json, read_json, read_lines
-from vmaptune.rundir.records import TrialRecord, parts, round_entries
+from vmaptune.rundir.records import Summary, TrialRecord, round_entries
 from vmaptune.space.space import Space
 from vmaptune.trials import fields
 from vmaptune.trials.fields import RecordError
@@ -149,8 +149,7 @@ def _summary_problem(summary: dict[str, Any], scoring: Scoring,
   the summary (its records, :mod:`vmaptune.rundir.records`, say)."""
   listed = len(round_entries(summary, scoring, resuming, leading=True))
   try:
-    round_entries(summary, scoring, resuming)
-    parts(summary, scoring)
+    Summary.from_json(summary, scoring, complete=resuming)  # Every field, as readers take it.
   except RecordError as e:
     return listed, str(e)
   return listed, None
