@@ -138,6 +138,7 @@ def test_a_gzip_bomb_is_refused_having_read_one_byte_past_its_declared_size(tmp_
     peak = tracemalloc.get_traced_memory()[1]
   finally:
     tracemalloc.stop()
+  print(f"read_idx of a bomb: peak {peak / 2**20:.2f} MiB")  # -s shows it.
   assert str(error.value) == (f"{bomb}: too long: the header declares dims (6,) of uint8, 6 "
                               "bytes of data, but the file holds more (reading stopped after 7)")
   assert peak < 4 << 20, peak

@@ -24,7 +24,9 @@ def _peak_bytes(function, *args) -> tuple[Exception, int]:
   try:
     with pytest.raises(Exception) as error:
       function(*args)
-    return error.value, tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1]
+    print(f"{getattr(function, '__name__', function)}: peak {peak / 2**20:.2f} MiB")  # -s shows it.
+    return error.value, peak
   finally:
     tracemalloc.stop()
 
@@ -101,7 +103,8 @@ def test_a_line_longer_than_any_record_is_refused_naming_it_without_being_read_w
 def test_a_summary_larger_than_any_run_writes_is_refused_unread(synthetic_run, capsys):
   summary = os.path.join(synthetic_run, "summary.json")
   os.truncate(summary, MAX_FILE_BYTES + 1)  # Sparse: a summary padded with zeros.
-  error, peak = _peak_bytes(vt.load_run, synthetic_run)
+  with capsys.disabled():  # Its peak printed under -s.
+    error, peak = _peak_bytes(vt.load_run, synthetic_run)
   assert " is larger than 256 MiB, larger than any run writes (it was not read whole)" in \
       str(error)
   assert peak < 4 << 20, peak
