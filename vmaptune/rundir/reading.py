@@ -21,7 +21,7 @@ from typing import IO, Any
 MAX_LINE_BYTES = 64 << 20
 MAX_FILE_BYTES = 256 << 20
 _PIECE = 1 << 20  # Read this much at a time: read(n) and readline(n) set n bytes aside.
-# A record nests 2 levels of lists and objects, a summary 5 to 8 (category values may be lists).
+# A record nests 2 levels of lists and objects, a summary up to 6 (7 with list-valued categories).
 MAX_DEPTH = 64
 
 
