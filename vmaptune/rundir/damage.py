@@ -342,7 +342,7 @@ def settle_params(path: str) -> None:
     return
   pointer = summary.get("best_params") if isinstance(summary, dict) else None
   with open(pending, "rb") as f:
-    found = digest(f.read())
+    found = hashlib.file_digest(f, "sha256").hexdigest()  # Piece by piece, as read_params.
   if isinstance(pointer, dict) and pointer.get("sha256") == found:
     os.replace(pending, os.path.join(path, PARAMS_FILE))
   else:
