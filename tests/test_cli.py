@@ -78,7 +78,8 @@ def test_the_installed_command_runs_quietly(tmp_path):
     (["populaton=8"], "--set populaton: unknown key; settable keys are population"),
     (["population=many"], "--set population=many: expected a whole number"),
     (["keep=0.5"], "--set keep: unknown key; settable keys are population"),
-    (["sampler=narrow(keep=high)"], "sampler='narrow(keep=high)': expected name"),
+    (["sampler=narrow(keep=high)"], "sampler='narrow(keep=high)': keep=high is not a literal "
+                                    "value; expected name(key=value, ...)"),
     (["sampler=bogus"], "sampler='bogus' is unknown; expected one of ['density', 'evolution', "
                         "'narrow', 'optuna']"),
     (["population"], "expected key=value"),

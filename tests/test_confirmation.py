@@ -3,6 +3,7 @@ fresh seeds each (K x S lanes), the choice made by the mean over seeds, the
 optimism recorded, kept in the run directory and restored on resume."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import vmaptune as vt
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.lanes.population import Population
 from vmaptune.search.confirmation import Confirmation, top_candidates
+from vmaptune.search.settings import Settings
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials.table import Trial
 
@@ -110,3 +112,19 @@ def test_a_bad_confirm_setting_names_the_value(value, small_data, tiny_mlp, lr_s
   refused_before_compiling(vt.SettingsError, f"confirm={value!r}; expected 'auto', 'off'",
                            model=tiny_mlp, data=small_data, space=lr_space, population=4,
                            rounds=1, epochs=1, confirm=value)
+
+
+@pytest.mark.parametrize("value, lanes", [
+    ("3x3", "3 x 3 = 9"), ("1000000x1000000", "1000000 x 1000000 = 1,000,000,000,000")])
+def test_a_confirmation_larger_than_a_round_is_refused_naming_the_bound(
+    value, lanes, small_data, tiny_mlp, lr_space, refused_before_compiling):
+  # Accepted before: 3x3 trained 9 lanes after 8-lane rounds, and 1000000x1000000 asked for
+  # a trillion lanes once the search was done.
+  refused_before_compiling(
+      vt.SettingsError, re.escape(f"confirm={value!r} retrains {lanes} lanes; expected at most "
+                                  "8, the lanes of a round (population=8 x seeds=1)"),
+      model=tiny_mlp, data=small_data, space=lr_space, population=8, rounds=1, epochs=1,
+      confirm=value)
+  # Seeds side by side make a round larger: 2 seeds of 8 configurations take a 4x4.
+  assert Settings(population=8, seeds=2, confirm="4x4").confirm_size() == (4, 4)
+  assert Settings(population=1, confirm="auto").confirm_size() == (1, 1)  # 1x2 before.

@@ -1,6 +1,9 @@
 """Datasets: the embedded digits, splitting, loaders (arrays, .npz, IDX), and clear errors on
 bad arrays and files."""
 
+import io
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -104,6 +107,40 @@ def test_npz_files_load_in_both_layouts(tmp_path):
   np.savez(bad, features=x)
   with pytest.raises(vt.DataError, match="expected x, y or"):
     vt.data.load_npz(bad)
+
+
+def test_an_npz_member_that_expands_past_its_header_is_refused_without_reading_it(tmp_path):
+  # x declares 3 float32 values and expands to 64 MiB: read whole, it took 141 MiB.
+  header = io.BytesIO()
+  np.save(header, np.zeros(3, np.float32))
+  labels = io.BytesIO()
+  np.save(labels, np.zeros(3, np.int64))
+  bomb = tmp_path / "bomb.npz"
+  with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+    with archive.open("x.npy", "w", force_zip64=True) as member:
+      member.write(header.getvalue())
+      for _ in range(64):
+        member.write(bytes(1 << 20))
+    archive.writestr("y.npy", labels.getvalue())
+  assert bomb.stat().st_size < 100_000
+  tracemalloc.start()
+  try:
+    with pytest.raises(vt.DataError) as error:
+      vt.data.load_npz(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  print(f"load_npz of a bomb: peak {peak / 2**20:.2f} MiB")  # -s shows it.
+  assert str(error.value) == (f"{bomb}: array 'x' is too long: its header declares shape (3,) "
+                              "of float32, 12 bytes of data, but it holds more (reading "
+                              "stopped after 13)")
+  assert peak < 4 << 20, peak
+  # Members larger than one piece read, compressed or not.
+  x, y = np.arange(600_000, dtype=np.float32).reshape(300_000, 2), np.arange(300_000) % 3
+  for save in (np.savez, np.savez_compressed):
+    save(tmp_path / "big.npz", x=x, y=y)
+    data = vt.data.load_npz(tmp_path / "big.npz", val_fraction=0.5, test_fraction=0.0)
+    assert np.array_equal(np.sort(np.concatenate([data.train.y, data.val.y])), np.sort(y))
 
 
 def test_teacher_makes_a_learnable_synthetic_task_of_the_asked_size():

@@ -1,6 +1,7 @@
-"""Fuzzed inputs: the IDX and ``.npz`` loaders, the dataset checks, config loading and
-``--set`` overrides, fed seeded random and mutated inputs, either succeed or raise
-vmaptune's own error: no crash, no hang, no other exception type.
+"""Fuzzed inputs: the IDX and ``.npz`` loaders (compressed ones included), the dataset
+checks, config loading, ``--set`` overrides and specs, and the run-directory readers, fed
+seeded random and mutated inputs, either succeed or raise vmaptune's own error: no crash,
+no hang, no other exception type.
 
 Cases per test (the constants below): ``IDX_CASES`` IDX files, pairs and directories
 (random bytes; valid files, plain and gzip, with bits flipped, bytes cut, inserted or
@@ -10,23 +11,37 @@ shape or values, members renamed or their headers garbled, bytes damaged);
 ``ARRAY_CASES`` array sets given to :class:`vt.Dataset` and :func:`vt.data.from_arrays`;
 ``CONFIG_CASES`` config files (a copy of ``experiments/digits_mlp.py`` with characters,
 lines or bytes changed); ``OVERRIDE_CASES`` lists of ``key=value`` overrides, each result
-checked as a run would check it. Inputs hold a few dozen values, so each test takes about a
-second; a wall-clock guard turns a hang into a failure.
+checked as a run would check it; ``SPEC_CASES`` sampler, strategy and objective specs in
+``--set`` (nested and trailing calls, tuples, unpacking, repeated keys, computed values,
+nesting within and beyond the parser's limits), each accepted one checked to keep every
+setting it names; ``COMPRESSED_CASES`` gzip IDX files and ``.npz`` archives (stored,
+deflate, bzip2, lzma) whose streams hold more or less than declared, bombs of 8 MiB
+included, sound ones checked to load as written; ``RUN_CASES`` copies of a real run
+directory with one file damaged (JSON values replaced, removed or nested 3,000 deep;
+records reordered, repeated, torn; parameters damaged, with and without their digest),
+read by ``load_run``, ``read_trials``, ``best_params`` and ``vmaptune show``. Inputs hold
+a few dozen values, so most tests take a second or a few; a wall-clock guard turns a hang
+into a failure.
 """
 
 import contextlib
 import gzip
+import hashlib
 import io
+import json
 import os
 import signal
 import sys
 import threading
+import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 import vmaptune as vt
+from vmaptune.cli import main
 from vmaptune.config import SETTABLE, load_experiment, override
 
 # Thousands of inputs per test: the slow tier.
@@ -650,3 +665,402 @@ def test_overrides_raise_only_vmaptune_errors(tmp_path):
       tally.run(f"override case {case}: {assignments!r}", override, base, assignments,
                 check=_check_override)
   tally.assert_sound(OVERRIDE_CASES, min_refused=0.5, min_accepted=0.1)
+
+
+# Run directories: the files of a real run (two rounds, a confirmation and the final fit),
+# mutated one file at a time, read back by every reader.
+
+RUN_CASES = 1000
+_JSON_VALUES = [None, True, False, 0, -1, 1, 3, 2**31, 2**64, -2**63, 10**400, 0.5, 1e308,
+                -1e-308, float("nan"), float("inf"), "", "x", "finished", "search", "\x1b[2J",
+                "\udcff", "é" * 3, [], {}, [1, 2], [[]], {"a": 1}, {"round": 0}, [None] * 3,
+                "a" * 300]
+
+
+def _nested(depth: int) -> object:
+  value: object = 1
+  for i in range(depth):
+    value = [value] if i % 2 else {"a": value}
+  return value
+
+
+def _json_nodes(value) -> list[tuple[object, object]]:
+  """Every ``(container, key)`` of a parsed JSON value, walked without recursion."""
+  nodes, pending = [], [value]
+  while pending:
+    item = pending.pop()
+    keys = list(item) if isinstance(item, dict) else range(len(item)) if isinstance(
+        item, list) else []
+    for key in keys:
+      nodes.append((item, key))
+      pending.append(item[key])
+  return nodes
+
+
+def _mutate_json(rng: np.random.Generator, value):
+  """A copy of ``value`` with one to three of: a value replaced (another type, a huge or
+  odd number, a control character, nesting 30 or 3,000 deep: :data:`_DEEP`), a key
+  removed or added, a list item removed or repeated."""
+  value = json.loads(json.dumps(value))
+  for _ in range(int(rng.integers(1, 4))):
+    nodes = _json_nodes(value)
+    if not nodes:
+      return _JSON_VALUES[rng.integers(len(_JSON_VALUES))]
+    container, key = nodes[rng.integers(len(nodes))]
+    op = rng.random()
+    if op < 0.6:
+      container[key] = (_JSON_VALUES[rng.integers(len(_JSON_VALUES))] if rng.random() < 0.9
+                        else _nested(30) if rng.random() < 0.5 else _DEEP)
+    elif op < 0.75:
+      del container[key]
+    elif op < 0.85 and isinstance(container, dict):
+      container[["extra", "round", "trial", "hparams", "rounds", ""][rng.integers(6)] + "_"
+                * int(rng.integers(2))] = _JSON_VALUES[rng.integers(len(_JSON_VALUES))]
+    elif isinstance(container, list):
+      container.insert(int(key), container[key])
+  return value
+
+
+# Stands for nesting too deep for json.dumps to write; _json_text writes it as text.
+_DEEP = "<3,000 levels deep>"
+
+
+def _json_text(rng: np.random.Generator, value, indent=None) -> bytes:
+  text = json.dumps(value, indent=indent).encode("utf-8", "surrogatepass")
+  text = text.replace(json.dumps(_DEEP).encode(), b"[" * 3000 + b"]" * 3000)
+  return _mutate_bytes(rng, text) if rng.random() < 0.2 else text
+
+
+def _mutate_records(rng: np.random.Generator, lines: list[bytes]) -> bytes:
+  """``trials.jsonl`` with one line changed, lines reordered, dropped, repeated or torn."""
+  lines = list(lines)
+  i = int(rng.integers(len(lines)))
+  op = rng.integers(7)
+  if op == 0:
+    lines[i] = _json_text(rng, _mutate_json(rng, json.loads(lines[i]))) + b"\n"
+  elif op == 1:
+    lines[i] = _mutate_bytes(rng, lines[i])
+  elif op == 2:
+    j = int(rng.integers(len(lines)))
+    lines[i], lines[j] = lines[j], lines[i]
+  elif op == 3:
+    del lines[i]
+  elif op == 4:
+    lines.insert(i, lines[i])
+  elif op == 5:
+    lines.append(lines[i][:int(rng.integers(1, len(lines[i])))])  # A torn round in progress.
+  else:
+    lines[i] = b"[" * 5000 + b"]" * 5000 + b"\n"
+  return b"".join(lines)
+
+
+@pytest.fixture(scope="module")
+def run_files(small_arrays, tmp_path_factory) -> dict[str, bytes]:
+  """The files of a two-round run with a 2x2 confirmation and a final fit."""
+  out = tmp_path_factory.mktemp("fuzz-run") / "run"
+  data = vt.data.from_arrays(*small_arrays, val_fraction=0.2, test_fraction=0.2, seed=0,
+                             num_classes=10)
+  space = vt.Space(learning_rate=vt.LogUniform(1e-3, 1.0), weight_decay=vt.LogUniform(1e-6, 1e-2))
+  vt.tune(vt.models.MLP(hidden=(8,)), data, space, out=str(out), population=4, rounds=2,
+          epochs=2, batch_size=32, seed=0, confirm="2x2").final_fit()
+  return {name: (out / name).read_bytes()
+          for name in ("config.json", "summary.json", "trials.jsonl", "best_params.msgpack")}
+
+
+def _damaged_run(rng: np.random.Generator, files: dict[str, bytes]) -> dict[str, bytes]:
+  """``files`` with one of them damaged (the summary and the records most often)."""
+  files = dict(files)
+  roll = rng.random()
+  if roll < 0.35:
+    files["summary.json"] = _json_text(rng, _mutate_json(rng, json.loads(files["summary.json"])),
+                                       indent=2)
+  elif roll < 0.7:
+    files["trials.jsonl"] = _mutate_records(rng, files["trials.jsonl"].splitlines(keepends=True))
+  elif roll < 0.8:
+    files["config.json"] = _json_text(rng, _mutate_json(rng, json.loads(files["config.json"])))
+  elif roll < 0.95:  # Damaged parameters; half the time the summary points to them.
+    files["best_params.msgpack"] = _mutate_bytes(rng, files["best_params.msgpack"])
+    if rng.random() < 0.5:
+      summary = json.loads(files["summary.json"])
+      summary["best_params"]["sha256"] = hashlib.sha256(files["best_params.msgpack"]).hexdigest()
+      files["summary.json"] = json.dumps(summary).encode()
+  elif roll < 0.97:
+    del files[["summary.json", "trials.jsonl", "best_params.msgpack"][rng.integers(3)]]
+  return files
+
+
+def _show(path: str) -> None:
+  """``vmaptune show``: it prints the run (status 0) or one error naming it (status 2)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = main(["show", path])
+  assert (status, err.getvalue()) == (0, "") or (
+      status == 2 and err.getvalue().startswith("vmaptune: error: ")
+      and path in err.getvalue()), (status, err.getvalue())
+
+
+def _best_params(run):
+  """The best parameters, where the summary says some were saved."""
+  return None if run.params_trial is None else run.best_params()
+
+
+def _check_run(run) -> None:
+  assert len(run.trials) == len(run.records) and run.rounds_completed <= run.settings["rounds"]
+
+
+def test_run_directory_readers_raise_only_damaged_run_errors(run_files, tmp_path, monkeypatch):
+  """Each reader reads a damaged directory or refuses it with DamagedRunError (``vmaptune
+  show`` with one line of error): no other exception, no hang. Readers retry a damaged
+  directory after a pause (a writer may be cutting it back); the pause is skipped here."""
+  monkeypatch.setattr(vt.rundir.reader.time, "sleep", lambda seconds: None)
+  rng = np.random.default_rng(22)
+  readers = {name: _Tally(vt.DamagedRunError) for name in ("load_run", "read_trials",
+                                                           "best_params", "show")}
+  with _deadline(DEADLINE_S):
+    for case in range(RUN_CASES):
+      path = tmp_path / f"run{case}"
+      path.mkdir()
+      for name, data in _damaged_run(rng, run_files).items():
+        (path / name).write_bytes(data)
+      what = f"case {case}"
+      run = readers["load_run"].run(what, vt.load_run, path, check=_check_run, names=str(path))
+      if (path / "trials.jsonl").exists():
+        readers["read_trials"].run(what, vt.read_trials, path, names=str(path))
+      else:
+        readers["read_trials"].accepted += 1  # No file: FileNotFoundError, as open() says.
+      if run is not None:
+        readers["best_params"].run(what, _best_params, run, names=str(path))
+      readers["show"].run(what, _show, str(path))
+  for name, tally in readers.items():
+    assert not tally.escaped, (name, tally.escaped[:20])
+  loaded = readers["load_run"]
+  assert loaded.tried == RUN_CASES and loaded.refused >= 0.3 * RUN_CASES
+  assert loaded.accepted >= 0.1 * RUN_CASES and readers["best_params"].refused > 0
+
+
+# Specs in --set: sampler, strategy and objective texts, generated with nested calls,
+# trailing calls, tuples, unpacking, repeated keys, computed values and deep nesting.
+
+SPEC_CASES = 3000
+_SPEC_KINDS = {"sampler": vt.samplers, "strategy": vt.strategies, "objective": vt.objectives}
+_SPEC_NAMES = {"sampler": ["narrow", "density", "evolution", "optuna"],
+               "strategy": ["random", "halving", "hyperband", "pbt"],
+               "objective": ["classification", "regression", "language_model"]}
+_SPEC_KEYS = ["keep", "margin", "good", "explore", "candidates", "sigma", "sampler", "diverged",
+              "eta", "min_epochs", "interval", "fraction", "perturb", "resample", "rank_by",
+              "study", "x"]
+_SPEC_LITERALS = ["0.5", "0.2", "2", "3", "1", "0", "-1", "1e-3", "1e999", "nan", "None",
+                  "True", "'mae'", "'loss'", "'tpe'", "'pruned'", "(0.8, 1.2)", "[0.8, 1.2]",
+                  "(1,)", "{}", "b'x'", "'\\x1b'", "0.25", "4"]
+_SPEC_EXPRESSIONS = ["x", "os.sep", "1 + 1", "lambda: 1", "__import__('os')", "f()", "{1: 2}",
+                     "[*()]", "not 1", "0.5 if 1 else 2"]
+
+
+def _spec_value(rng: np.random.Generator, depth: int) -> str:
+  roll = rng.random()
+  if depth < 3 and roll < 0.1:
+    return _spec(rng, "sampler", depth + 1)  # A call as a value.
+  if depth < 3 and roll < 0.2:
+    items = ", ".join(_spec_value(rng, depth + 1) for _ in range(int(rng.integers(0, 3))))
+    return ["({},)", "[{}]", "({})"][rng.integers(3)].format(items)
+  if roll < 0.3:
+    return _SPEC_EXPRESSIONS[rng.integers(len(_SPEC_EXPRESSIONS))]
+  return _SPEC_LITERALS[rng.integers(len(_SPEC_LITERALS))]
+
+
+def _spec(rng: np.random.Generator, kind: str, depth: int = 0) -> str:
+  """A spec text: mostly one call of a known name, often made wrong."""
+  names = _SPEC_NAMES[kind]
+  name = names[rng.integers(len(names))] if rng.random() < 0.9 else ["bogus", "os.path", "",
+                                                                     "narrow.x"][rng.integers(4)]
+  arguments = []
+  for _ in range(int(rng.integers(0, 4))):
+    roll = rng.random()
+    value = _spec_value(rng, depth)
+    arguments.append(value if roll < 0.05 else f"**{{'keep': {value}}}" if roll < 0.08
+                     else f"{_SPEC_KEYS[rng.integers(len(_SPEC_KEYS))]}={value}")
+  if arguments and rng.random() < 0.05:
+    arguments.append(arguments[-1])  # A key given twice.
+  text = f"{name}({', '.join(arguments)})" if arguments or rng.random() < 0.5 else name
+  roll = rng.random()
+  if depth == 0 and roll < 0.25:  # After the call: another call, a tuple, an attribute, ...
+    text += ["()", "(keep=0.5)", ", (2)", ".keep", "[0]", " + 1", ")", "(", " # x",
+             ";1"][rng.integers(10)]
+  elif depth == 0 and roll < 0.35:  # Deep nesting, within and beyond the parser's limits.
+    n = int(rng.choice([20, 150, 199, 250, 990, 5000]))
+    inner = ["(" * n + "0.5" + ")" * n, "[" * n + "]" * n, "-" * n + "1", "not " * n + "1"][
+        rng.integers(4)]
+    text = f"{name}({_SPEC_KEYS[rng.integers(len(_SPEC_KEYS))]}={inner})"
+  return text
+
+
+def _check_spec(kind: str, text: str):
+  """What a run checks of an override, and that an accepted spec kept every setting it
+  names (``narrow(keep=0.05)()`` once kept none)."""
+
+  def check(experiment) -> None:
+    _check_override(experiment)
+    _, settings = vt.validation.parse_spec(text, kind)
+    parsed = _SPEC_KINDS[kind].parse(text)
+    for key, value in settings.items():
+      kept = getattr(parsed, key)
+      assert kept == value or (kept != kept and value != value), (text, key, kept, value)
+
+  return check
+
+
+def test_specs_in_set_raise_only_vmaptune_errors_and_keep_every_setting(tmp_path):
+  rng = np.random.default_rng(6)
+  tally = _Tally(vt.ConfigError, vt.SettingsError)
+  base = load_experiment(_write(tmp_path / "digits_mlp.py", _CONFIG.encode()))
+  with _deadline(DEADLINE_S):
+    for case in range(SPEC_CASES):
+      kind = list(_SPEC_KINDS)[rng.integers(3)]
+      text = _spec(rng, kind)
+      tally.run(f"spec case {case}: {kind}={text[:200]!r}", override, base, [f"{kind}={text}"],
+                check=_check_spec(kind, text))
+  tally.assert_sound(SPEC_CASES, min_refused=0.5, min_accepted=0.05)
+
+
+# Compressed files: gzip IDX files and .npz members (deflate, bzip2, lzma, stored) whose
+# streams hold more or less than their headers declare, up to bombs of 8 MiB of zeros.
+
+COMPRESSED_CASES = 1000
+_BOMB = 8 << 20  # Bytes a bomb expands to past its declared size.
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
+def _compress_gzip(rng: np.random.Generator, parts: list[bytes], extra: int = 0) -> bytes:
+  """``parts`` as gzip members (one or several), with ``extra`` zeros after the data."""
+  members = []
+  for i, part in enumerate(parts):
+    compressor = zlib.compressobj(int(rng.integers(1, 10)), zlib.DEFLATED, 31)
+    pieces = [compressor.compress(part)]
+    if i == len(parts) - 1:
+      zeros = bytes(min(extra, 1 << 20))
+      for start in range(0, extra, len(zeros) or 1):
+        pieces.append(compressor.compress(zeros[:extra - start]))
+    members.append(b"".join(pieces) + compressor.flush())
+  return b"".join(members)
+
+
+def _gzip_idx_case(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None, bool]:
+  """A gzip IDX file, the array it must read as (``None``: refused), whether it is a bomb."""
+  array = _idx_image_array(rng, int(rng.integers(1, 20)))
+  plain = _idx_plain(array)
+  op = rng.integers(7)
+  if op == 0:  # Sound, in one member or split across several.
+    cuts = sorted(int(c) for c in rng.integers(0, len(plain), int(rng.integers(0, 3))))
+    return _compress_gzip(rng, [plain[a:b] for a, b in zip([0, *cuts], [*cuts, len(plain)],
+                                                           strict=True)]), array, False
+  if op == 1:  # Expands past its declared size: a few bytes, or a bomb.
+    bomb = rng.random() < 0.3
+    return _compress_gzip(rng, [plain], _BOMB if bomb else int(rng.integers(1, 64))), None, bomb
+  if op == 2:  # Ends before its declared size.
+    return _compress_gzip(rng, [plain[:int(rng.integers(0, len(plain)))]]), None, False
+  data = bytearray(_compress_gzip(rng, [plain]))
+  if op == 3:  # A damaged checksum or length in the trailer.
+    data[-int(rng.integers(1, 9))] ^= 1 << int(rng.integers(8))
+  elif op == 4:  # Cut short.
+    del data[int(rng.integers(2, len(data))):]
+  elif op == 5:  # Garbage after the member (zeros are padding gzip allows).
+    garbage = bytes(int(rng.integers(1, 16))) if rng.random() < 0.3 else _random_bytes(rng, 1, 16)
+    return bytes(data + garbage), array if not garbage.strip(b"\0") else None, False
+  else:  # Damaged deflate data.
+    data[int(rng.integers(10, len(data) - 8))] ^= 0xFF
+  return bytes(data), None, False
+
+
+def _idx_plain(array: np.ndarray) -> bytes:
+  codes = {np.dtype(d): c for c, d in vt.data.IDX_TYPES.items()}
+  code = codes[array.dtype.newbyteorder(">")]
+  return (bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+          + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
+def _npy(array: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  return buffer.getvalue()
+
+
+def _npz_member(rng: np.random.Generator, array: np.ndarray) -> tuple[bytes, str]:
+  """A ``.npy`` member for ``array`` and what it is: ``"sound"``, ``"longer"`` or
+  ``"shorter"`` than its header declares, or a ``"bomb"``."""
+  data = _npy(array)
+  op = rng.random()
+  if op < 0.4:
+    return data, "sound"
+  if op < 0.6:
+    return data + _random_bytes(rng, 1, 32), "longer"
+  if op < 0.8:
+    return data[:int(rng.integers(0, len(data)))], "shorter"
+  return data + bytes(_BOMB), "bomb"
+
+
+def _npz_archive(rng: np.random.Generator) -> tuple[bytes, dict | None, bool]:
+  """A .npz of x_train, y_train, x_val, y_val, each member compressed its own way; the
+  arrays it must load as (``None``: refused), and whether it holds a bomb. A bomb is
+  deflated (bzip2 and lzma take seconds to write one), and its archive's other members are
+  deflated or stored: lzma and bzip2 decoders hold megabytes of their own, which would
+  hide what reading the bomb holds."""
+  n = int(rng.integers(4, 20))
+  arrays = {"x_train": rng.normal(size=(n, 3)).astype(np.float32),
+            "y_train": rng.integers(0, 3, n), "x_val": rng.normal(size=(2, 3)).astype(np.float32),
+            "y_val": rng.integers(0, 3, 2)}
+  members = {name: _npz_member(rng, array) if rng.random() < 0.3 else (_npy(array), "sound")
+             for name, array in arrays.items()}
+  kinds = [kind for _, kind in members.values()]
+  methods = _ZIP_METHODS[:2] if "bomb" in kinds else _ZIP_METHODS
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w") as archive:
+    for name, (data, kind) in members.items():
+      info = zipfile.ZipInfo(f"{name}.npy")
+      info.compress_type = (zipfile.ZIP_DEFLATED if kind == "bomb" else
+                            methods[rng.integers(len(methods))])
+      archive.writestr(info, data, compresslevel=1 if kind == "bomb" else None)
+  sound = all(kind == "sound" for kind in kinds)
+  return buffer.getvalue(), arrays if sound else None, "bomb" in kinds
+
+
+def _same_arrays(expected: np.ndarray):
+  def check(found) -> None:
+    assert found.dtype == expected.dtype and np.array_equal(found, expected, equal_nan=True)
+  return check
+
+
+def _same_dataset(expected: dict):
+  def check(data) -> None:
+    for split in ("train", "val"):
+      np.testing.assert_array_equal(getattr(data, split).x, expected[f"x_{split}"])
+      np.testing.assert_array_equal(getattr(data, split).y, expected[f"y_{split}"])
+  return check
+
+
+def test_compressed_loaders_read_no_further_than_declared(tmp_path):
+  """Sound files load as written; one whose stream holds more or less than its header
+  declares is refused with DataError (a bomb with at most a few MiB held in memory);
+  damaged checksums and streams too."""
+  rng = np.random.default_rng(9)
+  tally = _Tally(vt.DataError)
+  peaks = []
+  with _deadline(DEADLINE_S):
+    for case in range(COMPRESSED_CASES):
+      if case % 2:
+        data, expected, bomb = _gzip_idx_case(rng)
+        path = _write(tmp_path / "case-idx.gz", data)
+        load, check = vt.data.read_idx, expected is not None and _same_arrays(expected)
+      else:
+        data, expected, bomb = _npz_archive(rng)
+        path = _write(tmp_path / "case.npz", data)
+        load, check = vt.data.load_npz, expected is not None and _same_dataset(expected)
+      if bomb:
+        tracemalloc.start()
+      accepted = tally.accepted
+      tally.run(f"{load.__name__} case {case}", load, path, check=check or None, names=path)
+      if bomb:
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+      assert (tally.accepted > accepted) == (expected is not None) or tally.escaped, case
+  tally.assert_sound(COMPRESSED_CASES, min_refused=0.3, min_accepted=0.3)
+  assert len(peaks) > 20 and max(peaks) < 4 << 20, (len(peaks), max(peaks))

@@ -3,6 +3,8 @@ file and what was expected."""
 
 import gzip
 import struct
+import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -115,6 +117,35 @@ def test_bad_idx_files_are_refused_naming_the_file_and_what_was_expected(tmp_pat
   labels_path = _write(tmp_path / "labels", _idx_bytes(labels))
   with pytest.raises(vt.DataError, match=message):
     vt.data.load_idx(_bad_file(tmp_path, kind), labels_path)
+
+
+def _gzip_of_zeros_after(head: bytes, mebibytes: int) -> bytes:
+  """A gzip file of ``head`` then ``mebibytes`` MiB of zeros (about 1 KiB per MiB)."""
+  compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip container.
+  zeros = bytes(1 << 20)
+  return b"".join([compressor.compress(head), *(compressor.compress(zeros)
+                                                for _ in range(mebibytes)), compressor.flush()])
+
+
+def test_a_gzip_bomb_is_refused_having_read_one_byte_past_its_declared_size(tmp_path):
+  # 6 labels declared, 64 MiB inside a 64 KiB file: decompressed whole, it took 141 MiB.
+  bomb = tmp_path / "labels.gz"
+  bomb.write_bytes(_gzip_of_zeros_after(struct.pack(">HBBI", 0, 0x08, 1, 6), 64))
+  tracemalloc.start()
+  try:
+    with pytest.raises(vt.DataError) as error:
+      vt.data.read_idx(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  print(f"read_idx of a bomb: peak {peak / 2**20:.2f} MiB")  # -s shows it.
+  assert str(error.value) == (f"{bomb}: too long: the header declares dims (6,) of uint8, 6 "
+                              "bytes of data, but the file holds more (reading stopped after 7)")
+  assert peak < 4 << 20, peak
+  # Decompressed piece by piece, a sound archive larger than one piece still reads whole.
+  images = np.arange(3 * 1024 * 1024, dtype=np.uint8).reshape(3, 1024, 1024)
+  np.testing.assert_array_equal(vt.data.read_idx(_write(tmp_path / "big.gz",
+                                                        _idx_bytes(images))), images)
 
 
 def test_idx_images_and_labels_must_agree_in_count_shape_and_type(tmp_path):

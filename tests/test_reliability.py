@@ -159,6 +159,13 @@ def _summary_entry(path):
   (path / "summary.json").write_text(json.dumps(summary))
 
 
+def _nested_line(path):
+  """Line 12 (round 2) nested 100,000 deep: Python's JSON parser overflows its stack."""
+  lines = _lines(path)
+  lines[11] = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+  _set_lines(path, lines)
+
+
 DAMAGES = {  # name: (damage, the file named, intact rounds)
     "summary not JSON": (lambda p: (p / "summary.json").write_bytes(b'{"rounds": [{"ro'),
                          "summary.json", 0),
@@ -175,6 +182,9 @@ DAMAGES = {  # name: (damage, the file named, intact rounds)
     "chosen damaged": (_chosen, "summary.json", 3),
     "params garbage": (lambda p: (p / "best_params.msgpack").write_bytes(b"\x93garbage"),
                        "best_params.msgpack", 3),
+    "summary nested deeply": (lambda p: (p / "summary.json").write_bytes(
+        b'{"rounds": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "summary.json", 0),
+    "trials line nested deeply": (_nested_line, "trials.jsonl", 1),
 }
 
 

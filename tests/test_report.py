@@ -1,5 +1,6 @@
 """`vmaptune report`: the table, the importance ranking, and figures driven by the records."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 import vmaptune as vt
 from conftest import PNG, REPORT_SPACE, needs_matplotlib
 from vmaptune.cli import main
-from vmaptune.reporting.report import INSTALL_HINT
+from vmaptune.reporting.importance import importance
+from vmaptune.reporting.report import INSTALL_HINT, Report, top_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +42,45 @@ def test_the_table_starts_with_the_chosen_trial_and_importance_covers_the_space(
 
 
 
+
+
+def test_show_and_report_print_control_characters_from_the_run_directory_escaped(
+    handwritten_run, tmp_path, capsys):
+  # Printed raw before: these clear the screen, recolour it, ring, rewind the line, and
+  # reverse the text that follows.
+  hostile = "\x1b[2J\x1b[31m\x07\r\u202e"
+  escaped = "\\x1b[2J\\x1b[31m\\x07\\r\\u202e"
+  controls = {"\x1b", "\x07", "\r", "\u202e"}
+  path = tmp_path / "run"
+  handwritten_run(path, {"learning_rate": {"type": "LogUniform", "low": 1e-3, "high": 1.0},
+                         "act": {"type": "Choice", "values": ["relu" + hostile, "tanh"]}},
+                  [{"hparams": {"learning_rate": 10 ** -i,
+                                "act": ("relu" + hostile, "tanh")[i % 2]},
+                    "acc": 0.5 + 0.1 * i} for i in range(3)])
+  settings = {"epochs": 1, "rounds": 1, "population": 3, "sampler": "narrow", "seed": 0,
+              "strategy": "random"}
+  for name, changes in [("config.json", {"data": {"description": "digits" + hostile},
+                                         "settings": settings}),
+                        ("summary.json", {"error": "boom" + hostile})]:
+    with open(path / name) as f:
+      content = json.load(f)
+    with open(path / name, "w") as f:
+      json.dump({**content, **changes}, f)
+  assert main(["show", str(path)]) == 0
+  shown = capsys.readouterr().out
+  assert not controls & set(shown), shown
+  assert f"  digits{escaped}; population" in shown
+  assert f"  stopped with an error: boom{escaped}\n" in shown
+  assert shown.count(f"act='relu{escaped}'") == 2  # Trials 0 and 2.
+  run = vt.load_run(path)
+  printed = Report(top_table(run), importance(run.trials, run.space), {}, []).describe(run)
+  assert not controls & set(printed) and f"relu{escaped}" in printed
+  # An error names the directory it was given, escaped too.
+  named = tmp_path / f"not a run{hostile}"
+  named.mkdir()
+  assert main(["show", str(named)]) == 2
+  error = capsys.readouterr().err
+  assert not controls & set(error) and f"not a run{escaped} holds no vmaptune run" in error
 
 
 @pytest.mark.slow  # A subprocess.

@@ -3,6 +3,7 @@ opened in headless Chromium (Debian's package; those tests skip without it)."""
 
 import base64
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -17,8 +18,8 @@ import pytest
 
 import vmaptune as vt
 from conftest import REPORT_SPACE, needs_matplotlib
-from vmaptune.reporting.importance import format_value
-from vmaptune.reporting.page import render
+from vmaptune.reporting.importance import format_value, importance
+from vmaptune.reporting.page import SCRIPT, render, script_hash
 from vmaptune.reporting.report import INSTALL_HINT, top_rows
 from vmaptune.search.confirmation import describe as describe_confirmation
 
@@ -90,9 +91,14 @@ def assert_fetches_nothing(text: str) -> None:
       assert attrs.get(name) is None or attrs[name].startswith("data:"), (tag, attrs)
   assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", text)
   assert "<link" not in text and "@import" not in text and "url(" not in text
-  policy = [a["content"] for a in page.attrs("meta")
-            if a.get("http-equiv") == "Content-Security-Policy"]
-  assert policy and policy[0].startswith("default-src 'none'; img-src data:;")
+  assert _policy(text).startswith("default-src 'none'; img-src data:;")
+
+
+def _policy(text: str) -> str:
+  """The page's one Content Security Policy."""
+  [policy] = [a["content"] for a in Page(text).attrs("meta")
+              if a.get("http-equiv") == "Content-Security-Policy"]
+  return policy
 
 
 @needs_matplotlib
@@ -179,6 +185,20 @@ def test_every_value_from_the_run_directory_is_escaped(handwritten_run, tmp_path
   assert_fetches_nothing(text)
 
 
+def test_the_policy_runs_only_the_pages_own_script_pinned_by_the_hash_of_its_bytes(
+    synthetic_run):
+  run = vt.load_run(synthetic_run)
+  text = render(run, *top_rows(run, 10), importance(run.trials, run.space), {}, INSTALL_HINT)
+  scripts = re.findall(r"<script>(.*?)</script>", text, re.DOTALL)
+  assert len(scripts) == 1 and text.count("<script") == 1
+  digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+  policy = {directive.split()[0]: directive.split()[1:]
+            for directive in _policy(text).split("; ")}
+  # No 'unsafe-inline': a script an escaping slip let into the page would not run.
+  assert policy["script-src"] == [f"'sha256-{digest}'"]
+  assert policy["default-src"] == ["'none'"] and "script-src" not in policy["style-src"]
+
+
 @pytest.mark.slow  # A subprocess.
 def test_without_matplotlib_the_page_is_written_and_says_how_to_get_figures(synthetic_run,
                                                                            tmp_path):
@@ -247,6 +267,30 @@ def test_chromium_runs_the_page_without_a_console_message_and_sorts_it_by_the_li
     sorted_by = [a for a in dom.attrs("th") if a.get("aria-sort")]
     assert sorted_by == [{"data-name": column,
                           "aria-sort": "descending" if descending else "ascending"}]
+
+
+@pytest.mark.slow  # Subprocesses.
+@needs_chromium
+@needs_matplotlib
+def test_chromium_refuses_a_script_injected_into_the_page_and_runs_the_pages_own(
+    written_report, tmp_path):
+  # What an escaping slip would let in: an inline script and an inline event handler.
+  injected = tmp_path / "injected.html"
+  injected.write_text(read(written_report.page).replace("</body>", (
+      '<script>document.body.dataset.script = "ran";</script>'
+      '<img alt="" src="data:," onerror="document.body.dataset.handler = \'ran\'"></body>')))
+  done = chromium(tmp_path, injected.as_uri(), "--dump-dom")
+  dom = Page(done.stdout)
+  [body] = dom.attrs("body")
+  assert "data-script" not in body and "data-handler" not in body, body
+  messages = console(done)
+  refused = (f"violates the following Content Security Policy directive 'script-src "
+             f"{script_hash(SCRIPT)}'")
+  assert len(messages) == 2 and all(refused in line and "The action has been blocked" in line
+                                    for line in messages), messages
+  assert "Executing inline script" in messages[0] and "inline event handler" in messages[1]
+  [table] = [a for a in dom.attrs("table") if a.get("id") == "trials"]
+  assert table["data-sortable"] == "ready"  # The page's own script ran to its end.
 
 
 @pytest.mark.slow  # A subprocess.

@@ -1,11 +1,14 @@
 """The checks every module shares, and the errors they raise: the bad value named,
 what was expected said, in vmaptune's own error types."""
 
+import re
+
 import numpy as np
 import pytest
 
 import vmaptune as vt
 from vmaptune import errors
+from vmaptune.search.settings import Settings
 from vmaptune.validation import (
   fraction,
   from_spec,
@@ -63,6 +66,35 @@ def test_specs_read_and_write_names_with_settings():
   with pytest.raises(ValueError, match=r"sampler=3; expected one of \['density', 'evolution', "
                                        r"'narrow', 'optuna'\]"):
     from_spec(3, registry, "sampler", "narrow")
+
+
+@pytest.mark.parametrize("text, why", [
+    ("narrow(keep=1), (2)", "a tuple expression, not a call"),  # AttributeError before.
+    ("narrow(keep=0.05)()", "a call after a call"),  # The setting was dropped before.
+    ("narrow(keep=0.05)(margin=0.2)", "a call after a call"),
+    ("narrow(keep=0.5).keep", "an attribute expression, not a call"),
+    ("os.narrow(keep=0.5)", "a call of something other than a name"),
+    ("narrow(0.5)", "positional values"),
+    ("narrow(**{'keep': 0.5})", r"\*\* unpacking"),
+    ("narrow(keep=0.5, keep=0.9)", "keep given more than once"),  # The last one won.
+    ("narrow(keep=__import__('os'))", r"keep=__import__\('os'\) is not a literal value"),
+    ("narrow(keep=" + "-" * 980 + "1)", "(nested too deeply|is not a literal value)"),
+    ("narrow(keep=" + "-" * 100_000 + "1)", "is longer than any sampler"),  # MemoryError.
+    ("narrow(keep=" + "(" * 5000 + "1" + ")" * 5000 + ")", "is longer than any sampler"),
+    ("narrow(keep=" + "[" * 300 + "]" * 300 + ")", "too many nested parentheses"),
+])
+def test_a_spec_is_one_call_with_literal_keywords_and_anything_else_is_named(text, why):
+  with pytest.raises(vt.SettingsError) as error:
+    parse_spec(text, "sampler", "narrow(keep=0.2)")
+  message = str(error.value)
+  shown = repr(text) if len(repr(text)) <= 120 else repr(text)[:60]
+  assert message.startswith(f"sampler={shown}"), message
+  assert re.search(why, message), message
+  assert message.endswith("expected name(key=value, ...): one call with literal values, "
+                          "e.g. 'narrow(keep=0.2)'"), message
+  # Through the settings a run checks, before anything compiles: the same error.
+  with pytest.raises(vt.SettingsError, match=re.escape(message)):
+    Settings(sampler=text).check(360, vt.Space(learning_rate=vt.LogUniform(1e-3, 1)))
 
 
 def test_every_error_is_vmaptunes_own_and_the_builtin_it_refines():

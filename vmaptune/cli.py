@@ -34,7 +34,7 @@ from vmaptune.lanes.compilation import persistent_cache
 from vmaptune.lanes.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from vmaptune.reporting import progress as progress_events
 from vmaptune.reporting import tracking
-from vmaptune.reporting.report import describe_run
+from vmaptune.reporting.report import describe_run, printable
 from vmaptune.reporting.report import report as write_report
 from vmaptune.reporting.tracking import TRACKERS
 from vmaptune.rundir import load_run
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
       return report(args)
     except (OSError, ValueError) as e:
-      print(f"vmaptune: error: {e}", file=sys.stderr)
+      print(f"vmaptune: error: {printable(str(e))}", file=sys.stderr)
       return 2
   if args.command == "run" and args.quiet and args.log_format == "json":
     parser.error("--quiet prints only the final result and --log-format json prints every "
@@ -282,14 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     return show(args) if args.command == "show" else run(args)
   except AllDivergedError as e:
     _tell_other_processes(e)
-    print(f"vmaptune: error: {e}", file=sys.stderr)
+    print(f"vmaptune: error: {printable(str(e))}", file=sys.stderr)
     if e.partial.rounds and e.partial.out_dir:
       print(f"vmaptune: the {len(e.partial.rounds)} rounds before it are recorded in "
             f"{e.partial.out_dir}", file=sys.stderr)
     return 1
   except USER_ERRORS as e:
     _tell_other_processes(e)
-    print(f"vmaptune: error: {e}", file=sys.stderr)
+    print(f"vmaptune: error: {printable(str(e))}", file=sys.stderr)
     return 2
 
 

@@ -108,31 +108,78 @@ def one_of(name: str, value: Any, options: Iterable[Any], *,
   return value
 
 
-def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, Any]]:
-  """Splits ``"name"`` or ``"name(key=value, ...)"`` (literal values) into the
-  name and its settings.
+# The longest spec a setting takes is under 100 characters; a longer text is refused unparsed.
+SPEC_LENGTH = 1000
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+  """``value`` as a message quotes it: its repr, cut in the middle when long."""
+  shown = repr(value)
+  if len(shown) <= limit:
+    return shown
+  size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+  return f"{shown[:limit // 2]}...{shown[-limit // 2:]}{size}"
+
+
+def parse_spec(spec: str, kind: str, example: str = "") -> tuple[str, dict[str, Any]]:
+  """Splits ``"name"`` or ``"name(key=value, ...)"`` into the name and its settings.
+
+  The text must be a name alone, or exactly one call of a name with keyword
+  arguments whose values are Python literals (numbers, strings, tuples, lists,
+  ``None``, ``True``), each key once; anything else is refused unevaluated.
 
   Args:
     spec: the text, e.g. ``"halving(eta=4)"``.
     kind: what it names (``"strategy"``, ``"sampler"``), for messages.
+    example: a valid spec the message shows, e.g. ``"halving(eta=3)"``.
 
   Raises:
-    ValueError: malformed text or values that are not Python literals.
+    SettingsError: what the text is instead (a second call, positional or
+      computed values, a repeated key, nesting or length beyond any spec),
+      naming the text and what is expected.
   """
-  name, _, rest = spec.strip().partition("(")
-  settings: dict[str, Any] = {}
-  if rest:
-    if not rest.rstrip().endswith(")"):
-      raise ValueError(f"{kind}={spec!r}: expected name(key=value, ...)")
+  text = spec.strip()
+  if "(" not in text and ")" not in text:
+    return text, {}
+  expected = ("expected name(key=value, ...): one call with literal values"
+              + (f", e.g. {example!r}" if example else ""))
+  if len(text) > SPEC_LENGTH:
+    raise SettingsError(f"{kind}={_shown(spec)} is longer than any {kind} "
+                        f"({SPEC_LENGTH} characters at most); {expected}")
+  try:
+    call = ast.parse(text, mode="eval").body
+    settings = _call_settings(call, text)
+  except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError) as e:
+    why = "nested too deeply" if isinstance(e, RecursionError | MemoryError) else str(e)
+    raise SettingsError(f"{kind}={_shown(spec)}: {why}; {expected}") from None
+  return call.func.id, settings
+
+
+def _call_settings(call: ast.AST, text: str) -> dict[str, Any]:
+  """The keyword values of ``name(key=value, ...)`` (``call``, parsed from ``text``);
+  ``ValueError`` saying what else it is."""
+  if not isinstance(call, ast.Call):
+    name = type(call).__name__.lower()
+    raise ValueError(f"{'an' if name[0] in 'aeiou' else 'a'} {name} expression, not a call")
+  if not isinstance(call.func, ast.Name):
+    raise ValueError("a call after a call" if isinstance(call.func, ast.Call) else
+                     "a call of something other than a name")
+  if call.args:
+    raise ValueError("positional values")
+  keys = [kw.arg for kw in call.keywords]
+  if None in keys:
+    raise ValueError("** unpacking")
+  repeated = sorted({key for key in keys if keys.count(key) > 1})
+  if repeated:
+    raise ValueError(f"{', '.join(repeated)} given more than once")
+  settings = {}
+  for kw in call.keywords:
     try:
-      call = ast.parse(f"f({rest}", mode="eval").body
-      if call.args:
-        raise ValueError("positional values")
-      settings = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    except (SyntaxError, ValueError) as e:
-      raise ValueError(f"{kind}={spec!r}: expected name(key=value, ...) with literal "
-                       f"values ({e})") from None
-  return name.strip(), settings
+      settings[kw.arg] = ast.literal_eval(kw.value)
+    except ValueError:
+      raise ValueError(f"{kw.arg}={ast.get_source_segment(text, kw.value)} is not a literal "
+                       "value") from None
+  return settings
 
 
 def from_spec(spec: Any, registry: dict[str, type], kind: str, example: str) -> Any:
@@ -145,23 +192,24 @@ def from_spec(spec: Any, registry: dict[str, type], kind: str, example: str) -> 
     example: a spec shown in the message for an unknown name.
 
   Raises:
-    ValueError: an unknown name, malformed text, or an unknown setting.
+    SettingsError: an unknown name, malformed text (see :func:`parse_spec`), or
+      an unknown setting.
   """
   if isinstance(spec, tuple(registry.values())):
     return spec
   if not isinstance(spec, str):
-    raise ValueError(f"{kind}={spec!r}; expected one of {sorted(registry)} or a "
-                     f"{kind} object")
-  name, settings = parse_spec(spec, kind)
+    raise SettingsError(f"{kind}={_shown(spec)}; expected one of "
+                        f"{sorted(registry)} or a {kind} object")
+  name, settings = parse_spec(spec, kind, example)
   if name not in registry:
-    raise ValueError(f"{kind}={spec!r} is unknown; expected one of {sorted(registry)}, "
-                     f"optionally with settings, e.g. {example!r}")
+    raise SettingsError(f"{kind}={_shown(spec)} is unknown; expected one of "
+                        f"{sorted(registry)}, optionally with settings, e.g. {example!r}")
   cls = registry[name]
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(settings) - fields)
   if unknown:
-    raise ValueError(f"{kind} {name!r} has no setting {unknown}; it takes "
-                     f"{sorted(fields) or 'none'}")
+    raise SettingsError(f"{kind} {name!r} has no setting {unknown}; it takes "
+                        f"{sorted(fields) or 'none'}")
   return cls(**settings)
 
 

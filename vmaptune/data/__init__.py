@@ -5,7 +5,8 @@ Every loader returns a :class:`Dataset`; nothing is downloaded. See
 :mod:`vmaptune.data.loaders` (arrays, ``.npz``, the embedded digits and
 diabetes sets, a synthetic teacher task, image layouts),
 :mod:`vmaptune.data.text` (a generated corpus and character token sequences)
-and :mod:`vmaptune.data.idx` (MNIST-format files).
+and :mod:`vmaptune.data.idx` (MNIST-format files); :mod:`vmaptune.data.streams`
+reads compressed members no further than their headers declare.
 """
 
 from vmaptune.data.dataset import Dataset, Split

@@ -11,11 +11,13 @@ import gzip
 import math
 import os
 import zlib
+from typing import IO
 
 import numpy as np
 
 from vmaptune.data.dataset import Dataset
 from vmaptune.data.loaders import from_arrays, split_indices
+from vmaptune.data.streams import read_at_most
 from vmaptune.errors import DataError
 
 # IDX, the MNIST file format: a big-endian header of two zero bytes, a type code,
@@ -36,6 +38,10 @@ def _describe_idx_types() -> str:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
   """Reads one IDX file, plain or gzip-compressed (detected from its bytes).
 
+  A compressed file is decompressed piece by piece and never past the size its
+  header declares: a small archive that expands to gigabytes is refused having
+  read one byte more than the header allows.
+
   Args:
     path: e.g. ``train-images-idx3-ubyte.gz``.
 
@@ -53,41 +59,64 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     raise DataError(f"no such IDX file: {path}")
   try:
     with open(path, "rb") as f:
-      raw = f.read()
+      compressed = f.read(2) == _GZIP_MAGIC
+      f.seek(0)
+      if not compressed:
+        return _read_idx_stream(f, path, size=os.fstat(f.fileno()).st_size)
+      try:
+        with gzip.GzipFile(fileobj=f) as stream:
+          return _read_idx_stream(stream, path, size=None)
+      except (OSError, EOFError, zlib.error) as e:  # Truncated or corrupt archives.
+        raise DataError(f"{path}: a damaged gzip file ({e}); expected a complete .gz of an "
+                        "IDX file") from None
   except OSError as e:  # E.g. no permission to read it.
     raise DataError(f"{path}: cannot be read ({e}); expected a readable IDX file") from None
-  if raw[:2] == _GZIP_MAGIC:
-    try:
-      raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:  # Truncated or corrupt archives.
-      raise DataError(f"{path}: a damaged gzip file ({e}); expected a complete .gz of an "
-                      "IDX file") from None
-  if len(raw) < 4 or raw[:2] != b"\0\0":
-    found = f"magic number 0x{raw[:4].hex().upper()}" if raw else "empty file"
+
+
+def _read_idx_header(stream: IO[bytes], path: str) -> tuple[np.dtype, tuple[int, ...], int]:
+  """The header's value type, dims and length in bytes (the stream is left after it)."""
+  magic = read_at_most(stream, 4)
+  if len(magic) < 4 or magic[:2] != b"\0\0":
+    found = f"magic number 0x{bytes(magic).hex().upper()}" if magic else "empty file"
     raise DataError(f"{path}: {found}; expected IDX's magic number 0x0000TTNN: two zero "
                     "bytes, a type code TT and the number of dimensions NN (e.g. 0x00000803 "
                     "for uint8 images [N, H, W], 0x00000801 for uint8 labels [N])")
-  code, ndim = raw[2], raw[3]
+  code, ndim = magic[2], magic[3]
   if code not in IDX_TYPES:
     raise DataError(f"{path}: type code 0x{code:02X} in the magic number is unknown; "
                     f"expected one of {_describe_idx_types()}")
   if ndim == 0:
     raise DataError(f"{path}: the magic number declares 0 dimensions; expected at least 1")
   header = 4 + 4 * ndim
-  if len(raw) < header:
+  sizes = read_at_most(stream, 4 * ndim)
+  if len(sizes) < 4 * ndim:
     raise DataError(f"{path}: truncated header: {ndim} dimension sizes need {header} bytes, "
-                    f"the file holds {len(raw)}")
-  dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-  dtype = IDX_TYPES[code]
+                    f"the file holds {4 + len(sizes)}")
+  return IDX_TYPES[code], tuple(int(d) for d in np.frombuffer(sizes, ">u4")), header
+
+
+def _read_idx_stream(stream: IO[bytes], path: str, size: int | None) -> np.ndarray:
+  """The array of an IDX stream (``size``: the file's length in bytes, ``None`` when
+  it is decompressed: then at most one byte past the declared data is read)."""
+  dtype, dims, header = _read_idx_header(stream, path)
   expected = math.prod(dims) * dtype.itemsize
-  found = len(raw) - header
+  if size is None:  # One byte past the declared data tells a stream that is too long.
+    raw = read_at_most(stream, expected + 1)
+    found = len(raw)
+    holds = f"{found}" if found <= expected else f"more (reading stopped after {found})"
+  else:  # A plain file's size is known before any of its data is read.
+    raw, found = b"", size - header
+    if found == expected:
+      raw = read_at_most(stream, expected)
+      found = len(raw)  # Shorter only if the file shrank since.
+    holds = f"{found}"
   if found != expected:
     problem = "truncated" if found < expected else "too long"
     raise DataError(f"{path}: {problem}: the header declares dims {dims} of "
                     f"{dtype.newbyteorder('=').name}, {expected} bytes of data, but the file "
-                    f"holds {found}")
+                    f"holds {holds}")
   try:
-    values = np.frombuffer(raw, dtype, count=math.prod(dims), offset=header).reshape(dims)
+    values = np.frombuffer(raw, dtype, count=math.prod(dims)).reshape(dims)
   except ValueError as e:  # Sizes that match the data yet are more axes than NumPy holds, or
     # a zero beside sizes whose product overflows: nothing was allocated.
     raise DataError(f"{path}: the header declares dims {dims}, which no NumPy array can "

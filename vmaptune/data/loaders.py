@@ -10,14 +10,16 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import zipfile
+import zlib
+from typing import IO
 
 import numpy as np
 
 from vmaptune.data.dataset import Dataset
+from vmaptune.data.streams import read_at_most
 from vmaptune.errors import DataError
 from vmaptune.validation import fraction, whole_number
 
@@ -224,43 +226,65 @@ def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
 
 
 def _npz_array(archive: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
-  """One ``.npy`` member as an array ``[...]`` of its stored shape and dtype (read-only).
+  """One ``.npy`` member as an array ``[...]`` of its stored shape and dtype.
+
+  The member is decompressed piece by piece and never past the size its header
+  declares (a member that expands to gigabytes is refused after one byte more).
 
   Raises:
     DataError: a damaged member, a header that is not .npy's or declares another
       size than the data holds, or Python objects (a pickle); ``where`` starts the message.
   """
   try:
-    raw = archive.read(member)
+    with archive.open(member) as stream:
+      shape, fortran_order, dtype = _npy_header(stream, where)
+      count = math.prod(shape)
+      expected = count * dtype.itemsize
+      raw = read_at_most(stream, expected + 1)  # One byte more tells a member too long.
+  except DataError:
+    raise
   except Exception as e:  # zipfile, zlib, bz2 and lzma raise their own types on damage.
     raise DataError(f"{where} cannot be read ({type(e).__name__}: {e}); expected an intact "
                     "archive as np.savez writes") from None
-  stream = io.BytesIO(raw)
+  if len(raw) != expected:
+    problem, holds = (("truncated", f"{len(raw)}") if len(raw) < expected else
+                      ("too long", f"more (reading stopped after {len(raw)})"))
+    raise DataError(f"{where} is {problem}: its header declares shape {shape} of {dtype}, "
+                    f"{expected} bytes of data, but it holds {holds}")
+  try:
+    values = np.frombuffer(raw, dtype, count=count)
+    return values.reshape(shape, order="F" if fortran_order else "C")
+  except ValueError as e:  # E.g. more axes than NumPy holds, or a zero-sized dtype.
+    raise DataError(f"{where}: shape {shape} of {dtype} cannot be held by a NumPy array "
+                    f"({e}); expected an array such as [N, ...]") from None
+
+
+# What reading a damaged member raises (not the .npy parser): told apart from a bad header.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
+
+
+def _npy_header(stream: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+  """A ``.npy`` header's shape, order and dtype (the stream is left after it).
+
+  Raises:
+    DataError: a header that is not .npy's, a negative size or Python objects.
+  """
   try:
     version = np.lib.format.read_magic(stream)
     if version not in _NPY_HEADERS:  # 3.0 is only written for non-Latin-1 field names.
       raise ValueError(f"format version {version[0]}.{version[1]}; expected 1.0 or 2.0")
     shape, fortran_order, dtype = _NPY_HEADERS[version](stream)
+  except _ARCHIVE_ERRORS:
+    raise
   except Exception as e:  # NumPy's parser (ast, tokenize, dtypes) raises many types on garbage.
     raise DataError(f"{where} is not a valid .npy array ({e}); expected one as np.savez "
                     "writes") from None
   if dtype.hasobject:
     raise DataError(f"{where} holds Python objects (dtype {dtype}), stored as a pickle, "
                     "which is never loaded; expected an array of numbers")
-  count = math.prod(shape)
-  expected, found = count * dtype.itemsize, len(raw) - stream.tell()
   if any(d < 0 for d in shape):
     raise DataError(f"{where}: its header declares shape {shape}; expected sizes >= 0")
-  if found != expected:
-    problem = "truncated" if found < expected else "too long"
-    raise DataError(f"{where} is {problem}: its header declares shape {shape} of {dtype}, "
-                    f"{expected} bytes of data, but it holds {found}")
-  try:
-    values = np.frombuffer(raw, dtype, count=count, offset=stream.tell())
-    return values.reshape(shape, order="F" if fortran_order else "C")
-  except ValueError as e:  # E.g. more axes than NumPy holds, or a zero-sized dtype.
-    raise DataError(f"{where}: shape {shape} of {dtype} cannot be held by a NumPy array "
-                    f"({e}); expected an array such as [N, ...]") from None
+  return shape, fortran_order, dtype
 
 
 def as_images(x, layout: str) -> np.ndarray:

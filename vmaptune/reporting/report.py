@@ -11,7 +11,8 @@ installed (``pip install 'vmaptune[report]'``), writes PNG figures (see
 Both follow the run's objective (:attr:`vmaptune.rundir.Run.scoring`): the
 ranking metric's scores are shown (``val accuracy`` for classification,
 ``val mse`` for regression), a column per metric lists the trials, and the
-trials are ranked the way round the metric is better.
+trials are ranked the way round the metric is better. What they print is
+:func:`printable`: a run directory may hold terminal control sequences.
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ PAGE_FILE = "report.html"
 PAGE_TOP = 50  # Trials in the page's table (the printed one has ``top``).
 
 
+def printable(text: str) -> str:
+  """``text`` safe to print to a terminal: each character Python deems unprintable
+  (escape and other control characters, bidirectional overrides, line separators;
+  newlines aside) is written as its escape (``\\x1b``, ``\\u202e``), so a value read
+  from a run directory cannot move the cursor, recolour, retitle or clear the screen.
+
+  >>> printable("red\\x1b[31m\\u202e\\nnext")
+  'red\\\\x1b[31m\\\\u202e\\nnext'
+  """
+  if text.isprintable():
+    return text
+  return "".join(char if char == "\n" or char.isprintable()
+                 else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def column(name: str) -> str:
   """A metric's column in the trial tables: ``val_acc`` for accuracy, else ``val_<name>``."""
   return "val_acc" if name == "accuracy" else f"val_{name}"
@@ -49,7 +65,7 @@ def _score(value: Any, width: int = 0) -> str:
 
 def describe_run(run: Run, top: int = 10) -> str:
   """What ``vmaptune show`` prints: progress, the chosen config and its
-  scores, and the top trials."""
+  scores, and the top trials (:func:`printable`)."""
   settings = run.settings
   done, rounds = run.rounds_completed, settings["rounds"]
   state = ("complete" if run.complete else
@@ -93,7 +109,7 @@ def describe_run(run: Run, top: int = 10) -> str:
               + "".join(f"{_score(r.metrics[name], width)}  "
                         for name, width in zip(scoring.names, widths, strict=True))
               + describe_values(r.hparams) for r in best]
-  return "\n".join(lines)
+  return printable("\n".join(lines))
 
 
 def top_rows(run: Run, top: int = 10) -> tuple[list[str], list[list[str]]]:
@@ -181,7 +197,7 @@ class Report:
       lines.append(self.note or "no figures")
     if self.page:
       lines.append(f"page (open it in a browser): {self.page}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,

@@ -40,11 +40,12 @@ as its format-2 equivalent (:func:`upgrade`).
 
 **Damage** (:mod:`vmaptune.rundir.damage`): a file that is unreadable or
 disagrees with the others is refused with one error naming it, what is wrong
-and how many rounds are intact; ``resume_from_intact`` resumes from those,
-copying the damaged files into ``damaged/<time>/`` first (forced to disk
-before anything is rewritten). A write that fails
-raises :class:`vmaptune.errors.RunDirectoryWriteError` with every completed
-round still on disk.
+and how many rounds are intact (:mod:`vmaptune.rundir.reading` reads the files
+as untrusted: sizes, line lengths and nesting are bounded); ``resume_from_intact``
+resumes from those, copying the damaged files into ``damaged/<time>/`` first
+(forced to disk before anything is rewritten). A write that fails raises
+:class:`vmaptune.errors.RunDirectoryWriteError` with every completed round
+still on disk.
 
 **Reading back.** :func:`load_run` gives a :class:`Run`: the config, the
 summary, and the completed rounds' records and trial table, which

@@ -12,9 +12,9 @@ it into the one error a user sees, with what to do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +29,8 @@ from vmaptune.rundir.files import (
   TRIALS_FILE,
   upgrade,
 )
-from vmaptune.rundir.records import TrialRecord, parts, round_entries
+from vmaptune.rundir.reading import parse_json, read_json, read_lines
+from vmaptune.rundir.records import Summary, TrialRecord, round_entries
 from vmaptune.space.space import Space
 from vmaptune.trials import fields
 from vmaptune.trials.fields import RecordError
@@ -97,23 +98,6 @@ def _type_problem(value: Any, fields: Mapping[str, tuple[type, ...]],
   return None
 
 
-def _read_json(path: str) -> tuple[Any, str | None]:
-  """A JSON file's value, or what makes it unreadable."""
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-  except OSError as e:
-    return None, f"cannot be read ({e.strerror or e})"
-  if not raw.strip():
-    return None, "is empty"
-  try:
-    return json.loads(raw.decode("utf-8")), None
-  except UnicodeDecodeError:
-    return None, "is not text (it holds bytes that are not UTF-8)"
-  except ValueError as e:
-    return None, f"is not valid JSON ({e})"
-
-
 def _optional(fields: Mapping[str, tuple[type, ...]], resuming: bool,
               read: tuple[str, ...]) -> tuple[str, ...]:
   """The fields that may be absent: resuming needs them all, reading only ``read``."""
@@ -133,7 +117,7 @@ def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
   file = os.path.join(path, CONFIG_FILE)
   if not os.path.exists(file):
     return None
-  config, problem = _read_json(file)
+  config, problem = read_json(file)
   if problem is None:
     problem = _type_problem(config, CONFIG_FIELDS,
                             _optional(CONFIG_FIELDS, resuming, READ_CONFIG_FIELDS))
@@ -165,8 +149,7 @@ def _summary_problem(summary: dict[str, Any], scoring: Scoring,
   the summary (its records, :mod:`vmaptune.rundir.records`, say)."""
   listed = len(round_entries(summary, scoring, resuming, leading=True))
   try:
-    round_entries(summary, scoring, resuming)
-    parts(summary, scoring)
+    Summary.from_json(summary, scoring, complete=resuming)  # Every field, as readers take it.
   except RecordError as e:
     return listed, str(e)
   return listed, None
@@ -188,7 +171,7 @@ def _read_summary(path: str, scoring: Scoring,
   its round entries are well-formed, and its damage (``None`` if none)."""
   if not os.path.exists(path):
     return {"rounds": []}, 0, None
-  value, problem = _read_json(path)
+  value, problem = read_json(path)
   if problem is None:
     try:
       fields.obj(value)
@@ -208,10 +191,9 @@ def _parse_record(line: bytes, line_number: int, scoring: Scoring,
   is the ``(round, trial)`` it must hold."""
   if not line.endswith(b"\n"):
     return None, f"line {line_number} is cut short (no line end)"
-  try:
-    record = json.loads(line)
-  except ValueError as e:
-    return None, f"line {line_number} is not valid JSON ({e})"
+  record, problem = parse_json(line)
+  if problem is not None:
+    return None, f"line {line_number} {problem}"
   try:
     TrialRecord.from_json(record, scoring)
   except RecordError as e:
@@ -221,6 +203,44 @@ def _parse_record(line: bytes, line_number: int, scoring: Scoring,
                   f"{record['trial']} where round {expected[0] + 1}'s trial {expected[1]} "
                   "was expected (records reordered, or some missing)")
   return record, None
+
+
+def _intact_rounds(path: str, rounds: list[dict[str, Any]], space: Space, epochs: int,
+                   scoring: Scoring) -> tuple[list[dict[str, Any]], int, int, str | None]:
+  """Reads ``trials.jsonl`` line by line up to the end of the summary's ``rounds``.
+
+  Returns:
+    The intact rounds' records, how many rounds are intact, the byte offset
+    where their records end, and what is wrong with the next round's records
+    (``None`` when every round listed is intact). Lines past the last listed
+    round are a round in progress, not read.
+  """
+  records: list[dict[str, Any]] = []
+  current: list[dict[str, Any]] = []
+  intact = end = offset = 0
+  problem = None
+  if not rounds:
+    return records, intact, end, problem
+  with contextlib.closing(read_lines(path)) as lines:
+    for line_number, (line, too_long) in enumerate(lines, 1):
+      record, problem = ((None, f"line {line_number} {too_long}") if too_long else
+                         _parse_record(line, line_number, scoring, (intact, len(current))))
+      if problem is not None:
+        break
+      current.append(record)
+      offset += len(line)
+      if len(current) == rounds[intact]["trials"]:
+        problem = _check_round(current, intact, space, epochs, scoring)
+        if problem is not None:
+          break
+        records += current
+        intact, end, current = intact + 1, offset, []
+        if intact == len(rounds):
+          break  # What follows is the round in progress when the run stopped.
+  if intact < len(rounds):
+    problem = problem or (f"it holds {len(current)} records of round {intact + 1} where "
+                          f"{SUMMARY_FILE} lists {rounds[intact]['trials']} (cut short?)")
+  return records, intact, end, problem
 
 
 def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> Inspection:
@@ -240,27 +260,8 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
   rounds = summary["rounds"][:listed]
   space = Space.from_dict(upgrade(config)["space"])
   epochs = config["settings"]["epochs"]
-  records: list[dict[str, Any]] = []
-  current: list[dict[str, Any]] = []
-  intact = end = offset = 0
-  problem = None
-  for line_number, line in enumerate(_lines(trials_path), 1):
-    if intact == len(rounds):
-      break  # What follows is the round in progress when the run stopped.
-    record, problem = _parse_record(line, line_number, scoring, (intact, len(current)))
-    if problem is not None:
-      break
-    current.append(record)
-    offset += len(line)
-    if len(current) == rounds[intact]["trials"]:
-      problem = _check_round(current, intact, space, epochs, scoring)
-      if problem is not None:
-        break
-      records += current
-      intact, end, current = intact + 1, offset, []
-  if intact < len(rounds):
-    problem = problem or (f"it holds {len(current)} records of round {intact + 1} where "
-                          f"{SUMMARY_FILE} lists {rounds[intact]['trials']} (cut short?)")
+  records, intact, end, problem = _intact_rounds(trials_path, rounds, space, epochs, scoring)
+  if problem is not None:
     damage = Damage(trials_path, f"{trials_path}: {problem}")
   if damage is None and resuming and summary.get("best_params"):
     data, problem = read_params(path, summary)
@@ -269,13 +270,6 @@ def inspect_run(path: str, config: dict[str, Any], resuming: bool = False) -> In
   kept = dict(summary, rounds=rounds[:intact]) if damage is not None else summary
   return Inspection(path, config, kept, records, end, intact,
                     len(summary["rounds"]), damage)
-
-
-def _lines(path: str) -> list[bytes]:
-  if not os.path.exists(path):
-    return []
-  with open(path, "rb") as f:
-    return f.readlines()
 
 
 def intact_advice(path: str, intact: int, total: Any, reading: bool = False) -> str:
@@ -324,9 +318,12 @@ def read_params(path: str, summary: Mapping[str, Any]) -> tuple[bytes | None, st
     if not os.path.exists(file):
       continue
     with open(file, "rb") as f:
-      data = f.read()
-    if not isinstance(pointer, dict) or pointer.get("sha256") == digest(data):
-      return data, None
+      if not isinstance(pointer, dict):
+        return f.read(), None
+      # Digested piece by piece: a file that is not the one pointed to is never held whole.
+      if pointer.get("sha256") == hashlib.file_digest(f, "sha256").hexdigest():
+        f.seek(0)
+        return f.read(), None
   return None, (f"{files[0]} is not the file {SUMMARY_FILE} points to (its SHA-256 differs: "
                 "damaged, or replaced by hand)")
 
@@ -340,12 +337,12 @@ def settle_params(path: str) -> None:
   pending = os.path.join(path, PENDING_PARAMS_FILE)
   if not os.path.exists(pending):
     return
-  summary, problem = _read_json(os.path.join(path, SUMMARY_FILE))
+  summary, problem = read_json(os.path.join(path, SUMMARY_FILE))
   if problem is not None and os.path.exists(os.path.join(path, SUMMARY_FILE)):
     return
   pointer = summary.get("best_params") if isinstance(summary, dict) else None
   with open(pending, "rb") as f:
-    found = digest(f.read())
+    found = hashlib.file_digest(f, "sha256").hexdigest()  # Piece by piece, as read_params.
   if isinstance(pointer, dict) and pointer.get("sha256") == found:
     os.replace(pending, os.path.join(path, PARAMS_FILE))
   else:

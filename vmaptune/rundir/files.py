@@ -3,6 +3,7 @@ and ``config.json`` (what a run is, how two runs differ, format 1 read as format
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -19,6 +20,7 @@ import numpy as np
 
 from vmaptune.data import Dataset
 from vmaptune.errors import DamagedRunError, RunDirectoryError
+from vmaptune.rundir.reading import parse_json, read_lines
 from vmaptune.space.space import Space
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 
@@ -208,21 +210,25 @@ def read_trials(path: str | os.PathLike) -> list[dict[str, Any]]:
   completed rounds only).
 
   Raises:
-    DamagedRunError: a line is not JSON (a line cut short by a kill included).
+    FileNotFoundError: there is no such file.
+    DamagedRunError: a line is not JSON (a line cut short by a kill included), is
+      longer or nests deeper than any record (see :mod:`vmaptune.rundir.reading`).
   """
   path = os.fspath(path)
   if os.path.isdir(path):
     path = os.path.join(path, TRIALS_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no such file: {path}")
   records = []
-  with open(path, "rb") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
+  with contextlib.closing(read_lines(path)) as lines:
+    for number, (line, too_long) in enumerate(lines, 1):
+      if not too_long and not line.strip():
         continue
-      try:
-        records.append(json.loads(line))
-      except ValueError as e:
-        raise DamagedRunError(f"{path}: line {number} is not valid JSON ({e}); "
-                              "vmaptune.load_run reads the completed rounds only", path) from None
+      record, problem = (None, too_long) if too_long else parse_json(line)
+      if problem is not None:
+        raise DamagedRunError(f"{path}: line {number} {problem}; vmaptune.load_run reads the "
+                              "completed rounds only", path)
+      records.append(record)
   return records
 
 

@@ -41,7 +41,7 @@ def parse(spec: Any) -> Sampler:
   Narrow(keep=0.5, margin=0.1)
 
   Raises:
-    ValueError: an unknown name, malformed text, or an unknown setting.
+    SettingsError: an unknown name, malformed text, or an unknown setting.
   """
   if isinstance(spec, Sampler):
     return spec

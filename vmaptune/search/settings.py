@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,9 @@ from vmaptune.lanes.compilation import MATMUL_PRECISIONS
 from vmaptune.models import optimizers
 from vmaptune.space.space import Space
 from vmaptune.validation import one_of, optional_whole_number, whole_number
+
+# "KxS": whole numbers (ASCII digits; more than 18 is no population's size) either side of x.
+_CONFIRM = re.compile(r"\s*(\d{1,18})\s*x\s*(\d{1,18})\s*", re.ASCII | re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,29 +100,38 @@ class Settings:
     """``(configurations, seeds)`` the confirmation stage trains, or ``None`` (off).
 
     ``"auto"``: a quarter of the population in lanes (at least 2), 4 seeds
-    per configuration where that leaves at least one.
+    per configuration where that leaves at least one. The confirmation trains
+    its ``K x S`` lanes as one population, so they may be no more than a round's
+    (``population x seeds``); ``"auto"`` keeps to that too.
 
-    >>> [Settings(population=p).confirm_size() for p in (256, 64, 8)]
-    [(16, 4), (4, 4), (1, 2)]
+    >>> [Settings(population=p).confirm_size() for p in (256, 64, 8, 1)]
+    [(16, 4), (4, 4), (1, 2), (1, 1)]
     >>> Settings(confirm="8x3").confirm_size(), Settings(confirm="off").confirm_size()
     ((8, 3), None)
 
     Raises:
-      SettingsError: ``confirm`` is none of these.
+      SettingsError: ``confirm`` is none of these, or ``K x S`` exceeds a round's lanes.
     """
     value = self.confirm
     if value in ("off", None, False):
       return None
+    most = self.population * self.seeds  # The lanes of a round.
     if value == "auto":
-      lanes = max(2, self.population // 4)
+      lanes = min(max(2, self.population // 4), most)
       seeds = min(4, lanes)
       return lanes // seeds, seeds
-    parts = value.lower().split("x") if isinstance(value, str) else []
-    if len(parts) == 2 and all(p.strip().isdigit() and int(p) > 0 for p in parts):
-      return int(parts[0]), int(parts[1])
-    raise SettingsError(f"confirm={value!r}; expected 'auto', 'off', or 'KxS' with whole "
-                        "numbers K, S >= 1 (retrain the top K configurations with S seeds "
-                        "each), e.g. '16x4'")
+    found = _CONFIRM.fullmatch(value) if isinstance(value, str) else None
+    if found is None or min(int(found[1]), int(found[2])) < 1:
+      raise SettingsError(f"confirm={value!r}; expected 'auto', 'off', or 'KxS' with whole "
+                          "numbers K, S >= 1 (retrain the top K configurations with S seeds "
+                          "each), e.g. '16x4'")
+    count, seeds = int(found[1]), int(found[2])
+    if count * seeds > most:
+      raise SettingsError(
+          f"confirm={value!r} retrains {count} x {seeds} = {count * seeds:,} lanes; expected "
+          f"at most {most:,}, the lanes of a round (population={self.population} x "
+          f"seeds={self.seeds}): the confirmation trains them as one population")
+    return count, seeds
 
   def parsed_objective(self) -> objectives.Objective:
     return objectives.parse(self.objective)

@@ -38,7 +38,7 @@ def parse(spec: Any) -> Strategy:
   SuccessiveHalving(eta=4, min_epochs=1)
 
   Raises:
-    ValueError: an unknown name, malformed text, or an unknown setting.
+    SettingsError: an unknown name, malformed text, or an unknown setting.
   """
   if isinstance(spec, Strategy):
     return spec
