@@ -1,6 +1,11 @@
 """The denoised estimate of each trial's expected score: it chooses better than the raw score
 on known noisy functions, in either direction, bucket by bucket, leaving diverged trials out."""
 
+import importlib.util
+import json
+import os
+import sys
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -82,7 +87,8 @@ def test_the_estimate_is_the_gaussian_process_posterior_given_the_conditioned_tr
   unit = SPACE.to_unit(hparams)
   z = (score - score.mean()) / score.std()
   rows = fit_rows(unit, score, 60)
-  for row in (0, int(rows[0]), int(np.argmax(score))):
+  outside = np.setdiff1d(np.arange(120), rows)
+  for row in (int(rows[0]), int(rows[-1]), int(outside[0]), int(outside[-1])):
     given = np.union1d(rows, [row])
     regressor = GaussianProcessRegressor(group.kernel, optimizer=None).fit(unit[given], z[given])
     mean, sd = regressor.predict(unit[row:row + 1], return_std=True)
@@ -234,3 +240,24 @@ def test_a_damaged_record_and_a_bad_rule_are_refused_naming_them():
     order_by(found, "best")
   with pytest.raises(SettingsError, match="k=-1; expected a finite number"):
     found.by("lcb", k=-1)
+
+
+@pytest.mark.slow
+def test_the_estimate_benchmark_runs_and_writes_its_results(tmp_path):
+  """A smoke run (one problem, seed and noise level, small searches): the script must not rot."""
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                      "bench_estimate.py")
+  spec = importlib.util.spec_from_file_location("bench_estimate", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # Its dataclasses look themselves up there.
+  spec.loader.exec_module(module)
+  out = tmp_path / "estimate.json"
+  assert module.main(["--problems", "bowl-2d", "--seeds", "2", "--trials", "60", "--noises",
+                      "0.01", "--timing-sizes", "60", "--out", str(out)]) == 0
+  report = json.loads(out.read_text())
+  assert set(report["results"]) == {"bowl-2d|uniform|60|0.01", "bowl-2d|narrowed|60|0.01"}
+  summary = report["results"]["bowl-2d|narrowed|60|0.01"]["summary"]
+  assert set(summary["regret"]) == {"raw", "estimate", "lcb", "kernel"}
+  assert all(run["regret"]["raw"] >= 0 for run in
+             report["results"]["bowl-2d|narrowed|60|0.01"]["runs"])
+  assert set(report["timings"]) == {"bowl-2d T=60", "bowl-6d T=60"}
