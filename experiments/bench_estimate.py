@@ -32,8 +32,8 @@ with a margin of 10%, as the narrow sampler does).
 Fit time: one ``estimate`` call on ``uniform`` trials of the bowls (the median
 of three, single-threaded linear algebra as the library runs it).
 
-    python experiments/bench_estimate.py            # 20 seeds, ~30 min on 2 busy cores
-    python experiments/bench_estimate.py --quick    # 3 seeds, one noise level, ~2 min
+    python experiments/bench_estimate.py            # 20 seeds, 5 min on 2 busy cores
+    python experiments/bench_estimate.py --quick    # 3 seeds, one noise level, 30 s
     python experiments/bench_estimate.py --markdown experiments/results/estimate-cpu.json
 
 Results go to ``experiments/results/estimate-cpu[-quick].json`` (``--out``).
