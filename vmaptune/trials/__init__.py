@@ -3,7 +3,8 @@
 - ``scoring``: a trial's metrics, their directions and the ranking one;
 - ``table``: :class:`Trial` (one record) and :class:`TrialTable` (columns, one row per trial);
 - ``log``: :class:`TrialLog`, what a strategy fills as it opens and closes trials;
-- ``ranking``: the one ordering of trials and of lanes.
+- ``ranking``: the one ordering of trials and of lanes;
+- ``estimate``: each trial's expected score, denoised by its neighbours' (a Gaussian process).
 """
 
 from vmaptune.trials.log import TrialLog
