@@ -39,7 +39,7 @@ SLOW_TESTS = (
     "tests/test_models.py::test_the_transformer_maps_tokens_to_logits_of_every_position",
     "tests/test_objectives.py::test_each_lane_equals_its_configuration_trained_alone[language_model]",
     "tests/test_train.py::test_each_lane_equals_its_config_trained_alone",
-    "tests/test_confirmation.py::test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_choice",
+    "tests/test_confirmation.py::test_the_stage_trains_k_times_s_lanes_in_a_rounds_program_and_the_result_follows_its_choice",
     "tests/test_structural.py::test_a_traced_integer_reaches_the_optimizer_and_is_recorded_as_an_int",
     "tests/test_optimizers.py::test_tune_searches_every_new_hyperparameter[random]",
     "tests/test_nnx.py::test_nnx_lanes_draw_their_weights_from_the_key_and_equal_training_alone",

@@ -123,13 +123,15 @@ REPORT_SPACE = vt.Space(learning_rate=vt.LogUniform(1e-3, 1e0),
 
 @pytest.fixture(scope="session")
 def written_run(small_arrays, tmp_path_factory):
-  """Two rounds of ``REPORT_SPACE`` written to a run directory: ``(result, path)``."""
+  """Two rounds of ``REPORT_SPACE`` written to a run directory: ``(result, path)``;
+  no confirmation, so the chosen trial is the search's best (the command line's tests
+  show and report confirmed runs)."""
   out = tmp_path_factory.mktemp("run") / "run"
   data = vt.data.from_arrays(*small_arrays, val_fraction=0.2, test_fraction=0.2, seed=0,
                              num_classes=10)
   result = vt.tune(vt.models.MLP(hidden=(16,)), data, REPORT_SPACE, out=str(out),
                    population=8, rounds=2, epochs=2, batch_size=32,
-                   sampler="narrow(keep=0.25)", seed=0)
+                   sampler="narrow(keep=0.25)", seed=0, confirm="off")
   return result, out
 
 

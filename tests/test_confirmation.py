@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import vmaptune as vt
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.lanes.population import Population
+from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.confirmation import Confirmation, top_candidates
 from vmaptune.search.settings import Settings
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
@@ -57,7 +59,7 @@ def test_a_minimised_metric_chooses_the_lowest_mean_and_counts_optimism_the_righ
   assert "optimism of the search score +0.02" in confirmation.describe()
 
 
-def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_choice(
+def test_the_stage_trains_k_times_s_lanes_in_a_rounds_program_and_the_result_follows_its_choice(
     small_data, tiny_mlp, lr_space, fast_settings, monkeypatch, tmp_path):
   lanes = []
   init = Population.init
@@ -69,7 +71,8 @@ def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_cho
   monkeypatch.setattr(Population, "init", counting)
   result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "3x2"},
                    out=str(tmp_path / "run"))
-  assert lanes == [(8, False)] * 3 + [(6, True)]  # Three rounds of 8, then 3 x 2.
+  # Three rounds of 8, then a call per seed: 3 candidates padded to a round's 8 lanes.
+  assert lanes == [(8, False)] * 3 + [(8, False)] * 2
   confirmation = result.confirmation
   assert confirmation.seed_scores.shape == (3, 2)
   assert confirmation.candidates == tuple(top_candidates(result.rounds, 3))
@@ -91,7 +94,38 @@ def test_the_stage_trains_exactly_k_times_s_lanes_and_the_result_follows_its_cho
   # Asked for a different confirmation, the resumed run trains that one alone.
   third = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "2x3"},
                   out=str(tmp_path / "run"))
-  assert lanes == [(6, True)] and third.confirmation.seeds == 3
+  assert lanes == [(8, False)] * 3 and third.confirmation.seeds == 3
+
+
+def test_the_stage_compiles_nothing_and_every_candidate_sees_the_same_seeds(
+    small_data, tiny_mlp, lr_space, fast_settings, monkeypatch):
+  stage, seen = confirmation_stage.confirm, []
+  init = Population.init
+
+  def counted(*args, **kwargs):
+    with CompileCounter() as compiled:
+      result = stage(*args, **kwargs)
+    seen.append(compiled.compiles)
+    return result
+
+  def recording(self, hparams, init_key):
+    seen.append((dict(hparams), init_key))
+    return init(self, hparams, init_key)
+
+  monkeypatch.setattr(confirmation_stage, "confirm", counted)
+  monkeypatch.setattr(Population, "init", recording)
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "auto"})
+  *rounds, (first, first_key), (second, second_key), compiles = seen
+  assert compiles == 0  # The confirmation ran in the rounds' programs.
+  # auto: the top 8 configurations (a round's lanes), 2 fresh seeds: a call per seed in
+  # which all 8 share the seed's keys (common random numbers), as a round's lanes do.
+  assert result.confirmation.seed_scores.shape == (8, 2) and REPLICA not in first
+  assert not (first_key == second_key).all() and not (first_key == rounds[0][1]).all()
+  for name in first:
+    np.testing.assert_array_equal(first[name], second[name])
+  for i, trial in enumerate(result.confirmation.candidates):
+    np.testing.assert_allclose(first["learning_rate"][i], trial.hparams["learning_rate"],
+                               rtol=1e-6)
 
 
 @pytest.mark.slow  # The stage's fast test is the one above; this adds PBT's lineages.

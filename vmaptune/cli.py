@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 
-from vmaptune.config import SETTABLE, load_experiment, override
+from vmaptune.config import SETTABLE, Experiment, load_experiment, override
 from vmaptune.errors import AllDivergedError, DamagedRunError, VmaptuneError
 from vmaptune.lanes import devices, distributed
 from vmaptune.lanes.compilation import persistent_cache
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("config", help="path to the experiment config file")
   run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"override settings; keys: {', '.join(SETTABLE)}")
+  run.add_argument("--budget", metavar="TIME",
+                   help="wall time of the whole run, final fit included, e.g. 90s, 10m, 2h: "
+                   "as many rounds as fit (same as --set budget=TIME)")
   run.add_argument("--out", help="run directory (default: a new runs/<name>/<UTC "
                    "time>-<random>); one holding a run of the same config is resumed after its "
                    "last completed round")
@@ -154,7 +157,8 @@ def _default_out(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
   devices.configure_cpu_devices()  # Before anything starts JAX's backend.
-  experiment = override(load_experiment(args.config), args.set)
+  experiment = override(load_experiment(args.config),
+                        args.set + ([] if args.budget is None else [f"budget={args.budget}"]))
   flags = {"coordinator": args.coordinator, "num_processes": args.num_processes,
            "process_id": args.process_id}
   experiment = dataclasses.replace(
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     batch = ("searched" if "batch_size" in experiment.space.structural_names
              else experiment.batch_size)
     print(f"vmaptune: {experiment.name}: population {experiment.population}, "
-          f"{experiment.rounds} rounds of {experiment.epochs} epochs, batch {batch}, "
+          f"{_rounds(experiment)} of {experiment.epochs} epochs, batch {batch}, "
           f"sampler {experiment.parsed_sampler().describe()}, strategy "
           f"{experiment.parsed_strategy().describe()}", flush=True)
   with contextlib.ExitStack() as stack:
@@ -189,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
       result = experiment.tune(out=out, verbose=chatty, resume=not args.no_resume,
                                resume_from_intact=args.resume_from_intact,
                                copy_files={CONFIG_COPY: args.config}, progress=progress,
+                               cache=not args.no_cache,
                                loggers=_trackers(args) if processes.writes else args.trackers)
       fit = result.final_fit()
     except KeyboardInterrupt:
@@ -205,17 +210,28 @@ def run(args: argparse.Namespace) -> int:
   return 0
 
 
-def _interrupted(args: argparse.Namespace, out: str, rounds: int) -> str:
+def _rounds(experiment: Experiment) -> str:
+  """``"4 rounds"``, or with a budget ``"rounds as fit in 5m"``."""
+  if experiment.budget is None:
+    return f"{experiment.rounds} rounds"
+  cap = "" if experiment.rounds is None else f" (at most {experiment.rounds})"
+  return f"rounds as fit in {experiment.budget_seconds():g}s{cap}"
+
+
+def _interrupted(args: argparse.Namespace, out: str, rounds: int | None) -> str:
   """What Ctrl-C left on disk, and the command that resumes it."""
   try:
     done = load_run(out).rounds_completed
   except (OSError, ValueError):
     done = 0
-  recorded = (f"rounds 1-{done} of {rounds} are recorded in {out}" if done
+  recorded = (f"rounds 1-{done}{'' if rounds is None else f' of {rounds}'} are recorded in "
+              f"{out}" if done
               else f"no round had completed ({out} holds the run's config)")
   command = ["vmaptune", "run", args.config, "--out", out]
   if args.set:
     command += ["--set", *args.set]
+  if args.budget is not None:
+    command += ["--budget", args.budget]
   return (f"vmaptune: interrupted: {recorded}; the round in progress is dropped. "
           f"Resume with:\n  {shlex.join(command)}")
 

@@ -23,6 +23,18 @@ class SettingsError(VmaptuneError, ValueError):
   """A tuning setting, model or optimizer is out of range or of the wrong type."""
 
 
+class BudgetError(SettingsError):
+  """A wall-time budget cannot hold one round; the message says what would fit.
+
+  Attributes:
+    needed_s: the seconds one round, the confirmation and the final fit need.
+  """
+
+  def __init__(self, message: str, needed_s: float):
+    super().__init__(message)
+    self.needed_s = needed_s
+
+
 class SpaceError(VmaptuneError, ValueError):
   """A search space or one of its ranges is invalid."""
 

@@ -33,7 +33,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
          verbose: bool = False, on_round: Callable[[RoundResult], None] | None = None,
          resume: bool = True, resume_from_intact: bool = False,
          copy_files: Mapping[str, str] | None = None, progress: Any = None,
-         loggers: Any = None, **settings: Any) -> TuneResult:
+         loggers: Any = None, cache: bool | str = True, **settings: Any) -> TuneResult:
   """Tunes ``model`` on ``data`` over ``space``, ``rounds`` rounds of ``population``
   configurations, each round one compiled population per bucket.
 
@@ -81,6 +81,12 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     loggers: trackers told the run as it goes: names (``"mlflow"``,
       ``"tensorboard"``) or :class:`vmaptune.reporting.tracking.Tracker` instances
       (see :mod:`vmaptune.reporting.tracking`).
+    cache: compile through a persistent compilation cache, so that a second
+      run of the same model and settings loads its programs instead of
+      compiling them: ``True`` (default) ``$VMAPTUNE_CACHE_DIR`` or
+      ``~/.cache/vmaptune/jax`` (a cache the process already configured is
+      kept), a directory, or ``False`` (none). Only use a cache directory you
+      own: JAX runs the programs it loads from it.
     **settings: any field of :class:`vmaptune.search.settings.Settings`:
       ``population`` (256), ``rounds`` (4), ``epochs`` (5), ``batch_size``
       (64), ``seed`` (0), ``sampler`` ("narrow"), ``strategy`` ("random"),
@@ -108,6 +114,8 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   [8, 8]
   """
   settings = Settings.from_kwargs(settings)
+  if not isinstance(cache, (bool, str)):
+    raise SettingsError(f"cache={cache!r}; expected True, False or a directory path")
   try:
     sink = progress_events.resolve(progress)
   except ValueError as e:
@@ -131,5 +139,5 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     observers.append(OnRound(on_round))
   search = Search(engine, run_dir=run_dir, restored=restored, observer=Observers(observers),
                   pieces=None if sink is None else progress_events.pieces_for(sink),
-                  resume_from_intact=resume_from_intact)
+                  resume_from_intact=resume_from_intact, cache=cache)
   return search.run()

@@ -5,7 +5,7 @@ persistent compilation cache.
 report compile time per round, and the tests to prove that rounds after the
 first obtain no new program. :func:`persistent_cache` points JAX at an on-disk
 cache so that a second run of the same experiment loads its programs instead
-of compiling them (the CLI turns it on by default).
+of compiling them (``tune`` and the CLI turn it on by default).
 """
 
 from __future__ import annotations
@@ -122,3 +122,22 @@ def persistent_cache(path: str | None = None) -> Iterator[str]:
     compilation_cache.set_cache_dir(previous[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
     compilation_cache.reset_cache()
+
+
+@contextlib.contextmanager
+def cache_for_run(cache: bool | str) -> Iterator[str | None]:
+  """The persistent cache a run compiles through: ``True`` the default
+  directory (:func:`resolve_cache_dir`), a path that directory, ``False`` none.
+  A cache the caller already configured (``jax_compilation_cache_dir``) is kept
+  when ``cache`` is ``True``.
+
+  Yields:
+    The cache directory in use, or ``None``.
+  """
+  if cache is False:
+    yield None
+  elif cache is True and jax.config.jax_compilation_cache_dir:
+    yield jax.config.jax_compilation_cache_dir
+  else:
+    with persistent_cache(None if cache is True else cache) as path:
+      yield path

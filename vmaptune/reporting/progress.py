@@ -20,9 +20,10 @@ objective's ranking metric, named by its record field: ``val_accuracy`` and
 ``best_val_mse`` for regression, and so on; "best" is the highest of a
 maximised metric and the lowest of a minimised one:
 
-* ``run_start``: ``rounds``, ``population``, ``epochs``, ``seeds``,
-  ``sampler``, ``strategy``, ``space``, ``restored`` (rounds a resumed run restored from
-  its records; their best counts in ``best_val_accuracy``).
+* ``run_start``: ``rounds`` (``None`` when a wall-time budget plans them),
+  ``population``, ``epochs``, ``seeds``, ``sampler``, ``strategy``, ``space``,
+  ``restored`` (rounds a resumed run restored from its records; their best counts in
+  ``best_val_accuracy``), and with a wall-time budget ``time_budget_s``.
 * ``round_start``: ``round``, ``rounds``, ``space`` (the ranges sampled),
   ``buckets`` (combinations of structural values trained).
 * ``segment``, after each piece of training: ``round``, ``bucket`` (0-based
@@ -31,7 +32,8 @@ maximised metric and the lowest of a minimised one:
   (training now), ``alive`` (of them, not diverged), ``lane_epochs`` (trained
   so far this round, seeds included), ``trials_per_s`` (full-budget trials'
   worth of training per second this round), ``best_val_accuracy`` (best of
-  the run so far, ``None`` before any trial trained the full budget).
+  the run so far, ``None`` before any trial trained the full budget), and with a
+  wall-time budget ``time_left_s`` (also in ``evaluation``).
 * ``evaluation``, after each validation pass: ``round``, ``bucket``,
   ``buckets``, ``values``, ``epoch``, ``budget``, ``lanes``, ``alive`` (not
   diverged, validation loss included),
@@ -76,6 +78,7 @@ from tqdm import tqdm
 from vmaptune.lanes.distributed import is_first_process
 from vmaptune.lanes.events import Pieces
 from vmaptune.search.observer import Observer
+from vmaptune.search.results import round_label
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import finite_or_none
 
@@ -175,7 +178,7 @@ class Bar(Progress):
     elif kind == "round_start":
       self.close()
       self._rate = None
-      self._round = f"round {event['round'] + 1}/{event['rounds']}"
+      self._round = round_label(event["round"], event["rounds"])
       self._bar = self._open(total=None)
     elif kind in ("round_end", "run_end"):
       self.close()
@@ -198,6 +201,8 @@ class Bar(Progress):
     rate = event.get("trials_per_s", self._rate)
     if rate is not None:
       parts.append(f"{rate:.1f} trials/s")
+    if event.get("time_left_s") is not None:
+      parts.append(f"{tqdm.format_interval(event['time_left_s'])} left")
     # The run's best, whichever metric ranks (best_val_accuracy, best_val_mse, ...).
     best = next((v for k, v in event.items() if k.startswith("best_val_")), None)
     parts.append("best " + ("-" if best is None else f"{best:.4f}"))
@@ -290,6 +295,7 @@ class Reporter(Observer):
     self.best_field = "best_" + self.field
     self.speaks = is_first_process()
     self.start = time.perf_counter()
+    self.ends: float | None = None  # When a wall-time budget runs out.
     self.best: float | None = None
     self.round = 0
 
@@ -301,14 +307,18 @@ class Reporter(Observer):
     if score is not None and (self.best is None or self.scoring.better(score, self.best)):
       self.best = score
 
-  def run_start(self, *, rounds: int, population: int, epochs: int, seeds: int,
-                strategy: str, sampler: str, space: Any, restored: list) -> None:
+  def run_start(self, *, rounds: int | None, population: int, epochs: int, seeds: int,
+                strategy: str, sampler: str, space: Any, restored: list,
+                time_budget_s: float | None = None, spent_s: float = 0.0) -> None:
     self.rounds, self.budget, self.seeds = rounds, epochs, seeds
+    # The wall-time budget's end, on this reporter's clock (a resumed run spent some).
+    self.ends = None if time_budget_s is None else self.start + time_budget_s - spent_s
     for result in restored:
       self._improve(result.best_score if result.completed.any() else None)
     self._emit("run_start", rounds=rounds, population=population, epochs=epochs,
                seeds=seeds, sampler=sampler, strategy=strategy, space=space.to_dict(),
-               restored=len(restored))
+               restored=len(restored),
+               **({} if time_budget_s is None else {"time_budget_s": time_budget_s}))
 
   def round_start(self, index: int, space: Any, buckets: int) -> None:
     self.round, self.buckets = index, buckets
@@ -322,8 +332,11 @@ class Reporter(Observer):
     self.bucket, self.values, self.epoch = position, values, 0
 
   def _where(self) -> dict[str, Any]:
-    return {"round": self.round, "rounds": self.rounds, "bucket": self.bucket,
-            "buckets": self.buckets, "values": self.values}
+    where = {"round": self.round, "rounds": self.rounds, "bucket": self.bucket,
+             "buckets": self.buckets, "values": self.values}
+    if self.ends is not None:
+      where["time_left_s"] = round(max(self.ends - time.perf_counter(), 0.0), 1)
+    return where
 
   def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
               seconds: float) -> None:

@@ -28,6 +28,7 @@ from vmaptune.reporting.page import metric_name, ranked_by
 from vmaptune.reporting.page import render as render_page
 from vmaptune.rundir import PARAMS_FILE, Run, load_run, write_atomic
 from vmaptune.search.confirmation import describe as describe_confirmation
+from vmaptune.search.results import describe_budget
 from vmaptune.space.distributions import describe_values
 from vmaptune.validation import whole_number
 
@@ -70,7 +71,8 @@ def describe_run(run: Run, top: int = 10) -> str:
   done, rounds = run.rounds_completed, settings["rounds"]
   state = ("complete" if run.complete else
            "not finished: run the same config into it to resume")
-  lines = [f"run {run.path}: {done} of {rounds} rounds, {state}",
+  planned = f"{done} rounds as fit in a budget" if rounds is None else f"{done} of {rounds} rounds"
+  lines = [f"run {run.path}: {planned}, {state}",
            f"  {run.config['data']['description']}; population {settings['population']}, "
            f"{settings['epochs']} epochs, sampler {settings['sampler']}, strategy "
            f"{settings['strategy']}, seed {settings['seed']}"]
@@ -97,6 +99,8 @@ def describe_run(run: Run, top: int = 10) -> str:
     lines.append(scores)
     if summary.confirmation:
       lines.append(describe_confirmation(summary.confirmation))
+  if summary is not None and summary.budget is not None:
+    lines.append(describe_budget(summary.budget))
   best = [run.trial_records[row] for row in run.top_rows(top)] if run.records else []
   if best:
     # The first metric's column as wide as its value, the others right-aligned under
@@ -184,6 +188,8 @@ class Report:
                       if final and final.test_score is not None else ""))
       if run.confirmation_record:
         lines.append(describe_confirmation(run.confirmation_record))
+    if run.summary_record is not None and run.summary_record.budget is not None:
+      lines.append(describe_budget(run.summary_record.budget))
     lines += ["", f"top trials (full budget first, then {ranked_by(scoring)}):", self.table,
               "", f"importance (spread of mean val {metric} over groups of a parameter's "
               "first-round values):"]

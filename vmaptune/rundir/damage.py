@@ -126,7 +126,9 @@ def read_config(path: str, resuming: bool = False) -> dict[str, Any] | None:
       Space.from_dict(upgrade(config)["space"])
       Scoring.from_dict(config.get("scoring"))
       rounds = config["settings"]["rounds"]
-      if not isinstance(rounds, int) or isinstance(rounds, bool):
+      budgeted = config["settings"].get("budget") is not None  # Then rounds may be null.
+      if not (isinstance(rounds, int) and not isinstance(rounds, bool)
+              or rounds is None and budgeted):
         problem = f"settings.rounds is {rounds!r}, expected a whole number"
       epochs = config["settings"]["epochs"]
       if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:

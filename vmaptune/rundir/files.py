@@ -41,7 +41,7 @@ TEMPORARY = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
 FORMAT = 2  # Version of config.json's layout: 2 names the sampler (1: keep and margin).
 # Config entries that may change between a run and its resumption (the
 # confirmation follows the last round; a changed one runs again).
-MAY_CHANGE = ("settings.rounds", "settings.confirm")
+MAY_CHANGE = ("settings.rounds", "settings.confirm", "settings.budget")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, stem: str | None = None,

@@ -89,8 +89,12 @@ class Run:
 
   @property
   def complete(self) -> bool:
-    """Every round ran (the final fit may still be missing)."""
-    return self.rounds_completed == self.settings["rounds"]
+    """Every round ran (the final fit may still be missing): as many as
+    ``rounds`` says, or with a wall-time budget as many as its plan held."""
+    if self.rounds_completed == self.settings["rounds"]:
+      return True
+    budget = self.summary_record.budget if self.summary_record else None
+    return budget is not None and budget.planned <= budget.rounds
 
   @functools.cached_property
   def summary_record(self) -> Summary | None:

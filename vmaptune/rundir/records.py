@@ -44,7 +44,7 @@ TrialRecord = Trial  # A line of trials.jsonl (see the module).
 SEARCH, FINAL_FIT = "search", "final_fit"  # Whose parameters best_params.msgpack holds.
 _NONE = (type(None),)
 
-__all__ = ["BucketEntry", "CandidateRecord", "ConfirmationRecord", "FinalFitRecord",
+__all__ = ["BucketEntry", "BudgetRecord", "CandidateRecord", "ConfirmationRecord", "FinalFitRecord",
            "ParamsPointer", "RecordError", "RoundEntry", "Summary", "TrialRecord"]
 
 
@@ -213,6 +213,39 @@ class ParamsPointer:
 
 
 @dataclasses.dataclass(frozen=True)
+class BudgetRecord:
+  """The summary's ``budget``: a run with a wall-time budget, its plan and its spending.
+
+  Attributes:
+    seconds: the budget (the whole call: rounds, confirmation, final fit).
+    spent_s: seconds spent when the summary was written (a resumed run's earlier
+      time included).
+    rounds: rounds completed; planned: rounds the plan held then (completed included).
+    round_s, fixed_s: what the plan was made from: a compiled round's training
+      and evaluation, and compiling and tracing (``None`` before a round completed).
+    reserve_s: seconds kept for the confirmation and the final fit.
+  """
+
+  seconds: float
+  spent_s: float
+  rounds: int
+  planned: int
+  round_s: float | None = None
+  fixed_s: float | None = None
+  reserve_s: float | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, value: Any, scoring: Scoring | None = None) -> BudgetRecord:
+    optional = lambda key: take(value, key, _optional(FLOAT), None)
+    return cls(take(value, "seconds", FLOAT), take(value, "spent_s", FLOAT),
+               take(value, "rounds", INT), take(value, "planned", INT),
+               optional("round_s"), optional("fixed_s"), optional("reserve_s"))
+
+
+@dataclasses.dataclass(frozen=True)
 class CandidateRecord:
   """A configuration the confirmation retrained.
 
@@ -369,6 +402,7 @@ class Summary:
     lane_epochs: epochs trained over every lane (the confirmation's included).
     best_params: whose parameters ``best_params.msgpack`` holds (``None``: nobody's yet).
     error: why the run stopped, when a round failed (written only then).
+    budget: the wall-time budget's plan and spending (written only with a budget).
   """
 
   rounds: tuple[RoundEntry, ...]
@@ -384,6 +418,7 @@ class Summary:
   lane_epochs: int | None = None
   best_params: ParamsPointer | None = None
   error: str | None = None
+  budget: BudgetRecord | None = None
 
   def to_json(self) -> dict[str, Any]:
     as_json = lambda record: None if record is None else record.to_json()
@@ -395,6 +430,8 @@ class Summary:
         "compile_s": self.compile_s, "trace_s": self.trace_s,
         "programs_compiled": self.programs_compiled, "lane_epochs": self.lane_epochs,
         "best_params": as_json(self.best_params)}
+    if self.budget is not None:
+      summary["budget"] = self.budget.to_json()
     if self.error is not None:
       summary["error"] = self.error
     return summary
@@ -411,11 +448,19 @@ class Summary:
                trace_s=take(value, "trace_s", FLOAT, None),
                programs_compiled=take(value, "programs_compiled", _optional(INT), None),
                lane_epochs=take(value, "lane_epochs", _optional(INT), None),
-               error=take(value, "error", _optional(STR), None))
+               error=take(value, "error", _optional(STR), None),
+               budget=budget_record(value))
 
 
 PARTS = {"chosen": Trial, "final_fit": FinalFitRecord, "confirmation": ConfirmationRecord,
          "best_params": ParamsPointer}
+
+
+def budget_record(value: Any) -> BudgetRecord | None:
+  """A summary's ``budget`` entry, read into its record (``None`` where absent)."""
+  entry = take(value, "budget", _optional(DICT), None)
+  with within("budget"):
+    return None if entry is None else BudgetRecord.from_json(entry)
 
 
 def parts(value: Any, scoring: Scoring) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmaptune.lanes.keys import REPLICA, round_keys
+from vmaptune.lanes.population import Population
 from vmaptune.rundir.records import CandidateRecord, ConfirmationRecord
 from vmaptune.search.engine import Engine
 from vmaptune.strategies.base import lane_scores
@@ -170,7 +171,15 @@ def top_candidates(rounds: Sequence[RoundResult], count: int) -> list[Trial]:
 def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: int,
             schedule: Callable[[Trial], list]) -> Confirmation | None:
   """Retrains the top ``count`` configurations of ``rounds`` with ``seeds``
-  fresh seeds each (``None`` if no trial trained the full budget).
+  fresh seeds each, in the programs a round compiled (``None`` if fewer than two
+  trials trained the full budget: nothing to choose between).
+
+  Every call trains one round's lanes (:meth:`Engine.round_lanes`; padding fills
+  them), so the stage compiles nothing. Without ``seeds`` in the search, each
+  fresh seed is a call of its own whose lanes share that seed's keys, as a
+  round's lanes share the round's; with ``seeds``, a call holds every seed of
+  its candidates. Either way every candidate sees the same seeds (common random
+  numbers: differences between candidates are measured, not drawn).
 
   Args:
     engine: the run's :class:`vmaptune.search.engine.Engine`.
@@ -180,48 +189,83 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
   """
   start = time.perf_counter()
   candidates = top_candidates(rounds, count)
-  if not candidates:
+  if len(candidates) < 2:
     return None
-  scoring = engine.objective.scoring
-  seed_metrics = {name: np.full((len(candidates), seeds), np.nan) for name in scoring.names}
   groups: dict[tuple, list[int]] = {}
   for i, trial in enumerate(candidates):
     groups.setdefault(tuple(engine.buckets.find(trial.hparams).values.items()), []).append(i)
-  init_key, data_key = round_keys(engine.settings.seed, CONFIRMATION_ROUND)
+  scoring = engine.objective.scoring
+  seed_metrics = {name: np.full((len(candidates), seeds), np.nan) for name in scoring.names}
+  per_lane_seeds = engine.settings.seeds > 1  # The rounds' programs take a seed per lane.
   for members in groups.values():
     pop = engine.population(engine.buckets.find(candidates[members[0]].hparams))
-    schedules = [schedule(candidates[i]) for i in members]
-    cuts = sorted({first for s in schedules for first, _, _ in s} | {pop.epochs})
-
-    def at(epoch: int, schedules: list = schedules) -> dict[str, np.ndarray]:
-      """Every lane's hyperparameters at ``epoch``: lane ``s * k + i`` is member ``i``,
-      seed ``s``."""
-      current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
-      hparams = {name: np.tile(np.array([h[name] for h in current], np.float32), seeds)
-                 for name in current[0]}
-      hparams[REPLICA] = np.repeat(np.arange(seeds), len(schedules)).astype(np.float32)
-      return hparams
-
-    lanes = pop.init(at(0), init_key)
-    for first, end in zip(cuts, cuts[1:], strict=False):
-      if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
-        lanes = pop.select(lanes, np.arange(lanes.count), at(first))
-      lanes, _ = pop.advance(lanes, data_key, first, end - first)
-    scores = lane_scores(pop, lanes).reshaped(seeds, len(members))
-    for name, values in scores.metrics.items():
-      seed_metrics[name][members] = values.T
+    lanes = engine.round_lanes(pop, len(members) * (seeds if per_lane_seeds else 1))
+    if per_lane_seeds:
+      replicas, calls = range(seeds), [(None, round_keys(engine.settings.seed,
+                                                           CONFIRMATION_ROUND))]
+      per_call = max(lanes // seeds, 1)
+    else:  # A call per seed, from round keys no round uses.
+      replicas, per_call = None, lanes
+      calls = [(s, round_keys(engine.settings.seed, CONFIRMATION_ROUND - s))
+               for s in range(seeds)]
+    for seed, keys in calls:
+      for first in range(0, len(members), per_call):
+        part = members[first:first + per_call]
+        metrics = _retrain(pop, [schedule(candidates[i]) for i in part], lanes, keys, replicas)
+        for name, values in metrics.items():
+          if seed is None:
+            seed_metrics[name][part] = values.T
+          else:
+            seed_metrics[name][part, seed] = values[0]
   return Confirmation(tuple(candidates), seed_metrics, engine.settings.epochs,
                       time.perf_counter() - start, scoring=scoring)
 
 
+def _retrain(pop: Population, schedules: list[list], lanes: int, keys: tuple,
+             replicas: range | None) -> dict[str, np.ndarray]:
+  """Trains each of ``schedules`` once per replica (once, sharing ``keys``, when
+  ``replicas`` is ``None``) in a population of ``lanes`` (the rest pad it).
+
+  Returns:
+    Each metric, ``float64 [replicas, len(schedules)]`` (``[1, ...]`` without replicas).
+  """
+  cuts = sorted({first for s in schedules for first, _, _ in s} | {pop.epochs})
+  copies = 1 if replicas is None else len(replicas)
+  real = len(schedules) * copies
+  # Lane r * k + i is schedule i, replica r; padding lanes repeat the first lane.
+  order = np.r_[np.tile(np.arange(len(schedules)), copies), np.zeros(lanes - real, int)]
+
+  def at(epoch: int) -> dict[str, np.ndarray]:
+    """Every lane's hyperparameters at ``epoch``."""
+    current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
+    hparams = {name: np.array([h[name] for h in current], np.float32)[order]
+               for name in current[0]}
+    if replicas is not None:
+      replica = np.r_[np.repeat(np.arange(copies), len(schedules)), np.zeros(lanes - real, int)]
+      hparams[REPLICA] = replica.astype(np.float32)
+    return hparams
+
+  init_key, data_key = keys
+  trained = pop.init(at(0), init_key)
+  for first, end in zip(cuts, cuts[1:], strict=False):
+    if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
+      trained = pop.select(trained, np.arange(trained.count), at(first))
+    trained, _ = pop.advance(trained, data_key, first, end - first)
+  metrics = lane_scores(pop, trained).metrics
+  return {name: values[:real].reshape(copies, len(schedules))
+          for name, values in metrics.items()}
+
+
 def restore(saved: Mapping[str, Any] | None, rounds: Sequence[RoundResult], count: int,
-            seeds: int, epochs: int, scoring: Scoring) -> Confirmation | None:
+            seeds: int, epochs: int, scoring: Scoring,
+            fewer_seeds: bool = False) -> Confirmation | None:
   """The confirmation a run directory's summary holds, if it confirmed the
-  same candidates with as many seeds; else ``None`` (it runs again)."""
+  same candidates with as many seeds (or, with ``fewer_seeds``, as many as a
+  wall-time budget left it); else ``None`` (it runs again)."""
   if not saved:
     return None
   record = ConfirmationRecord.from_json(saved, scoring)
-  if record.seeds != seeds:
+  if record.seeds > seeds if fewer_seeds else record.seeds != seeds:
     return None
   candidates = top_candidates(rounds, count)
   if [(c.round, c.trial) for c in record.candidates] != [(t.round, t.trial) for t in candidates]:

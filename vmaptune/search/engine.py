@@ -148,6 +148,30 @@ class Engine:
           memory_budget_bytes=settings.memory_budget_bytes, lane_sizes=self._lane_sizes)
     return self._populations[key]
 
+  def round_lanes(self, pop: Population, lanes: int) -> int:
+    """Lanes to train ``lanes`` of work in, in programs a round of ``pop`` has
+    compiled: one bucket's round layout (``population * seeds`` lanes, padded;
+    more work goes in several calls), or with structural buckets ``lanes``
+    rounded up to a bucket's size."""
+    if self._lane_sizes is not None:
+      return pop.padded_size(lanes)
+    return pop.padded_size(self.settings.population * self.settings.seeds)
+
+  def round_chunks(self) -> int:
+    """Lane chunks a round (of the first bucket) trains one after another on a device."""
+    pop = self.population(next(iter(self.buckets)))
+    return pop.layout(self.settings.population * self.settings.seeds).chunks
+
+  def confirm_calls(self) -> int:
+    """Rounds' worth of lanes the confirmation stage trains (0: turned off)."""
+    size = self.settings.confirm_size()
+    if size is None:
+      return 0
+    count, seeds = size
+    if self.settings.seeds > 1:  # Every seed of a candidate in one call.
+      return math.ceil(count * seeds / (self.settings.population * self.settings.seeds))
+    return seeds * math.ceil(count / self.settings.population)  # A call per seed.
+
   def populations(self) -> list[Population]:
     """The populations built so far."""
     return list(self._populations.values())

@@ -37,10 +37,13 @@ class Observer(Listener):
   def restored(self, rounds: Sequence[RoundResult]) -> None:
     """The rounds a resumed run restored from its records, checked."""
 
-  def run_start(self, *, rounds: int, population: int, epochs: int, seeds: int,
+  def run_start(self, *, rounds: int | None, population: int, epochs: int, seeds: int,
                 strategy: str, sampler: str, space: Space,
-                restored: Sequence[RoundResult]) -> None:
-    """Before the first round; ``restored`` are the rounds a resumed run restored."""
+                restored: Sequence[RoundResult], time_budget_s: float | None = None,
+                spent_s: float = 0.0) -> None:
+    """Before the first round; ``restored`` are the rounds a resumed run restored;
+    ``rounds`` is ``None`` when a wall-time budget of ``time_budget_s`` plans
+    them, of which a resumed run already spent ``spent_s``."""
 
   def round_start(self, index: int, space: Space, buckets: int) -> None:
     """Before a round's training (again if the round is rerun after running out of memory)."""

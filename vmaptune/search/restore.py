@@ -123,10 +123,12 @@ def restore_confirmation(engine: Engine, restored: Restored, rounds: list[RoundR
                          size: tuple[int, int] | None) -> Confirmation | None:
   """The saved confirmation of a finished run, or ``None`` (turned off, the run
   unfinished, or odd values in the summary: it runs again)."""
-  if size is None or len(rounds) != engine.settings.rounds:
+  planned = engine.settings.budget is None  # A budget's run ends when the budget says.
+  if size is None or (planned and len(rounds) != engine.settings.rounds):
     return None
   try:
     return confirmation_stage.restore(restored.summary.get("confirmation"), rounds, *size,
-                                      engine.settings.epochs, engine.objective.scoring)
+                                      engine.settings.epochs, engine.objective.scoring,
+                                      fewer_seeds=not planned)
   except (KeyError, TypeError, ValueError):
     return None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE
-from vmaptune.rundir.records import BucketEntry, ParamsPointer, RoundEntry, Summary
+from vmaptune.rundir.records import BucketEntry, BudgetRecord, ParamsPointer, RoundEntry, Summary
 from vmaptune.search.final_fit import FinalFit
 from vmaptune.space.distributions import describe_values, json_value
 from vmaptune.space.space import Space
@@ -27,6 +27,16 @@ if TYPE_CHECKING:  # Only for types: the search builds results, and confirms wit
   from vmaptune.search.confirmation import Confirmation
   from vmaptune.search.rounds import Search
 
+
+
+def round_label(index: int, rounds: int | None) -> str:
+  """``"round 3/4"`` for round index 2 of 4; ``"round 3"`` when the number of
+  rounds is not fixed (a budget plans it).
+
+  >>> round_label(2, 4), round_label(2, None)
+  ('round 3/4', 'round 3')
+  """
+  return f"round {index + 1}" + ("" if rounds is None else f"/{rounds}")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RoundResult(TrialTable):
@@ -153,7 +163,7 @@ class RoundResult(TrialTable):
     return [self.trial_at(index, self.space, kept=index in kept)
             for index in range(self.num_trials)]
 
-  def describe(self, rounds: int) -> str:
+  def describe(self, rounds: int | None) -> str:
     """A few lines: the ranges sampled, throughput, and scores of this round."""
     compile_note = (f", {self.compile_s:.1f}s compiling + {self.trace_s:.1f}s tracing"
                     if self.compiles else "")
@@ -166,7 +176,7 @@ class RoundResult(TrialTable):
                        for status in (FINISHED, "halved", "exploited")
                        if (self.status == status).any())
     lines = [
-        f"round {self.index + 1}/{rounds}: {self.configurations} configurations, "
+        f"{round_label(self.index, rounds)}: {self.configurations} configurations, "
         f"{self.lane_epochs} lane-epochs in {self.wall_s:.1f}s ({self.trials_per_s:.1f} "
         f"trials/s{compile_note})",
         "  sampled ranges:", self.space.describe(),
@@ -232,12 +242,16 @@ class TuneResult:
     confirmation: the :class:`vmaptune.search.confirmation.Confirmation` that chose
       the configuration, or ``None`` (turned off, or before it ran).
     final: the :class:`FinalFit`, once :meth:`final_fit` ran (or a resumed run restored it).
+    budget: with a wall-time budget, its plan and what was spent
+      (:class:`vmaptune.rundir.records.BudgetRecord`); else ``None``.
   """
 
   def __init__(self, rounds: list[RoundResult], space: Space, settings: dict[str, Any],
                wall_s: float, out_dir: str | None, *, final: FinalFit | None = None,
-               confirmation: Confirmation | None = None, search: Search | None = None):
+               confirmation: Confirmation | None = None, search: Search | None = None,
+               budget: BudgetRecord | None = None):
     self.rounds = rounds
+    self.budget = budget
     self.confirmation = confirmation
     self.space = space
     self.settings = settings
@@ -316,7 +330,7 @@ class TuneResult:
         # one set per population size a strategy used, reused by later rounds.
         programs_compiled=sum(r.compiles for r in self.rounds),
         lane_epochs=self.lane_epochs,  # The rounds' and the confirmation's.
-        best_params=best_params, error=error)
+        best_params=best_params, error=error, budget=self.budget)
 
   @property
   def lane_epochs(self) -> int:
@@ -350,7 +364,16 @@ class TuneResult:
                  else f" (the confirmation's {self.confirmation.wall_s:.1f}s included)")
     lines.append(f"  search wall time {self.wall_s:.1f}s{confirmed}, of which the rounds' "
                  f"compiling {self.compile_s:.1f}s and tracing {self.trace_s:.1f}s")
+    if self.budget is not None:
+      lines.append(describe_budget(self.budget))
     if self.out_dir is not None:
       lines.append(f"records: {os.path.join(self.out_dir, TRIALS_FILE)}, "
                    f"{os.path.join(self.out_dir, SUMMARY_FILE)}")
     return "\n".join(lines)
+
+
+def describe_budget(record: BudgetRecord) -> str:
+  """One line: a wall-time budget, what was spent and the rounds it held."""
+  return (f"  budget {record.seconds:g}s: {record.spent_s:.1f}s spent "
+          f"({100 * record.spent_s / record.seconds:.0f}%), {record.rounds} round"
+          f"{'s' if record.rounds != 1 else ''} of the {record.planned} planned")

@@ -23,21 +23,22 @@ import numpy as np
 
 from vmaptune.errors import AllDivergedError, OutOfMemoryError, RunDirectoryWriteError
 from vmaptune.lanes.chunks import is_out_of_memory
-from vmaptune.lanes.compilation import CompileCounter
+from vmaptune.lanes.compilation import CompileCounter, cache_for_run
 from vmaptune.lanes.devices import lane_to_host
-from vmaptune.lanes.events import Pieces
+from vmaptune.lanes.events import Listener, Pieces
 from vmaptune.lanes.keys import round_keys
 from vmaptune.rundir import Restored, RunDirectory
-from vmaptune.rundir.records import ParamsPointer
+from vmaptune.rundir.records import BudgetRecord, ParamsPointer
 from vmaptune.rundir.writer import kept_params
 from vmaptune.samplers.base import RoundPlan
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search import restore
+from vmaptune.search.budget import Budget, Costs, FirstPieceCheck
 from vmaptune.search.confirmation import Confirmation
 from vmaptune.search.engine import Engine
 from vmaptune.search.final_fit import FinalFit
 from vmaptune.search.observer import Observer, Observers
-from vmaptune.search.results import RoundResult, TuneResult, best_trial
+from vmaptune.search.results import RoundResult, TuneResult, best_trial, round_label
 from vmaptune.space.distributions import LogUniform
 from vmaptune.strategies import RoundContext
 from vmaptune.trials.ranking import best_row
@@ -56,12 +57,16 @@ class Search:
     pieces: how training is cut into reported pieces (with observers).
     resume_from_intact: restored rounds that do not replay cut the run back to
       the ones before them (see :func:`vmaptune.search.restore.restore_rounds`).
+    cache: the persistent compilation cache the search and its final fit
+      compile through (see :func:`vmaptune.lanes.compilation.cache_for_run`).
   """
 
   def __init__(self, engine: Engine, *, run_dir: RunDirectory | None = None,
                restored: Restored | None = None, observer: Observer | None = None,
-               pieces: Pieces | None = None, resume_from_intact: bool = False):
+               pieces: Pieces | None = None, resume_from_intact: bool = False,
+               cache: bool | str = False):
     self.engine, self.run_dir, self.restored = engine, run_dir, restored
+    self.cache = cache
     self.observer = observer if observer is not None else Observers()
     self.pieces = pieces
     self.resume_from_intact = resume_from_intact
@@ -72,6 +77,10 @@ class Search:
     self.saved: ParamsPointer | None = None  # Whose parameters best_params.msgpack holds.
     # The round's row that beats every earlier round's, and its parameters when saved.
     self._improved: tuple[int | None, object] = (None, None)
+    seconds = engine.settings.budget_seconds()
+    self.budget = None if seconds is None else Budget(seconds, engine.confirm_calls())
+    # Seconds each round took in the loop (planning and recording included), by index.
+    self.loop_s: dict[int, float] = {}
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
                    "processes": jax.process_count()}
@@ -88,21 +97,31 @@ class Search:
     """
     settings = self.engine.settings
     try:
+      stack = contextlib.ExitStack()
+      stack.enter_context(cache_for_run(self.cache))
       self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
       self.resume()
       described = self.record
       self.observer.run_start(rounds=settings.rounds, population=settings.population,
                               epochs=settings.epochs, seeds=settings.seeds,
                               strategy=described["strategy"], sampler=described["sampler"],
-                              space=self.engine.space, restored=list(self.rounds))
-      for index in range(len(self.rounds), settings.rounds):
+                              space=self.engine.space, restored=list(self.rounds),
+                              time_budget_s=None if self.budget is None else self.budget.seconds,
+                              spent_s=self.elapsed())
+      for index in range(len(self.rounds), settings.round_limit):
+        if not self.budget_allows_a_round():
+          break
+        self.confirmation = self.final = None  # A finished run extended: they run again.
+        began = time.perf_counter()
         self.commit(self.round(index))
+        self.loop_s[index] = time.perf_counter() - began
       self.confirm()
       return self.finish()
     except BaseException as e:
       self.observer.stopped(e)
       raise
     finally:
+      stack.close()
       if self.run_dir is not None:
         self.run_dir.release()
 
@@ -112,12 +131,48 @@ class Search:
     return TuneResult(rounds, self.engine.space, self.record,
                       time.perf_counter() - self.started,
                       None if self.run_dir is None else self.run_dir.path,
-                      final=self.final, confirmation=self.confirmation, search=self)
+                      final=self.final, confirmation=self.confirmation, search=self,
+                      budget=None if self.budget is None else self.budget_record())
 
   def summary(self, result: TuneResult, error: str | None = None) -> dict:
     """``summary.json``'s content for ``result``: its summary, the parameters'
-    pointer and, when a round failed, why."""
+    pointer, the budget's plan and, when a round failed, why."""
     return result.summary_record(self.saved, error).to_json()
+
+  def elapsed(self) -> float:
+    """Seconds the run has taken (a resumed run's earlier ones included)."""
+    return time.perf_counter() - self.started
+
+  def budget_allows_a_round(self) -> bool:
+    """Whether one more round, the confirmation and the final fit fit in what is
+    left of the budget (always, without one or before a round measured costs)."""
+    if self.budget is None or not self.rounds:
+      return True
+    return self.budget.rounds_left(self.costs(), self.elapsed()) > 0
+
+  def budget_record(self) -> BudgetRecord:
+    """The summary's ``budget`` entry now: what was spent, and the plan."""
+    costs = self.costs() if self.rounds else None
+    left = 0 if costs is None else self.budget.rounds_left(costs, self.elapsed())
+    return self.budget.record(costs, self.elapsed(), len(self.rounds), len(self.rounds) + left)
+
+  def costs(self) -> Costs:
+    """What the completed rounds measured (there must be one)."""
+    seconds = [self.loop_s.get(r.index, r.wall_s) for r in self.rounds]
+    return Costs.measured(self.rounds, seconds, chunks=self.engine.round_chunks())
+
+  def _listening(self, compiled: CompileCounter) -> tuple[Listener | None, Pieces | None]:
+    """Who hears of a round's training pieces, and how training is cut: for a
+    progress display; with a budget, the first round also after its first
+    epoch, which checks that the budget holds the round (the rest is one piece)."""
+    listener = None if self.pieces is None else self.observer
+    if self.budget is None or self.rounds:
+      return listener, self.pieces
+    settings = self.engine.settings
+    check = FirstPieceCheck(self.budget, self.started, compiled, settings.epochs,
+                            settings.population,
+                            chunks=self.engine.round_chunks(), forward=listener)
+    return check, self.pieces or Pieces("auto", interval_s=1e9)
 
   def resume(self) -> None:
     """A resumed run's completed rounds, confirmation and final fit, as they ran."""
@@ -138,7 +193,8 @@ class Search:
     size = self.engine.settings.confirm_size()
     if not cut:
       self.confirmation = restore.restore_confirmation(self.engine, restored, self.rounds, size)
-      if size is None or self.confirmation is not None:
+      # With a budget, a confirmation may have been skipped (no time left for it).
+      if size is None or self.confirmation is not None or self.budget is not None:
         best = self.chosen()
         self.final = restore.restore_final_fit(self.engine, restored, self.rounds, best)
     self.started -= (sum(r.wall_s for r in self.rounds) if cut
@@ -176,7 +232,7 @@ class Search:
     pops = [self.engine.population(self.engine.buckets.find(values))
             for values, _ in plan.buckets]
     if not [pop.shrink_chunks() for pop in pops].count(True):
-      e = OutOfMemoryError(f"round {index + 1}/{self.engine.settings.rounds} ran out of device "
+      e = OutOfMemoryError(f"{round_label(index, self.engine.settings.rounds)} ran out of device "
                            f"memory with one lane per chunk: {error}")
       e.partial = self.result()
       if self.run_dir is not None:
@@ -197,7 +253,9 @@ class Search:
     init_key, data_key = round_keys(settings.seed, index)
     self.observer.round_start(index, plan.space, len(plan.buckets))
     parts, lanes = [], []
-    with CompileCounter() as compiled:
+    compiled = CompileCounter()
+    listener, pieces = self._listening(compiled)
+    with compiled:
       # Buckets share the round's keys: a configuration's result does not depend
       # on which other buckets the round has.
       for position, (values, count) in enumerate(plan.buckets):
@@ -209,10 +267,7 @@ class Search:
         ctx = RoundContext(pop=engine.population(bucket), space=traced, index=index,
                            configurations=count, init_key=init_key, data_key=data_key,
                            rng=np.random.default_rng([settings.seed, index, 1 << 20] + numbered),
-                           ask=ask, seeds=settings.seeds,
-                           # Training is cut into reported pieces only for a progress display.
-                           listener=None if self.pieces is None else self.observer,
-                           pieces=self.pieces)
+                           ask=ask, seeds=settings.seeds, listener=listener, pieces=pieces)
         trained = strategy.run(ctx)
         parts.append((bucket.values, trained.table))
         lanes += trained.lanes
@@ -282,6 +337,14 @@ class Search:
     size = self.engine.settings.confirm_size()
     if size is None or self.confirmation is not None or not self.rounds:
       return
+    if self.budget is not None:  # As many seeds as the budget has calls left for.
+      count, seeds = size
+      per_seed = max(self.engine.confirm_calls() // seeds, 1)
+      seeds = min(seeds, self.budget.confirm_calls_left(self.costs(), self.elapsed()) // per_seed)
+      if seeds < 1:
+        return
+      size = (count, seeds)
+    self.final = None  # Whatever a resumed run restored fitted the choice before this one.
     self.confirmation = confirmation_stage.confirm(
         self.engine, self.rounds, *size,
         lambda trial: self.rounds[trial.round].schedule(trial.trial))
@@ -301,8 +364,10 @@ class Search:
     once; saves the fit's parameters and summary, then tells the observers."""
     guard = contextlib.nullcontext if self.run_dir is None else self.run_dir.final_fit_guard
     best = result.best
-    with guard():
+    with guard(), cache_for_run(self.cache):
       result.final = self.final = self.engine.refit(best, result.schedule(best))
+      if self.budget is not None:  # The final fit spends the budget too.
+        result.budget = self.budget_record()
       if self.run_dir is not None:
         self.saved = ParamsPointer.of("final_fit", best)
         sha256 = self.run_dir.write_final(result.final.params, self.summary(result))
@@ -316,7 +381,7 @@ def divergence_message(result: RoundResult, engine: Engine,
                        done: list[RoundResult]) -> str:
   """Why a round in which every lane diverged stopped the run, and what to try."""
   ranges = ", ".join(f"{k} {d.describe()}" for k, d in result.space.items())
-  message = (f"no trial trained round {result.index + 1}/{engine.settings.rounds}'s full "
+  message = (f"no trial trained {round_label(result.index, engine.settings.rounds)}'s full "
              f"budget without diverging ({result.num_diverged} of {result.num_trials} trials' "
              f"training or validation loss became NaN/inf); the ranges sampled were: {ranges}.")
   lr = engine.space.get("learning_rate")

@@ -16,11 +16,14 @@ from vmaptune import objectives, samplers, strategies
 from vmaptune.errors import SettingsError
 from vmaptune.lanes.compilation import MATMUL_PRECISIONS
 from vmaptune.models import optimizers
+from vmaptune.search.budget import parse_budget
 from vmaptune.space.space import Space
 from vmaptune.validation import one_of, optional_whole_number, whole_number
 
 # "KxS": whole numbers (ASCII digits; more than 18 is no population's size) either side of x.
 _CONFIRM = re.compile(r"\s*(\d{1,18})\s*x\s*(\d{1,18})\s*", re.ASCII | re.IGNORECASE)
+DEFAULT_ROUNDS = 4
+ROUND_CAP = 100_000  # "As many rounds as fit" still has an end.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +32,11 @@ class Settings:
 
   Attributes:
     population: configurations per round, P (lanes, before seeds and padding).
-    rounds: rounds of ask -> train -> evaluate -> tell.
+    rounds: rounds of ask -> train -> evaluate -> tell (default 4; with a
+      ``budget``, as many as fit, at most ``rounds`` when given).
+    budget: the wall time of the whole call, confirmation and final fit
+      included: seconds, or text such as ``"90s"``, ``"10m"``, ``"2h"``
+      (see :mod:`vmaptune.search.budget`); ``None``: no budget.
     epochs: the epoch budget: epochs a configuration trains in full.
     batch_size: training examples per step, shared by all lanes.
     seed: seeds sampling, initialisation and data order.
@@ -59,8 +66,9 @@ class Settings:
     confirm: the confirmation stage after the last round (see
       :mod:`vmaptune.search.confirmation`): ``"KxS"`` retrains the search's top ``K``
       configurations with ``S`` fresh seeds each and chooses by the mean;
-      ``"auto"`` (the default) takes a quarter of ``population`` in lanes,
-      4 seeds each (:meth:`confirm_size`); ``"off"`` keeps the search's best.
+      ``"auto"`` (the default) retrains the top ``population`` configurations
+      (a round's lanes) with 2 seeds each (:meth:`confirm_size`); ``"off"``
+      keeps the search's best.
     max_lanes_per_chunk: at most this many lanes trained together per device
       (default: automatic: cache-sized chunks on CPU, and on GPUs/TPUs as few
       chunks as fit the device's free memory).
@@ -69,7 +77,8 @@ class Settings:
   """
 
   population: int = 256
-  rounds: int = 4
+  rounds: int | None = None
+  budget: Any = None
   epochs: int = 5
   batch_size: int = 64
   seed: int = 0
@@ -85,6 +94,24 @@ class Settings:
   max_lanes_per_chunk: int | None = None
   memory_budget_bytes: int | None = None
 
+  def __post_init__(self):
+    if self.rounds is None and self.budget is None:
+      object.__setattr__(self, "rounds", DEFAULT_ROUNDS)
+
+  @property
+  def round_limit(self) -> int:
+    """The most rounds the run may train: ``rounds``, or with a budget and no
+    ``rounds`` as many as fit (``ROUND_CAP``)."""
+    return ROUND_CAP if self.rounds is None else self.rounds
+
+  def budget_seconds(self) -> float | None:
+    """The budget in seconds (``None``: none).
+
+    Raises:
+      SettingsError: ``budget`` is not a wall time.
+    """
+    return parse_budget(self.budget)
+
   @classmethod
   def from_kwargs(cls, values: Mapping[str, Any], excluded: tuple[str, ...] = (),
                   **fixed: Any) -> Settings:
@@ -99,13 +126,16 @@ class Settings:
   def confirm_size(self) -> tuple[int, int] | None:
     """``(configurations, seeds)`` the confirmation stage trains, or ``None`` (off).
 
-    ``"auto"``: a quarter of the population in lanes (at least 2), 4 seeds
-    per configuration where that leaves at least one. The confirmation trains
-    its ``K x S`` lanes as one population, so they may be no more than a round's
-    (``population x seeds``); ``"auto"`` keeps to that too.
+    ``"auto"``: as many configurations as a round has (they fill a round's
+    lanes), 2 fresh seeds each. Without ``seeds``, each fresh seed trains in
+    calls of a round's lanes, so ``K`` may be at most a round's lanes
+    (``population x seeds``), and so may ``S``; with ``seeds``, one call holds
+    every seed of its candidates, so ``K x S`` may be at most a round's lanes.
 
-    >>> [Settings(population=p).confirm_size() for p in (256, 64, 8, 1)]
-    [(16, 4), (4, 4), (1, 2), (1, 1)]
+    >>> [Settings(population=p).confirm_size() for p in (256, 64, 8)]
+    [(256, 2), (64, 2), (8, 2)]
+    >>> Settings(population=8, seeds=2).confirm_size()
+    (8, 2)
     >>> Settings(confirm="8x3").confirm_size(), Settings(confirm="off").confirm_size()
     ((8, 3), None)
 
@@ -117,20 +147,21 @@ class Settings:
       return None
     most = self.population * self.seeds  # The lanes of a round.
     if value == "auto":
-      lanes = min(max(2, self.population // 4), most)
-      seeds = min(4, lanes)
-      return lanes // seeds, seeds
+      return (self.population, 2) if self.seeds == 1 else (most // 2, 2)
     found = _CONFIRM.fullmatch(value) if isinstance(value, str) else None
     if found is None or min(int(found[1]), int(found[2])) < 1:
       raise SettingsError(f"confirm={value!r}; expected 'auto', 'off', or 'KxS' with whole "
                           "numbers K, S >= 1 (retrain the top K configurations with S seeds "
                           "each), e.g. '16x4'")
     count, seeds = int(found[1]), int(found[2])
-    if count * seeds > most:
+    lanes = count * seeds if self.seeds > 1 else max(count, seeds)
+    if lanes > most:
+      asked = (f"retrains {count} x {seeds} = {lanes:,} lanes in one call" if self.seeds > 1
+               else f"asks for {lanes:,} {'configurations' if count >= seeds else 'seeds'}")
       raise SettingsError(
-          f"confirm={value!r} retrains {count} x {seeds} = {count * seeds:,} lanes; expected "
-          f"at most {most:,}, the lanes of a round (population={self.population} x "
-          f"seeds={self.seeds}): the confirmation trains them as one population")
+          f"confirm={value!r} {asked}; expected at most {most:,}, the lanes of a round "
+          f"(population={self.population} x seeds={self.seeds}): the confirmation trains in "
+          "a round's programs")
     return count, seeds
 
   def parsed_objective(self) -> objectives.Objective:
@@ -160,7 +191,9 @@ class Settings:
         which the strategy must be able to run with.
     """
     whole_number("population", self.population, 1)
-    whole_number("rounds", self.rounds, 1)
+    self.budget_seconds()
+    if self.rounds is not None or self.budget is None:
+      whole_number("rounds", self.rounds, 1)
     whole_number("epochs", self.epochs, 1)
     if "batch_size" not in space.structural_names:
       whole_number("batch_size", self.batch_size, 1, num_train,
@@ -193,6 +226,8 @@ class Settings:
   def to_dict(self) -> dict[str, Any]:
     """JSON-ready: the optimizer, sampler and strategy described by name."""
     values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    if self.budget is None:  # Records of runs without a budget hold no such key.
+      del values["budget"]
     values["optimizer"] = optimizers.describe(self.optimizer)
     values["objective"] = self.parsed_objective().describe()
     values["sampler"] = self.parsed_sampler().describe()

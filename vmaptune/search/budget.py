@@ -1,0 +1,180 @@
+"""A wall-time budget: as many rounds as fit, planned from what the rounds measured.
+
+``tune(..., budget="5m")`` runs rounds while one more, the confirmation and
+the final fit still fit in what is left; then the confirmation trains as many
+of its seeds as fit (none: it is skipped), and the final fit. The plan is remade after every round
+from that round's measured costs: compiling and tracing (paid once per
+program, mostly in the first round) and training plus evaluation (the same
+compiled program every round). The first round is cut into pieces of an
+epoch; after the first piece, a budget that cannot hold the round is refused
+with what would fit (:class:`vmaptune.errors.BudgetError`).
+
+>>> parse_budget("90s"), parse_budget("10m"), parse_budget("1.5h"), parse_budget(20)
+(90.0, 600.0, 5400.0, 20.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vmaptune.errors import BudgetError, SettingsError
+from vmaptune.rundir.records import BudgetRecord
+
+UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_FORM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", re.IGNORECASE)
+# The band a run's wall time keeps to: a plan may overrun by at most this share.
+OVERRUN = 0.05
+# Compiling the final fit's one-lane programs, as a share of what the rounds'
+# programs took to compile and trace: 0.49 to 0.74 on the project's 2-core CPU
+# (experiments/bench_budget_adherence.py, 2026-12-07).
+FINAL_FIT_COMPILE_SHARE = 0.75
+# The share of the budget a plan aims to end at: estimates err both ways.
+AIM = 0.98
+
+
+def parse_budget(value: Any) -> float | None:
+  """Seconds from ``value``: a number of seconds, or text such as ``"90s"``,
+  ``"10m"``, ``"2h"`` (``None``: no budget).
+
+  Raises:
+    SettingsError: anything else, or not more than zero.
+  """
+  if value is None:
+    return None
+  seconds = None
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    seconds = float(value)
+  elif isinstance(value, str) and (match := _FORM.fullmatch(value)):
+    seconds = float(match[1]) * UNITS[match[2].lower()]
+  if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    raise SettingsError(f"budget={value!r}; expected a wall time above zero: seconds (e.g. 300) "
+                        "or text such as '90s', '10m' or '2h'")
+  return seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+  """What training costs, in seconds, from the rounds so far.
+
+  Attributes:
+    fixed_s: compiling and tracing the rounds' programs (the first round's, mostly).
+    round_s: one round's training and evaluation once compiled (the mean over rounds).
+    alone_s: one lane trained alone (the final fit), once compiled.
+  """
+
+  fixed_s: float
+  round_s: float
+  alone_s: float
+
+  @classmethod
+  def measured(cls, rounds: Sequence[Any], seconds: Sequence[float] | None = None,
+               chunks: int = 1) -> Costs:
+    """From :class:`vmaptune.search.results.RoundResult` s (``compile_s``,
+    ``trace_s``) and the seconds each round took in the loop, recording and
+    planning included (default: their ``wall_s``, training alone); a round runs
+    ``chunks`` lane chunks one after another on a device, and one lane alone
+    costs about one chunk's time."""
+    seconds = [r.wall_s for r in rounds] if seconds is None else seconds
+    fixed = sum(r.compile_s + r.trace_s for r in rounds)
+    steady = [max(spent - r.compile_s - r.trace_s, 1e-6)
+              for r, spent in zip(rounds, seconds, strict=True)]
+    round_s = sum(steady) / len(steady)
+    return cls(fixed, round_s, round_s / max(chunks, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """A run's wall-time budget and what it keeps back for after the rounds.
+
+  Args:
+    seconds: the whole call's wall time: rounds, confirmation and final fit.
+    confirm_calls: rounds' worth of lanes the confirmation trains (0: off).
+  """
+
+  seconds: float
+  confirm_calls: int
+
+  def reserve(self, costs: Costs, confirm_calls: int | None = None) -> float:
+    """Seconds kept for the confirmation (``confirm_calls`` rounds' worth, default
+    the run's) and the final fit: the confirmation runs a round's programs; the
+    final fit compiles its one-lane programs (``FINAL_FIT_COMPILE_SHARE`` of the
+    rounds' compiling) and trains one lane."""
+    calls = self.confirm_calls if confirm_calls is None else confirm_calls
+    return calls * costs.round_s + FINAL_FIT_COMPILE_SHARE * costs.fixed_s + costs.alone_s
+
+  def confirm_calls_left(self, costs: Costs, elapsed: float) -> int:
+    """Rounds' worth of confirmation that still fit after ``elapsed`` seconds,
+    the final fit kept back (at most the run's)."""
+    left = AIM * self.seconds - elapsed - self.reserve(costs, confirm_calls=0)
+    return max(0, min(self.confirm_calls, int(left // costs.round_s)))
+
+  def rounds_left(self, costs: Costs, elapsed: float) -> int:
+    """Rounds that still fit after ``elapsed`` seconds, the reserve kept."""
+    left = AIM * self.seconds - elapsed - self.reserve(costs)
+    return max(0, int(left // costs.round_s))
+
+  def record(self, costs: Costs | None, elapsed: float, rounds: int,
+             planned: int) -> BudgetRecord:
+    """The summary's ``budget`` entry."""
+    return BudgetRecord(seconds=self.seconds, spent_s=round(elapsed, 3),
+                        rounds=rounds, planned=planned,
+                        round_s=None if costs is None else round(costs.round_s, 4),
+                        fixed_s=None if costs is None else round(costs.fixed_s, 4),
+                        reserve_s=None if costs is None else round(self.reserve(costs), 4))
+
+
+class FirstPieceCheck:
+  """Listens to the first round's training pieces; after the first one, refuses
+  a budget that cannot hold the round, the confirmation and the final fit.
+
+  Args:
+    budget: the run's budget.
+    started: ``time.perf_counter()`` when the run started (less any time a
+      resumed run spent before).
+    compiled: the round's :class:`~vmaptune.lanes.compilation.CompileCounter`:
+      compiling inside the first piece is not training.
+    epochs, population: the round's size, for the message.
+    chunks: lane chunks a round runs one after another on a device.
+    forward: told every piece too (a progress display), or ``None``.
+  """
+
+  def __init__(self, budget: Budget, started: float, compiled: Any, epochs: int,
+               population: int, chunks: int = 1, forward: Any = None):
+    self.budget, self.started, self.compiled = budget, started, compiled
+    self.round_started = time.perf_counter()
+    self.epochs, self.population, self.chunks = epochs, population, chunks
+    self.forward = forward
+    self.checked = False
+
+  def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
+              seconds: float) -> None:
+    if not self.checked:
+      self.checked = True
+      compiling = self.compiled.compile_seconds + self.compiled.trace_seconds
+      training = time.perf_counter() - self.round_started - compiling
+      self._check(training / (epoch - first_epoch),
+                  self.round_started - self.started + compiling)
+    if self.forward is not None:
+      self.forward.trained(first_epoch=first_epoch, epoch=epoch, lanes=lanes, alive=alive,
+                           seconds=seconds)
+
+  def evaluated(self, scores: Any, diverged: Any) -> None:
+    if self.forward is not None:
+      self.forward.evaluated(scores, diverged)
+
+  def _check(self, epoch_s: float, fixed_s: float) -> None:
+    costs = Costs(fixed_s, epoch_s * self.epochs, epoch_s * self.epochs / self.chunks)
+    # The confirmation shrinks, or is skipped, to fit: only the final fit is needed.
+    needed = fixed_s + costs.round_s + self.budget.reserve(costs, confirm_calls=0)
+    if needed > self.budget.seconds * (1 + OVERRUN):
+      raise BudgetError(
+          f"budget={self.budget.seconds:g}s cannot hold one round: compiling and tracing took "
+          f"{fixed_s:.1f}s and a round of {self.population} configurations x {self.epochs} "
+          f"epochs takes about {costs.round_s:.1f}s (its first epoch: {epoch_s:.2f}s), with the "
+          f"final fit about {needed:.0f}s in all; give budget="
+          f"'{math.ceil(needed)}s' or more, or fewer configurations or epochs", needed)
