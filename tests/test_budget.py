@@ -9,7 +9,7 @@ import types
 import pytest
 
 import vmaptune as vt
-from vmaptune.search.budget import AIM, FINAL_FIT_COMPILE_SHARE, Budget, Costs, parse_budget
+from vmaptune.search.budget import FINAL_FIT_COMPILE_SHARE, Budget, Costs, parse_budget
 
 
 @pytest.mark.parametrize("value", ["5x", "m", "", "-3s", 0, -1, True, float("nan"), [5]])
@@ -31,10 +31,13 @@ def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
   costs = Costs.measured(rounds, chunks=4)  # Rounds of 4 and 6 s once compiled.
   assert (costs.fixed_s, costs.round_s, costs.alone_s) == (10.0, 5.0, 1.25)
   budget = Budget(100.0, confirm_calls=1)
-  aimed = AIM * 100
   reserve = 5.0 + FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
   assert budget.reserve(costs) == reserve
-  assert budget.rounds_left(costs, elapsed=20.0) == int((aimed - 20 - reserve) // 5)
+  # After 20 s, n more rounds end at 32.25 + 5 n: 13 end at 97.25, just before the aim
+  # (98); 14 would end at 102.25, further from it. After 21 s, 12 end at 93.25, and a
+  # 13th at 98.25 is nearer the aim and within reach (103): 13 again.
+  assert budget.rounds_left(costs, elapsed=20.0) == 13
+  assert budget.rounds_left(costs, elapsed=21.0) == 13
   assert budget.rounds_left(costs, elapsed=95.0) == 0
   record = budget.record(costs, 20.0, rounds=2, planned=2 + budget.rounds_left(costs, 20.0))
   assert record.to_json()["reserve_s"] == reserve and record.planned > 2

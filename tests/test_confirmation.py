@@ -148,17 +148,20 @@ def test_a_bad_confirm_setting_names_the_value(value, small_data, tiny_mlp, lr_s
                            rounds=1, epochs=1, confirm=value)
 
 
-@pytest.mark.parametrize("value, lanes", [
-    ("3x3", "3 x 3 = 9"), ("1000000x1000000", "1000000 x 1000000 = 1,000,000,000,000")])
+@pytest.mark.parametrize("value, asked", [
+    ("9x2", "asks for 9 configurations"), ("2x9", "asks for 9 seeds"),
+    ("1000000x1000000", "asks for 1,000,000 configurations")])
 def test_a_confirmation_larger_than_a_round_is_refused_naming_the_bound(
-    value, lanes, small_data, tiny_mlp, lr_space, refused_before_compiling):
-  # Accepted before: 3x3 trained 9 lanes after 8-lane rounds, and 1000000x1000000 asked for
-  # a trillion lanes once the search was done.
+    value, asked, small_data, tiny_mlp, lr_space, refused_before_compiling):
+  # Each fresh seed trains its candidates in a round's lanes, a round's worth per seed.
   refused_before_compiling(
-      vt.SettingsError, re.escape(f"confirm={value!r} retrains {lanes} lanes; expected at most "
-                                  "8, the lanes of a round (population=8 x seeds=1)"),
+      vt.SettingsError, re.escape(f"confirm={value!r} {asked}; expected at most 8, the lanes "
+                                  "of a round (population=8 x seeds=1)"),
       model=tiny_mlp, data=small_data, space=lr_space, population=8, rounds=1, epochs=1,
       confirm=value)
-  # Seeds side by side make a round larger: 2 seeds of 8 configurations take a 4x4.
+  assert Settings(population=8, confirm="8x8").confirm_size() == (8, 8)
+  # With seeds, one call holds every seed of its candidates: 2 seeds of 8 take a 4x4.
   assert Settings(population=8, seeds=2, confirm="4x4").confirm_size() == (4, 4)
-  assert Settings(population=1, confirm="auto").confirm_size() == (1, 1)  # 1x2 before.
+  with pytest.raises(vt.SettingsError, match=r"retrains 4 x 5 = 20 lanes in one call; expected "
+                     r"at most 16"):
+    Settings(population=8, seeds=2, confirm="4x5").confirm_size()

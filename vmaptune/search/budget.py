@@ -30,11 +30,13 @@ _FORM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", re.IGNORECASE)
 # The band a run's wall time keeps to: a plan may overrun by at most this share.
 OVERRUN = 0.05
 # Compiling the final fit's one-lane programs, as a share of what the rounds'
-# programs took to compile and trace: 0.49 to 0.74 on the project's 2-core CPU
-# (experiments/bench_budget_adherence.py, 2026-12-07).
-FINAL_FIT_COMPILE_SHARE = 0.75
-# The share of the budget a plan aims to end at: estimates err both ways.
+# programs took to compile and trace: 0.49 to 0.61 where compiling took 3 s or more
+# on the project's 2-core CPU (experiments/bench_budget_adherence.py, 2026-12-07).
+FINAL_FIT_COMPILE_SHARE = 0.6
+# The share of the budget a plan aims to end at (estimates err both ways), and the
+# most a planned round may take it to when that lands nearer the aim than stopping.
 AIM = 0.98
+REACH = 1.03
 
 
 def parse_budget(value: Any) -> float | None:
@@ -114,9 +116,16 @@ class Budget:
     return max(0, min(self.confirm_calls, int(left // costs.round_s)))
 
   def rounds_left(self, costs: Costs, elapsed: float) -> int:
-    """Rounds that still fit after ``elapsed`` seconds, the reserve kept."""
-    left = AIM * self.seconds - elapsed - self.reserve(costs)
-    return max(0, int(left // costs.round_s))
+    """Rounds that still fit after ``elapsed`` seconds, the reserve kept: as many
+    as end before ``AIM`` of the budget, and one more when it ends nearer to that
+    than stopping does, within ``REACH`` of the budget (rounds are whole)."""
+    end = elapsed + self.reserve(costs)  # Where the run ends with no more rounds.
+    aim = AIM * self.seconds
+    count = max(0, int((aim - end) // costs.round_s))
+    after = end + (count + 1) * costs.round_s
+    if after <= REACH * self.seconds and after - aim < aim - (end + count * costs.round_s):
+      count += 1
+    return count
 
   def record(self, costs: Costs | None, elapsed: float, rounds: int,
              planned: int) -> BudgetRecord:
