@@ -154,7 +154,9 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   assert multi.pop("process") == [1, 2]
   _assert_same_trials(multi["trials"], single["trials"])
   assert multi["best"]["trial"] == single["best"]["trial"]
-  assert len(multi["schedule"]) == len(single["schedule"]) > 1  # A replayed PBT lineage.
+  # The chosen trial's schedule replayed alike (the confirmation may choose a trial of
+  # the first generation or a PBT child with a lineage).
+  assert multi["schedule"] == single["schedule"]
   for key in ("val_accuracy", "test_accuracy"):
     assert multi[key] == pytest.approx(single[key], abs=1e-6)
 
