@@ -9,7 +9,14 @@ import types
 import pytest
 
 import vmaptune as vt
-from vmaptune.search.budget import FINAL_FIT_COMPILE_SHARE, Budget, Costs, parse_budget
+from vmaptune.search.budget import (
+  ESTIMATE_S,
+  ESTIMATE_S_PER_TRIAL,
+  FINAL_FIT_COMPILE_SHARE,
+  Budget,
+  Costs,
+  parse_budget,
+)
 
 
 @pytest.mark.parametrize("value", ["5x", "m", "", "-3s", 0, -1, True, float("nan"), [5]])
@@ -26,21 +33,24 @@ def test_budgets_read_as_seconds_in_any_unit():
 
 
 def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
-  rounds = [types.SimpleNamespace(wall_s=14.0, compile_s=8.0, trace_s=2.0),
-            types.SimpleNamespace(wall_s=6.0, compile_s=0.0, trace_s=0.0)]
+  rounds = [types.SimpleNamespace(wall_s=14.0, compile_s=8.0, trace_s=2.0, num_trials=500),
+            types.SimpleNamespace(wall_s=6.0, compile_s=0.0, trace_s=0.0, num_trials=500)]
   costs = Costs.measured(rounds, chunks=4)  # Rounds of 4 and 6 s once compiled.
-  assert (costs.fixed_s, costs.round_s, costs.alone_s) == (10.0, 5.0, 1.25)
+  assert (costs.fixed_s, costs.round_s, costs.alone_s, costs.trials) == (10.0, 5.0, 1.25, 1000)
   budget = Budget(100.0, confirm_calls=1)
-  reserve = 5.0 + FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
-  assert budget.reserve(costs) == reserve
-  # After 20 s, n more rounds end at 32.25 + 5 n: 13 end at 97.25, just before the aim
-  # (98); 14 would end at 102.25, further from it. After 21 s, 12 end at 93.25, and a
-  # 13th at 98.25 is nearer the aim and within reach (103): 13 again.
+  estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * 1000  # The confirmation's candidates.
+  reserve = 5.0 + estimating + FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
+  assert budget.reserve(costs) == pytest.approx(reserve)
+  assert budget.reserve(costs, confirm_calls=0) == pytest.approx(reserve - 5.0 - estimating)
+  # After 20 s, n more rounds end at 20 + reserve + 5 n (reserve 13.35): 12 end at 93.35
+  # and a 13th at 98.35, nearer the aim (98) and within reach (103): 13. After 25 s, 11
+  # end at 93.35 and a 12th at 98.35: 12.
   assert budget.rounds_left(costs, elapsed=20.0) == 13
-  assert budget.rounds_left(costs, elapsed=21.0) == 13
+  assert budget.rounds_left(costs, elapsed=25.0) == 12
   assert budget.rounds_left(costs, elapsed=95.0) == 0
+  assert budget.confirm_calls_left(costs, elapsed=95.0) == 0
   record = budget.record(costs, 20.0, rounds=2, planned=2 + budget.rounds_left(costs, 20.0))
-  assert record.to_json()["reserve_s"] == reserve and record.planned > 2
+  assert record.to_json()["reserve_s"] == pytest.approx(reserve, abs=1e-4) and record.planned > 2
 
 
 def test_a_budget_that_cannot_hold_one_round_is_refused_after_its_first_epoch(

@@ -15,8 +15,10 @@ from vmaptune.lanes.population import Population
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.confirmation import Confirmation, top_candidates
 from vmaptune.search.settings import Settings
+from vmaptune.trials.estimate import estimate, order_by
+from vmaptune.trials.ranking import rank
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
-from vmaptune.trials.table import Trial
+from vmaptune.trials.table import Trial, TrialTable
 
 
 def _trial(index: int, accuracy: float) -> Trial:
@@ -75,7 +77,7 @@ def test_the_stage_trains_k_times_s_lanes_in_a_rounds_program_and_the_result_fol
   assert lanes == [(8, False)] * 3 + [(8, False)] * 2
   confirmation = result.confirmation
   assert confirmation.seed_scores.shape == (3, 2)
-  assert confirmation.candidates == tuple(top_candidates(result.rounds, 3))
+  assert confirmation.candidates == tuple(top_candidates(result.rounds, 3, lr_space))
   means = confirmation.seed_scores.mean(axis=1)
   assert means[confirmation.chosen] == np.nanmax(means)
   assert result.best == confirmation.trial
@@ -165,3 +167,14 @@ def test_a_confirmation_larger_than_a_round_is_refused_naming_the_bound(
   with pytest.raises(vt.SettingsError, match=r"retrains 4 x 5 = 20 lanes in one call; expected "
                      r"at most 16"):
     Settings(population=8, seeds=2, confirm="4x5").confirm_size()
+
+
+def test_candidates_are_the_best_estimates_not_the_luckiest_scores(small_data, tiny_mlp,
+                                                                    lr_space, fast_settings):
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "confirm": "4x2"})
+  table = TrialTable.concat(result.rounds)
+  key = lambda row: (int(table.round[row]), int(table.trial[row]))
+  by_estimate = [key(r) for r in order_by(estimate(table, lr_space)) if table.completed[r]][:4]
+  by_score = [key(r) for r in rank(table) if table.completed[r]][:4]
+  assert by_estimate != by_score  # Here the two orders differ: the test tells them apart.
+  assert [(c.round, c.trial) for c in result.confirmation.candidates] == by_estimate

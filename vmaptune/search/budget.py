@@ -33,6 +33,10 @@ OVERRUN = 0.05
 # programs took to compile and trace: 0.49 to 0.61 where compiling took 3 s or more
 # on the project's 2-core CPU (experiments/bench_budget_adherence.py, 2026-12-07).
 FINAL_FIT_COMPILE_SHARE = 0.6
+# The confirmation first estimates every trial's expected score (a Gaussian process):
+# 0.78 s for 500 trials, 1.71 s for 2,000 on the project's 2-core CPU (2026-12-07).
+ESTIMATE_S = 0.5
+ESTIMATE_S_PER_TRIAL = 0.0006
 # The share of the budget a plan aims to end at (estimates err both ways), and the
 # most a planned round may take it to when that lands nearer the aim than stopping.
 AIM = 0.98
@@ -67,11 +71,13 @@ class Costs:
     fixed_s: compiling and tracing the rounds' programs (the first round's, mostly).
     round_s: one round's training and evaluation once compiled (the mean over rounds).
     alone_s: one lane trained alone (the final fit), once compiled.
+    trials: the trials so far (the confirmation estimates each one's score).
   """
 
   fixed_s: float
   round_s: float
   alone_s: float
+  trials: int = 0
 
   @classmethod
   def measured(cls, rounds: Sequence[Any], seconds: Sequence[float] | None = None,
@@ -86,7 +92,8 @@ class Costs:
     steady = [max(spent - r.compile_s - r.trace_s, 1e-6)
               for r, spent in zip(rounds, seconds, strict=True)]
     round_s = sum(steady) / len(steady)
-    return cls(fixed, round_s, round_s / max(chunks, 1))
+    trials = sum(r.num_trials for r in rounds)
+    return cls(fixed, round_s, round_s / max(chunks, 1), trials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +110,14 @@ class Budget:
 
   def reserve(self, costs: Costs, confirm_calls: int | None = None) -> float:
     """Seconds kept for the confirmation (``confirm_calls`` rounds' worth, default
-    the run's) and the final fit: the confirmation runs a round's programs; the
-    final fit compiles its one-lane programs (``FINAL_FIT_COMPILE_SHARE`` of the
-    rounds' compiling) and trains one lane."""
+    the run's, and the estimate that chooses its candidates) and the final fit:
+    the confirmation runs a round's programs; the final fit compiles its
+    one-lane programs (``FINAL_FIT_COMPILE_SHARE`` of the rounds' compiling) and
+    trains one lane."""
     calls = self.confirm_calls if confirm_calls is None else confirm_calls
-    return calls * costs.round_s + FINAL_FIT_COMPILE_SHARE * costs.fixed_s + costs.alone_s
+    estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * costs.trials if calls else 0.0
+    return (calls * costs.round_s + estimating + FINAL_FIT_COMPILE_SHARE * costs.fixed_s
+            + costs.alone_s)
 
   def confirm_calls_left(self, costs: Costs, elapsed: float) -> int:
     """Rounds' worth of confirmation that still fit after ``elapsed`` seconds,

@@ -26,7 +26,9 @@ from vmaptune.lanes.keys import REPLICA, round_keys
 from vmaptune.lanes.population import Population
 from vmaptune.rundir.records import CandidateRecord, ConfirmationRecord
 from vmaptune.search.engine import Engine
+from vmaptune.space.space import Space
 from vmaptune.strategies.base import lane_scores
+from vmaptune.trials.estimate import estimate, order_by
 from vmaptune.trials.ranking import order, rank
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import Trial, TrialTable, finite_or_none
@@ -149,16 +151,30 @@ def describe(record: ConfirmationRecord) -> str:
           f"retrained ({record.lane_epochs} lane-epochs, {record.wall_s:.1f}s)")
 
 
-def top_candidates(rounds: Sequence[RoundResult], count: int) -> list[Trial]:
+def top_candidates(rounds: Sequence[RoundResult], count: int,
+                   space: Space | None = None) -> list[Trial]:
   """The best ``count`` trials of ``rounds`` that trained the full budget,
-  best first, one per distinct lineage (a copied configuration counts once)."""
+  best first, one per distinct lineage (a copied configuration counts once).
+
+  With the search's ``space``, "best" is the estimate of each configuration's
+  expected score from its neighbours as well as itself
+  (:func:`vmaptune.trials.estimate.estimate`), which one lucky seed moves far
+  less than its own score; trials without an estimate (population-based
+  training's children) follow in the search's ranking. Without it, the
+  search's ranking alone."""
   table = TrialTable.concat(list(rounds))
+  ranked = rank(table)
+  if space is not None:
+    first = order_by(estimate(table, space))
+    ranked = np.concatenate([first, ranked[~np.isin(ranked, first)]])
   by_index = {r.index: r for r in rounds}
   chosen: list[Trial] = []
   seen: set[str] = set()
-  for row in rank(table):
-    if len(chosen) == count or not table.completed[row]:
+  for row in ranked:
+    if len(chosen) == count:
       break
+    if not table.completed[row]:
+      continue
     result = by_index[int(table.round[row])]
     trial = result.record(int(table.trial[row]))
     key = repr((result.structural(trial.trial), result.schedule(trial.trial)))
@@ -188,7 +204,7 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
     schedule: a trial's ``[(first_epoch, end_epoch, hparams), ...]``.
   """
   start = time.perf_counter()
-  candidates = top_candidates(rounds, count)
+  candidates = top_candidates(rounds, count, engine.space)
   if len(candidates) < 2:
     return None
   groups: dict[tuple, list[int]] = {}
@@ -257,7 +273,7 @@ def _retrain(pop: Population, schedules: list[list], lanes: int, keys: tuple,
 
 
 def restore(saved: Mapping[str, Any] | None, rounds: Sequence[RoundResult], count: int,
-            seeds: int, epochs: int, scoring: Scoring,
+            seeds: int, epochs: int, scoring: Scoring, space: Space | None = None,
             fewer_seeds: bool = False) -> Confirmation | None:
   """The confirmation a run directory's summary holds, if it confirmed the
   same candidates with as many seeds (or, with ``fewer_seeds``, as many as a
@@ -267,7 +283,7 @@ def restore(saved: Mapping[str, Any] | None, rounds: Sequence[RoundResult], coun
   record = ConfirmationRecord.from_json(saved, scoring)
   if record.seeds > seeds if fewer_seeds else record.seeds != seeds:
     return None
-  candidates = top_candidates(rounds, count)
+  candidates = top_candidates(rounds, count, space)
   if [(c.round, c.trial) for c in record.candidates] != [(t.round, t.trial) for t in candidates]:
     return None
   as_array = lambda name: np.array([[np.nan if v is None else v for v in c.seeds[name]]

@@ -129,6 +129,6 @@ def restore_confirmation(engine: Engine, restored: Restored, rounds: list[RoundR
   try:
     return confirmation_stage.restore(restored.summary.get("confirmation"), rounds, *size,
                                       engine.settings.epochs, engine.objective.scoring,
-                                      fewer_seeds=not planned)
+                                      engine.space, fewer_seeds=not planned)
   except (KeyError, TypeError, ValueError):
     return None
