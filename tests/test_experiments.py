@@ -337,5 +337,8 @@ def test_the_search_benchmark_gives_the_baseline_the_defaults_budget(gpu_check_d
   assert by_epochs["lane_epochs"] == epochs * (by_epochs["configurations"]
                                                + report["retrain_seeds"])
   assert by_epochs["lane_epochs"] <= budget["lane_epochs"] < by_epochs["lane_epochs"] + epochs
-  assert by_wall["wall_s"] == pytest.approx(budget["wall_s"], rel=0.5)
+  # About the default's wall time, unless that was too short for TPE's least: its compile,
+  # one trial and the retrains (then it runs one configuration and overshoots).
+  assert by_wall["configurations"] == 1 or \
+      by_wall["wall_s"] == pytest.approx(budget["wall_s"], rel=0.5)
   assert set(task["targets"]) == {"vs_tpe_sequential", "optimism"}
