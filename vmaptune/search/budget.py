@@ -2,12 +2,13 @@
 
 ``tune(..., budget="5m")`` runs rounds while one more, the confirmation and
 the final fit still fit in what is left; then the confirmation trains as many
-of its seeds as fit (none: it is skipped), and the final fit. The plan is remade after every round
-from that round's measured costs: compiling and tracing (paid once per
-program, mostly in the first round) and training plus evaluation (the same
-compiled program every round). The first round is cut into pieces of an
-epoch; after the first piece, a budget that cannot hold the round is refused
-with what would fit (:class:`vmaptune.errors.BudgetError`).
+of its seeds as fit (none: it is skipped), and the final fit. The plan is
+remade after every round from the rounds' measured costs: compiling and
+tracing (paid once per program, mostly in the first round) and the rest of a
+round's time in the loop (training, evaluation, planning, recording). The
+first round is cut into pieces of an epoch; after the first piece, a budget
+that cannot hold the round is refused with what would fit
+(:class:`vmaptune.errors.BudgetError`).
 
 >>> parse_budget("90s"), parse_budget("10m"), parse_budget("1.5h"), parse_budget(20)
 (90.0, 600.0, 5400.0, 20.0)
@@ -30,8 +31,8 @@ _FORM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", re.IGNORECASE)
 # The band a run's wall time keeps to: a plan may overrun by at most this share.
 OVERRUN = 0.05
 # Compiling the final fit's one-lane programs, as a share of what the rounds'
-# programs took to compile and trace: 0.49 to 0.61 where compiling took 3 s or more
-# on the project's 2-core CPU (experiments/bench_budget_adherence.py, 2026-12-07).
+# programs took to compile and trace: 0.48 to 0.80 on the project's 2-core CPU
+# (experiments/bench_budget_adherence.py, 2026-12-07).
 FINAL_FIT_COMPILE_SHARE = 0.6
 # The confirmation first estimates every trial's expected score (a Gaussian process):
 # 0.78 s for 500 trials, 1.71 s for 2,000 on the project's 2-core CPU (2026-12-07).
