@@ -2,9 +2,10 @@
 
 The top level holds what a script uses: :func:`tune`, the search space, the
 dataset, experiment configs, the results and run directories read back,
-:func:`report`, the errors, and one package per concept: ``space``, ``data``,
-``trials``, ``objectives``, ``models``, ``lanes``, ``samplers``, ``strategies``,
-``rundir``, ``search`` and ``reporting`` (see docs/design.md).
+:func:`report`, the figures as matplotlib figures (``plots``), the errors, and
+one package per concept: ``space``, ``data``, ``trials``, ``objectives``,
+``models``, ``lanes``, ``samplers``, ``strategies``, ``rundir``, ``search`` and
+``reporting`` (see docs/design.md).
 
 Importing vmaptune changes no JAX setting. :func:`tune` and ``vmaptune run``
 ask JAX for one CPU device per usable core before anything runs on JAX
@@ -47,6 +48,8 @@ from vmaptune.errors import (
   SpaceError,
   VmaptuneError,
 )
+from vmaptune.reporting import plots
+from vmaptune.reporting.notebook import install as install_notebook_display
 from vmaptune.reporting.report import report
 from vmaptune.rundir import Run, load_best_params, load_run, read_trials
 from vmaptune.search.final_fit import FinalFit
@@ -59,6 +62,10 @@ from vmaptune.tuner import tune
 
 __version__ = "0.1.0"
 
+# Results and runs show in a notebook as the HTML summary reporting draws (a layer above them).
+install_notebook_display()
+del install_notebook_display
+
 
 __all__ = [
     "AllDivergedError", "Choice", "ConfigError", "DamagedRunError", "DataError", "Dataset",
@@ -67,6 +74,6 @@ __all__ = [
     "RunDirectoryWriteError", "SettingsError", "Space", "SpaceError", "Trial", "TuneResult",
     "Uniform",
     "VmaptuneError", "data", "lanes", "load_best_params", "load_experiment", "load_run", "models",
-    "objectives", "override", "read_trials", "report", "reporting", "rundir", "samplers", "search",
-    "space", "strategies", "trials", "tune",
+    "objectives", "override", "plots", "read_trials", "report", "reporting", "rundir", "samplers",
+    "search", "space", "strategies", "trials", "tune",
 ]

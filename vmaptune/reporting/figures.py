@@ -44,13 +44,21 @@ DPI = 80
 CMAP = matplotlib.colormaps["viridis"]
 
 
-def _rounds(trials: TrialTable) -> list[int]:
+def rounds_of(trials: TrialTable) -> list[int]:
   """Round indices (0-based) that have trials."""
   return sorted(set(trials.round.tolist()))
 
 
+class ShownFigure(Figure):
+  """A matplotlib figure that a notebook shows as its PNG, with or without pyplot
+  (whose inline backend, when loaded, shows it the same way)."""
+
+  def _repr_png_(self) -> bytes:
+    return png(self)
+
+
 def _figure(width: float, height: float) -> Figure:
-  figure = Figure(figsize=(width, height), layout="constrained")
+  figure = ShownFigure(figsize=(width, height), layout="constrained")
   FigureCanvasAgg(figure)  # Agg renders PNGs without any display or pyplot state.
   return figure
 
@@ -58,9 +66,7 @@ def _figure(width: float, height: float) -> Figure:
 def _save(figure: Figure, out: str, name: str) -> str:
   """Writes ``figure`` as ``out/<name>.png``, atomically: a link planted under
   that name is replaced, never written through."""
-  png = io.BytesIO()
-  figure.savefig(png, dpi=DPI, format="png")
-  return write_atomic(os.path.join(out, name + ".png"), png.getvalue())
+  return write_atomic(os.path.join(out, name + ".png"), png(figure))
 
 
 def _limits(dist: Any) -> tuple[float, float]:
@@ -203,7 +209,7 @@ def draw_history(ax: Any, run: Run, worst: float | None = None) -> None:
   accumulate = np.fmax.accumulate if scoring.maximize else np.fmin.accumulate
   best = accumulate(np.where(trials.completed, score, np.nan))
   ax.step(order, best, where="post", color="tab:blue", linewidth=2, label="best so far")
-  for r in _rounds(trials)[1:]:
+  for r in rounds_of(trials)[1:]:
     ax.axvline(np.flatnonzero(trials.round == r)[0] + 0.5, color="0.6", linestyle=":",
                linewidth=0.8)
   ax.set_xlabel("trials (in record order; dotted: rounds)")
@@ -226,7 +232,7 @@ def draw_wall_time(ax: Any, run: Run) -> None:
   rounds' cumulative wall time (compilation included)."""
   times, bests, elapsed = [], [], 0.0
   trials, scoring = run.trials, run.scoring
-  for r in _rounds(trials):
+  for r in rounds_of(trials):
     entry = run.round_record(r)
     if entry is None or entry.wall_s is None:
       continue
@@ -277,53 +283,96 @@ def draw_importance(ax: Any, ranking: list[Importance], scoring: Scoring) -> Non
   ax.set_title("hyperparameter importance", fontsize=10)
 
 
+def png(figure: Figure) -> bytes:
+  """``figure`` as PNG bytes, at the report's resolution."""
+  data = io.BytesIO()
+  figure.savefig(data, dpi=DPI, format="png")
+  return data.getvalue()
+
+
+def pairs_figure(run: Run, round_index: int, ranking: list[Importance],
+                 norm: Normalize | None = None) -> tuple[Figure, list[dict[str, Any]]]:
+  """Round ``round_index``'s (0-based) trials over every pair of the most important
+  numeric parameters (:func:`pair_params`), one panel each, coloured by the ranking metric.
+
+  Returns:
+    ``(figure, panels)``: one dict per panel drawn (see :func:`draw_pair`).
+  """
+  scoring = run.scoring
+  norm = norm or score_norm(run)
+  pairs = pair_params(run, ranking)
+  columns = min(len(pairs), 3)
+  rows = math.ceil(len(pairs) / columns)
+  figure = _figure(3.6 * columns + 0.8, 3.2 * rows)
+  axes = figure.subplots(rows, columns, squeeze=False).ravel()
+  panels = [draw_pair(ax, run, round_index, x, y, norm)
+            for ax, (x, y) in zip(axes, pairs, strict=False)]
+  for ax in axes[len(pairs):]:
+    ax.set_visible(False)
+  figure.colorbar(ScalarMappable(norm, cmap(scoring)), ax=list(axes[:len(pairs)]),
+                  label=axis_label(scoring))
+  figure.suptitle(f"round {round_index + 1}\nringed: kept; dashed: ranges sampled; "
+                  "red: next round's", fontsize=10)
+  return figure, panels
+
+
+def best_so_far_figure(run: Run) -> Figure:
+  """The best score so far against trials (:func:`draw_history`) and against the
+  rounds' wall time (:func:`draw_wall_time`), side by side."""
+  figure = _figure(10, 3.6)
+  history, wall = figure.subplots(1, 2)
+  draw_history(history, run, worst_shown(score_norm(run), run.scoring))
+  draw_wall_time(wall, run)
+  return figure
+
+
+def curves_figure(run: Run, count: int = 8) -> Figure:
+  """Training loss per epoch of the ``count`` best trials (:func:`draw_curves`)."""
+  figure = _figure(6.5, 4.2)
+  draw_curves(figure.subplots(), run, count)
+  return figure
+
+
+def importance_figure(run: Run, ranking: list[Importance]) -> Figure:
+  """Each parameter's importance as a bar, the largest on top (:func:`draw_importance`)."""
+  figure = _figure(6, 0.6 + 0.45 * len(ranking))
+  draw_importance(figure.subplots(), ranking, run.scoring)
+  return figure
+
+
+def overview_figure(run: Run, ranking: list[Importance], curves: int = 8) -> Figure:
+  """One of each on a page: the first round's most important pair, the best so far
+  against trials, the learning curves of the ``curves`` best trials, the importance."""
+  scoring = run.scoring
+  norm = score_norm(run)
+  figure = _figure(11, 7.5)
+  (scatter, history), (curve_ax, importance_ax) = figure.subplots(2, 2)
+  draw_pair(scatter, run, rounds_of(run.trials)[0], *pair_params(run, ranking)[0], norm,
+            title=True)
+  figure.colorbar(ScalarMappable(norm, cmap(scoring)), ax=scatter, label=axis_label(scoring))
+  draw_history(history, run, worst_shown(norm, scoring))
+  draw_curves(curve_ax, run, curves)
+  draw_importance(importance_ax, ranking, scoring)
+  return figure
+
+
 def write_figures(run: Run, ranking: list[Importance], out: str,
                   curves: int = 8) -> tuple[dict[str, str], list[dict[str, Any]]]:
-  """Writes every figure of :func:`vmaptune.reporting.report` into ``out``.
+  """Writes every figure of :func:`vmaptune.reporting.report` into ``out``: the
+  figures above, saved as PNG files.
 
   Returns:
     ``({name: path}, panels)``: the files, and one dict per pair panel drawn.
   """
   os.makedirs(out, exist_ok=True)
-  scoring = run.scoring
   norm = score_norm(run)
-  pairs = pair_params(run, ranking)
   files, panels = {}, []
-  columns = min(len(pairs), 3)
-  rows = math.ceil(len(pairs) / columns)
-  for r in _rounds(run.trials):
-    figure = _figure(3.6 * columns + 0.8, 3.2 * rows)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (x, y) in zip(axes, pairs, strict=False):
-      panels.append(draw_pair(ax, run, r, x, y, norm))
-    for ax in axes[len(pairs):]:
-      ax.set_visible(False)
-    figure.colorbar(ScalarMappable(norm, cmap(scoring)), ax=list(axes[:len(pairs)]),
-                    label=axis_label(scoring))
-    figure.suptitle(f"round {r + 1}\nringed: kept; dashed: ranges sampled; red: next round's",
-                    fontsize=10)
+  for r in rounds_of(run.trials):
+    figure, drawn = pairs_figure(run, r, ranking, norm)
+    panels += drawn
     files[f"pairs_round{r + 1}"] = _save(figure, out, f"pairs_round{r + 1}")
-
-  figure = _figure(10, 3.6)
-  history, wall = figure.subplots(1, 2)
-  draw_history(history, run, worst_shown(norm, scoring))
-  draw_wall_time(wall, run)
-  files["best_so_far"] = _save(figure, out, "best_so_far")
-
-  figure = _figure(6.5, 4.2)
-  draw_curves(figure.subplots(), run, curves)
-  files["learning_curves"] = _save(figure, out, "learning_curves")
-
-  figure = _figure(6, 0.6 + 0.45 * len(ranking))
-  draw_importance(figure.subplots(), ranking, scoring)
-  files["importance"] = _save(figure, out, "importance")
-
-  figure = _figure(11, 7.5)
-  (scatter, history), (curve_ax, importance_ax) = figure.subplots(2, 2)
-  draw_pair(scatter, run, _rounds(run.trials)[0], *pairs[0], norm, title=True)
-  figure.colorbar(ScalarMappable(norm, cmap(scoring)), ax=scatter, label=axis_label(scoring))
-  draw_history(history, run, worst_shown(norm, scoring))
-  draw_curves(curve_ax, run, curves)
-  draw_importance(importance_ax, ranking, scoring)
-  files["overview"] = _save(figure, out, "overview")
+  files["best_so_far"] = _save(best_so_far_figure(run), out, "best_so_far")
+  files["learning_curves"] = _save(curves_figure(run, curves), out, "learning_curves")
+  files["importance"] = _save(importance_figure(run, ranking), out, "importance")
+  files["overview"] = _save(overview_figure(run, ranking, curves), out, "overview")
   return files, panels

@@ -120,7 +120,7 @@ def ranked_by(scoring: Scoring) -> str:
   return scoring.label() + ("" if scoring.maximize else ", lowest first")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], attrs: str = "") -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], attrs: str = "") -> str:
   """A table of escaped cells, numbers right-aligned; each header cell names its column
   in ``data-name`` (what ``#sort=`` matches)."""
   head = "".join(f'<th data-name="{_e(h)}">{_e(h)}</th>' for h in header)
@@ -138,7 +138,7 @@ def _numeric(value: Any) -> bool:
   return True
 
 
-def _settings(run: Run) -> str:
+def settings_list(run: Run) -> str:
   """The run's data, model, settings and environment as name/value rows."""
   config = run.config
   rows = [("data", config.get("data", {}).get("description", "n/a"))]
@@ -160,7 +160,7 @@ def _ranges(described: Mapping[str, Any] | None) -> dict[str, str]:
   return {} if not described else {n: d.describe() for n, d in Space.from_dict(described).items()}
 
 
-def _rounds(run: Run) -> str:
+def round_cards(run: Run) -> str:
   """Per completed round: its counts and scores, the ranges it sampled and those it
   handed to the next round."""
   trials, scoring = run.trials, run.scoring
@@ -183,7 +183,7 @@ def _rounds(run: Run) -> str:
         + (f"; {wall:.1f} s" if wall is not None else "") + "</p>")
     sampled, following = _ranges(entry.space), _ranges(entry.next_space)
     if sampled or following:
-      parts.append(_table(["parameter", "sampled", "next round's"],
+      parts.append(table(["parameter", "sampled", "next round's"],
                           [(n, sampled.get(n, "n/a"), following.get(n, "n/a"))
                            for n in sampled or following]))
     else:
@@ -192,7 +192,7 @@ def _rounds(run: Run) -> str:
   return '<div class="cards">' + "\n".join(parts) + "</div>"
 
 
-def _chosen(run: Run) -> str:
+def chosen_section(run: Run) -> str:
   """The chosen configuration: values, search score, confirmation, final fit."""
   chosen, scoring = run.chosen_record, run.scoring
   if chosen is None:
@@ -207,7 +207,7 @@ def _chosen(run: Run) -> str:
     return f" ({shown})" if shown else ""
 
   lines = [f"<p>Round {chosen.round + 1}, trial {chosen.trial}.</p>",
-           _table(["parameter", "value"],
+           table(["parameter", "value"],
                   [(n, format_value(v)) for n, v in chosen.hparams.items()]),
            f"<p>Validation {metric} {_number(chosen.score)} in the "
            f"search{besides('validation', chosen.metrics)}.</p>"]
@@ -216,13 +216,14 @@ def _chosen(run: Run) -> str:
     lines += [f"<p>{_e(line.strip())}</p>"
               for line in describe_confirmation(confirmation).splitlines()]
   final = run.final_fit_record
-  params = os.path.join(run.path, PARAMS_FILE)
+  # A result held in memory (out=None) has no directory, so no parameters file.
+  params = (f" Its parameters: <code>{_e(os.path.join(run.path, PARAMS_FILE))}</code>."
+            if run.path else "")
   if final is not None:
     lines.append(f"<p>Final fit: validation {metric} "
                  f"{_number(final.val_score)} (refit alone), <strong>test "
                  f"{metric} {_number(final.test_score)}</strong>"
-                 f"{besides('test', final.test)}. Its parameters: "
-                 f"<code>{_e(params)}</code>.</p>")
+                 f"{besides('test', final.test)}.{params}</p>")
   else:
     lines.append("<p>The final fit has not run, so the sealed test split is still unread: "
                  "<code>vmaptune run</code> ends with it (in Python, "
@@ -282,11 +283,11 @@ def render(run: Run, header: Sequence[str], rows: Sequence[Sequence[str]],
 <p class="path">{_e(run.path)}</p>
 <p>{done} of {total} rounds, {state}; {len(run.records)} trials, {diverged} diverged.</p>
 <section id="settings"><h2>Settings</h2>
-{_settings(run)}</section>
+{settings_list(run)}</section>
 <section id="chosen"><h2>Chosen configuration</h2>
-{_chosen(run)}</section>
+{chosen_section(run)}</section>
 <section id="rounds"><h2>Rounds</h2>
-{_rounds(run)}</section>
+{round_cards(run)}</section>
 <section id="importance"><h2>Hyperparameter importance</h2>
 {_importance(ranking, run.scoring)}</section>
 <section id="figures"><h2>Figures</h2>
@@ -294,7 +295,7 @@ def render(run: Run, header: Sequence[str], rows: Sequence[Sequence[str]],
 <section id="top"><h2>Top {len(rows)} trials</h2>
 <p>Ranked as the tuner ranks (full budget first, then {_e(ranked_by(run.scoring))}); click a
 header to sort by it.</p>
-{_table(header, rows, ' id="trials"')}</section>
+{table(header, rows, ' id="trials"')}</section>
 <script>{SCRIPT}</script>
 </body></html>
 """

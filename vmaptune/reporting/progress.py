@@ -68,12 +68,13 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import IO, Any
 
 import jax
 import numpy as np
-from tqdm import tqdm
+from tqdm import TqdmWarning, tqdm
 
 from vmaptune.lanes.distributed import is_first_process
 from vmaptune.lanes.events import Pieces
@@ -154,7 +155,9 @@ class Bar(Progress):
 
   The bar fills with the epochs reached in the current bucket (combination of
   structural values) over the round's buckets; its line is cleared when the
-  round ends, so per-round summaries print on a clean line.
+  round ends, so per-round summaries print on a clean line. In a Jupyter notebook
+  with ipywidgets it is tqdm's notebook widget instead (:func:`bar_kind`), one for the
+  run, each round starting it again, hidden when the run ends.
 
   Args:
     stream: where to draw (default: standard output).
@@ -176,21 +179,41 @@ class Bar(Progress):
       self._rate = event.get("trials_per_s", self._rate)
       self._update(event)
     elif kind == "round_start":
-      self.close()
       self._rate = None
       self._round = round_label(event["round"], event["rounds"])
-      self._bar = self._open(total=None)
-    elif kind in ("round_end", "run_end"):
+      self._start_round()
+    elif kind == "run_end" or (kind == "round_end" and not self._widget):
       self.close()
 
+  @property
+  def _widget(self) -> bool:
+    """Whether the bar is the notebook's widget (one per run: a widget per round
+    would pile up in the notebook)."""
+    return self._bar is not None and type(self._bar) is not tqdm
+
+  def _start_round(self) -> None:
+    if not self._widget:
+      self.close()
+      self._bar = self._open(total=None)
+      return
+    self._bar.reset()  # The round's time from zero; its length comes with its first piece.
+    self._bar.set_description_str(self._round, refresh=False)
+    self._bar.bar_format = STARTING
+    self._bar.refresh()
+
   def _open(self, total: int | None) -> tqdm:
-    # Every event draws (they come a piece of training apart); leave=False clears the line.
-    # The terminal's size, else 100 x 20: a terminal may report none (e.g. a new pty), and
-    # tqdm hides a bar below a height of 0.
-    size = shutil.get_terminal_size((100, 20))
-    return tqdm(total=total, desc=self._round, unit="epochs", leave=False,
-                file=self.stream or sys.stdout, mininterval=0, ncols=max(size.columns - 1, 40),
-                nrows=max(size.lines, 2), bar_format=STARTING if total is None else BAR_FORMAT)
+    # Every event draws (they come a piece of training apart); leave=False clears the line
+    # (and hides the notebook's widget).
+    kind = bar_kind(self.stream)
+    shape = {}
+    if kind is tqdm:  # The notebook's widget sizes itself; a number would be its pixels.
+      # The terminal's size, else 100 x 20: a terminal may report none (e.g. a new pty), and
+      # tqdm hides a bar below a height of 0.
+      size = shutil.get_terminal_size((100, 20))
+      shape = dict(file=self.stream or sys.stdout, ncols=max(size.columns - 1, 40),
+                   nrows=max(size.lines, 2))
+    return kind(total=total, desc=self._round, unit="epochs", leave=False, mininterval=0,
+                bar_format=STARTING if total is None else BAR_FORMAT, **shape)
 
   def postfix(self, event: Event) -> str:
     """What the bar shows after its time: bucket, lanes alive, speed, best so far."""
@@ -212,7 +235,12 @@ class Bar(Progress):
     total = event["buckets"] * event["budget"]
     if self._bar is None:
       self._bar = self._open(total)
-    elif self._bar.total != total:  # The round's first piece: now its length is known.
+    elif self._bar.total != total or self._bar.bar_format == STARTING:
+      # The round's first piece: now its length is known.
+      if self._widget:  # The widget learns its length from reset() only.
+        started = self._bar.start_t
+        self._bar.reset(total)
+        self._bar.start_t = started  # The round's time, compilation included, as in a terminal.
       self._bar.total, self._bar.bar_format = total, BAR_FORMAT
     self._bar.n = event["bucket"] * event["budget"] + event["epoch"]
     self._bar.set_postfix_str(self.postfix(event), refresh=False)
@@ -222,6 +250,20 @@ class Bar(Progress):
     if self._bar is not None:
       self._bar.close()
       self._bar = None
+
+
+def bar_kind(stream: IO[str] | None) -> type[tqdm]:
+  """tqdm's notebook bar (a widget) in a Jupyter kernel with ipywidgets installed, as
+  ``tqdm.auto`` chooses it; tqdm's text bar elsewhere (a terminal, IPython in a
+  terminal, a kernel without ipywidgets) and always when ``stream`` is given."""
+  if stream is not None:
+    return tqdm
+  with warnings.catch_warnings():
+    # tqdm's notes that the widget is experimental, or that ipywidgets is missing (then the
+    # text bar is the answer, and it draws fine in a notebook).
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.autonotebook import tqdm as chosen
+  return chosen
 
 
 MODES = ("bar", "json", "none")

@@ -49,7 +49,8 @@ still on disk.
 
 **Reading back.** :func:`load_run` gives a :class:`Run`: the config, the
 summary, and the completed rounds' records and trial table, which
-``vmaptune show`` and the reports read.
+``vmaptune show`` and the reports read; in a notebook it shows as the summary
+:mod:`vmaptune.reporting.notebook` draws (installed through :mod:`vmaptune.rundir.display`).
 
 In a run over several processes only process 0 touches the directory.
 """

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from vmaptune.errors import DamagedRunError
+from vmaptune.rundir import display
 from vmaptune.rundir.damage import damage_error, inspect_run, read_config, read_params
 from vmaptune.rundir.files import (
   CONFIG_FILE,
@@ -56,6 +57,25 @@ class Run:
   config: dict[str, Any]
   summary: dict[str, Any] | None
   records: list[dict[str, Any]]
+
+  def __repr__(self) -> str:
+    """One line: where, how far, the chosen trial's score (the records stay out)."""
+    done, rounds = self.rounds_completed, self.settings.get("rounds")
+    line = (f"<Run {self.path}: {done} round{'s' if done != 1 else ''}"
+            + ("" if rounds is None else f" of {rounds}")
+            + f", {len(self.records)} trials")
+    chosen, final = self.chosen_record, self.final_fit_record
+    metric = self.scoring.rank_by.replace("_", " ")
+    if chosen is not None and chosen.score is not None:
+      line += (f"; chosen round {chosen.round + 1} trial {chosen.trial}, "
+               f"val {metric} {chosen.score:.4f}")
+    if final is not None and final.test_score is not None:
+      line += f", test {metric} {final.test_score:.4f}"
+    return line + ">"
+
+  def _repr_html_(self) -> str | None:
+    """The notebook's summary (see :mod:`vmaptune.reporting.notebook`)."""
+    return display.html(self)
 
   @property
   def settings(self) -> dict[str, Any]:

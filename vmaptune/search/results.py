@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE
+from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, display
 from vmaptune.rundir.records import BucketEntry, BudgetRecord, ParamsPointer, RoundEntry, Summary
 from vmaptune.search.final_fit import FinalFit
 from vmaptune.space.distributions import describe_values, json_value
@@ -67,6 +67,18 @@ class RoundResult(TrialTable):
   compile_s: float
   trace_s: float
   compiles: int
+
+  def __repr__(self) -> str:
+    """One line: the round, its counts, its best score and time (no columns)."""
+    best = (f"best val {self.scoring.rank_by.replace('_', ' ')} {self.best_score:.4f} "
+            f"(trial {self.best_trial})" if self.completed.any() else "no trial finished")
+    return (f"<RoundResult round {self.index + 1} (index {self.index}): "
+            f"{self.configurations} configurations, {self.num_trials} trials, "
+            f"{self.num_diverged} diverged, {best}, {self.wall_s:.2f}s>")
+
+  def _repr_html_(self) -> str | None:
+    """The notebook's summary (see :mod:`vmaptune.reporting.notebook`)."""
+    return display.html(self)
 
   @property
   def configurations(self) -> int:
@@ -259,6 +271,26 @@ class TuneResult:
     self.out_dir = out_dir
     self._final = final  # Restored from the run directory when a finished run is resumed.
     self._search = search  # What refits the chosen configuration (None: nothing can).
+
+  def __repr__(self) -> str:
+    """One line: rounds, trials, time, the chosen configuration and its scores."""
+    trials = sum(r.num_trials for r in self.rounds)
+    line = (f"<TuneResult: {len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''}, "
+            f"{trials} trials, {self.wall_s:.1f}s")
+    best = self.best
+    if best is None:
+      return line + "; no round completed>"
+    metric = best.scoring.rank_by.replace("_", " ")
+    line += (f"; chosen {describe_values(best.hparams, sep=' ')} (round {best.round + 1}, "
+             f"trial {best.trial}), val {metric} "
+             + ("n/a" if best.score is None else f"{best.score:.4f}"))
+    if self._final is not None and not math.isnan(self._final.test_score):
+      line += f", test {metric} {self._final.test_score:.4f}"
+    return line + (f"; records in {self.out_dir}>" if self.out_dir else ">")
+
+  def _repr_html_(self) -> str | None:
+    """The notebook's summary (see :mod:`vmaptune.reporting.notebook`)."""
+    return display.html(self)
 
   @property
   def best(self) -> Trial | None:
