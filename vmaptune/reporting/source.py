@@ -73,7 +73,7 @@ def _of_result(result: TuneResult) -> Run:
   return Run(result.out_dir or "", config, summary, records)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)  # Run's one-line repr, not every record.
 class RoundRun(Run):
   """The run view of one :class:`RoundResult`: its records, and its summary entry
   (a summary lists every round from the first, so this view has none).

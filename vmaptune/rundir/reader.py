@@ -61,7 +61,8 @@ class Run:
   def __repr__(self) -> str:
     """One line: where, how far, the chosen trial's score (the records stay out)."""
     done, rounds = self.rounds_completed, self.settings.get("rounds")
-    line = (f"<Run {self.path}: {done} round{'s' if done != 1 else ''}"
+    where = self.path or "held in memory"  # A result's view (vmaptune.reporting.source).
+    line = (f"<Run {where}: {done} round{'s' if done != 1 else ''}"
             + ("" if rounds is None else f" of {rounds}")
             + f", {len(self.records)} trials")
     chosen, final = self.chosen_record, self.final_fit_record
