@@ -136,7 +136,8 @@ def test_reprs_are_one_short_line_that_names_the_choice_and_its_scores(finished,
 
 
 @needs_matplotlib
-def test_the_plots_draw_from_results_rounds_runs_and_paths_without_pyplot(written_run):
+def test_the_plots_draw_from_results_rounds_runs_and_paths_without_pyplot(written_run,
+                                                                          written_report):
   import matplotlib.figure
   import matplotlib.pyplot as plt
 
@@ -149,7 +150,7 @@ def test_the_plots_draw_from_results_rounds_runs_and_paths_without_pyplot(writte
   for source, draw in zip(sources, draws, strict=True):
     assert isinstance(draw(source), matplotlib.figure.Figure), (draw, source)
   # The report's files are these figures saved; a notebook shows them as their PNG.
-  with open(out / "report" / "pairs_round2.png", "rb") as f:
+  with open(written_report.figures["pairs_round2"], "rb") as f:
     assert vt.plots.pairs(run)._repr_png_() == f.read()  # The last round by default.
   assert plt.get_fignums() == open_before  # Nothing joined pyplot's list of figures.
   with pytest.raises(ValueError, match=r"round_index=2; expected one of .*\[0, 1\]"):
