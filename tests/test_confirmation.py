@@ -12,6 +12,7 @@ import vmaptune as vt
 from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.lanes.population import Population
+from vmaptune.rundir.records import ConfirmationRecord
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.confirmation import Confirmation, top_candidates
 from vmaptune.search.settings import Settings
@@ -178,3 +179,37 @@ def test_candidates_are_the_best_estimates_not_the_luckiest_scores(small_data, t
   by_score = [key(r) for r in rank(table) if table.completed[r]][:4]
   assert by_estimate != by_score  # Here the two orders differ: the test tells them apart.
   assert [(c.round, c.trial) for c in result.confirmation.candidates] == by_estimate
+  # Every estimated trial's estimate is recorded, and each candidate's with it.
+  found = estimate(table, lr_space)
+  record = ConfirmationRecord.from_json(
+      json.loads(json.dumps(result.summary()["confirmation"])), CLASSIFICATION)
+  rows = np.flatnonzero(np.isfinite(found.mean))
+  assert list(zip(record.estimates.round, record.estimates.trial, strict=True)) == [
+      key(r) for r in rows]
+  np.testing.assert_allclose(record.estimates.mean, found.mean[rows])
+  assert sum(g.trials for g in record.estimates.groups) == len(rows)
+  for candidate in record.candidates:
+    mean, stderr = record.estimates.of(candidate.round, candidate.trial)
+    assert (candidate.estimate, candidate.estimate_se) == (mean, stderr)
+  assert record.rule == result.confirmation.rule
+  assert "top 4 configurations by their estimated score" in result.describe()
+
+
+def test_seeds_that_disagree_widely_make_the_choice_weigh_the_spread():
+  # Candidate 0 has the best mean, but its two seeds lie far apart (an edge of
+  # stability); the others' seeds agree within half a point.
+  seeds = np.array([[0.97, 0.87], [0.915, 0.92], [0.91, 0.915], [0.905, 0.91]])
+  wide = Confirmation(candidates=tuple(_trial(i, 0.95) for i in range(4)),
+                      seed_metrics={"accuracy": seeds, "loss": 1 - seeds}, epochs=2,
+                      wall_s=1.0, scoring=CLASSIFICATION)
+  assert wide.mean[0] == max(wide.mean) and wide.rule == "lcb"
+  assert wide.chosen == 1  # The best mean less one standard error (sd / sqrt(2)).
+  np.testing.assert_allclose(wide.bound, wide.mean - wide.spread / np.sqrt(2))
+  assert wide.summary()["rule"] == "lcb" and "lower confidence bound" in wide.describe()
+  # Spreads of one size: the best mean chooses.
+  seeds[0] = [0.93, 0.935]
+  agreeing = Confirmation(candidates=wide.candidates,
+                          seed_metrics={"accuracy": seeds, "loss": 1 - seeds}, epochs=2,
+                          wall_s=1.0, scoring=CLASSIFICATION)
+  assert agreeing.rule == "mean" and agreeing.chosen == 0
+  assert "chosen as the best mean of the top 4" in agreeing.describe()

@@ -39,12 +39,18 @@ def _same(record, value):
 
 CONFIRMATION = {
     "configurations": 2, "seeds": 2, "chosen": 1, "search_val_accuracy": 0.84, "mean": 0.80,
-    "sd": 0.04, "optimism": 0.03, "lane_epochs": 8, "wall_s": 4.8,
+    "sd": 0.04, "optimism": 0.03, "lane_epochs": 8, "wall_s": 4.8, "rule": "mean",
     "candidates": [
         {"round": 0, "trial": 7, "hparams": {"learning_rate": 0.08}, "search_val_accuracy": 0.86,
-         "mean": 0.75, "sd": 0.07, "seed_accuracy": [0.8, 0.7], "seed_loss": [0.6, None]},
+         "mean": 0.75, "sd": 0.07, "seed_accuracy": [0.8, 0.7], "seed_loss": [0.6, None],
+         "estimate": 0.83, "estimate_se": 0.01},
         {"round": 0, "trial": 0, "hparams": {"learning_rate": 0.03}, "search_val_accuracy": 0.84,
-         "mean": 0.80, "sd": 0.04, "seed_accuracy": [0.8, 0.8], "seed_loss": [0.5, 0.5]}]}
+         "mean": 0.80, "sd": 0.04, "seed_accuracy": [0.8, 0.8], "seed_loss": [0.5, 0.5],
+         "estimate": 0.82, "estimate_se": None}],
+    "estimates": {"round": [0, 0, 0], "trial": [7, 0, 3], "mean": [0.83, 0.82, 0.6],
+                  "stderr": [0.01, None, 0.02],
+                  "groups": [{"values": {}, "reached": 2, "trials": 3, "fitted": 0,
+                              "noise_sd": None}]}}
 POINTER = {"from": "search", "round": 1, "trial": 0, "hparams": {"learning_rate": 0.03},
            "sha256": "ab" * 32}
 
@@ -138,6 +144,14 @@ SUMMARY = {**_read("narrow", "summary.json"), "confirmation": CONFIRMATION,
      "'confirmation.candidates[1].round' is str, expected int"),
     (Summary, _damaged(SUMMARY, ["confirmation", "candidates", 0, "seed_loss"], 0.5),
      "'confirmation.candidates[0].seed_loss' is float, expected list"),
+    (Summary, _damaged(SUMMARY, ["confirmation", "rule"], "best"),
+     "'confirmation.rule' is 'best', expected one of ['mean', 'lcb']"),
+    (Summary, _damaged(SUMMARY, ["confirmation", "estimates", "trial", 2], 3.5),
+     "'confirmation.estimates.trial[2]' is float, expected int"),
+    (Summary, _damaged(SUMMARY, ["confirmation", "estimates", "stderr"], [0.1]),
+     "'confirmation.estimates.stderr' has 1 values, expected 3 (as many as 'round')"),
+    (Summary, _damaged(SUMMARY, ["confirmation", "estimates", "groups", 0, "fitted"], None),
+     "'confirmation.estimates.groups[0].fitted' is NoneType, expected int"),
     (Summary, _damaged(SUMMARY, ["best_params", "sha256"], 12),
      "'best_params.sha256' is int, expected str"),
     (ConfirmationRecord, _damaged(CONFIRMATION, ["seeds"], 2.0), "'seeds' is float, expected int"),

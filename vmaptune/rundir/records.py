@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,9 +44,11 @@ from vmaptune.trials.table import Trial
 TrialRecord = Trial  # A line of trials.jsonl (see the module).
 SEARCH, FINAL_FIT = "search", "final_fit"  # Whose parameters best_params.msgpack holds.
 _NONE = (type(None),)
+CONFIRMATION_RULES = ("mean", "lcb")  # What the confirmation chose by (ConfirmationRecord.rule).
 
-__all__ = ["BucketEntry", "BudgetRecord", "CandidateRecord", "ConfirmationRecord", "FinalFitRecord",
-           "ParamsPointer", "RecordError", "RoundEntry", "Summary", "TrialRecord"]
+__all__ = ["BucketEntry", "BudgetRecord", "CandidateRecord", "ConfirmationRecord",
+           "EstimateGroupRecord", "EstimatesRecord", "FinalFitRecord", "ParamsPointer",
+           "RecordError", "RoundEntry", "Summary", "TrialRecord"]
 
 
 def _optional(types: tuple[type, ...]) -> tuple[type, ...]:
@@ -254,6 +257,8 @@ class CandidateRecord:
     search: its ranking metric in the search (``search_val_<rank_by>``).
     mean, sd: the ranking metric's mean and standard deviation over seeds.
     seeds: ``{metric: [S]}`` each seed's value (``seed_<metric>``; ``None`` where it diverged).
+    estimate, estimate_se: its estimated expected score and that estimate's
+      standard error (see :class:`EstimatesRecord`; ``None`` where it has none).
   """
 
   round: int
@@ -263,12 +268,15 @@ class CandidateRecord:
   mean: float | None
   sd: float | None
   seeds: dict[str, list[float | None]]
+  estimate: float | None = None
+  estimate_se: float | None = None
   scoring: Scoring = dataclasses.field(repr=False, compare=False, kw_only=True)
 
   def to_json(self) -> dict[str, Any]:
     return {"round": self.round, "trial": self.trial, "hparams": self.hparams,
             self.scoring.search_field: self.search, "mean": self.mean, "sd": self.sd,
-            **{self.scoring.seeds_field(name): values for name, values in self.seeds.items()}}
+            **{self.scoring.seeds_field(name): values for name, values in self.seeds.items()},
+            "estimate": self.estimate, "estimate_se": self.estimate_se}
 
   @classmethod
   def from_json(cls, value: Any, scoring: Scoring) -> CandidateRecord:
@@ -276,7 +284,87 @@ class CandidateRecord:
                take(value, scoring.search_field, NUMBER, None), take(value, "mean", NUMBER, None),
                take(value, "sd", NUMBER, None),
                {name: fields.numbers(value, scoring.seeds_field(name)) for name in scoring.names},
+               take(value, "estimate", NUMBER, None), take(value, "estimate_se", NUMBER, None),
                scoring=scoring)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimateGroupRecord:
+  """One group of :class:`EstimatesRecord`: configurations fitted together.
+
+  Attributes:
+    values: the structural values they share (``{}`` without any).
+    reached: the epoch they stopped at.
+    trials, fitted: how many there are, and how many the kernel was fitted on
+      (0: too few, their raw scores stand).
+    noise_sd: the fitted spread of one trial's score around its expected
+      score, in the metric's units (``None`` where not fitted).
+  """
+
+  values: dict[str, Any]
+  reached: int
+  trials: int
+  fitted: int
+  noise_sd: float | None
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, value: Any) -> EstimateGroupRecord:
+    return cls(take(value, "values", DICT), take(value, "reached", INT),
+               take(value, "trials", INT), take(value, "fitted", INT),
+               take(value, "noise_sd", NUMBER, None))
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatesRecord:
+  """The confirmation's ``estimates``: every estimated trial's expected score
+  (:func:`vmaptune.trials.estimate.estimate`, over the search's trials as the
+  confirmation chose its candidates), as columns of equal length ``[N]``.
+
+  Attributes:
+    round, trial: each estimated trial's round and trial number.
+    mean: its estimated expected score (the ranking metric, in its units).
+    stderr: that estimate's standard error (``None`` where infinite).
+    groups: one :class:`EstimateGroupRecord` per group fitted.
+  """
+
+  round: tuple[int, ...]
+  trial: tuple[int, ...]
+  mean: tuple[float, ...]
+  stderr: tuple[float | None, ...]
+  groups: tuple[EstimateGroupRecord, ...]
+
+  def of(self, round_index: int, trial: int) -> tuple[float, float | None] | None:
+    """``(mean, stderr)`` of a trial, ``None`` if it has no estimate."""
+    return self._by_trial.get((round_index, trial))
+
+  @functools.cached_property
+  def _by_trial(self) -> dict[tuple[int, int], tuple[float, float | None]]:
+    return {(r, t): (m, s) for r, t, m, s in zip(self.round, self.trial, self.mean, self.stderr,
+                                                 strict=True)}
+
+  def to_json(self) -> dict[str, Any]:
+    return {"round": list(self.round), "trial": list(self.trial), "mean": list(self.mean),
+            "stderr": list(self.stderr), "groups": [g.to_json() for g in self.groups]}
+
+  @classmethod
+  def from_json(cls, value: Any, scoring: Scoring | None = None) -> EstimatesRecord:
+    columns = {key: take(value, key, LIST) for key in ("round", "trial", "mean", "stderr")}
+    for key, column in columns.items():
+      for i, item in enumerate(column):
+        fields.check(item, INT if key in ("round", "trial") else
+                     FLOAT if key == "mean" else NUMBER, f"{key}[{i}]")
+      if len(column) != len(columns["round"]):
+        raise RecordError(key, f"has {len(column)} values, expected {len(columns['round'])} "
+                          "(as many as 'round')")
+    groups = []
+    for i, group in enumerate(take(value, "groups", LIST)):
+      with within(f"groups[{i}]"):
+        groups.append(EstimateGroupRecord.from_json(group))
+    return cls(*(tuple(columns[key]) for key in ("round", "trial", "mean", "stderr")),
+               tuple(groups))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +379,10 @@ class ConfirmationRecord:
       :class:`vmaptune.search.confirmation.Confirmation`).
     lane_epochs: epochs trained over its lanes; wall_s: its wall time.
     candidates: one :class:`CandidateRecord` each, best first.
+    rule: what chose among them: ``"mean"`` (the best mean over seeds) or
+      ``"lcb"`` (the best lower confidence bound, when seeds disagreed widely;
+      see :class:`vmaptune.search.confirmation.Confirmation`).
+    estimates: the estimates the candidates were chosen by (``None`` without).
   """
 
   configurations: int | None
@@ -303,13 +395,16 @@ class ConfirmationRecord:
   lane_epochs: int | None
   wall_s: float
   candidates: tuple[CandidateRecord, ...]
+  rule: str | None = None
+  estimates: EstimatesRecord | None = None
   scoring: Scoring = dataclasses.field(repr=False, compare=False, kw_only=True)
 
   def to_json(self) -> dict[str, Any]:
     return {"configurations": self.configurations, "seeds": self.seeds, "chosen": self.chosen,
             self.scoring.search_field: self.search, "mean": self.mean, "sd": self.sd,
             "optimism": self.optimism, "lane_epochs": self.lane_epochs, "wall_s": self.wall_s,
-            "candidates": [c.to_json() for c in self.candidates]}
+            "rule": self.rule, "candidates": [c.to_json() for c in self.candidates],
+            "estimates": None if self.estimates is None else self.estimates.to_json()}
 
   @classmethod
   def from_json(cls, value: Any, scoring: Scoring) -> ConfirmationRecord:
@@ -319,10 +414,16 @@ class ConfirmationRecord:
         candidates.append(CandidateRecord.from_json(candidate, scoring))
     count = lambda key: take(value, key, _optional(INT), None)
     number = lambda key: take(value, key, NUMBER, None)
+    rule = take(value, "rule", _optional(STR), None)
+    if rule not in (None, *CONFIRMATION_RULES):
+      raise RecordError("rule", f"is {rule!r}, expected one of {list(CONFIRMATION_RULES)}")
+    estimates = take(value, "estimates", _optional(DICT), None)
+    with within("estimates"):
+      estimates = None if estimates is None else EstimatesRecord.from_json(estimates)
     return cls(count("configurations"), take(value, "seeds", INT), count("chosen"),
                number(scoring.search_field), number("mean"), number("sd"), number("optimism"),
                count("lane_epochs"), take(value, "wall_s", FLOAT), tuple(candidates),
-               scoring=scoring)
+               rule, estimates, scoring=scoring)
 
 
 @dataclasses.dataclass(frozen=True)

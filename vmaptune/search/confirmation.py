@@ -11,6 +11,14 @@ population per bucket, from keys no round uses. The chosen configuration is
 the one with the best mean validation accuracy over its seeds (one for which
 any seed diverged is never chosen), and its **optimism** is its search score
 minus that mean: how much the search flattered it.
+
+Where the seeds of some candidate disagree widely (near the edge of stability
+a learning rate trains well with one seed and badly with the next), the mean
+of a few seeds says little about what the next seed gives: the choice is then
+the best lower confidence bound, the mean less one standard error of it
+(:attr:`Confirmation.rule` says which rule chose). "Widely": a candidate's
+spread over seeds is more than ``WIDE_SPREAD`` times the typical one (the
+median candidate's, which one unstable candidate does not move).
 """
 
 from __future__ import annotations
@@ -24,14 +32,19 @@ import numpy as np
 
 from vmaptune.lanes.keys import REPLICA, round_keys
 from vmaptune.lanes.population import Population
-from vmaptune.rundir.records import CandidateRecord, ConfirmationRecord
+from vmaptune.rundir.records import (
+    CandidateRecord,
+    ConfirmationRecord,
+    EstimateGroupRecord,
+    EstimatesRecord,
+)
 from vmaptune.search.engine import Engine
 from vmaptune.space.space import Space
 from vmaptune.strategies.base import lane_scores
-from vmaptune.trials.estimate import estimate, order_by
+from vmaptune.trials.estimate import LCB_K, Estimates, estimate, order_by
 from vmaptune.trials.ranking import order, rank
 from vmaptune.trials.scoring import Scoring
-from vmaptune.trials.table import Trial, TrialTable, finite_or_none
+from vmaptune.trials.table import Trial, TrialTable, finite_or_none, json_value
 
 if TYPE_CHECKING:  # Results hold a confirmation: only for types.
   from vmaptune.search.results import RoundResult
@@ -39,6 +52,11 @@ if TYPE_CHECKING:  # Results hold a confirmation: only for types.
 # The round index whose keys the confirmation trains with (folded per seed):
 # no run has that many rounds, so its seeds are fresh.
 CONFIRMATION_ROUND = 2 ** 32 - 1
+# A candidate whose spread over seeds is this many times the typical candidate's
+# makes the choice weigh the spread (the "lcb" rule). With normal seed noise of
+# one level a candidate's spread passes 4 times the typical one by chance about
+# once in 2,000 with 2 seeds, far less often with more.
+WIDE_SPREAD = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +70,8 @@ class Confirmation:
     epochs: the epoch budget each seed trained.
     wall_s: wall time of the stage, compilation included.
     scoring: the objective's metrics and the ranking one.
+    estimates: the search's trials' estimated expected scores that chose the
+      candidates (``None`` where the search's ranking chose them).
   """
 
   candidates: tuple[Trial, ...]
@@ -59,6 +79,7 @@ class Confirmation:
   epochs: int
   wall_s: float
   scoring: Scoring = dataclasses.field(kw_only=True)
+  estimates: EstimatesRecord | None = dataclasses.field(default=None, kw_only=True)
 
   @property
   def seed_scores(self) -> np.ndarray:
@@ -85,11 +106,31 @@ class Confirmation:
     return self.seed_scores.std(axis=1, ddof=1 if self.seeds > 1 else 0)
 
   @property
+  def rule(self) -> str:
+    """What chooses: ``"lcb"`` where some candidate's spread over seeds is
+    more than ``WIDE_SPREAD`` times the median candidate's, else ``"mean"``."""
+    spread = self.spread[~self.diverged]
+    if self.seeds < 2 or len(spread) < 2:
+      return "mean"
+    typical = float(np.median(spread))
+    return "lcb" if float(spread.max()) > WIDE_SPREAD * typical else "mean"
+
+  @property
+  def bound(self) -> np.ndarray:
+    """float64 ``[K]``: the pessimistic end of each mean's one-standard-error
+    band (``mean - sd / sqrt(S)`` for a maximised metric, ``+`` for a minimised one)."""
+    stderr = LCB_K * self.spread / np.sqrt(self.seeds)
+    return self.mean - stderr if self.scoring.maximize else self.mean + stderr
+
+  @property
   def chosen(self) -> int:
-    """Index of the chosen candidate: the best mean in the ranking metric's
-    direction (ties by the other metrics' means, then search rank); the
-    search's best if every candidate diverged somewhere."""
+    """Index of the chosen candidate: the best by :attr:`rule` (the mean, or
+    :attr:`bound`) in the ranking metric's direction (ties by the other
+    metrics' means, then search rank); the search's best if every candidate
+    diverged somewhere."""
     means = {name: values.mean(axis=1) for name, values in self.seed_metrics.items()}
+    if self.rule == "lcb":
+      means[self.scoring.rank_by] = self.bound
     ranked = order(self.scoring, means, self.diverged)
     return int(ranked[0]) if len(ranked) else 0
 
@@ -119,6 +160,8 @@ class Confirmation:
   def record(self) -> ConfirmationRecord:
     """The summary's ``confirmation`` entry, as a record."""
     chosen, scoring = self.chosen, self.scoring
+    found = lambda t: (None if self.estimates is None
+                       else self.estimates.of(t.round, t.trial)) or (None, None)
     return ConfirmationRecord(
         configurations=len(self.candidates), seeds=self.seeds, chosen=chosen,
         search=self.trial.score, mean=finite_or_none(self.mean[chosen]),
@@ -128,8 +171,10 @@ class Confirmation:
             round=t.round, trial=t.trial, hparams=t.hparams_json(), search=t.score,
             mean=finite_or_none(self.mean[i]), sd=finite_or_none(self.spread[i]),
             seeds={name: [finite_or_none(v) for v in values[i]]
-                   for name, values in self.seed_metrics.items()}, scoring=scoring)
-            for i, t in enumerate(self.candidates)), scoring=scoring)
+                   for name, values in self.seed_metrics.items()},
+            estimate=found(t)[0], estimate_se=found(t)[1], scoring=scoring)
+            for i, t in enumerate(self.candidates)),
+        rule=self.rule, estimates=self.estimates, scoring=scoring)
 
   def describe(self) -> str:
     """Two lines: the chosen configuration's confirmation and what was compared."""
@@ -144,10 +189,13 @@ def describe(record: ConfirmationRecord) -> str:
   points = record.scoring.rank_by.endswith("accuracy")
   optimism = (f"{number(None if optimism is None else 100 * optimism, '+.1f')} points"
               if points else number(optimism, "+.4g"))
+  by = ("the best lower confidence bound (mean less a standard error: seeds disagreed "
+        "widely) of" if record.rule == "lcb" else "the best mean of")
+  shortlist = " by their estimated score" if record.estimates is not None else ""
   return (f"  confirmed     {number(record.mean, '.4f')} +- {number(record.sd, '.4f')} "
           f"over {record.seeds} fresh seeds (optimism of the search score "
           f"{optimism})\n"
-          f"  chosen as the best mean of the top {record.configurations} configurations "
+          f"  chosen as {by} the top {record.configurations} configurations{shortlist} "
           f"retrained ({record.lane_epochs} lane-epochs, {record.wall_s:.1f}s)")
 
 
@@ -162,10 +210,19 @@ def top_candidates(rounds: Sequence[RoundResult], count: int,
   less than its own score; trials without an estimate (population-based
   training's children) follow in the search's ranking. Without it, the
   search's ranking alone."""
+  return shortlist(rounds, count, space)[0]
+
+
+def shortlist(rounds: Sequence[RoundResult], count: int,
+              space: Space | None = None) -> tuple[list[Trial], EstimatesRecord | None]:
+  """:func:`top_candidates`, and the estimates that chose them (``None``
+  without ``space``)."""
   table = TrialTable.concat(list(rounds))
   ranked = rank(table)
+  found = None
   if space is not None:
-    first = order_by(estimate(table, space))
+    found = estimate(table, space)
+    first = order_by(found)
     ranked = np.concatenate([first, ranked[~np.isin(ranked, first)]])
   by_index = {r.index: r for r in rounds}
   chosen: list[Trial] = []
@@ -181,7 +238,22 @@ def top_candidates(rounds: Sequence[RoundResult], count: int,
     if key not in seen:
       seen.add(key)
       chosen.append(trial)
-  return chosen
+  return chosen, None if found is None else estimates_record(table, found)
+
+
+def estimates_record(table: TrialTable, found: Estimates) -> EstimatesRecord:
+  """The estimated trials of ``table`` (those with a finite estimate), as the
+  summary records them."""
+  rows = np.flatnonzero(np.isfinite(found.mean))
+  return EstimatesRecord(
+      round=tuple(int(v) for v in table.round[rows]),
+      trial=tuple(int(v) for v in table.trial[rows]),
+      mean=tuple(float(v) for v in found.mean[rows]),
+      stderr=tuple(finite_or_none(v) for v in found.stderr[rows]),
+      groups=tuple(EstimateGroupRecord(
+          values={k: json_value(v) for k, v in g.values.items()}, reached=g.reached,
+          trials=len(g.rows), fitted=g.fitted,
+          noise_sd=finite_or_none(g.noise_sd)) for g in found.groups))
 
 
 def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: int,
@@ -204,7 +276,7 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
     schedule: a trial's ``[(first_epoch, end_epoch, hparams), ...]``.
   """
   start = time.perf_counter()
-  candidates = top_candidates(rounds, count, engine.space)
+  candidates, estimates = shortlist(rounds, count, engine.space)
   if len(candidates) < 2:
     return None
   groups: dict[tuple, list[int]] = {}
@@ -234,7 +306,7 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
           else:
             seed_metrics[name][part, seed] = values[0]
   return Confirmation(tuple(candidates), seed_metrics, engine.settings.epochs,
-                      time.perf_counter() - start, scoring=scoring)
+                      time.perf_counter() - start, scoring=scoring, estimates=estimates)
 
 
 def _retrain(pop: Population, schedules: list[list], lanes: int, keys: tuple,
@@ -283,10 +355,10 @@ def restore(saved: Mapping[str, Any] | None, rounds: Sequence[RoundResult], coun
   record = ConfirmationRecord.from_json(saved, scoring)
   if record.seeds > seeds if fewer_seeds else record.seeds != seeds:
     return None
-  candidates = top_candidates(rounds, count, space)
+  candidates, estimates = shortlist(rounds, count, space)
   if [(c.round, c.trial) for c in record.candidates] != [(t.round, t.trial) for t in candidates]:
     return None
   as_array = lambda name: np.array([[np.nan if v is None else v for v in c.seeds[name]]
                                     for c in record.candidates], np.float64)
   return Confirmation(tuple(candidates), {name: as_array(name) for name in scoring.names},
-                      epochs, record.wall_s, scoring=scoring)
+                      epochs, record.wall_s, scoring=scoring, estimates=estimates)

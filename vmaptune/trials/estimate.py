@@ -69,13 +69,9 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import scipy.linalg
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel, WhiteKernel
 from threadpoolctl import threadpool_limits
 
 from vmaptune.errors import SettingsError
@@ -84,6 +80,10 @@ from vmaptune.trials import fields
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import Trial, TrialTable
 from vmaptune.validation import whole_number
+
+if TYPE_CHECKING:  # scikit-learn and SciPy load when a first estimate is made: they
+  # take seconds to import, which every `import vmaptune` (and each process) would pay.
+  from sklearn.gaussian_process.kernels import Kernel
 
 MIN_FIT = 4  # A group of fewer trials keeps its raw scores.
 FIT_SIZE = 300  # The most trials of a group the kernel's hyperparameters are fitted on ...
@@ -331,6 +331,10 @@ def _fit_group(unit: np.ndarray, score: np.ndarray, scoring: Scoring, fit_size: 
 def _hyperparameters(unit: np.ndarray, z: np.ndarray, rows: np.ndarray) -> Kernel:
   """The kernel of greatest marginal likelihood for the standardised scores
   ``z [n]`` of ``rows``: ``amplitude * RBF(a length scale per axis) + noise``."""
+  from sklearn.exceptions import ConvergenceWarning
+  from sklearn.gaussian_process import GaussianProcessRegressor
+  from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
   dimensions = unit.shape[1]
   kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.full(dimensions, 0.3), (1e-2, 1e2))
             + WhiteKernel(0.1, (1e-6, 1.0)))
@@ -351,6 +355,8 @@ def _posterior(kernel: Kernel, unit: np.ndarray, z: np.ndarray,
   ``A = (K + s I)^-1``, at those rows the mean is ``z - s A z`` and the variance
   ``s (1 - s diag(A))``: one Cholesky factor and its inverse, no ``[n, n]`` solve.
   """
+  import scipy.linalg
+
   noise = kernel.k2.noise_level
   given = unit[rows]
   factor = scipy.linalg.cholesky(kernel(given) + 1e-10 * np.eye(len(rows)), lower=True)
