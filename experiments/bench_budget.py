@@ -1,5 +1,16 @@
 """The anytime race (issue 21): how good is the model each method hands back after B seconds?
 
+**Tasks**: the four of ``bench_search.py`` (``problems.SEARCH_PROBLEMS``: digits MLP,
+digits CNN, noisy teacher MLP, 6-parameter teacher) and ``digits_sgd``, whose good
+learning rates are a narrow band: MLP(128) on the digits with SGD (momentum 0.9) for 3
+epochs, learning rate 1e-6..1e2 and weight decay 1e-8..1e-1. Measured once on data seed 0
+(a grid of 29 rates, 2 seeds each, no weight decay; the one-off script was not kept;
+2026-12-07), validation accuracy: 1e-4: 11%, 1e-3: 14%, 1e-2: 62%, 1e-1: 88%, 0.32: 92.5%,
+0.56: 94.6%, 1.0: 93.0%, 1.78: 29%, 3.2 and up: chance. The score moves over 4 decades of
+learning rate; three epochs are too few for a small rate to finish, and a rate 3 times the
+best diverges, so only about half a decade (0.3 to 1) lies within 2 points of the best: a
+sixteenth of the range, its upper edge a cliff.
+
 For every task, budget B, method and seed, a method spends at most B seconds of
 wall time, everything included, and hands back one configuration:
 
@@ -14,6 +25,9 @@ wall time, everything included, and hands back one configuration:
   stops proposing when the next trial and the final retrain of its best
   configuration would no longer fit B (at the recent pace), then retrains that
   configuration once: the final retrain counts inside B, as vmaptune's final fit does.
+
+Every run compiles its programs (no persistent compilation cache: the worst case for
+every method; ``--cache DIR`` compiles every method through the same one instead).
 
 **Quality** is the chosen configuration's *expected test score*: the mean test
 accuracy over ``--eval-seeds`` (8) fresh-seed retrains, trained as lanes of one
@@ -44,7 +58,7 @@ checked per cell with their margins.
 
     python experiments/bench_budget.py                 # the full race: hours on 2 CPU cores
     python experiments/bench_budget.py --resume        # continue an interrupted race
-    python experiments/bench_budget.py --quick         # a smoke run: about a minute
+    python experiments/bench_budget.py --quick         # a smoke run: a few minutes
     python experiments/bench_budget.py --tasks digits_mlp digits_sgd --budgets 10 20 --seeds 2
     python experiments/bench_budget.py --markdown experiments/results/budget-race-cpu.json
 
@@ -91,12 +105,7 @@ from problems import (  # noqa: E402
     tpe_search,
 )
 
-# Plain SGD (momentum 0.9) on the digits for 3 epochs, learning rate over 8 decades.
-# Measured on data seed 0 (2 seeds per rate, this CPU, 2026-12-07), validation accuracy:
-# 1e-3: 14%, 1e-2: 62%, 1e-1: 88%, 0.32: 92.5%, 0.56: 94.6%, 1.0: 93.0%, 1.78: 29%,
-# 3.2 and up: chance. Three epochs are too few for a small rate to finish, and a rate
-# a factor of 3 above the best diverges, so only about half a decade (0.3 to 1) lies
-# within 2 points of the best: a sixteenth of the range, its edge a cliff.
+# A narrow learning-rate optimum (see the module docstring).
 DIGITS_SGD = Problem(
     "digits_sgd", vt.models.MLP(hidden=(128,)), digits,
     dict(population=64, epochs=3, batch_size=64, optimizer="sgd"),
@@ -423,9 +432,12 @@ def _budget_targets(task: str, budget: float, ours: dict, tpe: dict | None) -> l
     regret = _points(ours["regret"])
     checks.append(_check(task, "regret at 80 s", budget, regret,
                          f"<= {MAX_REGRET_POINTS} points", MAX_REGRET_POINTS - regret))
-  optimism = _points(ours["optimism"])
-  checks.append(_check(task, "optimism", budget, optimism, f"<= {MAX_OPTIMISM_POINTS} points",
-                       MAX_OPTIMISM_POINTS - optimism))
+  # Against the expected test, and against the same retrains' validation mean: one data
+  # split's validation-to-test gap (points, either way) shifts the first, not the second.
+  for key, against in (("optimism", "expected test"), ("optimism_val", "retrains' validation")):
+    optimism = _points(ours[key])
+    checks.append(_check(task, f"optimism (vs {against})", budget, optimism,
+                         f"<= {MAX_OPTIMISM_POINTS} points", MAX_OPTIMISM_POINTS - optimism))
   return checks
 
 
