@@ -58,7 +58,7 @@ checked per cell with their margins.
 
     python experiments/bench_budget.py                 # the full race: hours on 2 CPU cores
     python experiments/bench_budget.py --resume        # continue an interrupted race
-    python experiments/bench_budget.py --quick         # a smoke run: a few minutes
+    python experiments/bench_budget.py --quick         # a smoke run: about 2 minutes
     python experiments/bench_budget.py --tasks digits_mlp digits_sgd --budgets 10 20 --seeds 2
     python experiments/bench_budget.py --markdown experiments/results/budget-race-cpu.json
 
@@ -476,7 +476,7 @@ def markdown(report: dict) -> str:
         f"{_cell(r['optimism_val'], r['optimism_val_se'], sign='+')} | "
         f"{_cell(r['wall_s'], r['wall_s_se'], 1, '.1f')} | "
         f"{_cell(r['configurations'], None, 1, '.0f')} | {r['no_model']} of {r['seeds']} |")
-  lines += ["", "| task | ceiling % (16-seed mean, ± SE) | " + " | ".join(report["methods"])
+  lines += ["", "| task | ceiling % (mean over its seeds ± SE) | " + " | ".join(report["methods"])
             + " |", "|---|---:|" + "---:|" * len(report["methods"])]
   quality = report["summary"]["time_to_quality"]
   for task, entry in report["tasks"].items():
