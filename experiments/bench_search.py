@@ -49,7 +49,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -60,42 +59,21 @@ import jax
 import numpy as np
 
 import vmaptune as vt
-from vmaptune.lanes.keys import round_keys
 from vmaptune.rundir import write_json
-from vmaptune.search.engine import Engine
-from vmaptune.search.settings import Settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # The shared problems, also when this file is loaded by path.
   sys.path.insert(0, HERE)
-from problems import DIGITS_CNN, DIGITS_MLP, TEACHER_MLP, Problem  # noqa: E402
+from problems import (  # noqa: E402
+    SEARCH_PROBLEMS,
+    SUPPORTS_CONFIRM,
+    OneLane,
+    Problem,
+    recent_pace,
+    tpe_search,
+)
 
-# Learning rate and weight decay over wide ranges: the search has to find the good region.
-WIDE = dict(learning_rate=vt.LogUniform(1e-5, 1e0), weight_decay=vt.LogUniform(1e-8, 1e-1))
-SIX = vt.Space(**WIDE, b1=vt.Uniform(0.5, 0.99), b2=vt.Uniform(0.9, 0.9999),
-               label_smoothing=vt.Uniform(0.0, 0.3), dropout_rate=vt.Uniform(0.0, 0.5))
-
-
-def small_noisy_teacher(seed: int) -> vt.Dataset:
-  """2000 training examples from a random teacher network, 20% of labels noise: an MLP
-  overfits it unless dropout, smoothing and decay hold it back. Validation and test splits
-  of 1000 examples each, so that one example moves a score by 0.1 points."""
-  return vt.data.teacher(n=2000, features=32, hidden=32, label_noise=0.2, val_fraction=0.25,
-                         test_fraction=0.25, seed=seed)
-
-
-TASKS = {p.name: p for p in (
-    DIGITS_MLP.but(settings=dict(population=64, rounds=3, epochs=8, batch_size=64),
-                   space=vt.Space(**WIDE)),
-    # Half the widths of the strategy benchmark's CNN (half its time on CPU), to fit the budget.
-    DIGITS_CNN.but(model=vt.models.CNN(channels=(8, 16), dense=32),
-                   settings=dict(population=12, rounds=3, epochs=3, batch_size=64),
-                   space=vt.Space(**WIDE)),
-    TEACHER_MLP.but(settings=dict(population=64, rounds=3, epochs=4, batch_size=128),
-                    space=vt.Space(**WIDE)),
-    Problem("teacher_6p", vt.models.MLP(hidden=(64, 64)), small_noisy_teacher,
-            dict(population=64, rounds=3, epochs=5, batch_size=64), SIX),
-)}
+TASKS = SEARCH_PROBLEMS
 # --quick: smaller populations and epoch budgets (still enough for halving and PBT).
 QUICK_SETTINGS = {
     "digits_mlp": dict(population=32, rounds=3, epochs=6),
@@ -116,7 +94,6 @@ METHODS: dict[str, dict | None] = {
 QUICK_METHODS = ("narrow/random", BASELINE)
 TABLES = {"equal_wall": "equal wall time", "equal_lane_epochs": "equal lane-epochs"}
 RETRAIN_SEEDS = 4  # Fresh seeds the chosen configuration is retrained with to measure optimism.
-RETRAIN_ROUND = 10_000  # Retrain s uses the keys of round RETRAIN_ROUND + s.
 # A run already made for a seed counts as taking the default's wall time when it took
 # within this fraction of it (timings of the same run vary about as much).
 WALL_TOLERANCE = 0.15
@@ -125,7 +102,6 @@ BEAT_POINTS = 1.0  # On the 6-parameter task: at least this many points above it
 MAX_OPTIMISM_POINTS = 1.0
 SUMMARY_KEYS = ("test_accuracy", "val_accuracy", "optimism", "wall_s", "lane_epochs",
                 "configurations", "rounds")
-SUPPORTS_CONFIRM = "confirm" in {f.name for f in dataclasses.fields(Settings)}
 # A compilation cache for what no budget counts (final fits, retrains that measure a
 # vmaptune run's optimism): each task compiles those once, not once per run.
 UNTIMED_CACHE: list[str] = []
@@ -148,98 +124,37 @@ class Budget:
   lane_epochs: int | None = None
 
 
-class OneLane:
-  """The task's configurations trained one at a time: vmaptune's own one-lane trainer
-  (compiled once), as the final fit uses it."""
-
-  def __init__(self, problem: Problem, data: vt.Dataset, seed: int):
-    settings = {**problem.settings, "population": 1, "rounds": 1, "seed": seed,
-                "sampler": "narrow", "strategy": "random"}
-    if SUPPORTS_CONFIRM:
-      settings["confirm"] = "off"
-    self.engine = Engine(problem.model, data, problem.space, Settings.from_kwargs(settings))
-    self.pop = self.engine.population(self.engine.buckets.find({}))
-    self.alone = self.pop.alone
-    self.epochs = problem.settings["epochs"]
-
-  def train(self, schedule: list | dict, round_index: int) -> tuple[Any, float, bool]:
-    """Trains a configuration (or a lineage schedule) with round ``round_index``'s keys.
-
-    Returns:
-      ``(params, validation accuracy, diverged)``.
-    """
-    if isinstance(schedule, dict):
-      schedule = [(0, self.epochs, schedule)]
-    trained = self.alone.fit_schedule(schedule, *round_keys(self.engine.settings.seed,
-                                                            round_index))
-    accuracy = float(self.alone.evaluate(trained.params)["accuracy"])
-    diverged = bool(np.asarray(trained.diverged)) or not math.isfinite(accuracy)
-    return trained.params, accuracy, diverged
-
-  def retrained_accuracy(self, schedule: list | dict) -> float:
-    """Mean validation accuracy over ``RETRAIN_SEEDS`` fresh seeds (0 where one diverged)."""
-    scores = []
-    for s in range(RETRAIN_SEEDS):
-      _, accuracy, diverged = self.train(schedule, RETRAIN_ROUND + s)
-      scores.append(0.0 if diverged else accuracy)
-    return float(np.mean(scores))
-
-  def test_accuracy(self, params: Any, data: vt.Dataset) -> float:
-    """Reads the test split (once) and scores ``params`` on it, as the final fit does."""
-    test = data.read_test()
-    return float(self.alone.evaluate(params, self.pop.put_batches(test))["accuracy"])
-
-
 def run_tpe_sequential(problem: Problem, seed: int, budget: Budget) -> dict:
   """Optuna TPE driving the sequential trainer until ``budget`` is spent, the
   retrains that measure its optimism included."""
-  import optuna
-
-  from vmaptune.samplers.optuna import distributions
-
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
   data = problem.data(seed)
   epochs = problem.settings["epochs"]
   start = time.perf_counter()
   lane = OneLane(problem, data, seed)
-  study = optuna.create_study(direction="maximize",
-                              sampler=optuna.samplers.TPESampler(seed=seed))
-  space = distributions(problem.space)
-  best: tuple[float, dict, Any] | None = None  # (val accuracy, hparams, params)
-  times: list[float] = []
-  while True:
-    n = len(times)
-    if n and budget.lane_epochs is not None and \
-        (n + 1 + RETRAIN_SEEDS) * epochs > budget.lane_epochs:
-      break
-    if n and budget.wall_s is not None:
-      # The next trial and the retrains, at the recent pace (the first trial compiled).
-      pace = statistics.median(times[1:][-5:]) if n > 1 else 0.0
-      if time.perf_counter() - start + pace * (1 + RETRAIN_SEEDS) > budget.wall_s:
-        break
-    began = time.perf_counter()
-    trial = study.ask(space)
-    hparams = {k: float(v) for k, v in trial.params.items()}
-    params, accuracy, diverged = lane.train(hparams, n)
-    if diverged:  # As vmaptune's Optuna sampler tells a diverged lane: among the bad trials.
-      study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    else:
-      study.tell(trial, accuracy)
-      if best is None or accuracy > best[0]:
-        best = (accuracy, hparams, params)
-    times.append(time.perf_counter() - began)
-  if best is None:
+
+  def spent(times: list[float]) -> bool:
+    """The next trial and the retrains would overrun the budget."""
+    if budget.lane_epochs is not None and \
+        (len(times) + 1 + RETRAIN_SEEDS) * epochs > budget.lane_epochs:
+      return True
+    return budget.wall_s is not None and \
+        time.perf_counter() - start + recent_pace(times) * (1 + RETRAIN_SEEDS) > budget.wall_s
+
+  found = tpe_search(lane, problem.space, seed, spent)
+  times = found.times
+  if found.best is None:
     return {"test_accuracy": math.nan, "val_accuracy": math.nan, "optimism": math.nan,
             "wall_s": time.perf_counter() - start, "lane_epochs": len(times) * epochs,
             "configurations": len(times), "rounds": None, "chosen": None}
-  retrained = lane.retrained_accuracy(best[1])
+  accuracy, hparams, params, _ = found.best
+  retrained = lane.retrained_accuracy(hparams, RETRAIN_SEEDS)
   wall = time.perf_counter() - start
   with untimed():
-    test_accuracy = lane.test_accuracy(best[2], data)
-  return {"test_accuracy": test_accuracy, "val_accuracy": best[0],
-          "optimism": best[0] - retrained, "optimism_from": "retrains",
+    test_accuracy = lane.test_accuracy(params, data)
+  return {"test_accuracy": test_accuracy, "val_accuracy": accuracy,
+          "optimism": accuracy - retrained, "optimism_from": "retrains",
           "wall_s": wall, "lane_epochs": (len(times) + RETRAIN_SEEDS) * epochs,
-          "configurations": len(times), "rounds": None, "chosen": best[1]}
+          "configurations": len(times), "rounds": None, "chosen": hparams}
 
 
 def run_vmaptune(problem: Problem, method: dict, seed: int, rounds: int,
@@ -261,7 +176,8 @@ def run_vmaptune(problem: Problem, method: dict, seed: int, rounds: int,
   else:  # Measured as the baseline's is, outside the method's cost.
     with untimed():
       lane = OneLane(problem, problem.data(seed), seed)
-      optimism = best.val_accuracy - lane.retrained_accuracy(result.schedule(best))
+      optimism = best.val_accuracy - lane.retrained_accuracy(result.schedule(best),
+                                                              RETRAIN_SEEDS)
     optimism_from = "retrains"
   with untimed():
     final = result.final_fit()

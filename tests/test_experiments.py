@@ -251,15 +251,20 @@ def test_the_idx_config_without_its_variable_reads_the_digits_written_as_idx(mon
   np.testing.assert_array_equal(np.bincount(labels), np.bincount(load_digits().target))
 
 
-def _run_script(name: str, args: list[str], out) -> dict:
-  """Runs ``experiments/<name>.py``'s ``main(args + ["--out", out])`` in this process and
-  returns the results it wrote."""
+def _script(name: str):
+  """``experiments/<name>.py`` loaded as a module."""
   spec = importlib.util.spec_from_file_location(
       name, os.path.join(ROOT, "experiments", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = module  # Its dataclasses look themselves up there.
   spec.loader.exec_module(module)
-  assert module.main([*args, "--out", str(out)]) == 0
+  return module
+
+
+def _run_script(name: str, args: list[str], out) -> dict:
+  """Runs ``experiments/<name>.py``'s ``main(args + ["--out", out])`` in this process and
+  returns the results it wrote."""
+  assert _script(name).main([*args, "--out", str(out)]) == 0
   return json.loads(out.read_text())
 
 
@@ -342,3 +347,55 @@ def test_the_search_benchmark_gives_the_baseline_the_defaults_budget(gpu_check_d
   assert by_wall["configurations"] == 1 or \
       by_wall["wall_s"] == pytest.approx(budget["wall_s"], rel=0.5)
   assert set(task["targets"]) == {"vs_tpe_sequential", "optimism"}
+
+
+@pytest.mark.slow  # The anytime race's smoke run: two 10 s budgets and their compiles.
+def test_the_budget_race_measures_the_expected_test_and_resumes(tmp_path):
+  """One seed of the default and TPE at 10 s on the quick task: each cell's expected test
+  is the mean of its fresh-seed retrains, its regret the ceiling's distance to it; the
+  table and the figure are written; a second run with --resume runs nothing again, and
+  one without it refuses to overwrite the results."""
+  args = ["--quick", "--budgets", "10", "--seeds", "1",
+          "--ceilings", str(tmp_path / "ceilings.json")]
+  out = tmp_path / "race.json"
+  report = _run_script("bench_budget", args, out)
+  ceiling = report["tasks"]["digits_sgd"]["ceiling"]
+  assert 0.1 < ceiling["expected_test"] <= ceiling["best_test_mean"] <= 1
+  assert report["complete"] and report["eval_seeds"] == 2
+  cells = {c["method"]: c for c in report["cells"]}
+  assert set(cells) == {"default", "tpe"}
+  tpe = cells["tpe"]
+  assert "expected_test" in tpe and tpe["configurations"] >= 1
+  for cell in cells.values():
+    if "refused" in cell:  # A loaded machine may compile too slowly for 10 s.
+      assert "cannot hold one round" in cell["refused"]
+      continue
+    assert len(cell["test_seeds"]) == 2 and 0 <= cell["expected_test"] <= 1
+    assert cell["expected_test"] == pytest.approx(np.mean(cell["test_seeds"]))
+    assert cell["regret"] == pytest.approx(ceiling["expected_test"] - cell["expected_test"])
+    assert cell["optimism"] == pytest.approx(cell["reported"] - cell["expected_test"])
+    assert 0 < cell["wall_s"] < 30
+  rows = {r["method"]: r for r in report["summary"]["rows"]}
+  assert rows["tpe"]["expected_test"] == pytest.approx(tpe["expected_test"])
+  assert {t["target"] for t in report["targets"]} >= {"time to quality"}
+  assert "| digits_sgd | tpe | 10 |" in (tmp_path / "race.md").read_text()
+  assert (tmp_path / "race.png").read_bytes()[:4] == b"\x89PNG"
+
+  again = _run_script("bench_budget", [*args, "--resume"], out)
+  assert again["cells"] == report["cells"]
+  with pytest.raises(SystemExit, match="--resume"):
+    _script("bench_budget").main([*args, "--out", str(out)])
+
+
+def test_the_budget_race_refuses_bad_settings_and_a_resume_of_another_task(tmp_path, capsys):
+  """Refused before anything trains: a seed count too small for a standard error, and
+  --resume of results measured with another definition of a task."""
+  race = _script("bench_budget")
+  with pytest.raises(SystemExit):
+    race.main(["--quick", "--eval-seeds", "1", "--out", str(tmp_path / "race.json")])
+  assert "--eval-seeds=1; expected a whole number of at least 2" in capsys.readouterr().err
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text(json.dumps({"tasks": {"digits_sgd": {"definition": {"epochs": 99}}},
+                                 "cells": [{"task": "digits_sgd"}]}))
+  with pytest.raises(SystemExit, match="task digits_sgd .* another definition"):
+    race.main(["--quick", "--resume", "--out", str(earlier)])
