@@ -65,7 +65,7 @@ def test_the_installed_command_runs_quietly(tmp_path):
   """The `vmaptune` console script that pip installed next to this Python reaches main()."""
   script = os.path.join(os.path.dirname(sys.executable), "vmaptune")
   assert os.path.exists(script), "install the package (pip install -e .) to get the command"
-  result = subprocess.run([script, "run", DEFAULT, "--quiet", "--no-cache",
+  result = subprocess.run([script, "run", DEFAULT, "--quiet",
                            "--set", "population=4", "rounds=1", "epochs=1", NO_CONFIRMATION,
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import vmaptune as vt
 from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.lanes.keys import REPLICA
 from vmaptune.lanes.population import Population
-from vmaptune.rundir.records import ConfirmationRecord
+from vmaptune.rundir.records import ConfirmationRecord, EstimateGroupRecord, EstimatesRecord
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.confirmation import Confirmation, top_candidates
 from vmaptune.search.settings import Settings
@@ -196,20 +196,30 @@ def test_candidates_are_the_best_estimates_not_the_luckiest_scores(small_data, t
 
 
 def test_seeds_that_disagree_widely_make_the_choice_weigh_the_spread():
-  # Candidate 0 has the best mean, but its two seeds lie far apart (an edge of
+  # Candidate 0 has the best mean, but its two seeds lie 10 points apart (an edge of
   # stability); the others' seeds agree within half a point.
   seeds = np.array([[0.97, 0.87], [0.915, 0.92], [0.91, 0.915], [0.905, 0.91]])
-  wide = Confirmation(candidates=tuple(_trial(i, 0.95) for i in range(4)),
-                      seed_metrics={"accuracy": seeds, "loss": 1 - seeds}, epochs=2,
-                      wall_s=1.0, scoring=CLASSIFICATION)
-  assert wide.mean[0] == max(wide.mean) and wide.rule == "lcb"
-  assert wide.chosen == 1  # The best mean less one standard error (sd / sqrt(2)).
+  confirmed = lambda scores, noise_sd=None: Confirmation(
+      candidates=tuple(_trial(i, 0.95) for i in range(4)),
+      seed_metrics={"accuracy": scores, "loss": 1 - scores}, epochs=2, wall_s=1.0,
+      scoring=CLASSIFICATION, estimates=None if noise_sd is None else EstimatesRecord(
+          (0,), (0,), (0.9,), (0.01,), (EstimateGroupRecord({}, 2, 300, 300, noise_sd),)))
+  # The typical spread is the noise of one trial's score that the search's estimate fitted.
+  wide = confirmed(seeds, noise_sd=0.01)
+  assert wide.typical_spread == 0.01 and wide.rule == "lcb"
+  assert wide.mean[0] == max(wide.mean) and wide.chosen == 1  # Mean less sd / sqrt(2).
   np.testing.assert_allclose(wide.bound, wide.mean - wide.spread / np.sqrt(2))
   assert wide.summary()["rule"] == "lcb" and "lower confidence bound" in wide.describe()
+  # Where one trial's score is that noisy, 10 points between two seeds is not wide.
+  assert confirmed(seeds, noise_sd=0.03).rule == "mean"
+  # Without an estimate: the median of the candidates' nonzero spreads (two seeds that got
+  # the same count right show the metric's resolution, not an absence of noise).
+  seeds[2] = [0.91, 0.91]
+  alone = confirmed(seeds)
+  assert alone.typical_spread == pytest.approx(np.std([0.915, 0.92], ddof=1))
+  assert alone.rule == "lcb" and alone.chosen == 1
   # Spreads of one size: the best mean chooses.
   seeds[0] = [0.93, 0.935]
-  agreeing = Confirmation(candidates=wide.candidates,
-                          seed_metrics={"accuracy": seeds, "loss": 1 - seeds}, epochs=2,
-                          wall_s=1.0, scoring=CLASSIFICATION)
+  agreeing = confirmed(seeds)
   assert agreeing.rule == "mean" and agreeing.chosen == 0
   assert "chosen as the best mean of the top 4" in agreeing.describe()

@@ -122,7 +122,7 @@ def test_two_processes_record_what_one_process_records_and_only_process_0_writes
   script = tmp_path / "tune_script.py"
   script.write_text(SCRIPT)
   port = _free_port()
-  cli_flags = [sys.executable, "-m", "vmaptune.cli", "run", experiment_file, "--no-cache",
+  cli_flags = [sys.executable, "-m", "vmaptune.cli", "run", experiment_file,
                "--quiet", "--set", strategy, "--out", "p0", "--coordinator",
                f"localhost:{port}", "--num-processes", "2", "--process-id", "0"]
   api_env = [sys.executable, str(script), experiment_file, "p1", strategy]

@@ -13,7 +13,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 
 import vmaptune as vt
 from vmaptune.errors import SettingsError
-from vmaptune.trials.estimate import Estimates, estimate, fit_rows, order_by
+from vmaptune.trials.estimate import Estimates, estimate, fit_rows, order_by, surface
 from vmaptune.trials.fields import RecordError
 from vmaptune.trials.scoring import CLASSIFICATION, Scoring
 from vmaptune.trials.table import TrialTable
@@ -96,6 +96,49 @@ def test_the_estimate_is_the_gaussian_process_posterior_given_the_conditioned_tr
     np.testing.assert_allclose(found.mean[row], score.mean() + score.std() * mean[0], rtol=1e-9)
     np.testing.assert_allclose(found.stderr[row], score.std() * latent, rtol=1e-6)
   assert group.noise_sd == pytest.approx(score.std() * np.sqrt(group.kernel.k2.noise_level))
+
+
+def test_the_surface_peaks_where_the_bowl_does_and_is_the_posterior_at_every_grid_point():
+  """The fitted surface over learning rate x weight decay (the report's surface.png) finds
+  the bowl's peak from 300 noisy trials, and is the fitted Gaussian process's posterior
+  mean (the same kernel as estimate()'s) at the grid's points."""
+  hparams, _, score = noisy_search(1, count=300)
+  table = table_of(hparams, score)
+  found = surface(table, SPACE, "learning_rate", "weight_decay", {"learning_rate": 0.1,
+                                                                  "weight_decay": 0.1}, size=25)
+  assert found.mean.shape == (25, 25) and found.at == {}
+  np.testing.assert_allclose(found.x_values[[0, -1]], [1e-5, 1.0], rtol=1e-5)
+  np.testing.assert_allclose(found.y_values[[0, -1]], [1e-8, 1e-1], rtol=1e-5)
+  i, j = np.unravel_index(np.argmax(found.mean), found.mean.shape)
+  assert abs(np.log10(found.x_values[j]) + 2.5) < 0.5  # The peak: 10^-2.5 and 10^-4.
+  assert abs(np.log10(found.y_values[i]) + 4.0) < 1.0
+  grid = {"learning_rate": np.repeat(found.x_values, 1), "weight_decay": found.y_values}
+  truth = bowl({"learning_rate": grid["learning_rate"][None, :],
+                "weight_decay": grid["weight_decay"][:, None]})
+  near = truth > 0.85  # Where the trials are dense, the fit is within a point of the truth.
+  assert np.abs(found.mean - truth)[near].max() < 0.01
+  [group] = estimate(table, SPACE).groups
+  assert found.group.kernel == group.kernel and found.group.rows.tolist() == list(range(300))
+  unit = SPACE.to_unit(hparams)
+  z = (score - score.mean()) / score.std()
+  regressor = GaussianProcessRegressor(group.kernel, optimizer=None).fit(unit, z)
+  point = SPACE.to_unit({"learning_rate": found.x_values[[3]], "weight_decay": found.y_values[[7]]})
+  expected = score.mean() + score.std() * regressor.predict(point)[0]
+  np.testing.assert_allclose(found.mean[7, 3], expected, rtol=1e-6)
+
+
+def test_a_surface_needs_two_traced_parameters_and_the_chosen_values():
+  hparams, _, score = noisy_search(0, count=20)
+  table = table_of(hparams, score)
+  at = {"learning_rate": 0.1, "weight_decay": 0.1}
+  with pytest.raises(SettingsError, match="surface over 'momentum': expected a traced"):
+    surface(table, SPACE, "momentum", "weight_decay", at)
+  with pytest.raises(SettingsError, match="expected two different parameters"):
+    surface(table, SPACE, "weight_decay", "weight_decay", at)
+  with pytest.raises(SettingsError, match="at has parameters"):
+    surface(table, SPACE, "learning_rate", "weight_decay", {"learning_rate": 0.1})
+  few = table_of({k: v[:3] for k, v in hparams.items()}, score[:3])
+  assert surface(few, SPACE, "learning_rate", "weight_decay", at) is None  # Too few to fit.
 
 
 def test_a_minimised_metric_is_estimated_as_its_negation_and_ranked_lowest_first():

@@ -203,7 +203,7 @@ def test_the_vae_searches_the_kl_weight_and_ranks_by_the_negative_elbo(shrunk_ru
 def test_the_regression_experiment_runs_from_the_command_line(tmp_path):
   out = tmp_path / "run"
   done = subprocess.run(
-      [sys.executable, "-m", "vmaptune.cli", "run", _config("diabetes_mlp.py"), "--no-cache",
+      [sys.executable, "-m", "vmaptune.cli", "run", _config("diabetes_mlp.py"),
        "--set", "population=2", "--set", "rounds=1", "--set", "epochs=2",
        "--set", NO_CONFIRMATION, "--out", str(out)],
       capture_output=True, text=True, timeout=120, cwd=ROOT)

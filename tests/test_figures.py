@@ -20,7 +20,7 @@ def test_figures_are_pngs_and_the_pair_panels_follow_the_records(written_run, wr
   result, out = written_run
   found = written_report
   names = ["pairs_round1", "pairs_round2", "best_so_far", "learning_curves", "importance",
-           "overview"]
+           "surface", "overview"]
   assert list(found.figures) == names and found.note is None
   for path in found.figures.values():
     assert os.path.dirname(path) == str(out / "report")  # The default place.
@@ -57,6 +57,7 @@ def test_one_numeric_parameter_draws_accuracy_against_it_and_a_lineage_curve(tmp
           batch_size=32, strategy="pbt(interval=2)", confirm="off")  # Figures of the search.
   found = vt.report(out, quiet=True)
   assert [(p["x"], p["y"]) for p in found.panels] == [("learning_rate", "val_accuracy")]
+  assert "surface" not in found.figures  # One traced parameter: no surface to draw.
   assert set(found.panels[0]["box"]) == {"learning_rate"}
   records = vt.load_run(out)
   children = [i for i, r in enumerate(records.records) if r["parent"] >= 0]

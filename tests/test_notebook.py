@@ -144,14 +144,16 @@ def test_the_plots_draw_from_results_rounds_runs_and_paths_without_pyplot(writte
   result, out = written_run
   run = vt.load_run(out)
   open_before = plt.get_fignums()
-  sources = (result, result.rounds[0], run, str(out), result)
+  sources = (result, result.rounds[0], run, str(out), result, run)
   draws = (vt.plots.overview, vt.plots.pairs, vt.plots.best_so_far, vt.plots.learning_curves,
-           vt.plots.importance)
+           vt.plots.importance, vt.plots.surface)
   for source, draw in zip(sources, draws, strict=True):
     assert isinstance(draw(source), matplotlib.figure.Figure), (draw, source)
   # The report's files are these figures saved; a notebook shows them as their PNG.
   with open(written_report.figures["pairs_round2"], "rb") as f:
     assert vt.plots.pairs(run)._repr_png_() == f.read()  # The last round by default.
+  with open(written_report.figures["surface"], "rb") as f:
+    assert vt.plots.surface(run)._repr_png_() == f.read()
   assert plt.get_fignums() == open_before  # Nothing joined pyplot's list of figures.
   with pytest.raises(ValueError, match=r"round_index=2; expected one of .*\[0, 1\]"):
     vt.plots.pairs(result, 2)

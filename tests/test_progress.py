@@ -194,7 +194,7 @@ def test_the_command_draws_a_live_line_on_a_terminal(tmp_path):
   """Standard output on a pseudo-terminal: the live line is the default."""
   leader, follower = pty.openpty()
   command = ("import sys; from vmaptune.cli import main; sys.exit(main(['run', "
-             f"{DEFAULT!r}, '--no-cache', '--set', 'population=4', 'rounds=1', 'epochs=2', "
+             f"{DEFAULT!r}, '--set', 'population=4', 'rounds=1', 'epochs=2', "
              f"'--out', {str(tmp_path / 'run')!r}]))")
   process = subprocess.Popen([sys.executable, "-c", command], cwd=ROOT, stdout=follower,
                              stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})

@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 from vmaptune.reporting.importance import Importance, is_log, values
 from vmaptune.rundir import Run, write_atomic
 from vmaptune.space.space import Space
+from vmaptune.trials.estimate import Surface, surface
 from vmaptune.trials.ranking import rank
 from vmaptune.trials.scoring import Scoring
 from vmaptune.trials.table import TrialTable
@@ -340,6 +341,53 @@ def importance_figure(run: Run, ranking: list[Importance]) -> Figure:
   return figure
 
 
+def fitted_surface(run: Run, ranking: list[Importance]) -> Surface | None:
+  """The estimated expected score (:func:`vmaptune.trials.estimate.surface`) over the
+  most important pair of numeric parameters (the first pair panel's), the others at
+  the chosen configuration's values; ``None`` where the space has one traced
+  parameter, nothing was chosen yet, or too few configurations to fit."""
+  x, y = pair_params(run, ranking)[0]
+  chosen = run.chosen_record
+  if y is None or chosen is None or not run.trials.is_configuration.any():
+    return None
+  return surface(run.trials, run.space, x, y, chosen.hparams)
+
+
+def surface_figure(run: Run, ranking: list[Importance]) -> Figure | None:
+  """The fitted surface of :func:`fitted_surface` as filled contours, coloured
+  as the pair panels are, with every configuration it was fitted to (dots) and
+  the chosen one (a red star); ``None`` where there is no surface."""
+  found = fitted_surface(run, ranking)
+  if found is None:
+    return None
+  scoring = run.scoring
+  norm = score_norm(run)
+  figure = _figure(6.2, 4.8)
+  ax = figure.subplots()
+  ax.contourf(found.x_values, found.y_values, found.mean, levels=14, cmap=cmap(scoring),
+              norm=norm)
+  rows = found.group.rows
+  ax.scatter(values(run.trials, found.x, rows), values(run.trials, found.y, rows), s=6,
+             color="white", edgecolors="black", linewidths=0.3)
+  chosen = run.chosen_record.hparams
+  ax.scatter([chosen[found.x]], [chosen[found.y]], marker="*", s=160, color="tab:red",
+             edgecolors="black", linewidths=0.6, label="chosen")
+  for name, set_scale in ((found.x, ax.set_xscale), (found.y, ax.set_yscale)):
+    set_scale("log" if is_log(run.space[name]) else "linear")
+  ax.set_xlim(*_limits(run.space[found.x]))
+  ax.set_ylim(*_limits(run.space[found.y]))
+  ax.set_xlabel(found.x)
+  ax.set_ylabel(found.y)
+  ax.legend(loc="upper right", fontsize=8)
+  figure.colorbar(ScalarMappable(norm, cmap(scoring)), ax=ax,
+                  label=f"estimated expected {axis_label(scoring)}")
+  others = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in found.at.items())
+  ax.set_title(f"fitted surface of {found.group.rows.size} configurations"
+               + (f"\nat {others}" if others else ""), fontsize=9)
+  return figure
+
+
 def overview_figure(run: Run, ranking: list[Importance], curves: int = 8) -> Figure:
   """One of each on a page: the first round's most important pair, the best so far
   against trials, the learning curves of the ``curves`` best trials, the importance."""
@@ -374,5 +422,8 @@ def write_figures(run: Run, ranking: list[Importance], out: str,
   files["best_so_far"] = _save(best_so_far_figure(run), out, "best_so_far")
   files["learning_curves"] = _save(curves_figure(run, curves), out, "learning_curves")
   files["importance"] = _save(importance_figure(run, ranking), out, "importance")
+  fitted = surface_figure(run, ranking)
+  if fitted is not None:
+    files["surface"] = _save(fitted, out, "surface")
   files["overview"] = _save(overview_figure(run, ranking, curves), out, "overview")
   return files, panels

@@ -97,3 +97,14 @@ def importance(source: Source) -> Any:
   ``importance.png``; the numbers: :func:`vmaptune.reporting.importance.importance`)."""
   run = _drawable(source)
   return _figures().importance_figure(run, rank_importance(run.trials, run.space))
+
+
+def surface(source: Source) -> Any:
+  """The estimated expected score over the most important pair of numeric
+  parameters, fitted to every configuration (a Gaussian process with a noise term,
+  :func:`vmaptune.trials.estimate.surface`), the others at the chosen
+  configuration's values; the configurations as dots, the chosen one as a star
+  (the report's ``surface.png``). ``None`` where the space has a single traced
+  parameter, nothing was chosen yet, or too few configurations finished to fit."""
+  run = _drawable(source)
+  return _figures().surface_figure(run, rank_importance(run.trials, run.space))

@@ -217,8 +217,11 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
   hyperparameters with the next round's
   ranges drawn as a box; ``best_so_far.png`` against trials and wall time;
   ``learning_curves.png`` (training loss per epoch of the ``curves`` best
-  trials); ``importance.png``; and ``overview.png``, one of each on a page.
-  Without matplotlib the text is printed all the same, with how to install it.
+  trials); ``importance.png``; ``surface.png``, the expected score fitted to
+  every configuration over the most important pair of parameters (see
+  :func:`vmaptune.trials.estimate.surface`; not for a single traced parameter);
+  and ``overview.png``, one of each on a page. Without matplotlib the text is
+  printed all the same, with how to install it.
   And always ``report.html``, one self-contained page of it all (settings,
   each round's ranges, the chosen configuration, importance, the figures
   embedded, the top ``max(top, 50)`` trials in a sortable table; see

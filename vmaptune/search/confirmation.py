@@ -17,13 +17,15 @@ a learning rate trains well with one seed and badly with the next), the mean
 of a few seeds says little about what the next seed gives: the choice is then
 the best lower confidence bound, the mean less one standard error of it
 (:attr:`Confirmation.rule` says which rule chose). "Widely": a candidate's
-spread over seeds is more than ``WIDE_SPREAD`` times the typical one (the
-median candidate's, which one unstable candidate does not move).
+spread over seeds is more than ``WIDE_SPREAD`` times the typical one
+(:attr:`Confirmation.typical_spread`: the noise of one trial's score that the
+search's estimate fitted on all its trials).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,10 +54,10 @@ if TYPE_CHECKING:  # Results hold a confirmation: only for types.
 # The round index whose keys the confirmation trains with (folded per seed):
 # no run has that many rounds, so its seeds are fresh.
 CONFIRMATION_ROUND = 2 ** 32 - 1
-# A candidate whose spread over seeds is this many times the typical candidate's
-# makes the choice weigh the spread (the "lcb" rule). With normal seed noise of
-# one level a candidate's spread passes 4 times the typical one by chance about
-# once in 2,000 with 2 seeds, far less often with more.
+# A candidate whose spread over seeds is this many times the typical spread makes
+# the choice weigh the spread (the "lcb" rule). With normal seed noise of one
+# level, a candidate's spread over 2 seeds passes 4 times its standard deviation
+# by chance once in 16,000; over more seeds, far less often.
 WIDE_SPREAD = 4.0
 
 
@@ -106,13 +108,28 @@ class Confirmation:
     return self.seed_scores.std(axis=1, ddof=1 if self.seeds > 1 else 0)
 
   @property
-  def rule(self) -> str:
-    """What chooses: ``"lcb"`` where some candidate's spread over seeds is
-    more than ``WIDE_SPREAD`` times the median candidate's, else ``"mean"``."""
+  def typical_spread(self) -> float:
+    """The spread over seeds one configuration's score is expected to have: the
+    noise of one trial's score that the search's estimate fitted (the median over
+    its groups), measured on hundreds of trials; without one, the median of the
+    candidates' nonzero spreads (a spread of exactly 0 is the metric's
+    resolution hiding the noise: two seeds got the same count right). NaN when
+    neither is known."""
+    noise = [g.noise_sd for g in self.estimates.groups if g.noise_sd] if self.estimates else []
+    if noise:
+      return float(np.median(noise))
     spread = self.spread[~self.diverged]
-    if self.seeds < 2 or len(spread) < 2:
+    spread = spread[spread > 0]
+    return float(np.median(spread)) if len(spread) else math.nan
+
+  @property
+  def rule(self) -> str:
+    """What chooses: ``"lcb"`` where some candidate's spread over seeds is more
+    than ``WIDE_SPREAD`` times :attr:`typical_spread`, else ``"mean"``."""
+    spread = self.spread[~self.diverged]
+    typical = self.typical_spread
+    if self.seeds < 2 or len(spread) < 2 or not typical > 0:
       return "mean"
-    typical = float(np.median(spread))
     return "lcb" if float(spread.max()) > WIDE_SPREAD * typical else "mean"
 
   @property

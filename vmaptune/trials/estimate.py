@@ -232,6 +232,97 @@ def estimate(trials: TrialTable | Sequence[Trial | Mapping[str, Any]], space: Sp
   return Estimates(mean, stderr, tuple(groups), table.scoring)
 
 
+@dataclasses.dataclass(frozen=True)
+class Surface:
+  """The fitted expected score over two traced parameters (see :func:`surface`).
+
+  Attributes:
+    x, y: the two parameters' names.
+    x_values: float64 ``[G]``, ``x`` at the grid's columns (even steps in its own
+      scale: log for a log-uniform range); y_values: ``[G]``, ``y`` at its rows.
+    mean: float64 ``[G, G]``, the estimated expected score at each grid point,
+      ``mean[i, j]`` at ``(x_values[j], y_values[i])``, in the metric's units.
+    at: the other parameters' values the surface is a slice at (``{name: value}``).
+    group: the :class:`GroupFit` of the configurations it is fitted to.
+  """
+
+  x: str
+  y: str
+  x_values: np.ndarray
+  y_values: np.ndarray
+  mean: np.ndarray
+  at: dict[str, Any]
+  group: GroupFit
+
+
+def surface(trials: TrialTable, space: Space, x: str, y: str, at: Mapping[str, Any],
+            size: int = 40, *, fit_size: int = FIT_SIZE,
+            condition_size: int = CONDITION_SIZE) -> Surface | None:
+  """The estimated expected score as a function of traced parameters ``x`` and
+  ``y``, with every other parameter at its value in ``at`` (e.g. the chosen
+  configuration's hparams): the Gaussian process of :func:`estimate` fitted to the
+  group of ``at``'s structural values that trained the most epochs, its posterior
+  mean on a ``size`` x ``size`` grid over the two parameters' ranges.
+
+  Returns:
+    :class:`Surface`, or ``None`` where the group is too small to fit (fewer
+    than ``MIN_FIT`` trials, or all scores equal).
+
+  Raises:
+    SettingsError: ``x`` or ``y`` is not a traced parameter of ``space`` (or both
+      are the same), ``at`` lacks a parameter, no configuration has ``at``'s
+      structural values, or ``size`` is below 2.
+  """
+  size = whole_number("size", size, 2)
+  traced = space.traced()
+  for name in (x, y):
+    if name not in traced:
+      raise SettingsError(f"surface over {name!r}: expected a traced parameter of the space "
+                          f"({list(traced)})")
+  if x == y:
+    raise SettingsError(f"surface over {x!r} and {y!r}: expected two different parameters")
+  _check_names(at, space, "at")
+  table = _as_table(trials, space, None)
+  _check_table(table, space)
+  score = np.asarray(table.score, np.float64)
+  usable = table.is_configuration & ~table.diverged & np.isfinite(score)
+  values = {name: at[name] for name in space.structural_names}
+  matching = [g for g in _groups(table, space, usable) if g[0] == values]
+  if not matching:
+    raise SettingsError(f"no configuration with the structural values {values} to fit a "
+                        "surface to")
+  values, reached, rows = max(matching, key=lambda group: group[1])
+  unit, score = space.to_unit(table.hparams)[rows], score[rows]
+  if len(score) < MIN_FIT or np.ptp(score) == 0:
+    return None
+  centre, scale = float(score.mean()), float(score.std())
+  z, oriented = (score - centre) / scale, table.scoring.oriented(score)
+  grid = np.linspace(0.0, 1.0, size)
+  names = list(traced)
+  query = np.repeat(space.to_unit({n: np.array([at[n]]) for n in names}), size * size, axis=0)
+  query[:, names.index(x)] = np.tile(grid, size)
+  query[:, names.index(y)] = np.repeat(grid, size)
+  with threadpool_limits(limits=1, user_api="blas"):
+    kernel = _hyperparameters(unit, z, fit_rows(unit, oriented, fit_size))
+    given = fit_rows(unit, oriented, condition_size)
+    mean = _predict(kernel, unit[given], z[given], query)
+  group = GroupFit(values, reached, rows, min(len(score), fit_size), len(given),
+                   scale * math.sqrt(kernel.k2.noise_level), kernel)
+  axis = lambda name: traced[name].from_unit(grid).astype(np.float64)
+  return Surface(x, y, axis(x), axis(y), (centre + scale * mean).reshape(size, size),
+                 {n: at[n] for n in space if n not in (x, y)}, group)
+
+
+def _predict(kernel: Kernel, given: np.ndarray, z: np.ndarray, query: np.ndarray) -> np.ndarray:
+  """The posterior mean ``[Q]`` of the noise-free standardised score at ``query
+  [Q, D]`` given the scores ``z [m]`` at points ``given [m, D]``."""
+  import scipy.linalg
+
+  factor = scipy.linalg.cholesky(kernel(given) + 1e-10 * np.eye(len(given)), lower=True)
+  alpha = scipy.linalg.cho_solve((factor, True), z)
+  return kernel.k1(query, given) @ alpha
+
+
 def _as_table(trials: Any, space: Space, scoring: Scoring | None) -> TrialTable:
   """``trials`` as a table, with ``scoring`` (the one it carries if ``None``)."""
   if isinstance(trials, TrialTable):
