@@ -24,6 +24,25 @@ def test_digits_is_embedded_split_deterministically_and_disjoint(digits):
   assert len(rows) < 5  # Disjoint up to the few duplicate images in the set itself.
 
 
+def test_digits_are_scikit_learns_read_without_importing_it_or_through_it(monkeypatch):
+  """The loader reads the file scikit-learn ships (importing scikit-learn costs seconds);
+  where that file is not, it asks load_digits: the same arrays either way."""
+  import importlib.util
+
+  from sklearn.datasets import load_digits
+
+  from vmaptune.data import loaders
+
+  raw = load_digits()
+  images, labels = loaders._digits_arrays()
+  np.testing.assert_array_equal(images, raw.images)
+  np.testing.assert_array_equal(labels, raw.target)
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  images, labels = loaders._digits_arrays()
+  np.testing.assert_array_equal(images, raw.images)
+  np.testing.assert_array_equal(labels, raw.target)
+
+
 def test_test_split_is_sealed_and_counted(small_data):
   assert small_data.test_reads == 0
   assert not hasattr(small_data, "test")
