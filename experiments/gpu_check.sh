@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The checks to run on a GPU machine, in under 10 minutes: throughput at population sizes up to
-# 4096 (experiments/bench_throughput.py) and the quick search benchmark against Optuna TPE
-# (experiments/bench_search.py --quick). Every log and results JSON goes under $OUT
+# 4096 (experiments/bench_throughput.py) and the anytime race against Optuna TPE at GPU scale
+# (experiments/bench_budget.py: budgets of 30 and 120 s, a population of 4096, one seed of the
+# digits MLP: the default with budget=B against TPE driving the one-lane trainer for B, each
+# choice's expected test from fresh-seed retrains). Every log and results JSON goes under $OUT
 # (default ./gpu_out); a step that fails or runs out of time is reported and the next one still
 # runs; the exit status is non-zero if any step failed.
 #
@@ -54,15 +56,22 @@ if [ "$DRY" = 1 ]; then
   step throughput 120 "$PYTHON" experiments/bench_throughput.py --sizes 2 \
     --workloads digits_mlp --methods vmaptune sequential --no-cache-check --no-ablation \
     --out "$OUT/throughput.json"
+  # The race's smoke run (tests/test_experiments.py reads its results): the quick task, one
+  # seed, 10 s budgets.
+  step race 120 "$PYTHON" experiments/bench_budget.py --quick --budgets 10 --seeds 1 \
+    --ceilings "$OUT/ceilings.json" --out "$OUT/race.json"
   # Also the search benchmark's smoke test (tests/test_experiments.py reads its results).
   step search 120 "$PYTHON" experiments/bench_search.py --tasks digits_mlp --seeds 1 \
     --methods tpe-sequential --set population=4 rounds=1 epochs=2 --out "$OUT/search.json"
 else
-  # Sizes up to 4096 on every workload; a (method, size) estimated over 15 s is skipped.
-  step throughput 280 "$PYTHON" experiments/bench_throughput.py \
-    --sizes 1 16 64 256 1024 4096 --budget-s 15 --no-cache-check \
+  # Sizes up to 4096 on every workload; a (method, size) estimated over 12 s is skipped.
+  step throughput 220 "$PYTHON" experiments/bench_throughput.py \
+    --sizes 1 16 64 256 1024 4096 --budget-s 12 --no-cache-check \
     --out "$OUT/throughput.json"
-  step search 260 "$PYTHON" experiments/bench_search.py --quick --out "$OUT/search.json"
+  # 2 x (30 + 120) s of budgets, the ceiling (a 32 x 32 grid) and the retrains: about 5 min.
+  step race 350 "$PYTHON" experiments/bench_budget.py --tasks digits_mlp --budgets 30 120 \
+    --seeds 1 --methods default tpe --set population=4096 \
+    --ceilings "$OUT/ceilings.json" --out "$OUT/race.json"
 fi
 
 if [ "${#failed[@]}" -ne 0 ]; then

@@ -310,11 +310,13 @@ def test_the_strategies_benchmark_runs_and_writes_its_results(tmp_path):
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_its_steps_tiny_on_cpu(gpu_check_dry):
-  assert {"machine.txt", "throughput.log", "throughput.json", "search.log",
-          "search.json"} <= {p.name for p in gpu_check_dry.iterdir()}
+  written = {p.name for p in gpu_check_dry.iterdir()}
+  assert {"machine.txt", "throughput.log", "throughput.json", "search.log", "search.json",
+          "race.log", "race.json", "race.md", "race.png"} <= written
   throughput = json.loads((gpu_check_dry / "throughput.json").read_text())
   assert set(throughput["workloads"]["digits_mlp"]["sizes"]) == {"2"}
   assert "search" in (gpu_check_dry / "search.log").read_text()
+  assert "| digits_sgd | tpe | 10 |" in (gpu_check_dry / "race.log").read_text()
 
 
 @pytest.mark.slow
@@ -350,15 +352,15 @@ def test_the_search_benchmark_gives_the_baseline_the_defaults_budget(gpu_check_d
 
 
 @pytest.mark.slow  # The anytime race's smoke run: two 10 s budgets and their compiles.
-def test_the_budget_race_measures_the_expected_test_and_resumes(tmp_path):
-  """One seed of the default and TPE at 10 s on the quick task: each cell's expected test
-  is the mean of its fresh-seed retrains, its regret the ceiling's distance to it; the
-  table and the figure are written; a second run with --resume runs nothing again, and
-  one without it refuses to overwrite the results."""
+def test_the_budget_race_measures_the_expected_test_and_resumes(gpu_check_dry):
+  """One seed of the default and TPE at 10 s on the quick task (the dry GPU check's race
+  step): each cell's expected test is the mean of its fresh-seed retrains, its regret the
+  ceiling's distance to it; the table and the figure are written; a second run with
+  --resume runs nothing again, and one without it refuses to overwrite the results."""
   args = ["--quick", "--budgets", "10", "--seeds", "1",
-          "--ceilings", str(tmp_path / "ceilings.json")]
-  out = tmp_path / "race.json"
-  report = _run_script("bench_budget", args, out)
+          "--ceilings", str(gpu_check_dry / "ceilings.json")]
+  out = gpu_check_dry / "race.json"
+  report = json.loads(out.read_text())
   ceiling = report["tasks"]["digits_sgd"]["ceiling"]
   assert 0.1 < ceiling["expected_test"] <= ceiling["best_test_mean"] <= 1
   assert report["complete"] and report["eval_seeds"] == 2
@@ -378,8 +380,8 @@ def test_the_budget_race_measures_the_expected_test_and_resumes(tmp_path):
   rows = {r["method"]: r for r in report["summary"]["rows"]}
   assert rows["tpe"]["expected_test"] == pytest.approx(tpe["expected_test"])
   assert {t["target"] for t in report["targets"]} >= {"time to quality"}
-  assert "| digits_sgd | tpe | 10 |" in (tmp_path / "race.md").read_text()
-  assert (tmp_path / "race.png").read_bytes()[:4] == b"\x89PNG"
+  assert "| digits_sgd | tpe | 10 |" in (gpu_check_dry / "race.md").read_text()
+  assert (gpu_check_dry / "race.png").read_bytes()[:4] == b"\x89PNG"
 
   again = _run_script("bench_budget", [*args, "--resume"], out)
   assert again["cells"] == report["cells"]
