@@ -191,7 +191,7 @@ def test_the_readme_is_short_and_keeps_its_two_setup_commands():
   assert "vmaptune run experiments/digits_mlp.py" in blocks[0]
   assert "pip install -e '.[test]'" in blocks[1] and "python -m pytest" in blocks[1]
   # ... then, in the same environment, the slow tier's command, which the section gives.
-  assert "`python -m pytest -q -n auto -m slow`" in section
+  assert "`pip install -e '.[notebook]' && python -m pytest -q -n auto -m slow`" in section
 
 
 def _anchors(path: str) -> set[str]:

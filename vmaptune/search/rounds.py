@@ -41,6 +41,7 @@ from vmaptune.search.observer import Observer, Observers
 from vmaptune.search.results import RoundResult, TuneResult, best_trial, round_label
 from vmaptune.space.distributions import LogUniform
 from vmaptune.strategies import RoundContext
+from vmaptune.trials import estimate
 from vmaptune.trials.ranking import best_row
 from vmaptune.trials.table import Trial, TrialTable
 
@@ -99,6 +100,8 @@ class Search:
     try:
       stack = contextlib.ExitStack()
       stack.enter_context(cache_for_run(self.cache))
+      if self.budget is not None and settings.confirm_size() is not None:
+        estimate.prepare()  # Its import is spent now, where the plan counts it.
       self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
       self.resume()
       described = self.record
