@@ -28,12 +28,16 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 HEARTBEAT_TIMEOUT_S = 15
 """Seconds without heartbeats after which JAX takes a process for dead and ends
 the others (heartbeats come from a thread of JAX's own, so a busy process still
 sends them)."""
+COORDINATOR_LINGER_S = 1.0
+"""How long process 0, told to stop, keeps the coordination service up after the
+shutdown barrier, for the others' last calls to it."""
 EXIT_GRACE_S = 5.0
 """How long a process told to stop waits at JAX's shutdown barrier for the
 others before it leaves without them (they then wait for its heartbeats to
@@ -166,6 +170,10 @@ def _stop(index: int, reason: str, client: Any) -> None:
     leaving = threading.Thread(target=client.shutdown, daemon=True)
     leaving.start()
     leaving.join(EXIT_GRACE_S)
+    if index == 0:
+      # Process 0 holds the coordination service: leaving at once closes it under the
+      # others' last shutdown calls, which JAX then ends with an abort (exit -6, not 1).
+      time.sleep(COORDINATOR_LINGER_S)
   for stream in (sys.stdout, sys.stderr):
     with contextlib.suppress(Exception):
       stream.flush()
