@@ -1,6 +1,7 @@
 """A wall-time budget: as many rounds as fit, planned from measured costs, the
 confirmation and the final fit kept back; refused when it cannot hold a round."""
 
+import dataclasses
 import json
 import re
 import time
@@ -9,6 +10,7 @@ import types
 import pytest
 
 import vmaptune as vt
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.search.budget import (
   ESTIMATE_S,
   ESTIMATE_S_PER_TRIAL,
@@ -32,31 +34,55 @@ def test_budgets_read_as_seconds_in_any_unit():
       [90.0, 2.5, 90.0, 90.0, 600.0, 5400.0, 7200.0, None]
 
 
+def _round(wall_s: float, compile_s: float = 0.0, trace_s: float = 0.0, compiles: int = 0):
+  return types.SimpleNamespace(wall_s=wall_s, compile_s=compile_s, trace_s=trace_s,
+                               compiles=compiles, num_trials=500)
+
+
+def test_a_round_costs_what_the_rounds_that_compiled_nothing_took():
+  first = _round(14.0, compile_s=8.0, trace_s=2.0, compiles=3)
+  # Before a round that compiled nothing: the first less its compiling and tracing, or
+  # what its later pieces say a round takes once compiled, when less.
+  alone = Costs.measured([first])
+  assert (alone.fixed_s, alone.round_s) == (10.0, 4.0)
+  hinted = Costs.measured([first], first_round_s=1.0)
+  assert (hinted.fixed_s, hinted.round_s) == (13.0, 1.0)  # The rest of the round was one-off.
+  costs = Costs.measured([first, _round(6.0), _round(4.0)], chunks=4)
+  assert (costs.fixed_s, costs.round_s, costs.alone_s, costs.trials) == (9.0, 5.0, 1.25, 1500)
+  # The first round's one-off work is fixed cost, not spread over the rounds as they add up.
+  many = Costs.measured([first] + [_round(1.0)] * 50)
+  assert (many.fixed_s, many.round_s) == (13.0, 1.0)
+
+
 def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
-  rounds = [types.SimpleNamespace(wall_s=14.0, compile_s=8.0, trace_s=2.0, num_trials=500),
-            types.SimpleNamespace(wall_s=6.0, compile_s=0.0, trace_s=0.0, num_trials=500)]
-  costs = Costs.measured(rounds, chunks=4)  # Rounds of 4 and 6 s once compiled.
-  assert (costs.fixed_s, costs.round_s, costs.alone_s, costs.trials) == (10.0, 5.0, 1.25, 1000)
+  costs = Costs.measured([_round(14.0, 8.0, 2.0, compiles=3), _round(6.0), _round(4.0)],
+                         chunks=4)  # Fixed 9 s (10 s compiling), rounds of 5 s.
   budget = Budget(100.0, confirm_calls=1)
-  estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * 1000  # The confirmation's candidates.
+  estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * 1500  # The confirmation's candidates.
   reserve = 5.0 + estimating + FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
   assert budget.reserve(costs) == pytest.approx(reserve)
   assert budget.reserve(costs, confirm_calls=0) == pytest.approx(reserve - 5.0 - estimating)
-  # After 20 s, n more rounds end at 20 + reserve + 5 n (reserve 13.35): 12 end at 93.35
-  # and a 13th at 98.35, nearer the aim (98) and within reach (103): 13. After 25 s, 11
-  # end at 93.35 and a 12th at 98.35: 12.
+  # After 20 s, n more rounds end at 20 + reserve + 5 n (reserve 13.65): 12 end at 93.65
+  # and a 13th at 98.65, nearer the aim (98) and within reach (103): 13. After 25 s, 11
+  # end at 93.65 and a 12th at 98.65: 12.
   assert budget.rounds_left(costs, elapsed=20.0) == 13
   assert budget.rounds_left(costs, elapsed=25.0) == 12
   assert budget.rounds_left(costs, elapsed=95.0) == 0
   assert budget.confirm_calls_left(costs, elapsed=95.0) == 0
-  record = budget.record(costs, 20.0, rounds=2, planned=2 + budget.rounds_left(costs, 20.0))
-  assert record.to_json()["reserve_s"] == pytest.approx(reserve, abs=1e-4) and record.planned > 2
+  record = budget.record(costs, 20.0, rounds=3, planned=3 + budget.rounds_left(costs, 20.0))
+  assert record.to_json()["reserve_s"] == pytest.approx(reserve, abs=1e-4) and record.planned > 3
+  # Once the final fit's programs are compiled (measured: nothing left to compile for
+  # the one bucket), the plan keeps back its training alone.
+  compiled = dataclasses.replace(costs, final_compile_s=0.0)
+  assert budget.reserve(compiled) == pytest.approx(5.0 + estimating + 1.25)
+  assert budget.rounds_left(compiled, elapsed=20.0) == 14
 
 
-def test_a_budget_that_cannot_hold_one_round_is_refused_after_its_first_epoch(
+def test_a_budget_that_cannot_hold_one_round_is_refused_once_an_epoch_is_measured(
     small_data, tiny_mlp, lr_space, tmp_path):
   with pytest.raises(vt.errors.BudgetError, match=r"budget=0.2s cannot hold one round: "
-                     r"compiling and tracing took .*; give budget='\d+s' or more") as caught:
+                     r"compiling, tracing and setting up took .* \(an epoch once compiled: "
+                     r".*; give budget='\d+s' or more") as caught:
     vt.tune(tiny_mlp, small_data, lr_space, population=8, epochs=2, batch_size=32,
             budget=0.2, out=str(tmp_path / "run"))
   assert caught.value.needed_s > 0.2
@@ -82,6 +108,20 @@ def test_rounds_cap_a_budget_and_a_resumed_run_goes_on_with_what_is_left(
   shown = vt.reporting.report.describe_run(vt.load_run(tmp_path / "run"))
   assert "2 of 2 rounds, complete" in shown and f"budget 3600s: {budget['spent_s']:.1f}s spent" \
       in shown
+
+
+def test_a_budgeted_run_compiles_its_final_fit_ahead_without_reading_the_test_split(
+    small_data, tiny_mlp, lr_space, fast_settings):
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "budget": "1h"})
+  assert small_data.test_reads == 0  # Compiled from the split's shapes, not its values.
+  # Kept back: the final fit's training and scoring as timed, and nothing to compile
+  # (no share of the rounds' compiling).
+  plan = result.budget.to_json()
+  assert 0 < plan["reserve_s"] < 0.1 * plan["fixed_s"]
+  with CompileCounter() as compiled:
+    final = result.final_fit()
+  assert compiled.compiles == 0 and small_data.test_reads == 1
+  assert final.val == pytest.approx(result.best.metrics, abs=1e-5)  # The trial, trained again.
 
 
 @pytest.mark.slow  # 20 s of wall time by design.

@@ -10,6 +10,7 @@ touched until :meth:`vmaptune.TuneResult.final_fit`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -113,6 +114,7 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
   >>> [r.configurations for r in result.rounds]
   [8, 8]
   """
+  started = time.perf_counter()  # A budget holds the whole call, setting up included.
   settings = Settings.from_kwargs(settings)
   if not isinstance(cache, (bool, str)):
     raise SettingsError(f"cache={cache!r}; expected True, False or a directory path")
@@ -139,5 +141,5 @@ def tune(model: ModelSpec, data: Dataset, space: Space, *, out: str | None = Non
     observers.append(OnRound(on_round))
   search = Search(engine, run_dir=run_dir, restored=restored, observer=Observers(observers),
                   pieces=None if sink is None else progress_events.pieces_for(sink),
-                  resume_from_intact=resume_from_intact, cache=cache)
+                  resume_from_intact=resume_from_intact, cache=cache, started=started)
   return search.run()

@@ -321,6 +321,13 @@ class Dataset:
     test split's read is not counted, and nothing may train or score on it."""
     return {"train": self.train, "val": self.val, "test": self._test}
 
+  def test_structure(self) -> Any:
+    """The test split's shapes and dtypes (a pytree of ``jax.ShapeDtypeStruct``
+    ``[N, ...]``), for compiling the programs that will score it; its values
+    are not read, so this is not counted as a read."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+                        self._test)
+
   def read_test(self) -> Any:
     """Returns the test split and counts the read (see ``test_reads``)."""
     self.test_reads += 1

@@ -396,5 +396,6 @@ class Population:
                           example=lambda train: first_example(self.objective, train),
                           val=self._val,
                           epochs=self.epochs, device=first_local_device(self.mesh),
+                          eval_batch_size=self.eval_batch_size,
                           precision=self._precision, compiler_options=self.compiler_options)
     return self._alone

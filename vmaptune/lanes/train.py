@@ -294,12 +294,17 @@ class EvalBatches(NamedTuple):
   mask: np.ndarray
 
 
+def batch_layout(examples: int, batch_size: int) -> tuple[int, int]:
+  """``(batches, size)``: how :func:`eval_batches` cuts ``examples`` examples."""
+  size = max(1, min(batch_size, examples))
+  return -(-examples // size), size
+
+
 def eval_batches(split: Any, batch_size: int) -> EvalBatches:
   """Pads ``split`` (a pytree of ``[N, ...]`` arrays) to a whole number of
   batches of ``min(batch_size, N)``."""
   n = split_length(split)
-  size = max(1, min(batch_size, n))
-  num_batches = -(-n // size)
+  num_batches, size = batch_layout(n, batch_size)
   pad = num_batches * size - n
 
   def cut(a: np.ndarray) -> np.ndarray:

@@ -1,13 +1,16 @@
 """A wall-time budget: as many rounds as fit, planned from what the rounds measured.
 
 ``tune(..., budget="5m")`` runs rounds while one more, the confirmation and
-the final fit still fit in what is left; then the confirmation trains as many
-of its seeds as fit (none: it is skipped), and the final fit. The plan is
-remade after every round from the rounds' measured costs: compiling and
-tracing (paid once per program, mostly in the first round) and the rest of a
-round's time in the loop (training, evaluation, planning, recording). The
-first round is cut into pieces of an epoch; after the first piece, a budget
-that cannot hold the round is refused with what would fit
+the final fit still fit in what is left of the call; then the confirmation
+trains as many of its seeds as fit once its candidates are chosen (none: it is
+skipped), and the final fit. The plan is remade after every round from the
+rounds' measured costs: a round's time in the loop (training, evaluation,
+planning, recording) where it compiled nothing, and the rest as fixed cost
+(compiling, tracing, the first round's one-off work). After the first round the
+search compiles the final fit's programs and times it (see
+:meth:`vmaptune.search.rounds.Search.compile_final_fit`). The first round trains
+its first two epochs as pieces of their own; once the second has measured an
+epoch, a budget that cannot hold the round is refused with what would fit
 (:class:`vmaptune.errors.BudgetError`).
 
 >>> parse_budget("90s"), parse_budget("10m"), parse_budget("1.5h"), parse_budget(20)
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmaptune.errors import BudgetError, SettingsError
+from vmaptune.lanes.events import Pieces
 from vmaptune.rundir.records import BudgetRecord
 
 UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -31,13 +35,18 @@ _FORM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", re.IGNORECASE)
 # The band a run's wall time keeps to: a plan may overrun by at most this share.
 OVERRUN = 0.05
 # Compiling the final fit's one-lane programs, as a share of what the rounds'
-# programs took to compile and trace: 0.48 to 0.80 on the project's 2-core CPU
+# programs took to compile and trace, until a run has measured it (after its first
+# round): 0.48 to 0.80 on the project's 2-core CPU
 # (experiments/bench_budget_adherence.py, 2026-12-07).
 FINAL_FIT_COMPILE_SHARE = 0.6
 # The confirmation first estimates every trial's expected score (a Gaussian process):
 # 0.78 s for 500 trials, 1.71 s for 2,000 on the project's 2-core CPU (2026-12-07).
 ESTIMATE_S = 0.5
 ESTIMATE_S_PER_TRIAL = 0.0006
+# A round's time per epoch of its training, evaluation and recording included, as
+# the plan takes it until a round has run without compiling (an over-estimate
+# there only delays the next round's plan, which measures it).
+ROUND_PER_EPOCH = 1.5
 # The share of the budget a plan aims to end at (estimates err both ways), and the
 # most a planned round may take it to when that lands nearer the aim than stopping.
 AIM = 0.98
@@ -69,32 +78,62 @@ class Costs:
   """What training costs, in seconds, from the rounds so far.
 
   Attributes:
-    fixed_s: compiling and tracing the rounds' programs (the first round's, mostly).
+    fixed_s: what the rounds spent but their steady time: compiling and tracing
+      the programs (the first round's, mostly), the first round's one-off work.
     round_s: one round's training and evaluation once compiled (the mean over rounds).
     alone_s: one lane trained alone (the final fit), once compiled.
     trials: the trials so far (the confirmation estimates each one's score).
+    final_compile_s: what the final fit has still to compile: measured once its
+      programs were compiled in advance (0 where the chosen configuration's are
+      those), ``None`` before (``FINAL_FIT_COMPILE_SHARE`` of ``compile_s``).
+    final_train_s: the final fit's training and scoring, measured with them
+      (``None`` before: ``alone_s``).
+    compile_s: the rounds' compiling and tracing alone (default: ``fixed_s``).
   """
 
   fixed_s: float
   round_s: float
   alone_s: float
   trials: int = 0
+  final_compile_s: float | None = None
+  final_train_s: float | None = None
+  compile_s: float | None = None
+
+  @property
+  def final_fit_s(self) -> float:
+    """The final fit: compiling what it has still to compile, and training one lane."""
+    guess = FINAL_FIT_COMPILE_SHARE * (self.fixed_s if self.compile_s is None else self.compile_s)
+    compiling = guess if self.final_compile_s is None else self.final_compile_s
+    return compiling + (self.alone_s if self.final_train_s is None else self.final_train_s)
 
   @classmethod
   def measured(cls, rounds: Sequence[Any], seconds: Sequence[float] | None = None,
-               chunks: int = 1) -> Costs:
-    """From :class:`vmaptune.search.results.RoundResult` s (``compile_s``,
-    ``trace_s``) and the seconds each round took in the loop, recording and
-    planning included (default: their ``wall_s``, training alone); a round runs
-    ``chunks`` lane chunks one after another on a device, and one lane alone
-    costs about one chunk's time."""
-    seconds = [r.wall_s for r in rounds] if seconds is None else seconds
-    fixed = sum(r.compile_s + r.trace_s for r in rounds)
-    steady = [max(spent - r.compile_s - r.trace_s, 1e-6)
-              for r, spent in zip(rounds, seconds, strict=True)]
-    round_s = sum(steady) / len(steady)
+               chunks: int = 1, final_compile_s: float | None = None,
+               final_train_s: float | None = None,
+               first_round_s: float | None = None) -> Costs:
+    """From :class:`vmaptune.search.results.RoundResult` s and the seconds each
+    took in the loop, recording and planning included (default: their
+    ``wall_s``, training alone).
+
+    A round's cost is the mean of the rounds that compiled nothing; the rest of
+    the rounds' time is fixed cost (compiling, tracing, and the first round's
+    one-off work: building populations, placing data, first calls). Before such
+    a round, the first round's time less its compiling and tracing, or, when
+    less, ``first_round_s`` (:attr:`FirstPieceCheck.round_s`). A round runs
+    ``chunks`` lane chunks one after another on a device; one lane alone costs
+    about one chunk's time."""
+    seconds = [r.wall_s for r in rounds] if seconds is None else list(seconds)
+    steady = [spent for r, spent in zip(rounds, seconds, strict=True) if r.compiles == 0]
+    if steady:
+      round_s = sum(steady) / len(steady)
+    else:
+      round_s = max(sum(seconds) - sum(r.compile_s + r.trace_s for r in rounds), 1e-6) / len(rounds)
+      if first_round_s is not None:
+        round_s = min(round_s, first_round_s)
+    fixed = max(sum(seconds) - len(rounds) * round_s, 0.0)
     trials = sum(r.num_trials for r in rounds)
-    return cls(fixed, round_s, round_s / max(chunks, 1), trials)
+    return cls(fixed, round_s, round_s / max(chunks, 1), trials, final_compile_s,
+               final_train_s, sum(r.compile_s + r.trace_s for r in rounds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +150,11 @@ class Budget:
 
   def reserve(self, costs: Costs, confirm_calls: int | None = None) -> float:
     """Seconds kept for the confirmation (``confirm_calls`` rounds' worth, default
-    the run's, and the estimate that chooses its candidates) and the final fit:
-    the confirmation runs a round's programs; the final fit compiles its
-    one-lane programs (``FINAL_FIT_COMPILE_SHARE`` of the rounds' compiling) and
-    trains one lane."""
+    the run's, and the estimate that chooses its candidates) and the final fit
+    (:attr:`Costs.final_fit_s`): the confirmation runs a round's programs."""
     calls = self.confirm_calls if confirm_calls is None else confirm_calls
     estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * costs.trials if calls else 0.0
-    return (calls * costs.round_s + estimating + FINAL_FIT_COMPILE_SHARE * costs.fixed_s
-            + costs.alone_s)
+    return calls * costs.round_s + estimating + costs.final_fit_s
 
   def confirm_calls_left(self, costs: Costs, elapsed: float) -> int:
     """Rounds' worth of confirmation that still fit after ``elapsed`` seconds,
@@ -148,9 +184,24 @@ class Budget:
                         reserve_s=None if costs is None else round(self.reserve(costs), 4))
 
 
+class FirstRoundPieces(Pieces):
+  """How the first round of a budgeted run is cut when nothing displays
+  progress: two pieces of an epoch (the first compiles, the second measures an
+  epoch once compiled), then the rest of each training call in one piece."""
+
+  def __init__(self):
+    super().__init__("auto")
+    self.cut = 0
+
+  def next(self, lanes: int, left: int) -> int:
+    self.cut += 1
+    return 1 if self.cut <= 2 else left
+
+
 class FirstPieceCheck:
-  """Listens to the first round's training pieces; after the first one, refuses
-  a budget that cannot hold the round, the confirmation and the final fit.
+  """Listens to the first round's training pieces; once an epoch was measured
+  after compiling (the second piece; the first if it was the round's only one),
+  refuses a budget that cannot hold the round and the final fit.
 
   Args:
     budget: the run's budget.
@@ -158,27 +209,32 @@ class FirstPieceCheck:
       resumed run spent before).
     compiled: the round's :class:`~vmaptune.lanes.compilation.CompileCounter`:
       compiling inside the first piece is not training.
-    epochs, population: the round's size, for the message.
-    chunks: lane chunks a round runs one after another on a device.
+    epochs, population: the round's size.
     forward: told every piece too (a progress display), or ``None``.
   """
 
   def __init__(self, budget: Budget, started: float, compiled: Any, epochs: int,
-               population: int, chunks: int = 1, forward: Any = None):
+               population: int, forward: Any = None):
     self.budget, self.started, self.compiled = budget, started, compiled
     self.round_started = time.perf_counter()
-    self.epochs, self.population, self.chunks = epochs, population, chunks
+    self.epochs, self.population = epochs, population
     self.forward = forward
-    self.checked = False
+    self.first: tuple[float, int] | None = None  # The first piece's end and epochs.
+    # A round's time once compiled, from the round's later pieces (None before one).
+    self.round_s: float | None = None
 
   def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
               seconds: float) -> None:
-    if not self.checked:
-      self.checked = True
-      compiling = self.compiled.compile_seconds + self.compiled.trace_seconds
-      training = time.perf_counter() - self.round_started - compiling
-      self._check(training / (epoch - first_epoch),
-                  self.round_started - self.started + compiling)
+    if self.first is None:
+      self.first = (time.perf_counter(), epoch - first_epoch)
+      if epoch >= self.epochs:  # The round's one piece: its time less compiling.
+        training = self.first[0] - self.round_started - self._compiling()
+        self._check(training / epoch, self.first[0] - self.started - training)
+    elif self.round_s is None:  # Compiled by now: an epoch as the round repeats it.
+      epoch_s = seconds / (epoch - first_epoch)
+      self.round_s = ROUND_PER_EPOCH * self.epochs * epoch_s
+      end, count = self.first
+      self._check(epoch_s, end - self.started - count * epoch_s)
     if self.forward is not None:
       self.forward.trained(first_epoch=first_epoch, epoch=epoch, lanes=lanes, alive=alive,
                            seconds=seconds)
@@ -187,14 +243,22 @@ class FirstPieceCheck:
     if self.forward is not None:
       self.forward.evaluated(scores, diverged)
 
+  def _compiling(self) -> float:
+    return self.compiled.compile_seconds + self.compiled.trace_seconds
+
   def _check(self, epoch_s: float, fixed_s: float) -> None:
-    costs = Costs(fixed_s, epoch_s * self.epochs, epoch_s * self.epochs / self.chunks)
+    """Refuses the budget if ``fixed_s`` (what the run spent but training), a
+    round of epochs of ``epoch_s`` and the final fit surely overrun it: the
+    final fit is taken at its least (compiling a share of what the round
+    compiled, training one lane at a round's pace per lane)."""
+    round_s = epoch_s * self.epochs
+    costs = Costs(fixed_s, round_s, round_s / self.population, compile_s=self._compiling())
     # The confirmation shrinks, or is skipped, to fit: only the final fit is needed.
     needed = fixed_s + costs.round_s + self.budget.reserve(costs, confirm_calls=0)
     if needed > self.budget.seconds * (1 + OVERRUN):
       raise BudgetError(
-          f"budget={self.budget.seconds:g}s cannot hold one round: compiling and tracing took "
-          f"{fixed_s:.1f}s and a round of {self.population} configurations x {self.epochs} "
-          f"epochs takes about {costs.round_s:.1f}s (its first epoch: {epoch_s:.2f}s), with the "
-          f"final fit about {needed:.0f}s in all; give budget="
+          f"budget={self.budget.seconds:g}s cannot hold one round: compiling, tracing and "
+          f"setting up took {fixed_s:.1f}s and a round of {self.population} configurations x "
+          f"{self.epochs} epochs takes about {costs.round_s:.1f}s (an epoch once compiled: "
+          f"{epoch_s:.2f}s): with the final fit, at least {needed:.0f}s in all; give budget="
           f"'{math.ceil(needed)}s' or more, or fewer configurations or epochs", needed)

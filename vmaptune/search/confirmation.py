@@ -274,10 +274,11 @@ def estimates_record(table: TrialTable, found: Estimates) -> EstimatesRecord:
 
 
 def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: int,
-            schedule: Callable[[Trial], list]) -> Confirmation | None:
+            schedule: Callable[[Trial], list],
+            seeds_that_fit: Callable[[int], int] | None = None) -> Confirmation | None:
   """Retrains the top ``count`` configurations of ``rounds`` with ``seeds``
   fresh seeds each, in the programs a round compiled (``None`` if fewer than two
-  trials trained the full budget: nothing to choose between).
+  trials trained the full budget: nothing to choose between; or if no seed fits).
 
   Every call trains one round's lanes (:meth:`Engine.round_lanes`; padding fills
   them), so the stage compiles nothing. Without ``seeds`` in the search, each
@@ -291,10 +292,14 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
     rounds: the completed :class:`vmaptune.search.results.RoundResult` s.
     count, seeds: ``K`` and ``S``.
     schedule: a trial's ``[(first_epoch, end_epoch, hparams), ...]``.
+    seeds_that_fit: how many of ``seeds`` still fit, asked once the candidates
+      are chosen (a wall-time budget's say, the estimate's time spent).
   """
   start = time.perf_counter()
   candidates, estimates = shortlist(rounds, count, engine.space)
-  if len(candidates) < 2:
+  if seeds_that_fit is not None:
+    seeds = seeds_that_fit(seeds)
+  if len(candidates) < 2 or seeds < 1:
     return None
   groups: dict[tuple, list[int]] = {}
   for i, trial in enumerate(candidates):

@@ -11,6 +11,7 @@ configuration alone for the final fit, the only read of the test split.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -175,6 +176,22 @@ class Engine:
   def populations(self) -> list[Population]:
     """The populations built so far."""
     return list(self._populations.values())
+
+  def prepare_refit(self, trial: Trial, schedule: list) -> float:
+    """Compiles what :meth:`refit` runs for ``trial``'s bucket (scoring on a split
+    shaped as the test split included; the test split is not read) and returns
+    the seconds its training and scoring will take: an epoch of ``trial``
+    trained and the validation split scored, timed, as many times as a refit
+    runs them."""
+    alone = self.population(self.buckets.find(trial.hparams)).alone
+    hparams = schedule[0][2]
+    alone.compile(hparams, self.data.test_structure())
+    began = time.perf_counter()
+    trained = alone.fit_schedule([(0, 1, hparams)], *round_keys(self.settings.seed, 0))
+    epoch_s = time.perf_counter() - began
+    began = time.perf_counter()
+    jax.block_until_ready(alone.evaluate(trained.params))
+    return self.settings.epochs * epoch_s + 2 * (time.perf_counter() - began)
 
   def refit(self, trial: Trial, schedule: list) -> FinalFit:
     """Retrains ``trial`` alone (its whole lineage ``schedule``) with its round's

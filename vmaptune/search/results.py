@@ -9,6 +9,7 @@ ranges, timings); a :class:`TuneResult` holds the rounds, the chosen trial
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import TYPE_CHECKING, Any
@@ -210,7 +211,12 @@ class RoundResult(TrialTable):
     return self.entry().to_json()
 
   def entry(self) -> RoundEntry:
-    """The round's entry in ``summary.json``, as a record."""
+    """The round's entry in ``summary.json``, as a record (made once: a round
+    does not change, and every round's summary holds every earlier round's)."""
+    return self._entry
+
+  @functools.cached_property
+  def _entry(self) -> RoundEntry:
     best = self.best_trial if self.completed.any() else None
     return RoundEntry(
         round=self.index, strategy=self.strategy, space=self.space.to_dict(),

@@ -33,7 +33,7 @@ from vmaptune.rundir.writer import kept_params
 from vmaptune.samplers.base import RoundPlan
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search import restore
-from vmaptune.search.budget import Budget, Costs, FirstPieceCheck
+from vmaptune.search.budget import Budget, Costs, FirstPieceCheck, FirstRoundPieces
 from vmaptune.search.confirmation import Confirmation
 from vmaptune.search.engine import Engine
 from vmaptune.search.final_fit import FinalFit
@@ -60,12 +60,14 @@ class Search:
       the ones before them (see :func:`vmaptune.search.restore.restore_rounds`).
     cache: the persistent compilation cache the search and its final fit
       compile through (see :func:`vmaptune.lanes.compilation.cache_for_run`).
+    started: ``time.perf_counter()`` when the call that runs the search began
+      (default: now): a wall-time budget counts the setup before it too.
   """
 
   def __init__(self, engine: Engine, *, run_dir: RunDirectory | None = None,
                restored: Restored | None = None, observer: Observer | None = None,
                pieces: Pieces | None = None, resume_from_intact: bool = False,
-               cache: bool | str = False):
+               cache: bool | str = False, started: float | None = None):
     self.engine, self.run_dir, self.restored = engine, run_dir, restored
     self.cache = cache
     self.observer = observer if observer is not None else Observers()
@@ -82,10 +84,15 @@ class Search:
     self.budget = None if seconds is None else Budget(seconds, engine.confirm_calls())
     # Seconds each round took in the loop (planning and recording included), by index.
     self.loop_s: dict[int, float] = {}
+    # With a budget: what the final fit has still to compile and its training
+    # and scoring, once measured; and what heard the first round's pieces.
+    self.final_compile_s: float | None = None
+    self.final_train_s: float | None = None
+    self.first_check: FirstPieceCheck | None = None
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
                    "processes": jax.process_count()}
-    self.started = time.perf_counter()
+    self.started = time.perf_counter() if started is None else started
 
   def run(self) -> TuneResult:
     """Runs (or resumes) the search: every round, each recorded as it completes.
@@ -101,7 +108,8 @@ class Search:
       stack = contextlib.ExitStack()
       stack.enter_context(cache_for_run(self.cache))
       if self.budget is not None and settings.confirm_size() is not None:
-        estimate.prepare()  # Its import is spent now, where the plan counts it.
+        # Imported while the first round compiles, where the plan counts it.
+        estimate.prepare(background=True)
       self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
       self.resume()
       described = self.record
@@ -112,6 +120,7 @@ class Search:
                               time_budget_s=None if self.budget is None else self.budget.seconds,
                               spent_s=self.elapsed())
       for index in range(len(self.rounds), settings.round_limit):
+        self.compile_final_fit()
         if not self.budget_allows_a_round():
           break
         self.confirmation = self.final = None  # A finished run extended: they run again.
@@ -162,7 +171,26 @@ class Search:
   def costs(self) -> Costs:
     """What the completed rounds measured (there must be one)."""
     seconds = [self.loop_s.get(r.index, r.wall_s) for r in self.rounds]
-    return Costs.measured(self.rounds, seconds, chunks=self.engine.round_chunks())
+    return Costs.measured(self.rounds, seconds, chunks=self.engine.round_chunks(),
+                          final_compile_s=self.final_compile_s,
+                          final_train_s=self.final_train_s,
+                          first_round_s=None if self.first_check is None
+                          else self.first_check.round_s)
+
+  def compile_final_fit(self) -> None:
+    """With a budget, once a round has trained: compiles the final fit's programs
+    for the best trial's bucket and times it, and times an epoch of its training
+    and a scoring, so the plan holds the final fit as measured, not guessed. With
+    one bucket, that is all it will compile; with several, the chosen
+    configuration's may be another, costing about as much."""
+    if self.budget is None or self.final_compile_s is not None or self.best is None:
+      return
+    result, row = self.best
+    trial = result.record(row)
+    began = time.perf_counter()
+    self.final_train_s = self.engine.prepare_refit(trial, result.schedule(trial.trial))
+    compiling = time.perf_counter() - began - self.final_train_s / self.engine.settings.epochs
+    self.final_compile_s = 0.0 if len(self.engine.buckets) == 1 else max(compiling, 0.0)
 
   def _listening(self, compiled: CompileCounter) -> tuple[Listener | None, Pieces | None]:
     """Who hears of a round's training pieces, and how training is cut: for a
@@ -172,10 +200,9 @@ class Search:
     if self.budget is None or self.rounds:
       return listener, self.pieces
     settings = self.engine.settings
-    check = FirstPieceCheck(self.budget, self.started, compiled, settings.epochs,
-                            settings.population,
-                            chunks=self.engine.round_chunks(), forward=listener)
-    return check, self.pieces or Pieces("auto", interval_s=1e9)
+    self.first_check = FirstPieceCheck(self.budget, self.started, compiled, settings.epochs,
+                                       settings.population, forward=listener)
+    return self.first_check, self.pieces or FirstRoundPieces()
 
   def resume(self) -> None:
     """A resumed run's completed rounds, confirmation and final fit, as they ran."""
@@ -320,7 +347,8 @@ class Search:
       self.best = (result, row)
       if params is not None:  # Saved with the round.
         self.saved = ParamsPointer.of("search", result.record(row))
-    self._write_round(result, self.summary(self.result()), params)
+    if self.run_dir is not None:
+      self._write_round(result, self.summary(self.result()), params)
     self.observer.round_end(result)
 
   def _write_round(self, result: RoundResult, summary: dict, params: object = None) -> None:
@@ -340,21 +368,22 @@ class Search:
     size = self.engine.settings.confirm_size()
     if size is None or self.confirmation is not None or not self.rounds:
       return
-    if self.budget is not None:  # As many seeds as the budget has calls left for.
-      count, seeds = size
-      per_seed = max(self.engine.confirm_calls() // seeds, 1)
-      seeds = min(seeds, self.budget.confirm_calls_left(self.costs(), self.elapsed()) // per_seed)
-      if seeds < 1:
-        return
-      size = (count, seeds)
+    if self.budget is not None and self.seeds_that_fit(size[1]) < 1:
+      return  # No time left for one seed; asked again once the estimate is spent.
     self.final = None  # Whatever a resumed run restored fitted the choice before this one.
     self.confirmation = confirmation_stage.confirm(
         self.engine, self.rounds, *size,
-        lambda trial: self.rounds[trial.round].schedule(trial.trial))
+        lambda trial: self.rounds[trial.round].schedule(trial.trial),
+        None if self.budget is None else self.seeds_that_fit)
     if self.run_dir is not None:
       self.run_dir.write_summary(self.summary(self.result()))
     if self.confirmation is not None:
       self.observer.confirmed(self.confirmation)
+
+  def seeds_that_fit(self, seeds: int) -> int:
+    """How many of the confirmation's ``seeds`` the budget has calls left for now."""
+    per_seed = max(self.engine.confirm_calls() // seeds, 1)
+    return min(seeds, self.budget.confirm_calls_left(self.costs(), self.elapsed()) // per_seed)
 
   def finish(self) -> TuneResult:
     """The search's result, told to the observers."""

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -184,11 +185,24 @@ def _check_rule(rule: str, k: float) -> None:
     raise SettingsError(f"k={k!r}; expected a finite number of standard errors >= 0")
 
 
-def prepare() -> None:
+def prepare(background: bool = False) -> threading.Thread | None:
   """Imports what a first estimate needs (scikit-learn's Gaussian process, SciPy's
-  linear algebra: 1.5 to 2 s on a small CPU) now rather than at that estimate: a
-  run with a wall-time budget calls it as it starts, so its plan counts the import
-  among what the run has spent instead of meeting it, unplanned, at the end."""
+  linear algebra: 1.5 to 2 s on a small CPU) now rather than at that estimate.
+
+  A run with a wall-time budget calls it as it starts, with ``background``: the
+  import runs in a thread of its own (returned) while the first round compiles,
+  which leaves the interpreter free most of the time, instead of being met,
+  unplanned, at the end. An estimate started before it finishes waits for it
+  (Python's imports lock each module while it loads)."""
+  if not background:
+    _import()
+    return None
+  thread = threading.Thread(target=_import, name="vmaptune-estimate-import")
+  thread.start()
+  return thread
+
+
+def _import() -> None:
   import scipy.linalg  # noqa: F401
   import sklearn.gaussian_process  # noqa: F401
 
@@ -305,31 +319,21 @@ def surface(trials: TrialTable, space: Space, x: str, y: str, at: Mapping[str, A
   if len(score) < MIN_FIT or np.ptp(score) == 0:
     return None
   centre, scale = float(score.mean()), float(score.std())
-  z, oriented = (score - centre) / scale, table.scoring.oriented(score)
+  z = (score - centre) / scale
   grid = np.linspace(0.0, 1.0, size)
   names = list(traced)
   query = np.repeat(space.to_unit({n: np.array([at[n]]) for n in names}), size * size, axis=0)
   query[:, names.index(x)] = np.tile(grid, size)
   query[:, names.index(y)] = np.repeat(grid, size)
   with threadpool_limits(limits=1, user_api="blas"):
-    kernel = _hyperparameters(unit, z, fit_rows(unit, oriented, fit_size))
-    given = fit_rows(unit, oriented, condition_size)
-    mean = _predict(kernel, unit[given], z[given], query)
+    kernel, given = _kernel(unit, z, table.scoring.oriented(score), fit_size, condition_size)
+    _, alpha = _solve(kernel, unit[given], z[given])
+    mean = kernel.k1(query, unit[given]) @ alpha  # The noise-free score's posterior mean.
   group = GroupFit(values, reached, rows, min(len(score), fit_size), len(given),
                    scale * math.sqrt(kernel.k2.noise_level), kernel)
   axis = lambda name: traced[name].from_unit(grid).astype(np.float64)
   return Surface(x, y, axis(x), axis(y), (centre + scale * mean).reshape(size, size),
                  {n: at[n] for n in space if n not in (x, y)}, group)
-
-
-def _predict(kernel: Kernel, given: np.ndarray, z: np.ndarray, query: np.ndarray) -> np.ndarray:
-  """The posterior mean ``[Q]`` of the noise-free standardised score at ``query
-  [Q, D]`` given the scores ``z [m]`` at points ``given [m, D]``."""
-  import scipy.linalg
-
-  factor = scipy.linalg.cholesky(kernel(given) + 1e-10 * np.eye(len(given)), lower=True)
-  alpha = scipy.linalg.cho_solve((factor, True), z)
-  return kernel.k1(query, given) @ alpha
 
 
 def _as_table(trials: Any, space: Space, scoring: Scoring | None) -> TrialTable:
@@ -418,14 +422,30 @@ def _fit_group(unit: np.ndarray, score: np.ndarray, scoring: Scoring, fit_size: 
     stderr = spread if len(score) < MIN_FIT else 0.0
     return _Fit(score.copy(), np.full(len(score), stderr), 0, 0, math.nan, None)
   z = (score - centre) / scale
-  oriented = scoring.oriented(score)
   with threadpool_limits(limits=1, user_api="blas"):
-    kernel = _hyperparameters(unit, z, fit_rows(unit, oriented, fit_size))
-    rows = fit_rows(unit, oriented, condition_size)
+    kernel, rows = _kernel(unit, z, scoring.oriented(score), fit_size, condition_size)
     mean, latent = _posterior(kernel, unit, z, rows)
   fitted = min(len(score), fit_size)
   return _Fit(centre + scale * mean, scale * np.sqrt(latent), fitted, len(rows),
               scale * math.sqrt(kernel.k2.noise_level), kernel)
+
+
+def _kernel(unit: np.ndarray, z: np.ndarray, oriented: np.ndarray, fit_size: int,
+            condition_size: int) -> tuple[Kernel, np.ndarray]:
+  """A group's fitted kernel (on at most ``fit_size`` of its points ``unit [n, D]``
+  with standardised scores ``z [n]``, ``oriented [n]`` higher better) and the
+  rows ``[m]`` its estimates are conditioned on (at most ``condition_size``)."""
+  kernel = _hyperparameters(unit, z, fit_rows(unit, oriented, fit_size))
+  return kernel, fit_rows(unit, oriented, condition_size)
+
+
+def _solve(kernel: Kernel, given: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``(L, alpha)``: the lower Cholesky factor ``[m, m]`` of the kernel (noise
+  included) at points ``given [m, D]``, and ``alpha = (K + s I)^-1 z`` ``[m]``."""
+  import scipy.linalg
+
+  factor = scipy.linalg.cholesky(kernel(given) + 1e-10 * np.eye(len(given)), lower=True)
+  return factor, scipy.linalg.cho_solve((factor, True), z)
 
 
 def _hyperparameters(unit: np.ndarray, z: np.ndarray, rows: np.ndarray) -> Kernel:
@@ -459,8 +479,7 @@ def _posterior(kernel: Kernel, unit: np.ndarray, z: np.ndarray,
 
   noise = kernel.k2.noise_level
   given = unit[rows]
-  factor = scipy.linalg.cholesky(kernel(given) + 1e-10 * np.eye(len(rows)), lower=True)
-  alpha = scipy.linalg.cho_solve((factor, True), z[rows])
+  factor, alpha = _solve(kernel, given, z[rows])
   inverse, _ = scipy.linalg.lapack.dtrtri(factor, lower=1)
   mean, variance = np.empty(len(z)), np.empty(len(z))
   mean[rows] = z[rows] - noise * alpha
