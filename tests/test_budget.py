@@ -15,8 +15,10 @@ from vmaptune.search.budget import (
   ESTIMATE_S,
   ESTIMATE_S_PER_TRIAL,
   FINAL_FIT_COMPILE_SHARE,
+  ROUND_PER_EPOCH,
   Budget,
   Costs,
+  FirstPieceCheck,
   parse_budget,
 )
 
@@ -76,6 +78,25 @@ def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
   compiled = dataclasses.replace(costs, final_compile_s=0.0)
   assert budget.reserve(compiled) == pytest.approx(5.0 + estimating + 1.25)
   assert budget.rounds_left(compiled, elapsed=20.0) == 14
+
+
+def test_the_first_round_measures_an_epoch_from_its_second_piece_less_new_compiling():
+  compiled = types.SimpleNamespace(compile_seconds=3.0, trace_seconds=1.0)
+  check = FirstPieceCheck(Budget(1000.0, confirm_calls=1), time.perf_counter(), compiled,
+                          epochs=10, population=64)
+  check.trained(first_epoch=0, epoch=1, lanes=64, alive=64, seconds=4.5)
+  assert check.round_s is None  # The first piece compiled: it measures nothing.
+  # A strategy's next call, on fewer lanes, compiled 2 s more within its 3 epochs of 1.2 s.
+  compiled.compile_seconds += 2.0
+  check.trained(first_epoch=1, epoch=4, lanes=21, alive=21, seconds=5.6)
+  assert check.round_s == pytest.approx(ROUND_PER_EPOCH * 10 * 1.2)
+  # A budget that cannot hold the round is refused, naming what was measured.
+  tight = FirstPieceCheck(Budget(5.0, confirm_calls=1), time.perf_counter() - 4.0,
+                          types.SimpleNamespace(compile_seconds=3.0, trace_seconds=0.5),
+                          epochs=10, population=64)
+  tight.trained(first_epoch=0, epoch=1, lanes=64, alive=64, seconds=4.0)
+  with pytest.raises(vt.errors.BudgetError, match=r"an epoch once compiled: 0\.50s"):
+    tight.trained(first_epoch=1, epoch=2, lanes=64, alive=64, seconds=0.5)
 
 
 def test_a_budget_that_cannot_hold_one_round_is_refused_once_an_epoch_is_measured(

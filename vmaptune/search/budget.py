@@ -219,21 +219,22 @@ class FirstPieceCheck:
     self.round_started = time.perf_counter()
     self.epochs, self.population = epochs, population
     self.forward = forward
-    self.first: tuple[float, int] | None = None  # The first piece's end and epochs.
+    # The first piece's end, its epochs, and the compiling done by then.
+    self.first: tuple[float, int, float] | None = None
     # A round's time once compiled, from the round's later pieces (None before one).
     self.round_s: float | None = None
 
   def trained(self, *, first_epoch: int, epoch: int, lanes: int, alive: int,
               seconds: float) -> None:
     if self.first is None:
-      self.first = (time.perf_counter(), epoch - first_epoch)
+      self.first = (time.perf_counter(), epoch - first_epoch, self._compiling())
       if epoch >= self.epochs:  # The round's one piece: its time less compiling.
-        training = self.first[0] - self.round_started - self._compiling()
+        training = self.first[0] - self.round_started - self.first[2]
         self._check(training / epoch, self.first[0] - self.started - training)
-    elif self.round_s is None:  # Compiled by now: an epoch as the round repeats it.
-      epoch_s = seconds / (epoch - first_epoch)
+    elif self.round_s is None:  # An epoch as the round repeats it, less any new compiling
+      end, count, compiled = self.first  # (a strategy's next call may have other lanes).
+      epoch_s = max(seconds - (self._compiling() - compiled), 1e-6) / (epoch - first_epoch)
       self.round_s = ROUND_PER_EPOCH * self.epochs * epoch_s
-      end, count = self.first
       self._check(epoch_s, end - self.started - count * epoch_s)
     if self.forward is not None:
       self.forward.trained(first_epoch=first_epoch, epoch=epoch, lanes=lanes, alive=alive,
