@@ -149,6 +149,17 @@ def regression_run(tmp_path_factory):
   return result, out
 
 
+def test_show_into_a_pipe_its_reader_closed_ends_quietly(regression_run, monkeypatch):
+  _, out = regression_run
+  read, write = os.pipe()
+  os.close(read)  # As `vmaptune show DIR | head -1` once head has its line.
+  closed = os.fdopen(write, "w", buffering=1)
+  monkeypatch.setattr(sys, "stdout", closed)
+  assert main(["show", str(out)]) == 1  # No traceback: BrokenPipeError is handled.
+  print("after", file=closed)  # The pipe now leads nowhere: writing fails no more.
+  closed.close()
+
+
 def test_show_lists_a_regression_run_by_its_mse_lowest_first(regression_run, capsys):
   result, out = regression_run
   run = vt.load_run(out)

@@ -281,6 +281,16 @@ def _tell_other_processes(error: Exception) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  try:
+    return _main(argv)
+  except BrokenPipeError:
+    # What read the output left (``vmaptune show DIR | head``): nothing more to tell it.
+    # Python flushes stdout as it exits, which would fail again: point it at nothing.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
+
+
+def _main(argv: list[str] | None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
   if args.command == "report":
