@@ -123,17 +123,18 @@ class Costs:
     ``chunks`` lane chunks one after another on a device; one lane alone costs
     about one chunk's time."""
     seconds = [r.wall_s for r in rounds] if seconds is None else list(seconds)
+    compiling = sum(r.compile_s + r.trace_s for r in rounds)
     steady = [spent for r, spent in zip(rounds, seconds, strict=True) if r.compiles == 0]
     if steady:
       round_s = sum(steady) / len(steady)
     else:
-      round_s = max(sum(seconds) - sum(r.compile_s + r.trace_s for r in rounds), 1e-6) / len(rounds)
+      round_s = max(sum(seconds) - compiling, 1e-6) / len(rounds)
       if first_round_s is not None:
         round_s = min(round_s, first_round_s)
     fixed = max(sum(seconds) - len(rounds) * round_s, 0.0)
     trials = sum(r.num_trials for r in rounds)
     return cls(fixed, round_s, round_s / max(chunks, 1), trials, final_compile_s,
-               final_train_s, sum(r.compile_s + r.trace_s for r in rounds))
+               final_train_s, compiling)
 
 
 @dataclasses.dataclass(frozen=True)

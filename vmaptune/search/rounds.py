@@ -109,7 +109,7 @@ class Search:
       stack.enter_context(cache_for_run(self.cache))
       if self.budget is not None and settings.confirm_size() is not None:
         # Imported while the first round compiles, where the plan counts it.
-        estimate.prepare(background=True)
+        estimate.prepare()
       self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
       self.resume()
       described = self.record
@@ -339,7 +339,7 @@ class Search:
       self.observer.round_end(result)
       message = divergence_message(result, self.engine, self.rounds)
       partial = self.result()
-      self._write_round(result, self.summary(partial, error=message))
+      self._write_round(result, partial, error=message)
       raise AllDivergedError(message, partial)
     (row, params), self._improved = self._improved, (None, None)
     self.rounds.append(result)
@@ -347,14 +347,17 @@ class Search:
       self.best = (result, row)
       if params is not None:  # Saved with the round.
         self.saved = ParamsPointer.of("search", result.record(row))
-    if self.run_dir is not None:
-      self._write_round(result, self.summary(self.result()), params)
+    self._write_round(result, params=params)
     self.observer.round_end(result)
 
-  def _write_round(self, result: RoundResult, summary: dict, params: object = None) -> None:
-    """Commits ``result`` to the run directory (``partial``: the rounds on disk if it fails)."""
+  def _write_round(self, result: RoundResult, search: TuneResult | None = None, *,
+                   params: object = None, error: str | None = None) -> None:
+    """Commits ``result`` to the run directory with the summary of ``search``
+    (default: the search so far), made only when there is a directory
+    (``partial``: the rounds on disk if it fails)."""
     if self.run_dir is None:
       return
+    summary = self.summary(self.result() if search is None else search, error=error)
     try:
       sha256 = self.run_dir.commit_round(result.trials(), summary, params)
     except RunDirectoryWriteError as e:

@@ -185,21 +185,16 @@ def _check_rule(rule: str, k: float) -> None:
     raise SettingsError(f"k={k!r}; expected a finite number of standard errors >= 0")
 
 
-def prepare(background: bool = False) -> threading.Thread | None:
-  """Imports what a first estimate needs (scikit-learn's Gaussian process, SciPy's
-  linear algebra: 1.5 to 2 s on a small CPU) now rather than at that estimate.
+def prepare() -> None:
+  """Starts importing what a first estimate needs (scikit-learn's Gaussian
+  process, SciPy's linear algebra: 1.5 to 2 s on a small CPU) in a thread of its
+  own, rather than at that estimate.
 
-  A run with a wall-time budget calls it as it starts, with ``background``: the
-  import runs in a thread of its own (returned) while the first round compiles,
-  which leaves the interpreter free most of the time, instead of being met,
-  unplanned, at the end. An estimate started before it finishes waits for it
-  (Python's imports lock each module while it loads)."""
-  if not background:
-    _import()
-    return None
-  thread = threading.Thread(target=_import, name="vmaptune-estimate-import")
-  thread.start()
-  return thread
+  A run with a wall-time budget calls it as it starts: the import runs while the
+  first round compiles, which leaves the interpreter free most of the time,
+  instead of being met, unplanned, at the end. An estimate started before it
+  finishes waits for it (Python's imports lock each module while it loads)."""
+  threading.Thread(target=_import, name="vmaptune-estimate-import").start()
 
 
 def _import() -> None:
