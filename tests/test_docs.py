@@ -189,9 +189,9 @@ def test_the_readme_is_short_and_keeps_its_two_setup_commands():
   blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
   assert len(blocks) == 2 and len(blocks[1].splitlines()) == 1
   assert "vmaptune run experiments/digits_mlp.py" in blocks[0]
-  assert "pip install -e '.[test]'" in blocks[1] and "python -m pytest" in blocks[1]
+  assert "uv pip install -e '.[test]'" in blocks[1] and "python -m pytest" in blocks[1]
   # ... then, in the same environment, the slow tier's command, which the section gives.
-  assert "`pip install -e '.[notebook]' && python -m pytest -q -n auto -m slow`" in section
+  assert "`uv pip install -e '.[notebook]' && python -m pytest -q -n auto -m slow`" in section
 
 
 def _anchors(path: str) -> set[str]:

@@ -317,7 +317,13 @@ def test_two_commands_on_one_directory_one_runs_the_other_is_refused(experiment_
              "--quiet", "--no-cache", "--set", "rounds=3", "epochs=100", "confirm=off"]
   first = subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-  time.sleep(1.0)
+  # The second starts once the first holds the lock (its name in .lock): a fixed head start
+  # lost the race on a loaded CPU, where importing JAX alone can take longer.
+  lock = out / ".lock"
+  deadline = time.monotonic() + 120
+  while not (lock.exists() and f'"pid": {first.pid}' in lock.read_text()):
+    assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
+    time.sleep(0.05)
   second = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True,
                           timeout=240)
   first_out, first_err = first.communicate(timeout=240)
