@@ -11,11 +11,13 @@ import optax
 import pytest
 
 import vmaptune as vt
+from vmaptune.lanes.compilation import CompileCounter
 from vmaptune.lanes.keys import round_keys
 from vmaptune.lanes.population import Population
 from vmaptune.models.optimizers import BUILTIN, scheduled
 from vmaptune.rundir import SUMMARY_FILE
 from vmaptune.samplers import Narrow
+from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.space.structural import Buckets
 from vmaptune.trials.scoring import CLASSIFICATION
 
@@ -62,13 +64,23 @@ def width_search(tmp_path_factory, small_arrays):
   out = str(tmp_path_factory.mktemp("run") / "widths")
   space = vt.Space(learning_rate=vt.LogUniform(1e-2, 3e-1),
                    weight_decay=vt.LogUniform(1e-6, 1e-2), hidden=vt.Choice([8, 16]))
-  result = vt.tune(vt.models.MLP(), data, space, out=out, population=4, rounds=2, epochs=2,
-                   batch_size=32, sampler="narrow(keep=1.0)", seed=0)
-  return result, data, out
+  stage, compiles = confirmation_stage.confirm, []
+
+  def counted(*args, **kwargs):
+    with CompileCounter() as compiled:
+      confirmed = stage(*args, **kwargs)
+    compiles.append(compiled.compiles)
+    return confirmed
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(confirmation_stage, "confirm", counted)
+    result = vt.tune(vt.models.MLP(), data, space, out=out, population=4, rounds=2, epochs=2,
+                     batch_size=32, sampler="narrow(keep=1.0)", seed=0)
+  return result, data, out, compiles
 
 
 def test_every_round_trains_each_bucket_and_recurring_buckets_compile_nothing(width_search):
-  result, _, _ = width_search
+  result, *_ = width_search
   first, second = result.rounds
   for r in result.rounds:
     assert r.configurations == 4 and r.hparams["hidden"].tolist() == [8, 8, 16, 16]
@@ -79,8 +91,19 @@ def test_every_round_trains_each_bucket_and_recurring_buckets_compile_nothing(wi
   assert second.compiles == 0 and second.space != first.space
 
 
+def test_the_confirmation_trains_each_bucket_in_sizes_its_rounds_compiled(width_search):
+  """Buckets share a round's lanes (2 each here), so a bucket's programs hold fewer
+  lanes than the population: its candidates go in calls of those sizes, not a new one
+  (which compiled 6 programs, 8 s of a 16 s run)."""
+  result, *_, compiles = width_search
+  confirmation = result.confirmation
+  assert compiles == [0] and confirmation.seed_scores.shape == (4, 2)
+  assert {c.hparams["hidden"] for c in confirmation.candidates} == {8, 16}
+  assert np.isfinite(confirmation.seed_scores).all()
+
+
 def test_a_lane_equals_its_configuration_trained_alone(width_search, small_data):
-  result, _, _ = width_search
+  result, *_ = width_search
   r = result.rounds[1]
   factory = scheduled(BUILTIN["adamw"], "auto", 2 * (len(small_data.train) // 32))
   for trial in (2,):  # The first lane of the second bucket: lane 2 of the round, 0 of its own.
@@ -94,7 +117,7 @@ def test_a_lane_equals_its_configuration_trained_alone(width_search, small_data)
 
 
 def test_ranking_across_buckets_keeps_the_truly_best_trial(width_search):
-  result, _, _ = width_search
+  result, *_ = width_search
   for r in result.rounds:
     order = np.lexsort((np.arange(r.num_trials), r.val_loss, -r.val_accuracy))
     assert r.kept.tolist() == order.tolist()  # keep=1: every trial, best first.
@@ -104,7 +127,7 @@ def test_ranking_across_buckets_keeps_the_truly_best_trial(width_search):
 
 
 def test_records_carry_structural_values_and_the_final_fit_uses_the_best_bucket(width_search):
-  result, data, out = width_search
+  result, data, out, _ = width_search
   records = vt.read_trials(out)
   assert len(records) == 8
   assert [r["hparams"]["hidden"] for r in records] == [8, 8, 16, 16] * 2

@@ -193,6 +193,11 @@ class Population:
     """Lanes actually computed for a population of ``lanes``."""
     return self.layout(lanes).padded
 
+  def built_sizes(self) -> list[int]:
+    """Padded lane counts this population has built programs for (each trained
+    by a round), smallest first: work laid out at one of them compiles nothing."""
+    return sorted({layout.padded for layout in self._programs})
+
   def _compiled(self, layout: Layout) -> dict[str, Callable]:
     """The ``init``, ``advance`` and ``evaluate`` programs for ``layout``, built
     once per layout and reused by every round."""

@@ -309,7 +309,8 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
   per_lane_seeds = engine.settings.seeds > 1  # The rounds' programs take a seed per lane.
   for members in groups.values():
     pop = engine.population(engine.buckets.find(candidates[members[0]].hparams))
-    lanes = engine.round_lanes(pop, len(members) * (seeds if per_lane_seeds else 1))
+    lanes = engine.round_lanes(pop, len(members) * (seeds if per_lane_seeds else 1),
+                               at_least=seeds if per_lane_seeds else 1)
     if per_lane_seeds:
       replicas, calls = range(seeds), [(None, round_keys(engine.settings.seed,
                                                            CONFIRMATION_ROUND))]

@@ -149,14 +149,21 @@ class Engine:
           memory_budget_bytes=settings.memory_budget_bytes, lane_sizes=self._lane_sizes)
     return self._populations[key]
 
-  def round_lanes(self, pop: Population, lanes: int) -> int:
+  def round_lanes(self, pop: Population, lanes: int, at_least: int = 1) -> int:
     """Lanes to train ``lanes`` of work in, in programs a round of ``pop`` has
     compiled: one bucket's round layout (``population * seeds`` lanes, padded;
-    more work goes in several calls), or with structural buckets ``lanes``
-    rounded up to a bucket's size."""
-    if self._lane_sizes is not None:
-      return pop.padded_size(lanes)
-    return pop.padded_size(self.settings.population * self.settings.seeds)
+    more work goes in several calls). Structural buckets share a round's lanes,
+    so each trains at sizes of its own: the smallest size ``pop`` was built for
+    that holds the work, else its largest that holds ``at_least`` lanes (more
+    calls); only where none does, ``lanes`` laid out anew (a new program)."""
+    whole_round = pop.padded_size(self.settings.population * self.settings.seeds)
+    built = [size for size in pop.built_sizes() if size >= at_least]
+    if self._lane_sizes is None and (whole_round in built or not built):
+      return whole_round
+    holding = [size for size in built if size >= lanes]
+    if holding:
+      return holding[0]
+    return built[-1] if built else pop.padded_size(lanes)
 
   def round_chunks(self) -> int:
     """Lane chunks a round (of the first bucket) trains one after another on a device."""
