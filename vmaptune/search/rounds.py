@@ -107,8 +107,9 @@ class Search:
     try:
       stack = contextlib.ExitStack()
       stack.enter_context(cache_for_run(self.cache))
-      if self.budget is not None and settings.confirm_size() is not None:
-        # Imported while the first round compiles, where the plan counts it.
+      if settings.confirm_size() is not None:
+        # Imported while the first round compiles (where a budget's plan counts it),
+        # not met at the confirmation: 1.5 to 3.6 s of a small run.
         estimate.prepare()
       self.engine.sampler.start(self.engine.space, settings.seed, self.engine.objective.scoring)
       self.resume()

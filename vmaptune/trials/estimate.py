@@ -190,10 +190,11 @@ def prepare() -> None:
   process, SciPy's linear algebra: 1.5 to 2 s on a small CPU) in a thread of its
   own, rather than at that estimate.
 
-  A run with a wall-time budget calls it as it starts: the import runs while the
-  first round compiles, which leaves the interpreter free most of the time,
-  instead of being met, unplanned, at the end. An estimate started before it
-  finishes waits for it (Python's imports lock each module while it loads)."""
+  A run with a confirmation stage calls it as it starts: the import runs while
+  the first round compiles, which leaves the interpreter free most of the time,
+  instead of being met at the end (unplanned, under a wall-time budget). An
+  estimate started before it finishes waits for it (Python's imports lock each
+  module while it loads)."""
   threading.Thread(target=_import, name="vmaptune-estimate-import").start()
 
 
