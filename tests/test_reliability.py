@@ -312,20 +312,24 @@ def test_while_a_run_writes_readers_see_its_completed_rounds_and_a_second_writer
 def test_two_commands_on_one_directory_one_runs_the_other_is_refused(experiment_file, tmp_path):
   """The everyday mistake: the same job started twice, a second apart."""
   out = tmp_path / "run"
-  # Long enough (100 epochs a round, compiled afresh) to be running when the second starts.
   command = [sys.executable, "-m", "vmaptune.cli", "run", experiment_file, "--out", str(out),
-             "--quiet", "--no-cache", "--set", "rounds=3", "epochs=100", "confirm=off"]
+             "--quiet", "--no-cache", "--set", "rounds=3", "epochs=10", "confirm=off"]
   first = subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-  # The second starts once the first holds the lock (its name in .lock): a fixed head start
-  # lost the race on a loaded CPU, where importing JAX alone can take longer.
+  # The second starts once the first holds the lock (its name in .lock), and the first is
+  # held still (SIGSTOP) until the second has tried: whatever the machine's load, neither
+  # starting first nor finishing first decides the outcome.
   lock = out / ".lock"
   deadline = time.monotonic() + 120
   while not (lock.exists() and f'"pid": {first.pid}' in lock.read_text()):
     assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
     time.sleep(0.05)
-  second = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=240)
+  first.send_signal(signal.SIGSTOP)
+  try:
+    second = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=240)
+  finally:
+    first.send_signal(signal.SIGCONT)
   first_out, first_err = first.communicate(timeout=240)
   assert first.returncode == 0, first_err[-3000:]
   assert second.returncode == 2, second.stderr[-3000:]
