@@ -7,6 +7,8 @@ import re
 import time
 import types
 
+import jax
+import numpy as np
 import pytest
 
 import vmaptune as vt
@@ -57,8 +59,9 @@ def test_a_round_costs_what_the_rounds_that_compiled_nothing_took():
 
 
 def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
+  # Fixed 9 s (10 s compiling), rounds of 5 s; the final fit decided to train alone.
   costs = Costs.measured([_round(14.0, 8.0, 2.0, compiles=3), _round(6.0), _round(4.0)],
-                         chunks=4)  # Fixed 9 s (10 s compiling), rounds of 5 s.
+                         chunks=4, final_in_lanes=False)
   budget = Budget(100.0, confirm_calls=1)
   estimating = ESTIMATE_S + ESTIMATE_S_PER_TRIAL * 1500  # The confirmation's candidates.
   reserve = 5.0 + estimating + FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
@@ -78,6 +81,21 @@ def test_the_plan_keeps_the_confirmation_and_the_final_fit_back():
   compiled = dataclasses.replace(costs, final_compile_s=0.0)
   assert budget.reserve(compiled) == pytest.approx(5.0 + estimating + 1.25)
   assert budget.rounds_left(compiled, elapsed=20.0) == 14
+
+
+def test_the_final_fit_trains_in_a_rounds_programs_where_that_costs_less_than_compiling():
+  # Rounds of 5 s; compiling alone guessed at a share of the rounds' 10 s (6 s): a
+  # round's training is cheaper than the compile, so the final fit trains in lanes.
+  costs = Costs.measured([_round(14.0, 8.0, 2.0, compiles=3), _round(6.0), _round(4.0)],
+                         chunks=4)
+  alone = FINAL_FIT_COMPILE_SHARE * 10.0 + 1.25
+  assert costs.lanes_cheaper() and costs.final_fit_s == pytest.approx(5.0)  # Undecided: least.
+  assert dataclasses.replace(costs, final_in_lanes=True).final_fit_s == pytest.approx(5.0)
+  assert dataclasses.replace(costs, final_in_lanes=False).final_fit_s == pytest.approx(alone)
+  # Rounds of 5 s after 2 s of compiling: compiling alone (1.2 s) is cheaper.
+  cheap = Costs.measured([_round(7.0, 1.5, 0.5, compiles=3), _round(5.0)], chunks=4)
+  assert not cheap.lanes_cheaper()
+  assert cheap.final_fit_s == pytest.approx(FINAL_FIT_COMPILE_SHARE * 2.0 + 1.25)
 
 
 def test_the_first_round_measures_an_epoch_from_its_second_piece_less_new_compiling():
@@ -132,7 +150,9 @@ def test_rounds_cap_a_budget_and_a_resumed_run_goes_on_with_what_is_left(
 
 
 def test_a_budgeted_run_compiles_its_final_fit_ahead_without_reading_the_test_split(
-    small_data, tiny_mlp, lr_space, fast_settings):
+    small_data, tiny_mlp, lr_space, fast_settings, monkeypatch):
+  # Compiling alone costs less than a round's training here (nothing does, at no share).
+  monkeypatch.setattr(vt.search.budget, "FINAL_FIT_COMPILE_SHARE", 0.0)
   result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "budget": "1h"})
   assert small_data.test_reads == 0  # Compiled from the split's shapes, not its values.
   # Kept back: the final fit's training and scoring as timed, and nothing to compile
@@ -143,6 +163,29 @@ def test_a_budgeted_run_compiles_its_final_fit_ahead_without_reading_the_test_sp
     final = result.final_fit()
   assert compiled.compiles == 0 and small_data.test_reads == 1
   assert final.val == pytest.approx(result.best.metrics, abs=1e-5)  # The trial, trained again.
+  assert not final.in_lanes and "trained_in" not in final.summary()
+
+
+def test_a_budgeted_run_whose_rounds_train_faster_than_a_compile_fits_in_their_programs(
+    small_data, tiny_mlp, lr_space, fast_settings, tmp_path):
+  # Rounds of 8 lanes train in hundredths of a second, and programs take a second to
+  # compile: the final fit is lane 0 of a round's population, in its programs.
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "budget": "1h"},
+                   out=str(tmp_path / "run"))
+  with CompileCounter() as compiled:
+    final = result.final_fit()
+  assert [r.compiles for r in result.rounds[1:]] == [0, 0] and compiled.compiles == 0
+  assert final.in_lanes and small_data.test_reads == 1
+  assert final.val == pytest.approx(result.best.metrics, abs=1e-5)  # Lane equivalence.
+  alone = vt.search.engine.Engine.refit(result._search.engine, final.trial, final.schedule)
+  assert final.test == pytest.approx(alone.test, abs=1e-5)  # Laid out as val, scored alike.
+  for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(alone.params), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  saved = json.loads((tmp_path / "run" / "summary.json").read_text())["final_fit"]
+  assert saved["trained_in"] == "lanes"
+  again = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "budget": "1h"},
+                  out=str(tmp_path / "run"))  # Resumed: the fit is read back as it was.
+  assert again.final.in_lanes and again.final.test == final.test
 
 
 @pytest.mark.slow  # 20 s of wall time by design.

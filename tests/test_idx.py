@@ -101,6 +101,15 @@ def test_idx_writer_matches_the_format_byte_for_byte_and_keeps_colour_and_float_
     vt.data.write_idx(tmp_path / "bad", labels.astype(np.int64))
 
 
+def test_the_idx_writer_refuses_a_link_and_leaves_what_it_points_to(tmp_path):
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.write_bytes(b"kept")
+  (tmp_path / "labels").symlink_to(elsewhere)
+  with pytest.raises(vt.DataError, match=r"labels is a symbolic link; write_idx writes only"):
+    vt.data.write_idx(tmp_path / "labels", np.array([1, 0, 2], np.uint8))
+  assert elsewhere.read_bytes() == b"kept"
+
+
 @pytest.mark.parametrize("kind, message", [
     ("magic", r"bad: magic number 0x08030000; expected IDX's magic number 0x0000TTNN"),
     ("empty", r"bad: empty file; expected IDX's magic number"),

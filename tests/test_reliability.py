@@ -356,11 +356,11 @@ def test_a_final_fit_holds_the_directory_and_refuses_one_another_run_changed(
   engine = extended._search.engine
   refit = engine.refit
 
-  def refit_and_try(trial, schedule):
+  def refit_and_try(trial, schedule, **how):
     with pytest.raises(RunDirectoryBusyError) as busy:
       _tune(out, small_data, rounds=4)
     seen["holder"] = busy.value.holder
-    return refit(trial, schedule)
+    return refit(trial, schedule, **how)
 
   engine.refit = refit_and_try
   extended.final_fit()

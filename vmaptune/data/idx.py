@@ -128,7 +128,8 @@ def write_idx(path: str | os.PathLike, array) -> None:
   """Writes ``array`` as an IDX file, gzip-compressed if ``path`` ends in ``.gz``.
 
   Args:
-    path: the file to write.
+    path: the file to write (created or replaced; a symbolic link there is
+      refused, never written through).
     array: ``[d0, ...]`` (at least one axis) of uint8, int8, int16, int32,
       float32 or float64, the types IDX can hold.
 
@@ -153,7 +154,15 @@ def write_idx(path: str | os.PathLike, array) -> None:
   path = os.fspath(path)
   if path.endswith(".gz"):
     data = gzip.compress(data, mtime=0)  # No timestamp: the same array, the same bytes.
-  with open(path, "wb") as f:
+  try:  # A link at ``path`` is refused, not written through to a file we did not name.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 0o666)
+  except OSError as e:
+    if os.path.islink(path):
+      raise DataError(f"{path} is a symbolic link; write_idx writes only to a file of its own "
+                      "name (remove the link, or give the path it points to)") from e
+    raise
+  with os.fdopen(fd, "wb") as f:
     f.write(data)
 
 

@@ -178,6 +178,20 @@ def lane_to_host(tree: Any, index: int) -> Any:
   return to_host(_take_lane(tree, np.int32(index)))
 
 
+def first_lane_to_host(tree: Any) -> Any:
+  """Lane 0 of a tree of ``[L, ...]`` arrays as NumPy ``[...]`` arrays, copied
+  from the device shard that holds it (every lane of it), so nothing compiles;
+  :func:`lane_to_host` where this process holds no such shard."""
+  def one(x: Any) -> np.ndarray:
+    shard = next((s for s in getattr(x, "addressable_shards", ())
+                  if (s.index[0].start or 0) == 0), None)
+    return np.asarray(x)[0] if shard is None else np.asarray(shard.data)[0]
+
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    return lane_to_host(tree, 0)
+  return jax.tree.map(one, tree)
+
+
 def local(tree: Any, device: jax.Device) -> Any:
   """``tree`` on one of this process's devices.
 

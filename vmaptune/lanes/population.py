@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec
 
 from vmaptune.data import Dataset
 from vmaptune.data.dataset import split_length
-from vmaptune.lanes.alone import Alone
+from vmaptune.lanes.alone import Alone, Schedule
 from vmaptune.lanes.chunks import (
   MEMORY_HEADROOM,
   Layout,
@@ -48,13 +48,14 @@ from vmaptune.lanes.devices import (
   put,
   replicated,
 )
-from vmaptune.lanes.keys import round_keys, split_replica
+from vmaptune.lanes.keys import REPLICA, round_keys, split_replica
 from vmaptune.lanes.train import (
   EvalBatches,
   Evaluation,
   LaneState,
   Params,
   TrainOutput,
+  batches_of,
   eval_batches,
   first_example,
   make_evaluate,
@@ -290,6 +291,15 @@ class Population:
     batches = eval_batches(split, self.eval_batch_size)
     return EvalBatches(*put(tuple(batches), self._replicated))
 
+  def put_batches_as_val(self, split: Any) -> EvalBatches:
+    """:meth:`put_batches`, laid out as the validation split's batches when
+    ``split`` fits in as many (its batch size, whole batches of padding after):
+    scored by the program that scores the validation split, compiling nothing."""
+    count, size = self._val.mask.shape
+    if split_length(split) > count * size:
+      return self.put_batches(split)
+    return EvalBatches(*put(tuple(batches_of(split, count, size)), self._replicated))
+
   def init(self, hparams: Mapping[str, np.ndarray], init_key: jax.Array) -> Lanes:
     """Initialises one lane per configuration (all from ``init_key``).
 
@@ -375,6 +385,51 @@ class Population:
     layout(P).padded``, on device, sharded over the lanes."""
     lanes, losses = self.advance(self.init(hparams, init_key), data_key, 0, self.epochs)
     return TrainOutput(lanes.state.params, losses, lanes.state.diverged)
+
+  def train_schedules(self, schedules: list[Schedule], lanes: int, init_key: jax.Array,
+                      data_key: jax.Array, replicas: int | None = None) -> Lanes:
+    """Trains each hyperparameter schedule (a population-based-training lineage,
+    or one ``(0, epochs, hparams)`` entry) once per replica, in a population of
+    ``lanes`` lanes that padding fills: lane ``r * len(schedules) + i`` is
+    schedule ``i``, replica ``r``.
+
+    Args:
+      schedules: ``[(first_epoch, end_epoch, hparams), ...]`` each, covering
+        ``[0, epochs)`` without gaps.
+      lanes: the population's size (at least ``len(schedules) * replicas``): a
+        size a round compiled its programs for trains in them.
+      init_key, data_key: the keys every lane shares.
+      replicas: ``None``: every lane draws from the shared keys, as a round's
+        lanes do; ``R``: lane ``i``'s keys are folded with its replica (see
+        :data:`vmaptune.lanes.keys.REPLICA`), as a round with seeds does.
+
+    Returns:
+      The trained lanes (``count`` is ``lanes``; the real ones come first).
+    """
+    cuts = sorted({first for s in schedules for first, _, _ in s} | {self.epochs})
+    copies = 1 if replicas is None else replicas
+    real = len(schedules) * copies
+    if real > lanes:
+      raise ValueError(f"{real} lanes of schedules do not fit in a population of {lanes}")
+    # Padding lanes repeat the first lane.
+    order = np.r_[np.tile(np.arange(len(schedules)), copies), np.zeros(lanes - real, int)]
+
+    def at(epoch: int) -> dict[str, np.ndarray]:
+      """Every lane's hyperparameters at ``epoch``."""
+      current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
+      hparams = {name: np.array([h[name] for h in current], np.float32)[order]
+                 for name in current[0]}
+      if replicas is not None:
+        replica = np.r_[np.repeat(np.arange(copies), len(schedules)), np.zeros(lanes - real, int)]
+        hparams[REPLICA] = replica.astype(np.float32)
+      return hparams
+
+    trained = self.init(at(0), init_key)
+    for first, end in zip(cuts, cuts[1:], strict=False):
+      if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
+        trained = self.select(trained, np.arange(trained.count), at(first))
+      trained, _ = self.advance(trained, data_key, first, end - first)
+    return trained
 
   def evaluate(self, params: Params, batches: EvalBatches | None = None) -> Evaluation:
     """Every metric of every lane on the validation split (or ``batches``), in

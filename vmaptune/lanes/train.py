@@ -303,17 +303,27 @@ def batch_layout(examples: int, batch_size: int) -> tuple[int, int]:
 def eval_batches(split: Any, batch_size: int) -> EvalBatches:
   """Pads ``split`` (a pytree of ``[N, ...]`` arrays) to a whole number of
   batches of ``min(batch_size, N)``."""
+  count, size = batch_layout(split_length(split), batch_size)
+  return batches_of(split, count, size)
+
+
+def batches_of(split: Any, count: int, size: int) -> EvalBatches:
+  """``split`` (``[N, ...]`` leaves, ``N <= count * size``) cut into ``count``
+  batches of ``size``: ``[count, size, ...]`` leaves. Padding repeats the first
+  example, masked out; whole batches of it add nothing to a metric, so a split
+  laid out as another's is scored by the other's program."""
   n = split_length(split)
-  num_batches, size = batch_layout(n, batch_size)
-  pad = num_batches * size - n
+  pad = count * size - n
+  if pad < 0:
+    raise ValueError(f"{n} examples do not fit in {count} batches of {size}")
 
   def cut(a: np.ndarray) -> np.ndarray:
     # Padding repeats the first example: valid inputs for any model, masked out.
     a = np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
-    return a.reshape((num_batches, size) + a.shape[1:])
+    return a.reshape((count, size) + a.shape[1:])
 
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return EvalBatches(jax.tree.map(cut, split), mask.reshape(num_batches, size))
+  return EvalBatches(jax.tree.map(cut, split), mask.reshape(count, size))
 
 
 def make_evaluate(model: nn.Module, objective: Objective) -> Callable[[Params, EvalBatches],

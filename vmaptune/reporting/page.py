@@ -221,7 +221,7 @@ def chosen_section(run: Run) -> str:
             if run.path else "")
   if final is not None:
     lines.append(f"<p>Final fit: validation {metric} "
-                 f"{_number(final.val_score)} (refit alone), <strong>test "
+                 f"{_number(final.val_score)} ({_e(final.refit)}), <strong>test "
                  f"{metric} {_number(final.test_score)}</strong>"
                  f"{besides('test', final.test)}.{params}</p>")
   else:

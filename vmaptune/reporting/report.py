@@ -88,7 +88,7 @@ def describe_run(run: Run, top: int = 10) -> str:
     final = run.final_fit_record
     saved = run.params_pointer
     if final is not None:
-      scores += f"  {_score(final.val_score)} (refit alone)"
+      scores += f"  {_score(final.val_score)} ({final.refit})"
       test = final.test_score
       scores += f"\n  test {metric} " + ("n/a (empty test split)" if test is None
                                          or math.isnan(test) else f"{test:.4f}")

@@ -45,6 +45,7 @@ TrialRecord = Trial  # A line of trials.jsonl (see the module).
 SEARCH, FINAL_FIT = "search", "final_fit"  # Whose parameters best_params.msgpack holds.
 _NONE = (type(None),)
 CONFIRMATION_RULES = ("mean", "lcb")  # What the confirmation chose by (ConfirmationRecord.rule).
+TRAINED_IN = ("alone", "lanes")  # How the final fit trained (FinalFitRecord.trained_in).
 
 __all__ = ["BucketEntry", "BudgetRecord", "CandidateRecord", "ConfirmationRecord",
            "EstimateGroupRecord", "EstimatesRecord", "FinalFitRecord", "ParamsPointer",
@@ -438,6 +439,10 @@ class FinalFitRecord:
     search: the chosen trial's search score (``search_val_<rank_by>``).
     val, test: ``{metric: value}`` on the validation and the test split
       (``val_<metric>``, ``test_<metric>``; NaN without a test split).
+    trained_in: ``"alone"`` (one-lane programs compiled for it) or ``"lanes"``
+      (the first lane of a population laid out as a round's, in the round's
+      programs: see :class:`vmaptune.search.final_fit.FinalFit`); the file holds
+      the key only for ``"lanes"``.
   """
 
   config: dict[str, Any] | None
@@ -449,11 +454,17 @@ class FinalFitRecord:
   search: float | None
   val: dict[str, float | None]
   test: dict[str, float | None]
+  trained_in: str = "alone"
   scoring: Scoring = dataclasses.field(repr=False, compare=False, kw_only=True)
 
   @property
+  def refit(self) -> str:
+    """How the scores were refit, as ``show`` and the report say it."""
+    return "refit alone" if self.trained_in == "alone" else "refit as a round's lane"
+
+  @property
   def val_score(self) -> float | None:
-    """The ranking metric on the validation split, refit alone."""
+    """The ranking metric on the validation split, refit."""
     return self.val[self.scoring.rank_by]
 
   @property
@@ -468,7 +479,8 @@ class FinalFitRecord:
             [{"first_epoch": a, "end_epoch": b, "hparams": h} for a, b, h in self.schedule],
             "batch_size": self.batch_size, scoring.search_field: self.search,
             **{scoring.field(name): value for name, value in self.val.items()},
-            **{scoring.test_field(name): value for name, value in self.test.items()}}
+            **{scoring.test_field(name): value for name, value in self.test.items()},
+            **({} if self.trained_in == "alone" else {"trained_in": self.trained_in})}
 
   @classmethod
   def from_json(cls, value: Any, scoring: Scoring) -> FinalFitRecord:
@@ -481,13 +493,16 @@ class FinalFitRecord:
           schedule.append((take(step, "first_epoch", INT), take(step, "end_epoch", INT),
                            take(step, "hparams", DICT)))
       schedule = tuple(schedule)
+    trained_in = take(value, "trained_in", STR, "alone")
+    if trained_in not in TRAINED_IN:
+      raise RecordError("trained_in", f"is {trained_in!r}, expected one of {list(TRAINED_IN)}")
     return cls(take(value, "config", _optional(DICT), None), take(value, "round", INT),
                take(value, "trial", INT), take(value, "lane", _optional(INT), None), schedule,
                take(value, "batch_size", _optional(INT), None),
                take(value, scoring.search_field, NUMBER, None),
                {name: take(value, scoring.field(name), NUMBER) for name in scoring.names},
                {name: take(value, scoring.test_field(name), NUMBER) for name in scoring.names},
-               scoring=scoring)
+               trained_in, scoring=scoring)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,6 +89,9 @@ class Costs:
     final_train_s: the final fit's training and scoring, measured with them
       (``None`` before: ``alone_s``).
     compile_s: the rounds' compiling and tracing alone (default: ``fixed_s``).
+    final_in_lanes: whether the final fit trains in a round's programs (a
+      round's training, nothing to compile; see :meth:`lanes_cheaper`), alone
+      (compiling, then one lane), or ``None``: not decided (the cheaper).
   """
 
   fixed_s: float
@@ -98,19 +101,36 @@ class Costs:
   final_compile_s: float | None = None
   final_train_s: float | None = None
   compile_s: float | None = None
+  final_in_lanes: bool | None = None
+
+  @property
+  def final_compile_guess_s(self) -> float:
+    """Compiling the final fit's one-lane programs, before it was measured."""
+    return FINAL_FIT_COMPILE_SHARE * (self.fixed_s if self.compile_s is None else self.compile_s)
+
+  def lanes_cheaper(self) -> bool:
+    """Whether training a round's lanes costs less than compiling the one-lane
+    programs (a small population of a large model: a CNN's 12 lanes train in
+    half the time their programs compile); then the final fit trains in a round's."""
+    return self.round_s < self.final_compile_guess_s
 
   @property
   def final_fit_s(self) -> float:
-    """The final fit: compiling what it has still to compile, and training one lane."""
-    guess = FINAL_FIT_COMPILE_SHARE * (self.fixed_s if self.compile_s is None else self.compile_s)
-    compiling = guess if self.final_compile_s is None else self.final_compile_s
-    return compiling + (self.alone_s if self.final_train_s is None else self.final_train_s)
+    """The final fit: in a round's programs, a round's training; alone, compiling
+    what it has still to compile and training one lane."""
+    compiling = self.final_compile_guess_s if self.final_compile_s is None \
+        else self.final_compile_s
+    alone = compiling + (self.alone_s if self.final_train_s is None else self.final_train_s)
+    if self.final_in_lanes is None:
+      return min(alone, self.round_s)
+    return self.round_s if self.final_in_lanes else alone
 
   @classmethod
   def measured(cls, rounds: Sequence[Any], seconds: Sequence[float] | None = None,
                chunks: int = 1, final_compile_s: float | None = None,
                final_train_s: float | None = None,
-               first_round_s: float | None = None) -> Costs:
+               first_round_s: float | None = None,
+               final_in_lanes: bool | None = None) -> Costs:
     """From :class:`vmaptune.search.results.RoundResult` s and the seconds each
     took in the loop, recording and planning included (default: their
     ``wall_s``, training alone).
@@ -134,7 +154,7 @@ class Costs:
     fixed = max(sum(seconds) - len(rounds) * round_s, 0.0)
     trials = sum(r.num_trials for r in rounds)
     return cls(fixed, round_s, round_s / max(chunks, 1), trials, final_compile_s,
-               final_train_s, compiling)
+               final_train_s, compiling, final_in_lanes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vmaptune.lanes.keys import REPLICA, round_keys
+from vmaptune.lanes.keys import round_keys
 from vmaptune.lanes.population import Population
 from vmaptune.rundir.records import (
     CandidateRecord,
@@ -340,29 +340,11 @@ def _retrain(pop: Population, schedules: list[list], lanes: int, keys: tuple,
   Returns:
     Each metric, ``float64 [replicas, len(schedules)]`` (``[1, ...]`` without replicas).
   """
-  cuts = sorted({first for s in schedules for first, _, _ in s} | {pop.epochs})
   copies = 1 if replicas is None else len(replicas)
-  real = len(schedules) * copies
-  # Lane r * k + i is schedule i, replica r; padding lanes repeat the first lane.
-  order = np.r_[np.tile(np.arange(len(schedules)), copies), np.zeros(lanes - real, int)]
-
-  def at(epoch: int) -> dict[str, np.ndarray]:
-    """Every lane's hyperparameters at ``epoch``."""
-    current = [next(h for first, end, h in s if first <= epoch < end) for s in schedules]
-    hparams = {name: np.array([h[name] for h in current], np.float32)[order]
-               for name in current[0]}
-    if replicas is not None:
-      replica = np.r_[np.repeat(np.arange(copies), len(schedules)), np.zeros(lanes - real, int)]
-      hparams[REPLICA] = replica.astype(np.float32)
-    return hparams
-
-  init_key, data_key = keys
-  trained = pop.init(at(0), init_key)
-  for first, end in zip(cuts, cuts[1:], strict=False):
-    if first > 0:  # A lineage changes its hyperparameters here; the weights go on.
-      trained = pop.select(trained, np.arange(trained.count), at(first))
-    trained, _ = pop.advance(trained, data_key, first, end - first)
+  trained = pop.train_schedules(schedules, lanes, *keys,
+                                replicas=None if replicas is None else copies)
   metrics = lane_scores(pop, trained).metrics
+  real = len(schedules) * copies
   return {name: values[:real].reshape(copies, len(schedules))
           for name, values in metrics.items()}
 

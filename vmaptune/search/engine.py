@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -200,23 +201,54 @@ class Engine:
     jax.block_until_ready(alone.evaluate(trained.params))
     return self.settings.epochs * epoch_s + 2 * (time.perf_counter() - began)
 
-  def refit(self, trial: Trial, schedule: list) -> FinalFit:
-    """Retrains ``trial`` alone (its whole lineage ``schedule``) with its round's
-    keys, in its bucket; then scores it on validation and reads the test split once."""
+  def refit(self, trial: Trial, schedule: list, in_lanes: bool = False) -> FinalFit:
+    """Retrains ``trial`` (its whole lineage ``schedule``) with its round's keys,
+    in its bucket; then scores it on validation and reads the test split once.
+
+    Alone (one-lane programs, compiled for it), or with ``in_lanes`` as the
+    first lane of a population laid out as a round's (padding fills the rest),
+    in the programs the rounds compiled: a round's training instead of a
+    compile. Either way it equals the trial's lane within float rounding."""
     bucket = self.buckets.find(trial.hparams)
-    alone = self.population(bucket).alone
+    fit = self._fit_in_lanes if in_lanes else self._fit_alone
+    params, score = fit(self.population(bucket), trial, schedule)
+    val = score(None)
+    test = self.data.read_test()
+    test_metrics = score(test) if split_length(test) else {
+        name: math.nan for name in self.objective.scoring.names}
+    return FinalFit(trial=trial, schedule=schedule, val=val, test=test_metrics,
+                    params=params, model=bucket.model, batch_size=bucket.batch_size,
+                    in_lanes=in_lanes)
+
+  def _fit_alone(self, pop: Population, trial: Trial,
+                 schedule: list) -> tuple[Any, Callable[[Any], dict[str, float]]]:
+    """``trial`` trained by one-lane programs: its parameters (no lane axis), and
+    what scores them on a split (``None``: the validation split)."""
     keys = round_keys(self.settings.seed, trial.round)
     if trial.seed_scores is not None:  # Trained with several seeds: refit with the first.
       keys = replica_keys(*keys, 0)
-    trained = alone.fit_schedule(schedule, *keys)
+    params = pop.alone.fit_schedule(schedule, *keys).params
     names = self.objective.scoring.names  # In the objective's order, not the pytree's.
-    scored = alone.evaluate(trained.params)
-    val = {name: float(scored[name]) for name in names}
-    test = self.data.read_test()
-    if split_length(test):
-      scored = alone.evaluate(trained.params, self.population(bucket).put_batches(test))
-      test_metrics = {name: float(scored[name]) for name in names}
-    else:
-      test_metrics = {name: math.nan for name in names}
-    return FinalFit(trial=trial, schedule=schedule, val=val, test=test_metrics,
-                    params=trained.params, model=bucket.model, batch_size=bucket.batch_size)
+
+    def score(split: Any) -> dict[str, float]:
+      scored = pop.alone.evaluate(params, None if split is None else pop.put_batches(split))
+      return {name: float(scored[name]) for name in names}
+
+    return params, score
+
+  def _fit_in_lanes(self, pop: Population, trial: Trial,
+                    schedule: list) -> tuple[Any, Callable[[Any], dict[str, float]]]:
+    """As :meth:`_fit_alone`, in lane 0 of a population laid out as a round's."""
+    keys = round_keys(self.settings.seed, trial.round)
+    # With seeds the rounds' programs take a seed per lane: the first, as alone.
+    trained = pop.train_schedules([schedule], self.round_lanes(pop, 1), *keys,
+                                  replicas=1 if self.settings.seeds > 1 else None)
+    lanes = trained.state.params
+    names = self.objective.scoring.names
+
+    def score(split: Any) -> dict[str, float]:
+      scored = pop.evaluate(lanes, None if split is None else pop.put_batches_as_val(split))
+      scored = devices.to_host(scored)
+      return {name: float(scored[name][0]) for name in names}
+
+    return jax.device_put(devices.first_lane_to_host(lanes)), score

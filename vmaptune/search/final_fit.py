@@ -26,6 +26,10 @@ class FinalFit:
     model: the module ``params`` belong to: the chosen trial's bucket's, when
       the space has structural parameters (``model.apply({"params": params}, x)``).
     batch_size: the training batch size it was retrained with (its bucket's).
+    in_lanes: retrained as the first lane of a population laid out as a round's,
+      in the round's compiled programs, rather than by one-lane programs compiled
+      for it (a budgeted run does so where a round's training costs less than
+      that compile); both equal the trial's lane within float rounding.
   """
 
   trial: Trial
@@ -35,6 +39,7 @@ class FinalFit:
   params: Any
   model: Any = None
   batch_size: int | None = None
+  in_lanes: bool = False
 
   def __getattr__(self, name: str) -> Any:
     # Only for names the class lacks: ``val_<metric>`` and ``test_<metric>``.
@@ -66,11 +71,5 @@ class FinalFit:
         lane=self.trial.lane, schedule=tuple(tuple(step) for step in self.schedule),
         batch_size=self.batch_size, search=self.trial.score,
         val={name: self.val[name] for name in scoring.names},
-        test={name: self.test[name] for name in scoring.names}, scoring=scoring)
-
-  @classmethod
-  def metrics_from_summary(cls, entry: dict[str, Any],
-                           scoring: Any) -> tuple[dict[str, float], dict[str, float]]:
-    """``(val, test)`` metrics of a summary's final-fit entry."""
-    record = FinalFitRecord.from_json(entry, scoring)
-    return record.val, record.test
+        test={name: self.test[name] for name in scoring.names},
+        trained_in="lanes" if self.in_lanes else "alone", scoring=scoring)

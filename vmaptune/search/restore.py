@@ -16,6 +16,7 @@ from vmaptune.errors import DamagedRunError
 from vmaptune.rundir import SUMMARY_FILE, TRIALS_FILE, Restored, RunDirectory
 from vmaptune.rundir.damage import intact_advice
 from vmaptune.rundir.files import as_json
+from vmaptune.rundir.records import FinalFitRecord
 from vmaptune.search import confirmation as confirmation_stage
 from vmaptune.search.confirmation import Confirmation
 from vmaptune.search.engine import Engine
@@ -112,11 +113,12 @@ def restore_final_fit(engine: Engine, restored: Restored, rounds: list[RoundResu
       (pointer is not None and pointer.get("from") != "final_fit"):
     return None
   bucket = engine.buckets.find(best.hparams)
-  val, test = FinalFit.metrics_from_summary(final, engine.objective.scoring)
+  record = FinalFitRecord.from_json(final, engine.objective.scoring)
   return FinalFit(trial=best, schedule=rounds[best.round].schedule(best.trial),
-                  val=val, test=test,
+                  val=record.val, test=record.test,
                   params=flax.serialization.msgpack_restore(restored.params),
-                  model=bucket.model, batch_size=bucket.batch_size)
+                  model=bucket.model, batch_size=bucket.batch_size,
+                  in_lanes=record.trained_in == "lanes")
 
 
 def restore_confirmation(engine: Engine, restored: Restored, rounds: list[RoundResult],

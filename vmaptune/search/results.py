@@ -391,7 +391,7 @@ class TuneResult:
     metric = best.scoring.rank_by.replace("_", " ")
     lines.append(f"  val {metric}  {best.score:.4f} (search)")
     if self._final is not None:
-      lines[-1] += f"  {self._final.val_score:.4f} (refit alone)"
+      lines[-1] += f"  {self._final.val_score:.4f} ({self._final.record().refit})"
     if self.confirmation is not None:
       lines.append(self.confirmation.describe())
     if self._final is not None:

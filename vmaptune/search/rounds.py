@@ -88,6 +88,8 @@ class Search:
     # and scoring, once measured; and what heard the first round's pieces.
     self.final_compile_s: float | None = None
     self.final_train_s: float | None = None
+    # How the final fit trains (None: not decided; see compile_final_fit).
+    self.final_in_lanes: bool | None = None
     self.first_check: FirstPieceCheck | None = None
     self.record = {**engine.described_settings(), "data": repr(engine.data),
                    "model": engine.model_name, "devices": [str(d) for d in jax.devices()],
@@ -176,15 +178,21 @@ class Search:
                           final_compile_s=self.final_compile_s,
                           final_train_s=self.final_train_s,
                           first_round_s=None if self.first_check is None
-                          else self.first_check.round_s)
+                          else self.first_check.round_s,
+                          final_in_lanes=self.final_in_lanes)
 
   def compile_final_fit(self) -> None:
-    """With a budget, once a round has trained: compiles the final fit's programs
-    for the best trial's bucket and times it, and times an epoch of its training
-    and a scoring, so the plan holds the final fit as measured, not guessed. With
-    one bucket, that is all it will compile; with several, the chosen
+    """With a budget, once a round has trained: decides how the final fit trains
+    (:meth:`Costs.lanes_cheaper`: in a round's programs, compiling nothing, in
+    one process), or compiles the final fit's one-lane programs for the best
+    trial's bucket and times it, and times an epoch of its training and a
+    scoring, so the plan holds the final fit as measured, not guessed. With one
+    bucket, that is all it will compile; with several, the chosen
     configuration's may be another, costing about as much."""
-    if self.budget is None or self.final_compile_s is not None or self.best is None:
+    if self.budget is None or self.final_in_lanes is not None or self.best is None:
+      return
+    self.final_in_lanes = jax.process_count() == 1 and self.costs().lanes_cheaper()
+    if self.final_in_lanes:
       return
     result, row = self.best
     trial = result.record(row)
@@ -401,7 +409,8 @@ class Search:
     guard = contextlib.nullcontext if self.run_dir is None else self.run_dir.final_fit_guard
     best = result.best
     with guard(), cache_for_run(self.cache):
-      result.final = self.final = self.engine.refit(best, result.schedule(best))
+      result.final = self.final = self.engine.refit(best, result.schedule(best),
+                                                    in_lanes=bool(self.final_in_lanes))
       if self.budget is not None:  # The final fit spends the budget too.
         result.budget = self.budget_record()
       if self.run_dir is not None:
