@@ -201,3 +201,17 @@ def test_a_budget_is_spent_within_its_band_final_fit_included(small_data, tiny_m
   assert 0.85 * 20 <= spent <= 1.05 * 20, spent
   assert len(result.rounds) > 3 and result.budget.planned == result.budget.rounds
   assert "budget 20s: " in result.describe()
+
+
+def test_every_process_follows_process_0s_plan(small_data, tiny_mlp, lr_space, fast_settings,
+                                               monkeypatch):
+  # A plan made from a clock is process 0's, shared (distributed.agree, a broadcast), or
+  # processes would train different rounds and wait on one another. Here process 0 says
+  # nothing more fits, whatever this process measured: one round, no confirmation.
+  assert vt.lanes.distributed.agree(3.5) == 3.5  # One process: its own.
+  told = []
+  monkeypatch.setattr(vt.lanes.distributed, "agree", lambda value: told.append(value) or 0.0)
+  result = vt.tune(tiny_mlp, small_data, lr_space,
+                   **{**fast_settings, "budget": "1h", "confirm": "2x2"})
+  assert len(result.rounds) == 1 and result.confirmation is None
+  assert max(told) > 1  # This process's own plan held more rounds.

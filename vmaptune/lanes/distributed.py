@@ -255,6 +255,16 @@ def share_from_first_process(data: bytes | None) -> bytes:
   return np.asarray(multihost_utils.broadcast_one_to_all(buffer))[:size].tobytes()
 
 
+def agree(value: float) -> float:
+  """Process 0's ``value`` on every process (a collective when there are several;
+  float32). A decision made from a clock, such as a wall-time budget's plan, is
+  one process's for all: decided by each, the processes could train different
+  rounds and wait on one another for ever."""
+  if not jax.distributed.is_initialized() or jax.process_count() == 1:
+    return value
+  return float(multihost_utils.broadcast_one_to_all(np.float32(value)))
+
+
 def on_first_process(fn: Callable[[], T]) -> T | None:
   """Runs ``fn`` on process 0 only; if it raised there, every process raises.
 

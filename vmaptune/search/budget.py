@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmaptune.errors import BudgetError, SettingsError
+from vmaptune.lanes import distributed
 from vmaptune.lanes.events import Pieces
 from vmaptune.rundir.records import BudgetRecord
 
@@ -276,7 +277,8 @@ class FirstPieceCheck:
     round_s = epoch_s * self.epochs
     costs = Costs(fixed_s, round_s, round_s / self.population, compile_s=self._compiling())
     # The confirmation shrinks, or is skipped, to fit: only the final fit is needed.
-    needed = fixed_s + costs.round_s + self.budget.reserve(costs, confirm_calls=0)
+    # Process 0's figure on every process: all refuse, or none.
+    needed = distributed.agree(fixed_s + costs.round_s + self.budget.reserve(costs, 0))
     if needed > self.budget.seconds * (1 + OVERRUN):
       raise BudgetError(
           f"budget={self.budget.seconds:g}s cannot hold one round: compiling, tracing and "

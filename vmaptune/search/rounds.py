@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from vmaptune.errors import AllDivergedError, OutOfMemoryError, RunDirectoryWriteError
+from vmaptune.lanes import distributed
 from vmaptune.lanes.chunks import is_out_of_memory
 from vmaptune.lanes.compilation import CompileCounter, cache_for_run
 from vmaptune.lanes.devices import lane_to_host
@@ -163,7 +164,7 @@ class Search:
     left of the budget (always, without one or before a round measured costs)."""
     if self.budget is None or not self.rounds:
       return True
-    return self.budget.rounds_left(self.costs(), self.elapsed()) > 0
+    return distributed.agree(self.budget.rounds_left(self.costs(), self.elapsed())) > 0
 
   def budget_record(self) -> BudgetRecord:
     """The summary's ``budget`` entry now: what was spent, and the plan."""
@@ -395,7 +396,8 @@ class Search:
   def seeds_that_fit(self, seeds: int) -> int:
     """How many of the confirmation's ``seeds`` the budget has calls left for now."""
     per_seed = max(self.engine.confirm_calls() // seeds, 1)
-    return min(seeds, self.budget.confirm_calls_left(self.costs(), self.elapsed()) // per_seed)
+    calls = int(distributed.agree(self.budget.confirm_calls_left(self.costs(), self.elapsed())))
+    return min(seeds, calls // per_seed)
 
   def finish(self) -> TuneResult:
     """The search's result, told to the observers."""
