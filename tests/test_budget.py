@@ -215,3 +215,17 @@ def test_every_process_follows_process_0s_plan(small_data, tiny_mlp, lr_space, f
                    **{**fast_settings, "budget": "1h", "confirm": "2x2"})
   assert len(result.rounds) == 1 and result.confirmation is None
   assert max(told) > 1  # This process's own plan held more rounds.
+
+
+def test_a_lineage_refit_in_a_rounds_programs_equals_it_refit_alone(small_data, tiny_mlp,
+                                                                      lr_space, fast_settings):
+  # A population-based-training lane that changed its values mid-run: in the round's
+  # programs its weights go on into the next segment, as alone.
+  result = vt.tune(tiny_mlp, small_data, lr_space, **{**fast_settings, "budget": "1h",
+                                                       "strategy": "pbt", "epochs": 4,
+                                                       "rounds": 1})
+  trial = next(t for t in result.trials() if len(result.schedule(t)) > 1)
+  with CompileCounter() as compiled:
+    final = result._search.engine.refit(trial, result.schedule(trial), in_lanes=True)
+  assert compiled.compiles == 0 and final.in_lanes
+  assert final.val == pytest.approx(trial.metrics, abs=1e-5)  # As the lane trained it.
