@@ -185,21 +185,26 @@ class Engine:
     """The populations built so far."""
     return list(self._populations.values())
 
-  def prepare_refit(self, trial: Trial, schedule: list) -> float:
-    """Compiles what :meth:`refit` runs for ``trial``'s bucket (scoring on a split
-    shaped as the test split included; the test split is not read) and returns
-    the seconds its training and scoring will take: an epoch of ``trial``
-    trained and the validation split scored, timed, as many times as a refit
-    runs them."""
+  def prepare_refit(self, trial: Trial, schedule: list) -> tuple[float, float]:
+    """Compiles what :meth:`refit` runs alone for ``trial``'s bucket (scoring on a
+    split shaped as the test split included; the test split is not read).
+
+    Returns:
+      ``(compile_s, train_s)``: the seconds compiling took, and those the refit's
+      training and scoring will take: an epoch of ``trial`` trained and the
+      validation split scored, timed, as many times as a refit runs them.
+    """
     alone = self.population(self.buckets.find(trial.hparams)).alone
     hparams = schedule[0][2]
+    began = time.perf_counter()
     alone.compile(hparams, self.data.test_structure())
+    compile_s = time.perf_counter() - began
     began = time.perf_counter()
     trained = alone.fit_schedule([(0, 1, hparams)], *round_keys(self.settings.seed, 0))
     epoch_s = time.perf_counter() - began
     began = time.perf_counter()
     jax.block_until_ready(alone.evaluate(trained.params))
-    return self.settings.epochs * epoch_s + 2 * (time.perf_counter() - began)
+    return compile_s, self.settings.epochs * epoch_s + 2 * (time.perf_counter() - began)
 
   def refit(self, trial: Trial, schedule: list, in_lanes: bool = False) -> FinalFit:
     """Retrains ``trial`` (its whole lineage ``schedule``) with its round's keys,

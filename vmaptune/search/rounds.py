@@ -197,10 +197,9 @@ class Search:
       return
     result, row = self.best
     trial = result.record(row)
-    began = time.perf_counter()
-    self.final_train_s = self.engine.prepare_refit(trial, result.schedule(trial.trial))
-    compiling = time.perf_counter() - began - self.final_train_s / self.engine.settings.epochs
-    self.final_compile_s = 0.0 if len(self.engine.buckets) == 1 else max(compiling, 0.0)
+    compiling, self.final_train_s = self.engine.prepare_refit(trial, result.schedule(trial.trial))
+    # With one bucket, nothing is left to compile; with several, the chosen may be another's.
+    self.final_compile_s = 0.0 if len(self.engine.buckets) == 1 else compiling
 
   def _listening(self, compiled: CompileCounter) -> tuple[Listener | None, Pieces | None]:
     """Who hears of a round's training pieces, and how training is cut: for a
