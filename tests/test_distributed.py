@@ -495,3 +495,30 @@ def test_experiment_fields_reach_initialize(monkeypatch):
                              coordinator="h:1", num_processes=2, process_id=1)
   experiment.initialize_processes()
   assert seen["args"] == ("h:1", 2, 1)
+
+
+# Process 1's clock runs a thousand times fast: on its own it would find a one-hour budget
+# spent after a round (or refuse it at the first epoch) while process 0 trains on.
+FAST_CLOCK = textwrap.dedent("""
+    import os, time
+    if os.environ.get("VMAPTUNE_PROCESS_ID") == "1":
+      real = time.perf_counter
+      time.perf_counter = lambda: 1000 * real()
+""")
+
+
+@pytest.mark.slow  # Two subprocesses.
+def test_under_a_budget_every_process_follows_process_0s_plan(tmp_path, experiment_file):
+  script = tmp_path / "tune_script.py"
+  script.write_text(FAST_CLOCK + SCRIPT)
+  procs = _start_processes([sys.executable, str(script), experiment_file, "run",
+                            "budget='1h'"], tmp_path)
+  _exit_times(procs)
+  outputs = [(tmp_path / f"out{i}.txt").read_text() for i in range(2)]
+  assert [p.returncode for p in procs] == [0, 0], (tmp_path / "err1.txt").read_text()[-3000:]
+  first, second = (json.loads(out.strip().splitlines()[-1]) for out in outputs)
+  # The same rounds (as many as the config's, which caps the budget) and the same choice.
+  assert len(first["trials"]) == len(second["trials"]) == len(read_trials(tmp_path / "run"))
+  assert (second["best"]["round"], second["best"]["trial"]) == \
+      (first["best"]["round"], first["best"]["trial"])
+  assert second["test_accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
