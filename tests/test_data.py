@@ -34,13 +34,17 @@ def test_digits_are_scikit_learns_read_without_importing_it_or_through_it(monkey
   from vmaptune.data import loaders
 
   raw = load_digits()
-  images, labels = loaders._digits_arrays()
+  images, labels = loaders.digits_arrays()
   np.testing.assert_array_equal(images, raw.images)
   np.testing.assert_array_equal(labels, raw.target)
+  first = loaders.digits_arrays(500)
+  np.testing.assert_array_equal(first[0], raw.images[:500])
+  np.testing.assert_array_equal(first[1], raw.target[:500])
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-  images, labels = loaders._digits_arrays()
+  images, labels = loaders.digits_arrays()
   np.testing.assert_array_equal(images, raw.images)
   np.testing.assert_array_equal(labels, raw.target)
+  assert loaders.digits_arrays(500)[0].shape == (500, 8, 8)
 
 
 def test_test_split_is_sealed_and_counted(small_data):

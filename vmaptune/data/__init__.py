@@ -15,6 +15,7 @@ from vmaptune.data.loaders import (
   as_images,
   diabetes,
   digits,
+  digits_arrays,
   from_arrays,
   load_npz,
   split_indices,
@@ -24,6 +25,6 @@ from vmaptune.data.text import characters, decode, encode, grammar_text, vocabul
 from vmaptune.errors import DataError
 
 __all__ = ["IDX_FILES", "IDX_TYPES", "DataError", "Dataset", "Split", "as_images",
-           "characters", "decode", "diabetes", "digits", "encode", "from_arrays",
+           "characters", "decode", "diabetes", "digits", "digits_arrays", "encode", "from_arrays",
            "grammar_text", "load_idx", "load_idx_dir", "load_npz", "read_idx",
            "split_indices", "teacher", "vocabulary", "write_idx"]

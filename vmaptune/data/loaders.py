@@ -85,15 +85,16 @@ def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
   Returns:
     A :class:`Dataset` with features ``[N, 8, 8, 1]`` float32.
   """
-  images, target = _digits_arrays()
+  images, target = digits_arrays()
   x = (images / 16.0).astype(np.float32)[..., None]
   return from_arrays(x, target, val_fraction=val_fraction,
                      test_fraction=test_fraction, seed=seed, num_classes=10,
                      name="digits")
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-  """scikit-learn's digits, ``(images float64 [1797, 8, 8], labels int [1797])``.
+def digits_arrays(count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits as arrays, ``(images float64 [N, 8, 8] of 0 to 16, labels
+  int [N])``: all 1,797, or the first ``count``.
 
   Read straight from the file scikit-learn ships (``sklearn/datasets/data/
   digits.csv.gz``: 64 pixels then the label per row, as ``load_digits`` reads it)
@@ -105,12 +106,12 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
   for folder in folders:
     path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
     if os.path.isfile(path):
-      table = np.loadtxt(path, delimiter=",")
+      table = np.loadtxt(path, delimiter=",", max_rows=count)
       return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
   from sklearn.datasets import load_digits  # Imported lazily: only this loader needs it.
 
   raw = load_digits()
-  return raw.images, raw.target
+  return raw.images[:count], raw.target[:count]
 
 
 def diabetes(*, val_fraction: float = 0.2, test_fraction: float = 0.2,
