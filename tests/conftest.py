@@ -96,17 +96,17 @@ def refused_before_compiling():
   return check
 
 
-# An experiment config on 500 digits, for the tests that run it in subprocesses. Its digits
-# are read from the file scikit-learn ships, as load_digits reads it, without importing
-# scikit-learn: that import (with SciPy's and pandas') took 3 to 7 s of each process.
-EXPERIMENT = textwrap.dedent("""
+# The first ``count`` of scikit-learn's digits, ``(images float64 [count, 8, 8], labels)``,
+# for the scripts the tests run in subprocesses: read from the file scikit-learn ships, as
+# load_digits reads it, without importing scikit-learn (with SciPy and pandas, 3 to 7 s of
+# each process); through load_digits where that file is not.
+DIGITS_SOURCE = textwrap.dedent("""
     import importlib.util
     import os
 
     import numpy as np
-    import vmaptune as vt
 
-    def _digits(count):
+    def small_digits(count):
       for folder in importlib.util.find_spec("sklearn").submodule_search_locations:
         path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
         if os.path.isfile(path):
@@ -115,9 +115,14 @@ EXPERIMENT = textwrap.dedent("""
       from sklearn.datasets import load_digits
       raw = load_digits()
       return raw.images[:count], raw.target[:count]
+""")
+
+# An experiment config on 500 digits, for the tests that run it in subprocesses.
+EXPERIMENT = DIGITS_SOURCE + textwrap.dedent("""
+    import vmaptune as vt
 
     def data():
-      images, target = _digits(500)
+      images, target = small_digits(500)
       x = (images[:, :, :, None] / 16.0).astype(np.float32)
       return vt.data.from_arrays(x, target, val_fraction=0.2, test_fraction=0.2,
                                  seed=0, num_classes=10)
