@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from conftest import DIGITS_SOURCE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
