@@ -114,15 +114,16 @@ class PeakMemory:
     return (self.peak - self.start) / 2**20
 
 
-def matmul_peak_gflops(repeats: int = 10) -> float:
+def matmul_peak_gflops(repeats: int = 10, n: int | None = None) -> float:
   """Measured fp32 matmul peak of everything vmaptune runs on.
 
   On CPU one matmul already uses every core (the CPU "devices" share them);
   on accelerators it is one device's peak times the device count. Full fp32
-  passes (``HIGHEST``: no TF32), a size that fills the hardware.
+  passes (``HIGHEST``: no TF32), ``n x n`` (default: a size that fills the hardware,
+  2048 on CPU, 8192 elsewhere; a smoke run gives a small one).
   """
   platform = jax.devices()[0].platform
-  n = 2048 if platform == "cpu" else 8192
+  n = n or (2048 if platform == "cpu" else 8192)
   a = jnp.ones((n, n), jnp.float32)
   dot = jax.jit(lambda a: jnp.dot(a, a, precision=jax.lax.Precision.HIGHEST))
   dot(a).block_until_ready()
@@ -405,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="skip the devices x chunk comparison on the digits MLP")
   parser.add_argument("--no-cache-check", action="store_true",
                       help="skip the two-process compilation cache measurement")
+  parser.add_argument("--matmul-size", type=int, metavar="N",
+                      help="the matmul peak's N x N product (default 2048 on CPU, 8192 "
+                           "elsewhere; a smoke run's small one measures no real peak)")
   parser.add_argument("--out", help="results JSON (default experiments/results/"
                                     "throughput-<platform>[-quick].json)")
   args = parser.parse_args(argv)
@@ -427,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
       print("optuna is not installed: pip install -e '.[bench]' to include the Optuna baseline")
       methods.remove("optuna")
 
-  peak = matmul_peak_gflops()
+  peak = matmul_peak_gflops(n=args.matmul_size)
   info = machine()
   print(f"{info['cpu']} | {info['platform']} x{info['devices']} | jax {info['jax']} | "
         f"fp32 matmul peak {peak:.0f} GFLOP/s", flush=True)

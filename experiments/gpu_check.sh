@@ -53,9 +53,10 @@ step() {
 cat "$OUT/machine.txt"
 
 if [ "$DRY" = 1 ]; then
+  # A 256 x 256 matmul for the peak: a 2048 one (31 passes) took 5-10 s of a dry run.
   step throughput 120 "$PYTHON" experiments/bench_throughput.py --sizes 2 \
     --workloads digits_mlp --methods vmaptune sequential --no-cache-check --no-ablation \
-    --out "$OUT/throughput.json"
+    --matmul-size 256 --out "$OUT/throughput.json"
   # The race's smoke run (tests/test_experiments.py reads its results): the quick task, one
   # seed, 10 s budgets.
   step race 120 "$PYTHON" experiments/bench_budget.py --quick --budgets 10 --seeds 1 \

@@ -9,19 +9,20 @@ import textwrap
 
 import pytest
 
+from conftest import DIGITS_SOURCE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = textwrap.dedent("""
+SCRIPT = DIGITS_SOURCE + textwrap.dedent("""
     import json, jax, numpy as np
     import vmaptune as vt
     from vmaptune.lanes.keys import round_keys
     from vmaptune.models.optimizers import BUILTIN
     from vmaptune.lanes.population import Population
-    from sklearn.datasets import load_digits
 
-    raw = load_digits()
-    x = (raw.images[:400, :, :, None] / 16.0).astype(np.float32)
-    data = vt.data.from_arrays(x, raw.target[:400], num_classes=10)
+    images, target = small_digits(400)
+    x = (images[:, :, :, None] / 16.0).astype(np.float32)
+    data = vt.data.from_arrays(x, target, num_classes=10)
     hp = {"learning_rate": np.array([3e-3, 1e-2, 3e-2, 1e-1, 1e6], np.float32)}
     results = {}
     for name, devices, chunk in [("one device, one chunk", jax.devices()[:1], None),

@@ -4,6 +4,7 @@ against a real ``mlflow server`` on localhost."""
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,8 +26,24 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
                                         "ignore::FutureWarning", "ignore::UserWarning")
 
 
-def _uri(tmp_path) -> str:
-  return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def _uri(folder, empty_store=None) -> str:
+  """A SQLite store in ``folder``: a copy of ``empty_store`` (see below) when given."""
+  if empty_store is not None:
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+  return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+  """The file of a new MLflow SQLite store, made once. MLflow creates a store's tables
+  (its schema migrations) when a client first uses it: 2.5 to 6 s of CPU per store,
+  measured 2026-12-07, about as much as the rest of a test here. The slow tests copy this
+  file, so each starts from a store as new as MLflow makes it; the live test (the fast
+  one) and the export benchmark let MLflow make theirs."""
+  path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+  MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+  return path
 
 
 def _read(uri: str, key: str) -> tuple:
@@ -68,9 +85,10 @@ def _check_trials(client, children: dict, records: list[dict]) -> None:
 
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
-def test_a_run_directory_exports_to_mlflow_once_however_often(written_run, tmp_path):
+def test_a_run_directory_exports_to_mlflow_once_however_often(written_run, tmp_path,
+                                                             empty_store):
   result, out = written_run
-  uri, run = _uri(tmp_path), vt.load_run(out)
+  uri, run = _uri(tmp_path, empty_store), vt.load_run(out)
   tracking.export(run, tracking.make("mlflow", tracking_uri=uri))
   client, parent, children = _read(uri, out)
   _check_trials(client, children, run.records)
@@ -114,16 +132,15 @@ def test_a_run_logs_live_to_mlflow_as_the_export_would(small_data, tiny_mlp, lr_
 
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
-def test_the_commands_export_and_log_live(experiment_file, tmp_path, capsys):
-  uri = _uri(tmp_path)
+def test_the_commands_export_and_log_live(experiment_file, tmp_path, capsys, empty_store):
+  uri = _uri(tmp_path, empty_store)
   out = tmp_path / "run"
   assert main(["run", experiment_file, "--no-cache", "--quiet", "--out", str(out),
                "--set", "rounds=1", "confirm=off", "--log-to", "mlflow",
                "--tracking-uri", uri]) == 0
   client, parent, children = _read(uri, out)
   assert len(children) == 8 and "final_test_accuracy" in parent.data.metrics
-  other = _uri(tmp_path / "other")
-  os.makedirs(tmp_path / "other")
+  other = _uri(tmp_path / "other", empty_store)
   capsys.readouterr()
   assert main(["export", str(out), "--to", "mlflow", "--tracking-uri", other]) == 0
   printed = capsys.readouterr().out
@@ -154,13 +171,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # Starts a real MLflow server.
-def test_an_export_reaches_a_real_mlflow_server(written_run, tmp_path):
+def test_an_export_reaches_a_real_mlflow_server(written_run, tmp_path, empty_store):
   port = _free_port()
+  # Without MLflow's job execution (its GenAI jobs and periodic tasks: a job runner and 8
+  # huey consumers, over 30 s of CPU as the server started, measured 2026-12-07), which
+  # the tracking API an export uses does not need.
   server = subprocess.Popen(
       [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-       "--backend-store-uri", _uri(tmp_path), "--default-artifact-root",
+       "--backend-store-uri", _uri(tmp_path, empty_store), "--default-artifact-root",
        str(tmp_path / "artifacts"), "--workers", "1"],
-      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.txt", "w"), cwd=tmp_path)
+      stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.txt", "w"), cwd=tmp_path,
+      env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
   uri = f"http://127.0.0.1:{port}"
   try:
     deadline = time.monotonic() + 120
@@ -196,8 +217,8 @@ def test_the_export_benchmark_runs_and_writes_its_results(tmp_path):
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_run_that_stops_marks_its_parent_and_leaves_no_half_written_trial(
-    small_data, tiny_mlp, lr_space, fast_settings, tmp_path):
-  out, uri = tmp_path / "it's run", _uri(tmp_path)  # A quote in the path, too.
+    small_data, tiny_mlp, lr_space, fast_settings, tmp_path, empty_store):
+  out, uri = tmp_path / "it's run", _uri(tmp_path, empty_store)  # A quote in the path, too.
 
   def stop(result):
     if result.index == 1:
@@ -223,8 +244,9 @@ def test_a_run_that_stops_marks_its_parent_and_leaves_no_half_written_trial(
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
 def test_a_store_that_fails_mid_run_is_dropped_with_a_warning(small_data, tiny_mlp, lr_space,
-                                                              fast_settings, tmp_path):
-  failing = tracking.make("mlflow", tracking_uri=_uri(tmp_path))
+                                                              fast_settings, tmp_path,
+                                                              empty_store):
+  failing = tracking.make("mlflow", tracking_uri=_uri(tmp_path, empty_store))
   failing.log_round = lambda entry, records: (_ for _ in ()).throw(ConnectionError("store down"))
   with pytest.warns(RuntimeWarning, match="logging to mlflow stopped: ConnectionError: store "
                     "down; the run goes on"):
@@ -233,8 +255,8 @@ def test_a_store_that_fails_mid_run_is_dropped_with_a_warning(small_data, tiny_m
 
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
-def test_a_deleted_experiment_is_refused_clearly(tmp_path):
-  uri = _uri(tmp_path)
+def test_a_deleted_experiment_is_refused_clearly(tmp_path, empty_store):
+  uri = _uri(tmp_path, empty_store)
   client = MlflowClient(tracking_uri=uri)
   client.delete_experiment(client.create_experiment("vmaptune"))
   with pytest.raises(SettingsError, match="'vmaptune' at .* was deleted; restore it"):
@@ -250,8 +272,8 @@ def _regression_data() -> vt.Dataset:
 
 
 @pytest.mark.slow  # An MLflow store each (seconds to set up); the live test is the fast one.
-def test_a_regression_run_logs_every_metric_under_its_name(lr_space, tmp_path):
-  out, uri = tmp_path / "run", _uri(tmp_path)
+def test_a_regression_run_logs_every_metric_under_its_name(lr_space, tmp_path, empty_store):
+  out, uri = tmp_path / "run", _uri(tmp_path, empty_store)
   result = vt.tune(vt.models.MLP(hidden=(8,), num_classes=1), _regression_data(), lr_space,
                    objective="regression", population=4, rounds=2, epochs=1, batch_size=32,
                    confirm="off", out=str(out),
