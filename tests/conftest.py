@@ -96,33 +96,15 @@ def refused_before_compiling():
   return check
 
 
-# The first ``count`` of scikit-learn's digits, ``(images float64 [count, 8, 8], labels)``,
-# for the scripts the tests run in subprocesses: read from the file scikit-learn ships, as
-# load_digits reads it, without importing scikit-learn (with SciPy and pandas, 3 to 7 s of
-# each process); through load_digits where that file is not.
-DIGITS_SOURCE = textwrap.dedent("""
-    import importlib.util
-    import os
-
-    import numpy as np
-
-    def small_digits(count):
-      for folder in importlib.util.find_spec("sklearn").submodule_search_locations:
-        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
-        if os.path.isfile(path):
-          table = np.loadtxt(path, delimiter=",", max_rows=count)
-          return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
-      from sklearn.datasets import load_digits
-      raw = load_digits()
-      return raw.images[:count], raw.target[:count]
-""")
-
 # An experiment config on 500 digits, for the tests that run it in subprocesses.
-EXPERIMENT = DIGITS_SOURCE + textwrap.dedent("""
+# Its digits are read without importing scikit-learn (with SciPy and pandas, 3 to 7 s of
+# each process).
+EXPERIMENT = textwrap.dedent("""
+    import numpy as np
     import vmaptune as vt
 
     def data():
-      images, target = small_digits(500)
+      images, target = vt.data.digits_arrays(500)
       x = (images[:, :, :, None] / 16.0).astype(np.float32)
       return vt.data.from_arrays(x, target, val_fraction=0.2, test_fraction=0.2,
                                  seed=0, num_classes=10)

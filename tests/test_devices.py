@@ -9,18 +9,16 @@ import textwrap
 
 import pytest
 
-from conftest import DIGITS_SOURCE
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = DIGITS_SOURCE + textwrap.dedent("""
+SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
     import vmaptune as vt
     from vmaptune.lanes.keys import round_keys
     from vmaptune.models.optimizers import BUILTIN
     from vmaptune.lanes.population import Population
 
-    images, target = small_digits(400)
+    images, target = vt.data.digits_arrays(400)
     x = (images[:, :, :, None] / 16.0).astype(np.float32)
     data = vt.data.from_arrays(x, target, num_classes=10)
     hp = {"learning_rate": np.array([3e-3, 1e-2, 3e-2, 1e-1, 1e6], np.float32)}

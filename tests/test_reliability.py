@@ -719,7 +719,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(experiment_file, tmp_path):
 def kill_at_random_moments(experiment_file, tmp_path, kills: int, seed: int = 0,
                            epochs: int = 30) -> dict:
   """Starts the command again and again, killing it with SIGKILL at a random moment
-  of a run's duration (mostly while its rounds are committed) ``kills`` times, and
+  of a run's duration (half of them while its rounds are committed) ``kills`` times, and
   checks the directory after each kill (it reads back; the best parameters so far
   load). When a run finishes, its directory must equal the uninterrupted run's, and
   the next kills go to a new one. Returns what happened."""
@@ -751,23 +751,29 @@ def kill_at_random_moments(experiment_file, tmp_path, kills: int, seed: int = 0,
   whole = tmp_path / "whole"
   run(whole)  # The uninterrupted run (it also fills the compilation cache).
   # A run with its programs cached, as the resumed ones: when its rounds start to be
-  # committed, and when it ends.
+  # committed, when the last is, and when it ends.
   warm, start = tmp_path / "warm", time.monotonic()
   child = subprocess.Popen(command(warm), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-  first_s = None
+  first_s = last_s = None
   while child.poll() is None:
-    if first_s is None and (warm / "summary.json").exists():
-      first_s = time.monotonic() - start
+    if last_s is None and (warm / "summary.json").exists():
+      first_s = first_s or time.monotonic() - start
+      if len(_summary(warm)["rounds"]) == 6:  # Replaced whole (atomically): never half read.
+        last_s = time.monotonic() - start
     time.sleep(0.005)
   whole_s = time.monotonic() - start
   first_s = min(first_s or whole_s, whole_s)
+  last_s = min(max(last_s or whole_s, first_s), whole_s)
   happened, runs, finished = [], 0, 0
   out = tmp_path / "run-0"
   while len(happened) < kills:
-    # Mostly while rounds are committed, sometimes anywhere (start-up included).
-    low = 0.0 if rng.random() < 0.25 else max(first_s - 0.3, 0.0)
-    if run(out, timeout=float(rng.uniform(low, whole_s))):
+    # Half while rounds are committed, a quarter in the confirmation and the final fit
+    # after them, a quarter anywhere (start-up included).
+    draw = rng.random()
+    low, high = ((0.0, whole_s) if draw < 0.25 else (max(first_s - 0.3, 0.0), last_s)
+                 if draw < 0.75 else (last_s, whole_s))
+    if run(out, timeout=float(rng.uniform(low, high))):
       state = -1  # Killed before it wrote its config.
       if (out / "config.json").exists():
         done = vt.load_run(out)  # Never damaged, whatever the moment.
@@ -785,7 +791,8 @@ def kill_at_random_moments(experiment_file, tmp_path, kills: int, seed: int = 0,
   same_as_whole(out)
   finished += 1
   return {"stages_done_at_each_kill": happened, "runs_resumed_to_the_end": finished,
-          "whole_run_s": round(whole_s, 2), "first_round_committed_s": round(first_s, 2)}
+          "whole_run_s": round(whole_s, 2), "first_round_committed_s": round(first_s, 2),
+          "last_round_committed_s": round(last_s, 2)}
 
 
 @pytest.mark.slow  # Subprocesses.
