@@ -312,8 +312,7 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
     lanes = engine.round_lanes(pop, len(members) * (seeds if per_lane_seeds else 1),
                                at_least=seeds if per_lane_seeds else 1)
     if per_lane_seeds:
-      replicas, calls = range(seeds), [(None, round_keys(engine.settings.seed,
-                                                           CONFIRMATION_ROUND))]
+      replicas, calls = seeds, [(None, round_keys(engine.settings.seed, CONFIRMATION_ROUND))]
       per_call = max(lanes // seeds, 1)
     else:  # A call per seed, from round keys no round uses.
       replicas, per_call = None, lanes
@@ -333,16 +332,15 @@ def confirm(engine: Engine, rounds: Sequence[RoundResult], count: int, seeds: in
 
 
 def _retrain(pop: Population, schedules: list[list], lanes: int, keys: tuple,
-             replicas: range | None) -> dict[str, np.ndarray]:
+             replicas: int | None) -> dict[str, np.ndarray]:
   """Trains each of ``schedules`` once per replica (once, sharing ``keys``, when
   ``replicas`` is ``None``) in a population of ``lanes`` (the rest pad it).
 
   Returns:
     Each metric, ``float64 [replicas, len(schedules)]`` (``[1, ...]`` without replicas).
   """
-  copies = 1 if replicas is None else len(replicas)
-  trained = pop.train_schedules(schedules, lanes, *keys,
-                                replicas=None if replicas is None else copies)
+  copies = 1 if replicas is None else replicas
+  trained = pop.train_schedules(schedules, lanes, *keys, replicas=replicas)
   metrics = lane_scores(pop, trained).metrics
   real = len(schedules) * copies
   return {name: values[:real].reshape(copies, len(schedules))
