@@ -406,3 +406,62 @@ def test_the_budget_race_refuses_bad_settings_and_a_resume_of_another_task(tmp_p
                                  "cells": [{"task": "digits_sgd"}]}))
   with pytest.raises(SystemExit, match="task digits_sgd .* another definition"):
     race.main(["--quick", "--resume", "--out", str(earlier)])
+
+
+def _choice_run(**overrides) -> dict:
+  """A search's data as bench_choice records it: candidate 0 scored well on its two
+  confirmation seeds by luck (its neighbourhood is noisy, its estimate lower); candidate 1
+  is the better one, steady; candidate 2 diverged on a seed."""
+  candidates = [
+      dict(search=0.93, estimate=0.90, estimate_se=0.005, local_sd=0.08, seeds=[0.95, 0.95],
+           truth_val=0.85, truth_test=0.86, truth_test_sd=0.07),
+      dict(search=0.92, estimate=0.91, estimate_se=0.005, local_sd=0.01, seeds=[0.92, 0.92],
+           truth_val=0.91, truth_test=0.92, truth_test_sd=0.01),
+      dict(search=0.99, estimate=0.95, estimate_se=0.005, local_sd=0.01, seeds=[0.99, None],
+           truth_val=0.50, truth_test=0.50, truth_test_sd=0.3)]
+  return {"task": "toy", "seed": 0, "noise_sd": 0.01, "typical_spread": 0.01,
+          "candidates": candidates, **overrides}
+
+
+def test_the_choice_rules_replay_a_confirmation_and_score_the_chosen_candidate():
+  """The mean of two lucky seeds chooses the noisy candidate; combining them with the
+  neighbours' estimate by their precisions (the local noise weighs the seeds) chooses the
+  steady one; a candidate with a diverged seed is never chosen; the
+  analysis scores each rule by the chosen candidate's retrains."""
+  choice = _script("bench_choice")
+  run = _choice_run()
+  # Every rule passes over a candidate a seed of which diverged, as the library does.
+  assert choice.choose(run, "search", 2) == 0
+  assert choice.choose(run, "estimate", 2) == 1
+  assert choice.choose(run, "mean", 2) == 0
+  assert choice.choose(run, "library", 2) == 0  # Equal seeds: no spread, the mean's rule.
+  assert choice.choose(run, "posterior", 2) == 1
+  assert choice.choose(run, "lcb-local", 2) == 1
+  assert choice.choose(run, "mean", 1) == 2  # Its first seed did not diverge.
+  summary = choice.analyse([run, _choice_run(seed=1)], [2])
+  assert summary["toy S=2 mean"]["expected_test"] == pytest.approx(0.86)
+  assert summary["toy S=2 mean"]["regret"] == pytest.approx(0.06)
+  assert summary["toy S=2 mean"]["unstable"] == 2
+  assert summary["toy S=2 posterior"]["regret"] == pytest.approx(0.0)
+  assert "| toy | 2 | posterior | 92.00 ± 0.00 | 0.00 | 0 of 2 |" in choice.markdown(summary)
+
+
+@pytest.mark.slow  # A search, its confirmation and the candidates' retrains.
+def test_the_choice_benchmark_measures_every_candidate_and_replays_the_rules(tmp_path, capsys):
+  """One small search of the narrow-optimum task: every candidate of its confirmation has
+  its confirmation seeds, an estimate, a local noise and its retrains' expected test; the
+  rules' table is printed from the results without training."""
+  out = tmp_path / "choice.json"
+  args = ["--tasks", "digits_sgd", "--seeds", "1", "--rounds", "digits_sgd=1",
+          "--confirm-seeds", "2", "--use-seeds", "1", "2", "--eval-seeds", "2"]
+  report = _run_script("bench_choice", args, out)
+  (run,) = report["runs"]
+  assert run["task"] == "digits_sgd" and run["trials"] == 64
+  assert 2 <= len(run["candidates"]) <= 64  # Those that trained the full budget.
+  for candidate in run["candidates"]:
+    assert len(candidate["seeds"]) == 2
+    assert 0 <= candidate["truth_test"] <= 1 and candidate["local_sd"] >= 0
+  assert {row["rule"] for row in report["summary"].values()} == set(_script("bench_choice").RULES)
+  capsys.readouterr()
+  assert _script("bench_choice").main(["--analyse", str(out), "--use-seeds", "2"]) == 0
+  assert "| digits_sgd | 2 | library |" in capsys.readouterr().out
