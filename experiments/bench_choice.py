@@ -66,7 +66,7 @@ from vmaptune.trials.estimate import estimate
 from vmaptune.trials.scoring import CLASSIFICATION
 from vmaptune.trials.table import TrialTable
 
-UNSTABLE = 0.02  # A candidate whose retrains' test accuracy spreads more (sd) is "unstable".
+UNSTABLE = 0.04  # A candidate whose retrains' test accuracy spreads more (sd) is "unstable".
 RULES = ("search", "estimate", "estimate-lcb", "mean", "library", "lcb-local", "posterior",
          "posterior-lcb", "posterior-global")
 
