@@ -23,6 +23,11 @@ from vmaptune.rundir import RunDirectory, open_run, read_trials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 240
+# The runs that fail or are killed before their last round go without the confirmation
+# stage: it never runs there, but a run with it imports scikit-learn and SciPy as it starts
+# (the confirmation's estimate; seconds of CPU in every process). A round after the failing
+# one keeps the other processes busy in a program of all processes, as the confirmation did.
+NO_CONFIRMATION = "confirm=off"
 
 # The Python API, settings from the environment: every process prints its result.
 SCRIPT = textwrap.dedent("""
@@ -30,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     import vmaptune as vt
 
     processes = vt.lanes.distributed.initialize()  # VMAPTUNE_* variables, when set.
-    experiment = vt.override(vt.load_experiment(sys.argv[1]), [sys.argv[3]])
+    experiment = vt.override(vt.load_experiment(sys.argv[1]), sys.argv[3:])
     result = experiment.tune(out=sys.argv[2])
     final = result.final_fit()
     print(json.dumps({"process": [processes.process_id, processes.num_processes],
@@ -226,7 +231,7 @@ def test_when_process_0_raises_every_process_exits_at_once_naming_the_error(
   script = tmp_path / "failing.py"
   script.write_text(FAILING_SCRIPT)
   procs = _start_processes([sys.executable, str(script), experiment_file, "run",
-                       str(tmp_path / "failed_at")], tmp_path)
+                       str(tmp_path / "failed_at"), "rounds=3", NO_CONFIRMATION], tmp_path)
   ended = _exit_times(procs)
   failed_at = float((tmp_path / "failed_at").read_text())
   err0, err1 = ((tmp_path / f"err{i}.txt").read_text() for i in range(2))
@@ -272,7 +277,8 @@ def test_when_another_process_raises_every_process_exits_at_once_naming_it(
   script = tmp_path / "failing.py"
   script.write_text(FAILING_ELSEWHERE_SCRIPT)
   procs = _start_processes([sys.executable, str(script), experiment_file, "run",
-                            str(tmp_path / "failed_at"), "rounds=6"], tmp_path, count=3,
+                            str(tmp_path / "failed_at"), "rounds=6", NO_CONFIRMATION],
+                           tmp_path, count=3,
                            cpu_devices=1)
   ended = _exit_times(procs, timeout_s=120)
   failed_at = float((tmp_path / "failed_at").read_text())
@@ -297,8 +303,8 @@ def test_when_process_0_is_killed_the_others_exit_at_once(tmp_path, experiment_f
   script = tmp_path / "tune_script.py"
   script.write_text(SCRIPT)
   # Rounds enough to still be running when process 0 is killed after round 0.
-  procs = _start_processes([sys.executable, str(script), experiment_file, "run", "rounds=50"],
-                      tmp_path)
+  procs = _start_processes([sys.executable, str(script), experiment_file, "run", "rounds=50",
+                            NO_CONFIRMATION], tmp_path)
   summary = tmp_path / "run" / "summary.json"
   deadline = time.time() + TIMEOUT_S
   while not summary.exists() and procs[0].poll() is None and time.time() < deadline:

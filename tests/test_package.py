@@ -112,14 +112,17 @@ def test_the_top_level_is_what_a_script_uses():
 
 @pytest.mark.slow  # A subprocess.
 def test_importing_vmaptune_starts_no_jax_backend_and_imports_no_optional_library():
+  """Nor Flax NNX (0.5 to 1 s of every process): ``vt.models.nnx`` imports it on first use."""
   code = ("import sys, vmaptune\n"
           "from jax._src import xla_bridge\n"
           "print(xla_bridge.backends_are_initialized(), 'optuna' in sys.modules,"
-          " 'matplotlib' in sys.modules)")
+          " 'matplotlib' in sys.modules, 'flax.nnx' in sys.modules)\n"
+          "print(vmaptune.models.nnx.__name__, 'flax.nnx' in sys.modules)")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         cwd=ROOT, timeout=120)
   assert done.returncode == 0, done.stderr
-  assert done.stdout.split() == ["False", "False", "False"]
+  assert done.stdout.split() == ["False", "False", "False", "False", "vmaptune.models.nnx",
+                                 "True"]
 
 
 def _layer(module: str) -> int:

@@ -191,10 +191,11 @@ def test_quiet_prints_only_the_final_result(tmp_path, capsys):
 
 @pytest.mark.slow  # A subprocess.
 def test_the_command_draws_a_live_line_on_a_terminal(tmp_path):
-  """Standard output on a pseudo-terminal: the live line is the default."""
+  """Standard output on a pseudo-terminal: the live line is the default. The rounds' line
+  is the subject: no confirmation stage (a run with one imports scikit-learn as it starts)."""
   leader, follower = pty.openpty()
   command = ("import sys; from vmaptune.cli import main; sys.exit(main(['run', "
-             f"{DEFAULT!r}, '--set', 'population=4', 'rounds=1', 'epochs=2', "
+             f"{DEFAULT!r}, '--set', 'population=4', 'rounds=1', 'epochs=2', 'confirm=off', "
              f"'--out', {str(tmp_path / 'run')!r}]))")
   process = subprocess.Popen([sys.executable, "-c", command], cwd=ROOT, stdout=follower,
                              stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})

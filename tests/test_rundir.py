@@ -237,7 +237,7 @@ KILLED_SCRIPT = textwrap.dedent("""
         time.sleep(600)
 
     RunDirectory.append_round = append_then_wait
-    vt.override(vt.load_experiment(sys.argv[1]), ["rounds=3"]).tune(out=sys.argv[2])
+    vt.override(vt.load_experiment(sys.argv[1]), ["rounds=3", "confirm=off"]).tune(out=sys.argv[2])
 """)
 
 
@@ -251,7 +251,8 @@ def test_a_run_killed_mid_round_resumes_into_the_uninterrupted_run(experiment_fi
                             experiment_file, str(out), str(marker)],
                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                            stderr=open(tmp_path / "stderr.txt", "w"))
-  experiment = vt.override(vt.load_experiment(experiment_file), ["rounds=3"])
+  # No confirmation stage (it has tests of its own): the rounds' records are the subject.
+  experiment = vt.override(vt.load_experiment(experiment_file), ["rounds=3", "confirm=off"])
   try:
     whole = experiment.tune(out=str(tmp_path / "whole"))  # Meanwhile, the uninterrupted run.
     deadline = time.monotonic() + 240

@@ -346,11 +346,13 @@ class Population:
 
   def advance_program(self, hparams: Mapping[str, np.ndarray]) -> tuple[Callable, tuple]:
     """The training program for ``hparams`` (``{name: [P]}``) and its arguments
-    for the whole budget, e.g. to ``.lower(*args)`` it or trace its jaxpr."""
+    for the whole budget, e.g. to ``.lower(*args)`` it or trace its jaxpr. The
+    arguments are placed as :meth:`advance` places them, so lowering them after
+    a round reuses that round's executable instead of compiling it again."""
     key = round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
-    args = (lanes.state, lanes.hparams, put(key, self._replicated),
-            self._train, np.int32(0), np.int32(self.epochs))
+    shared = put((key, np.int32(0), np.int32(self.epochs)), self._replicated)
+    args = (lanes.state, lanes.hparams, shared[0], self._train, *shared[1:])
     return self._compiled(self.layout(lanes.count))["advance"], args
 
   def select(self, lanes: Lanes, index: np.ndarray,

@@ -10,7 +10,9 @@ configuration alone for the final fit, the only read of the test split.
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +27,6 @@ from vmaptune.lanes import devices
 from vmaptune.lanes.keys import replica_keys, round_keys
 from vmaptune.lanes.population import Population
 from vmaptune.lanes.train import first_example
-from vmaptune.models import nnx as nnx_models
 from vmaptune.models import optimizers
 from vmaptune.search.checks import check_model, check_optimizer, check_training
 from vmaptune.search.final_fit import FinalFit
@@ -33,6 +34,26 @@ from vmaptune.search.settings import Settings
 from vmaptune.space.space import Space
 from vmaptune.space.structural import Bucket, Buckets, ModelSpec
 from vmaptune.trials.table import Trial
+
+
+def _model_spec(model: Any) -> ModelSpec:
+  """:func:`vmaptune.models.nnx.model_spec` of ``model``, importing Flax NNX (0.5 to 1 s of
+  every process) only where ``model`` may be an NNX model: NNX is imported already (an
+  ``nnx.Module`` or its class needs it), or ``model`` is a function taking ``rngs``."""
+  if "flax.nnx" not in sys.modules and not _takes_rngs(model):
+    return model  # No NNX module, class or constructor: unchanged, as model_spec returns it.
+  from vmaptune.models import nnx
+
+  return nnx.model_spec(model)
+
+
+def _takes_rngs(model: Any) -> bool:
+  if isinstance(model, (type, nn.Module)) or not callable(model):
+    return False
+  try:
+    return "rngs" in inspect.signature(model).parameters
+  except (TypeError, ValueError):
+    return False
 
 
 class Engine:
@@ -64,7 +85,7 @@ class Engine:
     if not isinstance(space, Space):
       raise SettingsError(f"space={space!r}; expected a vmaptune.Space")
     try:
-      model = nnx_models.model_spec(model)
+      model = _model_spec(model)
     except ValueError as e:
       raise SettingsError(str(e)) from None
     self.model, self.data, self.space, self.settings = model, data, space, settings
