@@ -243,15 +243,14 @@ class Population:
     """
     programs = self._compiled(layout)
     hparams = {name: np.zeros(layout.padded, np.float32) for name in names}
-    shared = put((round_keys(0, 0)[0], np.int32(0), np.int32(self.epochs)),
-                 self._replicated)
-    state = jax.eval_shape(programs["init"], hparams, shared[0], self._train)
+    key = round_keys(0, 0)[0]
+    state = jax.eval_shape(programs["init"], hparams, put(key, self._replicated), self._train)
     sharding = lane_sharding(self.mesh)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                          state)
     with jax.default_matmul_precision(self._precision):
-      compiled = programs["advance"].lower(state, hparams, shared[0], self._train,
-                                           *shared[1:]).compile()
+      compiled = programs["advance"].lower(
+          *self._advance_args(state, hparams, key, 0, self.epochs)).compile()
     stats = compiled.memory_analysis()
     if stats is None:
       return None
@@ -338,11 +337,18 @@ class Population:
     layout = self.layout(lanes.count)
     if len(lanes.state.diverged) != layout.padded:  # Laid out before the chunks shrank.
       lanes = self.select(lanes, np.arange(lanes.count))
-    shared = put((data_key, np.int32(first_epoch), np.int32(num_epochs)), self._replicated)
+    args = self._advance_args(lanes.state, lanes.hparams, data_key, first_epoch, num_epochs)
     with jax.default_matmul_precision(self._precision):
-      state, losses = self._compiled(layout)["advance"](
-          lanes.state, lanes.hparams, shared[0], self._train, *shared[1:])
+      state, losses = self._compiled(layout)["advance"](*args)
     return lanes._replace(state=state), losses
+
+  def _advance_args(self, state: Any, hparams: Any, data_key: jax.Array, first_epoch: int,
+                    num_epochs: int) -> tuple:
+    """The training program's arguments, placed as every call places them (the key and the
+    epoch counts replicated), so that a call, a lowering or a memory measurement of one
+    layout share one executable."""
+    shared = put((data_key, np.int32(first_epoch), np.int32(num_epochs)), self._replicated)
+    return state, hparams, shared[0], self._train, *shared[1:]
 
   def advance_program(self, hparams: Mapping[str, np.ndarray]) -> tuple[Callable, tuple]:
     """The training program for ``hparams`` (``{name: [P]}``) and its arguments
@@ -351,8 +357,7 @@ class Population:
     a round reuses that round's executable instead of compiling it again."""
     key = round_keys(0, 0)[0]
     lanes = self.init(hparams, key)
-    shared = put((key, np.int32(0), np.int32(self.epochs)), self._replicated)
-    args = (lanes.state, lanes.hparams, shared[0], self._train, *shared[1:])
+    args = self._advance_args(lanes.state, lanes.hparams, key, 0, self.epochs)
     return self._compiled(self.layout(lanes.count))["advance"], args
 
   def select(self, lanes: Lanes, index: np.ndarray,
