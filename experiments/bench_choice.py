@@ -62,7 +62,6 @@ from bench_budget import Retrainer, task_problem, tune_settings
 
 import vmaptune as vt
 from vmaptune.search.confirmation import Confirmation
-from vmaptune.trials.estimate import estimate
 from vmaptune.trials.scoring import CLASSIFICATION
 from vmaptune.trials.table import TrialTable
 
@@ -83,9 +82,11 @@ def collect(task: str, seed: int, rounds: int, confirm_seeds: int, eval_seeds: i
   search_s = time.perf_counter() - start
   c = result.confirmation
   table = TrialTable.concat(list(result.rounds))
-  found = estimate(table, problem.space)
+  # Every trial's estimate, as the confirmation fitted it (NaN: none).
+  found = [c.estimates.of(int(r), int(t)) or (math.nan, None)
+           for r, t in zip(table.round, table.trial, strict=True)]
   unit = problem.space.to_unit(table.hparams)
-  residual = table.score - found.mean
+  residual = table.score - np.array([m for m, _ in found])
   rows = {(int(r), int(t)): i for i, (r, t) in enumerate(zip(table.round, table.trial,
                                                               strict=True))}
   retrainer = Retrainer(problem, data, min_call=settings["population"])
@@ -94,17 +95,16 @@ def collect(task: str, seed: int, rounds: int, confirm_seeds: int, eval_seeds: i
   candidates = []
   for i, trial in enumerate(c.candidates):
     row = rows[(trial.round, trial.trial)]
+    mean, stderr = found[row]
     candidates.append({
         "hparams": trial.hparams_json(), "search": trial.score,
-        "estimate": float(found.mean[row]), "estimate_se": float(found.stderr[row]),
+        "estimate": mean, "estimate_se": math.nan if stderr is None else stderr,
         "local_sd": local_sd(unit, residual, row, neighbours),
         "seeds": c.seed_scores[i].tolist(),
         "truth_val": float(val[i].mean()), "truth_test": float(test[i].mean()),
         "truth_test_sd": float(test[i].std(ddof=1))})
-  noise = [g.noise_sd for g in found.groups if g.noise_sd and math.isfinite(g.noise_sd)]
   return {"task": task, "seed": seed, "rounds": rounds, "trials": len(table.score),
-          "search_s": search_s, "noise_sd": float(np.median(noise)) if noise else None,
-          "typical_spread": c.typical_spread, "rule": c.rule,
+          "search_s": search_s, "typical_spread": c.typical_spread, "rule": c.rule,
           "candidates": candidates}
 
 
@@ -140,7 +140,8 @@ def choose(run: dict, rule: str, use: int) -> int:
   elif rule == "lcb-local":
     value = mean - local / math.sqrt(use)
   elif rule in ("posterior", "posterior-lcb", "posterior-global"):
-    noise = local if rule != "posterior-global" else np.full(len(cands), run["noise_sd"] or 0.0)
+    # The typical spread: the noise of one trial's score that the search's estimate fitted.
+    noise = local if rule != "posterior-global" else np.full(len(cands), run["typical_spread"])
     w_est, w_seeds = 1 / np.maximum(se, 1e-6) ** 2, use / np.maximum(noise, 1e-6) ** 2
     value = (w_est * est + w_seeds * mean) / (w_est + w_seeds)
     if rule == "posterior-lcb":

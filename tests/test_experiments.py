@@ -419,7 +419,7 @@ def _choice_run(**overrides) -> dict:
            truth_val=0.91, truth_test=0.92, truth_test_sd=0.01),
       dict(search=0.99, estimate=0.95, estimate_se=0.005, local_sd=0.01, seeds=[0.99, None],
            truth_val=0.50, truth_test=0.50, truth_test_sd=0.3)]
-  return {"task": "toy", "seed": 0, "noise_sd": 0.01, "typical_spread": 0.01,
+  return {"task": "toy", "seed": 0, "typical_spread": 0.01,
           "candidates": candidates, **overrides}
 
 
